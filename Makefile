@@ -1,0 +1,33 @@
+# Fresh clone -> result: `make run`; tests: `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint clean distclean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+	touch $(STAMP)
+
+# The main job on the embedded sample data: offline, CPU, a few minutes.
+run: venv
+	$(BIN)/luigi --module tasks TrainDCGAN --local-scheduler
+	$(BIN)/luigi --module tasks ExportSamples --local-scheduler
+	@$(BIN)/python -c "import tasks; print('sample grid:', tasks.ExportSamples().grid_path())"
+
+test: venv
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf processed/*/ raw/*/
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

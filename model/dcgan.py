@@ -1,0 +1,74 @@
+"""The DCGAN generator and discriminator of Radford et al. (2015).
+
+At 64x64: z (100) -> 4x4x1024 -> fractionally-strided convolutions to 8x8x512,
+16x16x256, 32x32x128 -> 64x64x3 tanh. The discriminator mirrors it with
+strided convolutions and LeakyReLU(0.2). Batch norm everywhere except the
+generator output and the discriminator input; weights ~ N(0, 0.02), batch-norm
+scales ~ N(1, 0.02) as in the reference Torch code. The first generator layer
+is a dense projection (the paper's "project and reshape"), the last
+discriminator layer a dense logit.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+Z_DIM = 100
+
+
+def _init():
+    return keras.initializers.RandomNormal(0.0, 0.02)
+
+
+def _bn():
+    # momentum 0.9 / epsilon 1e-5 are Torch's BatchNorm defaults (0.1 update rate).
+    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
+                                     gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
+
+
+def widths(resolution: int, base_width: int = 128) -> tuple[int, list[int]]:
+    """``(start, channels)``: the generator's first feature-map side and the
+    widths of its feature maps from ``start`` up to ``resolution / 2``.
+
+    64 -> (4, [1024, 512, 256, 128]); 32 -> (4, [512, 256, 128]); 28 -> (7, [256, 128]).
+    """
+    start, ups = resolution, 0
+    while start % 2 == 0 and start > 4:
+        start //= 2
+        ups += 1
+    if ups < 1:
+        raise ValueError(f"resolution {resolution} is not 4 or 7 times a power of two")
+    return start, [base_width * 2 ** k for k in reversed(range(ups))]
+
+
+def build_generator(resolution: int = 64, channels: int = 3, z_dim: int = Z_DIM,
+                    base_width: int = 128, kernel_size: int = 4, name: str = "generator") -> keras.Model:
+    """G: ``(n, z_dim) float32`` -> ``(n, resolution, resolution, channels)`` in [-1, 1]."""
+    start, chans = widths(resolution, base_width)
+    z = keras.Input((z_dim,), name="z")
+    x = layers.Dense(start * start * chans[0], use_bias=False, kernel_initializer=_init(), name="project")(z)
+    x = layers.Reshape((start, start, chans[0]))(x)
+    x = layers.ReLU()(_bn()(x))
+    for w in chans[1:]:
+        x = layers.Conv2DTranspose(w, kernel_size, 2, "same", use_bias=False, kernel_initializer=_init())(x)
+        x = layers.ReLU()(_bn()(x))
+    x = layers.Conv2DTranspose(channels, kernel_size, 2, "same", kernel_initializer=_init(), name="to_image")(x)
+    # float32 output even under a mixed-precision policy: tanh saturates badly in bf16.
+    out = layers.Activation("tanh", dtype="float32", name="tanh")(x)
+    return keras.Model(z, out, name=name)
+
+
+def build_discriminator(resolution: int = 64, channels: int = 3, base_width: int = 128,
+                        kernel_size: int = 4, name: str = "discriminator") -> keras.Model:
+    """D: ``(n, resolution, resolution, channels)`` in [-1, 1] -> ``(n, 1)`` float32 logits."""
+    _, chans = widths(resolution, base_width)
+    img = keras.Input((resolution, resolution, channels), name="image")
+    x = img
+    for i, w in enumerate(reversed(chans)):
+        x = layers.Conv2D(w, kernel_size, 2, "same", use_bias=i == 0, kernel_initializer=_init())(x)
+        if i > 0:  # no batch norm on the input layer
+            x = _bn()(x)
+        x = layers.LeakyReLU(0.2)(x)
+    x = layers.Flatten()(x)
+    out = layers.Dense(1, kernel_initializer=_init(), dtype="float32", name="logit")(x)
+    return keras.Model(img, out, name=name)

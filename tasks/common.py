@@ -1,0 +1,65 @@
+"""What every task shares: the paths config, output versions, progress reporting."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import luigi
+from luigi.task import flatten
+
+
+class paths(luigi.Config):
+    """Where inputs and derived data live (``[paths]`` in luigi.cfg)."""
+    raw = luigi.Parameter(default="raw", description="Folder of downloaded, crawled and generated inputs.")
+    processed = luigi.Parameter(default="processed", description="Folder of everything derived.")
+
+
+def raw_dir(*parts: str) -> Path:
+    return Path(paths().raw, *parts)
+
+
+def processed_dir(*parts: str) -> Path:
+    return Path(paths().processed, *parts)
+
+
+def version(task: luigi.Task, exclude: tuple[str, ...] = (), family: str | None = None) -> str:
+    """A short hash of the task's parameters and of everything upstream.
+
+    Output folders are named by it, so changing any setting of any upstream
+    stage (say, the alignment mode) writes new outputs instead of silently
+    reusing stale ones, while re-running with the same settings finds them.
+    """
+    params = {k: v for k, v in task.to_str_params(only_significant=True).items() if k not in exclude}
+    upstream = sorted(version(t) for t in flatten(task.requires()))
+    blob = json.dumps([family or task.get_task_family(), params, upstream], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def describe(task: luigi.Task) -> dict:
+    """Parameters of ``task`` and its upstream tasks, for a ``lineage.json``."""
+    return {"task": task.get_task_family(), "params": task.to_str_params(only_significant=True),
+            "requires": [describe(t) for t in flatten(task.requires())]}
+
+
+class Progress:
+    """Reports ``done / total`` to the Luigi scheduler and, on a terminal, as a tqdm bar."""
+
+    def __init__(self, task: luigi.Task, total: int, what: str, every: int = 1):
+        from tqdm import tqdm
+        self.task, self.total, self.what, self.every = task, max(total, 1), what, max(every, 1)
+        self.bar = tqdm(total=total, desc=f"{task.get_task_family()} {what}",
+                        disable=not sys.stderr.isatty(), leave=False)
+        self.done = 0
+
+    def __call__(self, done: int, total: int | None = None, extra: dict | None = None) -> None:
+        self.bar.update(done - self.done)
+        self.done = done
+        if done % self.every == 0 or done == self.total:
+            self.task.set_progress_percentage(round(100 * done / self.total, 1))
+            note = "" if not extra else " " + " ".join(f"{k}={v:.3g}" for k, v in extra.items())
+            self.task.set_status_message(f"{done}/{self.total} {self.what}{note}")
+
+    def close(self) -> None:
+        self.bar.close()

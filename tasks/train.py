@@ -1,0 +1,68 @@
+"""Training the DCGAN of Radford et al. (2015) on the records of a data set."""
+from __future__ import annotations
+
+import luigi
+
+from pipeline.atomic import write_json
+from tasks.common import Progress, describe, processed_dir, version
+from tasks.records import BuildTFRecords
+
+
+class TrainDCGAN(luigi.Task):
+    """Trains G and D, checkpointing as it goes; re-running resumes from the last checkpoint.
+
+    Output: ``processed/models/{dataset}/dcgan-{version}/generator.keras``
+    (next to ``ckpt/``, ``metrics.csv`` and ``lineage.json``).
+    """
+    dataset = luigi.Parameter(default="sample", description="Data set to train on.")
+    steps = luigi.IntParameter(default=10_000, description="Discriminator steps (batches) to train.")
+    batch_size = luigi.IntParameter(default=64, description="Batch size (paper: 64).")
+    lr = luigi.FloatParameter(default=2e-4, description="Adam learning rate (paper: 0.0002).")
+    beta1 = luigi.FloatParameter(default=0.5, description="Adam beta1 (paper: 0.5).")
+    z_dim = luigi.IntParameter(default=100, description="Dimension of z (paper: 100).")
+    z_dist = luigi.ChoiceParameter(default="uniform", choices=("uniform", "normal"),
+                                   description="Noise distribution: uniform in [-1, 1] (paper) or normal.")
+    base_width = luigi.IntParameter(default=128, description="Width of the last generator feature "
+                                                             "map; 128 gives 4x4x1024 at 64x64.")
+    kernel_size = luigi.IntParameter(default=4, description="Convolution kernel side (4: reference "
+                                                            "Torch code; 5: DCGAN-tensorflow).")
+    g_steps = luigi.IntParameter(default=1, description="Generator updates per discriminator update.")
+    seed = luigi.IntParameter(default=0, description="Seed of weights, noise and data order.")
+    checkpoint_every = luigi.IntParameter(default=100, significant=False,
+                                          description="Steps between checkpoints.")
+    log_every = luigi.IntParameter(default=10, significant=False,
+                                   description="Steps between metrics.csv rows and progress updates.")
+
+    def requires(self):
+        return BuildTFRecords(dataset=self.dataset)
+
+    def run_dir(self):
+        return processed_dir("models", self.dataset, f"dcgan-{version(self)}")
+
+    def output(self):
+        return luigi.LocalTarget(str(self.run_dir() / "generator.keras"))
+
+    def config(self):
+        from model.train import TrainConfig
+        from pipeline.records import read_info
+        info = read_info(self.requires().folder())
+        return TrainConfig(resolution=info["image_shape"][0], channels=info["image_shape"][2],
+                           z_dim=self.z_dim, z_dist=self.z_dist, base_width=self.base_width,
+                           kernel_size=self.kernel_size, batch_size=self.batch_size, lr=self.lr,
+                           beta1=self.beta1, g_steps=self.g_steps, steps=self.steps, seed=self.seed,
+                           log_every=self.log_every, checkpoint_every=self.checkpoint_every)
+
+    def run(self):
+        from model.data import image_dataset
+        from model.train import train
+
+        config = self.config()
+        run_dir = self.run_dir()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "lineage.json", describe(self))
+        data = image_dataset(self.requires().folder(), "train", config.batch_size,
+                             config.shuffle_buffer, config.seed)
+        progress = Progress(self, config.steps, "steps", every=1)
+        result = train(config, data, run_dir, progress)
+        progress.close()
+        write_json(run_dir / "result.json", result)
