@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 # The main job on the embedded sample data: offline, CPU, a few minutes.
 run: venv
-	$(BIN)/luigi --module tasks TrainDCGAN --local-scheduler
+	$(BIN)/luigi --module tasks TrainDCGAN --local-scheduler --workers 2
 	$(BIN)/luigi --module tasks ExportSamples --local-scheduler
 	@$(BIN)/python -c "import tasks; print('sample grid:', tasks.ExportSamples().grid_path())"
 

@@ -36,7 +36,7 @@ def widths(resolution: int, base_width: int = 128) -> tuple[int, list[int]]:
     while start % 2 == 0 and start > 4:
         start //= 2
         ups += 1
-    if ups < 1:
+    if ups < 1 or start not in (4, 7):
         raise ValueError(f"resolution {resolution} is not 4 or 7 times a power of two")
     return start, [base_width * 2 ** k for k in reversed(range(ups))]
 

@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _clean_stale(final: Path) -> None:
     for stale in final.parent.glob(f".tmp-{final.name}-*"):
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
@@ -31,6 +37,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs are shared data
     try:
         yield tmp
         if final.exists():
@@ -48,6 +55,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     final.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(final)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name}-", dir=final.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh

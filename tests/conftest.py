@@ -1,0 +1,54 @@
+"""Shared fixtures: an isolated Luigi configuration and data folders per test."""
+from __future__ import annotations
+
+import os
+
+import luigi
+import luigi.configuration
+import pytest
+from luigi.task_register import Register
+
+# Keep TensorFlow quiet and on the CPU threads pytest leaves it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture
+def luigi_config(tmp_path):
+    """Point raw/ and processed/ at ``tmp_path`` and let a test set config keys.
+
+    Yields ``set(section, key, value)``; every key set is restored afterwards,
+    and Luigi's task-instance cache is cleared so new values take effect.
+    """
+    config = luigi.configuration.get_config()
+    saved = []
+
+    def set_(section, key, value):
+        if not config.has_section(section):
+            config.add_section(section)
+        old = config.get(section, key, None)
+        saved.append((section, key, old))
+        config.set(section, key, str(value))
+        Register.clear_instance_cache()
+
+    set_("paths", "raw", tmp_path / "raw")
+    set_("paths", "processed", tmp_path / "processed")
+    yield set_
+    for section, key, old in reversed(saved):
+        if old is None:
+            config.remove_option(section, key)
+        else:
+            config.set(section, key, old)
+    Register.clear_instance_cache()
+
+
+@pytest.fixture
+def started_tasks():
+    """Records the task ids Luigi starts while the test runs."""
+    started = []
+
+    def on_start(task):
+        started.append(task.task_id)
+
+    luigi.Task.event_handler(luigi.Event.START)(on_start)
+    yield started
+    luigi.Task._event_callbacks[luigi.Task][luigi.Event.START].discard(on_start)

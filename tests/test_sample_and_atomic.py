@@ -1,0 +1,63 @@
+"""The embedded sample is deterministic; outputs appear atomically or not at all."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.atomic import atomic_dir, atomic_file
+from pipeline.sample import MAX_ROTATION, make_photo, write_sample
+from pipeline.sources import DirectorySource, shard_keys
+
+
+def test_photos_depend_only_on_seed_and_index():
+    a, pa = make_photo(7, 3)
+    b, pb = make_photo(7, 3)
+    c, _ = make_photo(8, 3)
+    assert a == b and pa == pb and a != c
+    img = Image.open(io.BytesIO(a))
+    assert img.format == "JPEG" and img.size == tuple(pa["canvas"])
+    assert abs(pa["angle"]) <= MAX_ROTATION and 40 <= pa["jpeg_quality"] <= 95
+
+
+def test_write_sample_indexes_every_photo(tmp_path):
+    write_sample(tmp_path, 6, seed=1)
+    source = DirectorySource(tmp_path, name="sample")
+    assert source.keys() == [f"sample_{i:05d}.jpg" for i in range(6)]
+    item = source.read("sample_00002.jpg")
+    assert item.meta["portrait"] in ("astronaut", "grace_hopper") and item.meta["seed"] == 1
+    # more photos later: the first ones are unchanged
+    more = tmp_path / "more"
+    more.mkdir()
+    write_sample(more, 8, seed=1)
+    assert (more / "sample_00005.jpg").read_bytes() == (tmp_path / "sample_00005.jpg").read_bytes()
+    varied = {Image.open(tmp_path / k).size for k in source.keys()}
+    assert len(varied) == 6  # random canvases
+
+
+def test_shard_keys_are_consecutive_chunks():
+    keys = [f"{i:03d}" for i in range(10)]
+    assert shard_keys(keys, 4) == [keys[0:4], keys[4:8], keys[8:10]]
+    with pytest.raises(ValueError):
+        shard_keys(keys, 0)
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
+    final = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(final) as tmp:
+            (tmp / "half.bin").write_bytes(b"x")
+            raise RuntimeError("killed")
+    assert not final.exists() and list(tmp_path.iterdir()) == []
+    with atomic_dir(final) as tmp:
+        (tmp / "whole.bin").write_bytes(b"y")
+    assert (final / "whole.bin").read_bytes() == b"y"
+
+
+def test_atomic_file_cleans_stale_temporaries(tmp_path):
+    (tmp_path / ".tmp-data.npy-dead").write_bytes(b"left by a killed run")
+    with atomic_file(tmp_path / "data.npy") as fh:
+        np.save(fh, np.arange(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["data.npy"]
