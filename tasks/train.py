@@ -7,12 +7,17 @@ from pipeline.atomic import write_json
 from tasks.common import Progress, describe, processed_dir, version
 from tasks.records import BuildTFRecords
 
+# The training modules import TensorFlow; only this constant is needed here.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
+
 
 class TrainDCGAN(luigi.Task):
     """Trains G and D, checkpointing as it goes; re-running resumes from the last checkpoint.
 
-    Output: ``processed/models/{dataset}/dcgan-{version}/generator.keras``
-    (next to ``ckpt/``, ``metrics.csv`` and ``lineage.json``).
+    Output: ``processed/models/{dataset}/dcgan-{version}/``: ``generator.keras``
+    and ``saved_model/`` (z -> uint8 images), next to ``ckpt/``, ``metrics.csv``,
+    ``tb/`` (TensorBoard), ``progress/`` (fixed-noise grids), ``losses.png``
+    and ``lineage.json``.
     """
     dataset = luigi.Parameter(default="sample", description="Data set to train on.")
     steps = luigi.IntParameter(default=10_000, description="Discriminator steps (batches) to train.")
@@ -28,6 +33,12 @@ class TrainDCGAN(luigi.Task):
                                                             "Torch code; 5: DCGAN-tensorflow).")
     g_steps = luigi.IntParameter(default=1, description="Generator updates per discriminator update.")
     seed = luigi.IntParameter(default=0, description="Seed of weights, noise and data order.")
+    precision = luigi.ChoiceParameter(default="float32", choices=PRECISIONS,
+                                      description="float32, mixed_bfloat16 (CPUs with AMX), mixed_float16 "
+                                                  "(GPUs), or auto (picks by hardware). Outputs stay float32.")
+    sample_every = luigi.IntParameter(default=0, significant=False,
+                                      description="Steps between fixed-noise grids in progress/ and "
+                                                  "TensorBoard (0: only at the end).")
     checkpoint_every = luigi.IntParameter(default=100, significant=False,
                                           description="Steps between checkpoints.")
     log_every = luigi.IntParameter(default=10, significant=False,
@@ -40,7 +51,8 @@ class TrainDCGAN(luigi.Task):
         return processed_dir("models", self.dataset, f"dcgan-{version(self)}")
 
     def output(self):
-        return luigi.LocalTarget(str(self.run_dir() / "generator.keras"))
+        return {"keras": luigi.LocalTarget(str(self.run_dir() / "generator.keras")),
+                "saved_model": luigi.LocalTarget(str(self.run_dir() / "saved_model"))}
 
     def config(self):
         from model.train import TrainConfig
@@ -50,7 +62,8 @@ class TrainDCGAN(luigi.Task):
                            z_dim=self.z_dim, z_dist=self.z_dist, base_width=self.base_width,
                            kernel_size=self.kernel_size, batch_size=self.batch_size, lr=self.lr,
                            beta1=self.beta1, g_steps=self.g_steps, steps=self.steps, seed=self.seed,
-                           log_every=self.log_every, checkpoint_every=self.checkpoint_every)
+                           precision=self.precision, log_every=self.log_every,
+                           checkpoint_every=self.checkpoint_every, sample_every=self.sample_every)
 
     def run(self):
         from model.data import image_dataset

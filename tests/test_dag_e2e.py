@@ -63,7 +63,7 @@ def test_sample_to_exported_samples(tiny, started_tasks):
 
     # The exported generator maps (n, 100) noise to (n, 64, 64, 3) in [-1, 1].
     import keras
-    generator = keras.models.load_model(tasks.TrainDCGAN().output().path, compile=False)
+    generator = keras.models.load_model(tasks.TrainDCGAN().output()["keras"].path, compile=False)
     out = generator(np.random.default_rng(0).uniform(-1, 1, (3, 100)).astype("float32")).numpy()
     assert out.shape == (3, 64, 64, 3)
     assert out.min() >= -1.0 and out.max() <= 1.0
@@ -73,6 +73,10 @@ def test_sample_to_exported_samples(tiny, started_tasks):
     assert grid.size == (8 * 66 + 2, 8 * 66 + 2)
     samples = sorted(p.name for p in Path(export.output().path, "samples").iterdir())
     assert samples == [f"{i:04d}.png" for i in range(5)]
+    strip = Image.open(Path(export.output().path, "interpolations.png"))
+    assert strip.size == (10 * 66 + 2, 8 * 66 + 2)
+    gif = Image.open(Path(export.output().path, "training.gif"))
+    assert gif.format == "GIF" and gif.size == grid.size
     # (DetectAlignFaces starts twice: once to yield its shards, once to finish)
     ran = Counter(t.split("_", 1)[0] for t in set(started_tasks))
     assert ran == {"Sample": 1, "AlignShard": 3, "DetectAlignFaces": 1, "BuildTFRecords": 1,

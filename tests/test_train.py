@@ -1,13 +1,20 @@
-"""The training loop: every variable moves, checkpoints resume, divergence stops cleanly."""
+"""The training loop: every variable moves, resume equals an uninterrupted run,
+divergence stops cleanly, exports agree, two devices train."""
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
 
+from model.export import load_serving  # noqa: E402
+from model.sampling import to_uint8  # noqa: E402
 from model.train import DivergenceError, GANTrainer, TrainConfig, train  # noqa: E402
 
 SMALL = dict(base_width=8, batch_size=4, steps=4, checkpoint_every=2, log_every=1, seed=3)
@@ -22,30 +29,37 @@ def _dataset(seed=0):
     return tf.data.Dataset.from_tensor_slices(_images()).shuffle(16, seed=seed).repeat().batch(4)
 
 
-def test_one_step_changes_every_trainable_variable():
-    trainer = GANTrainer(TrainConfig(**SMALL))
-    before = [v.numpy().copy() for v in trainer.generator.trainable_variables
-              + trainer.discriminator.trainable_variables]
+@pytest.mark.parametrize("g_steps", [1, 2])
+def test_one_step_changes_every_trainable_variable(g_steps):
+    trainer = GANTrainer(TrainConfig(**{**SMALL, "g_steps": g_steps}))
+    variables = trainer.generator.trainable_variables + trainer.discriminator.trainable_variables
+    before = [v.numpy().copy() for v in variables]
     out = trainer.train_step(tf.constant(_images(4)))
-    after = [v.numpy() for v in trainer.generator.trainable_variables + trainer.discriminator.trainable_variables]
-    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+    assert all(not np.array_equal(a, v.numpy()) for a, v in zip(before, variables))
     assert set(out) == {"d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake"}
     assert int(trainer.step.numpy()) == 1
+    assert int(trainer.g_opt.iterations.numpy()) == g_steps and int(trainer.d_opt.iterations.numpy()) == 1
 
 
-def test_resume_continues_from_checkpoint(tmp_path):
+def test_resume_equals_uninterrupted_run(tmp_path):
     config = TrainConfig(**SMALL)
     train(config, _dataset(), tmp_path / "whole")
-
-    # Same run, stopped after 2 steps (a checkpoint) and resumed.
+    # The same run, stopped at a checkpoint (step 2) and resumed.
     train(TrainConfig(**{**SMALL, "steps": 2}), _dataset(), tmp_path / "split")
     train(config, _dataset(), tmp_path / "split")
 
     rows = list(csv.reader(open(tmp_path / "split" / "metrics.csv")))
-    assert [r[0] for r in rows[1:]] == ["1", "2", "3", "4"]
     whole = list(csv.reader(open(tmp_path / "whole" / "metrics.csv")))
+    assert [r[0] for r in rows[1:]] == ["1", "2", "3", "4"]
     np.testing.assert_allclose(np.float64([r[1:] for r in rows[1:]]),
-                               np.float64([r[1:] for r in whole[1:]]), rtol=1e-3, atol=1e-4)
+                               np.float64([r[1:] for r in whole[1:]]), rtol=1e-4, atol=1e-5)
+    a = keras.models.load_model(tmp_path / "whole" / "generator.keras", compile=False)
+    b = keras.models.load_model(tmp_path / "split" / "generator.keras", compile=False)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
+    for name in ("losses.png", "progress/step-0000004.png", "saved_model/saved_model.pb"):
+        assert (tmp_path / "whole" / name).is_file(), name
+    assert list((tmp_path / "whole" / "tb").iterdir())  # TensorBoard event file
 
 
 def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
@@ -58,6 +72,51 @@ def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     assert not (tmp_path / "generator.keras").exists()
 
 
+def test_savedmodel_and_keras_export_give_the_same_images(tmp_path):
+    train(TrainConfig(**{**SMALL, "steps": 1}), _dataset(), tmp_path)
+    z = np.random.default_rng(5).uniform(-1, 1, (6, 100)).astype("float32")
+    g = keras.models.load_model(tmp_path / "generator.keras", compile=False)
+    served = load_serving(tmp_path / "saved_model")(z=tf.constant(z))["images"].numpy()
+    assert served.dtype == np.uint8 and served.shape == (6, 64, 64, 3)
+    assert np.abs(served.astype(int) - to_uint8(g(z, training=False)).astype(int)).max() <= 1
+
+
+def test_bfloat16_training_keeps_float32_outputs_and_export():
+    trainer = GANTrainer(TrainConfig(**{**SMALL, "precision": "mixed_bfloat16"}))
+    assert trainer.generator.get_layer("to_image").compute_dtype == "bfloat16"
+    assert trainer.generator.output.dtype == "float32" and trainer.discriminator.output.dtype == "float32"
+    out = trainer.train_step(tf.constant(_images(4)))
+    assert all(np.isfinite(float(v)) for v in out.values())
+    exported = trainer.export_generator()
+    assert exported.get_layer("to_image").compute_dtype == "float32"
+
+
+def test_two_device_mirrored_strategy_step():
+    code = textwrap.dedent("""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from model.train import GANTrainer, TrainConfig, make_strategy
+        strategy = make_strategy()
+        assert strategy.num_replicas_in_sync == 2, strategy
+        trainer = GANTrainer(TrainConfig(base_width=8, batch_size=8, seed=1), strategy)
+        images = np.random.default_rng(0).uniform(-1, 1, (16, 64, 64, 3)).astype("float32")
+        ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(images).batch(8))
+        before = trainer.generator.trainable_variables[0].numpy().copy()
+        for batch in ds:
+            out = trainer.train_step(batch)
+        assert int(trainer.step.numpy()) == 2
+        assert 0.0 <= float(out["d_real"]) <= 1.0, out  # a global mean, not a sum over replicas
+        assert not np.array_equal(before, trainer.generator.trainable_variables[0].numpy())
+        print("OK", {k: round(float(v), 4) for k, v in out.items()})
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
 def test_config_is_validated():
     with pytest.raises(ValueError, match="z_dist"):
         TrainConfig(z_dist="cauchy")
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="int8")
