@@ -6,6 +6,11 @@ transform of landmarks [39, 42, 57] (or [36, 45, 33]) onto ``size * MINMAX_TEMPL
 uniform scale, translation; no shear) of all 68 landmarks onto the same
 template, which avoids the stretched faces a 3-point affine gives on noisy
 landmarks.
+
+:class:`FaceAligner` detects faster than OpenFace's tool without losing the
+faces it finds (see :func:`detection_scale` and docs/alignment.md);
+``python -m pipeline.faces align INPUT_DIR OUTPUT_DIR`` is the command line
+(:mod:`pipeline.faces_cli`).
 """
 from __future__ import annotations
 
@@ -65,6 +70,29 @@ LANDMARK_SETS = {
 MODES = ("openface", "similarity")
 DETECTORS = ("hog", "cnn")
 
+#: Width in detection pixels below which dlib's detectors report no face: HOG's
+#: 80x80 window reports boxes down to ~72 px, MMOD's boxes are >= 80 px. Faces
+#: wanted must measure at least this at the detection scale.
+DETECTOR_WINDOW = 80
+#: Width in decoded pixels a face must keep when a JPEG is decoded at reduced
+#: size for landmarks and warping (measured: landmarks move <= 0.015
+#: inter-ocular distances from their full-resolution positions at >= 130 px).
+LANDMARK_FACE = 160
+#: Detector scores below this are weak: real faces score above it ~99% of the
+#: time on CelebA, and the false positives seen (flags, fabric) score 0.0-0.05.
+#: The largest face is chosen among stronger boxes when there are any.
+WEAK_SCORE = 0.1
+
+
+class NoFace(ValueError):
+    """An image gave no aligned face; ``reason`` is ``no_face``, ``too_small``
+    or ``alignment_failed`` and goes into the rejection log with ``detail``."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
 
 def model_path(name: str) -> str:
     """Path of a dlib model file shipped in the ``face-recognition-models`` package.
@@ -83,7 +111,8 @@ def model_path(name: str) -> str:
 
 @lru_cache(maxsize=None)
 def _dlib_models(detector: str):
-    # Loaded once per process: the 68-point predictor alone is ~100 MB.
+    # Loaded once per process (and shared with forked workers): the 68-point
+    # predictor alone is ~100 MB.
     import dlib
     predictor = dlib.shape_predictor(model_path("shape_predictor_68_face_landmarks.dat"))
     if detector == "cnn":
@@ -113,17 +142,72 @@ def openface_transform(landmarks: np.ndarray, size: int, indices=LANDMARK_SETS["
 
 def similarity_transform(landmarks: np.ndarray, size: int, margin: float = 0.0) -> np.ndarray:
     """Least-squares similarity (Umeyama) of all 68 points, ``(2, 3) float64``."""
-    from skimage.transform import SimilarityTransform
-    tf = SimilarityTransform()
-    if not tf.estimate(np.float64(landmarks), np.float64(template_points(size, margin))):
+    src = np.asarray(landmarks, np.float64)
+    dst = np.asarray(template_points(size, margin), np.float64)
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    s, d = src - src_mean, dst - dst_mean
+    # Umeyama (1991): the rotation from the SVD of the cross-covariance.
+    u, sigma, vt = np.linalg.svd(d.T @ s / len(src))
+    sign = np.diag([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    var = (s ** 2).sum() / len(src)
+    if var < 1e-12 or sigma.sum() < 1e-12:
         raise ValueError("degenerate landmarks: cannot fit a similarity transform")
-    return tf.params[:2].copy()
+    rotation = u @ sign @ vt
+    scale = (sigma * np.diag(sign)).sum() / var
+    matrix = np.empty((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = dst_mean - matrix[:, :2] @ src_mean
+    return matrix
 
 
 def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Map ``(n, 2)`` points through a ``(2, 3)`` affine matrix."""
     points = np.asarray(points, dtype=np.float64)
     return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def detection_scale(width: int, height: int, upsample: int = 1, detect_side: int = 0,
+                    min_face: int = 0) -> float:
+    """The scale (detection pixels per source pixel) at which to run the detector.
+
+    OpenFace detects at ``2 ** upsample`` (dlib upsamples the full image), which
+    finds faces down to ~36 source px at any image size and costs 4x the pixels
+    per upsample. Here the scale is as small as the faces wanted allow:
+
+    * ``min_face > 0``: faces of ``min_face`` source px just fill the detector
+      window (:data:`DETECTOR_WINDOW`), so every face >= ``min_face`` is still found;
+    * else ``detect_side > 0``: the longer side becomes ``detect_side * 2 ** upsample``
+      (faces below ~1/16 of the longer side at 640 are not searched for);
+    * never above ``2 ** upsample``, so small photos are searched as finely as OpenFace does.
+    """
+    finest = 2.0 ** upsample
+    if min_face > 0:
+        return min(finest, DETECTOR_WINDOW / min_face)
+    if detect_side > 0:
+        return min(finest, finest * detect_side / max(width, height, 1))
+    return finest
+
+
+def _iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def dedupe_boxes(boxes, iou: float = 0.5):
+    """Drop boxes overlapping a higher-scoring one by ``iou`` or more.
+
+    dlib's HOG detector runs five sub-detectors (frontal, left, right, ...) and
+    can report the same face twice; with ``all_faces`` that would be two faces.
+    ``boxes`` is a list of ``((left, top, right, bottom), score)``.
+    """
+    kept = []
+    for box, score in sorted(boxes, key=lambda b: -b[1]):
+        if all(_iou(box, k[0]) < iou for k in kept):
+            kept.append((box, score))
+    return kept
 
 
 @dataclass
@@ -147,11 +231,20 @@ class Face:
 class FaceAligner:
     """Detects faces with dlib and warps each to a ``size`` x ``size`` crop.
 
-    Detection runs on a copy downscaled so its longer side is at most
-    ``detect_side`` pixels (0: never downscale), and boxes are mapped back;
-    landmarks are then found on the full-resolution image, so downscaling
-    costs speed-ups, not landmark accuracy. Faces smaller than ``min_face``
-    source pixels (box width) are ignored.
+    Detection runs on a grayscale copy resized by :func:`detection_scale`
+    (``upsample``, ``detect_side``, ``min_face``) and boxes are mapped back.
+    For the largest face only (``all_faces=False``) a pass one octave coarser
+    (a quarter of the pixels) runs first and settles it when it finds a face
+    scoring at least :data:`WEAK_SCORE`. Landmarks are then found on the
+    full-resolution RGB image, or on a JPEG decoded at 1/2, 1/4 or 1/8 size
+    when even the smallest face searched for keeps :data:`LANDMARK_FACE` px
+    there (see :meth:`decode_factor`). Faces narrower than ``min_face`` source
+    pixels (box width) are ignored. The largest face is the largest box, as in
+    OpenFace, among boxes scoring at least :data:`WEAK_SCORE` when there are any.
+
+    ``naive=True`` detects the way OpenFace's ``align-dlib.py`` does (full
+    resolution RGB, dlib's own ``upsample``; ``detect_side`` unused): the
+    reference the benchmark compares against.
     """
     size: int = 64
     mode: str = "openface"
@@ -159,10 +252,11 @@ class FaceAligner:
     margin: float = 0.0
     detector: str = "hog"
     upsample: int = 1
-    detect_side: int = 0
+    detect_side: int = 640
     min_face: int = 0
     all_faces: bool = False
-    _models: tuple = field(default=None, init=False, repr=False)
+    naive: bool = False
+    _models: tuple = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -173,42 +267,114 @@ class FaceAligner:
             raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
         if not 0.0 <= self.margin < 0.5:
             raise ValueError(f"margin must be in [0, 0.5), got {self.margin}")
+        if self.size < 8:
+            raise ValueError(f"size must be at least 8 pixels, got {self.size}")
+        if not 0 <= self.upsample <= 4:
+            raise ValueError(f"upsample must be in 0..4, got {self.upsample}")
+        if self.detect_side < 0 or self.min_face < 0:
+            raise ValueError("detect_side and min_face must be >= 0")
+
+    def __getstate__(self):
+        # Sent to worker processes without the dlib models; each loads (or,
+        # forked, inherits) its own.
+        state = dict(self.__dict__)
+        state["_models"] = None
+        return state
 
     def _dlib(self):
         if self._models is None:
             self._models = _dlib_models(self.detector)
         return self._models
 
+    def scale(self, width: int, height: int) -> float:
+        """Detection pixels per source pixel for a ``width`` x ``height`` photo."""
+        if self.naive:
+            return 2.0 ** self.upsample
+        return detection_scale(width, height, self.upsample, self.detect_side, self.min_face)
+
+    def decode_factor(self, width: int, height: int) -> int:
+        """How many times (1, 2, 4 or 8) a ``width`` x ``height`` JPEG may be
+        reduced at decoding: the detection copy must not need upscaling from
+        it, and the smallest face searched for must keep
+        ``max(LANDMARK_FACE, 2 * size)`` px for landmarks and warping."""
+        if self.naive:
+            return 1
+        scale = self.scale(width, height)
+        smallest = self.min_face or DETECTOR_WINDOW / scale
+        limit = min(1.0 / scale, smallest / max(LANDMARK_FACE, 2 * self.size))
+        factor = 1
+        while factor < 8 and 2 * factor <= limit:
+            factor *= 2
+        return factor
+
+    def _run_detector(self, img: np.ndarray, upsample: int):
+        detector, _ = self._dlib()
+        if self.detector == "cnn":
+            return [(d.rect, d.confidence) for d in detector(img, upsample)]
+        rects, scores, _ = detector.run(img, upsample, 0.0)
+        return list(zip(rects, scores))
+
+    def _detect(self, rgb: np.ndarray, factor: int = 1, coarse_first: bool | None = None):
+        """Deduplicated boxes in ``rgb`` pixels with scores, largest first.
+
+        ``coarse_first`` (default: unless ``all_faces``) may stop after the
+        coarse pass once it has found a strong face (enough for the largest)."""
+        import cv2
+        h, w = rgb.shape[:2]
+        if self.naive:
+            return self._boxes(self._run_detector(rgb, self.upsample), 1.0)
+        # Grayscale: a third of the gradient work of dlib's per-channel HOG;
+        # one cv2 resize replaces dlib's slower pyramid_up.
+        img = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if self.detector == "hog" else rgb
+        scale = self.scale(w * factor, h * factor) * factor
+        if coarse_first is None:
+            coarse_first = not self.all_faces
+        if coarse_first:
+            # Coarse to fine: one octave coarser costs a quarter and finds every
+            # face at least twice the smallest searched for; only the finer
+            # octave's smaller faces are left, and they cannot be the largest.
+            # Weak coarse boxes alone do not settle it: the fine pass runs too and
+            # both passes' boxes count.
+            coarse = self._detect_at(img, scale / 2, w, h)
+            if any(b[0][2] - b[0][0] >= self.min_face / factor and b[1] >= WEAK_SCORE for b in coarse):
+                return coarse
+            if coarse:
+                return self._sorted(dedupe_boxes(self._detect_at(img, scale, w, h) + coarse))
+        return self._detect_at(img, scale, w, h)
+
+    def _detect_at(self, img: np.ndarray, scale: float, w: int, h: int):
+        import cv2
+        if abs(scale - 1.0) > 1e-3:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            scale = size[0] / w
+        else:
+            scale = 1.0
+        return self._boxes(self._run_detector(img, 0), scale)
+
+    @staticmethod
+    def _boxes(found, scale: float):
+        # Not clipped to the image: a face cut by the border keeps its true box
+        # (as in OpenFace), and the landmark predictor copes with the outside.
+        boxes = [((round(r.left() / scale), round(r.top() / scale),
+                   round(r.right() / scale), round(r.bottom() / scale)), float(s)) for r, s in found]
+        return FaceAligner._sorted(dedupe_boxes([b for b in boxes if b[0][2] > b[0][0] and b[0][3] > b[0][1]]))
+
+    @staticmethod
+    def _sorted(boxes):
+        """Largest area first (OpenFace's order)."""
+        return sorted(boxes, key=lambda b: (b[0][2] - b[0][0]) * (b[0][3] - b[0][1]), reverse=True)
+
     def detect(self, rgb: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
         """Face boxes ``(left, top, right, bottom)`` in ``rgb`` pixels with scores,
-        largest first."""
-        import cv2
-        detector, _ = self._dlib()
-        h, w = rgb.shape[:2]
-        scale = 1.0
-        img = rgb
-        if self.detect_side and max(h, w) > self.detect_side:
-            scale = self.detect_side / max(h, w)
-            img = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        if self.detector == "cnn":
-            found = [(d.rect, d.confidence) for d in detector(img, self.upsample)]
-        else:
-            rects, scores, _ = detector.run(img, self.upsample, 0.0)
-            found = list(zip(rects, scores))
-        boxes = []
-        for r, s in found:
-            box = (round(r.left() / scale), round(r.top() / scale),
-                   round(r.right() / scale), round(r.bottom() / scale))
-            if box[2] - box[0] >= self.min_face:
-                boxes.append((box, float(s)))
-        boxes.sort(key=lambda b: (b[0][2] - b[0][0]) * (b[0][3] - b[0][1]), reverse=True)
-        return boxes
+        largest first, at least ``min_face`` wide (every face, whatever ``all_faces``)."""
+        return [b for b in self._detect(rgb, 1, coarse_first=False) if b[0][2] - b[0][0] >= self.min_face]
 
     def find_landmarks(self, rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         """The 68 landmarks ``(68, 2) float32`` of the face in ``box``."""
         import dlib
         _, predictor = self._dlib()
-        shape = predictor(rgb, dlib.rectangle(*box))
+        shape = predictor(rgb, dlib.rectangle(*(int(v) for v in box)))
         return np.float32([(p.x, p.y) for p in shape.parts()])
 
     def transform(self, landmarks: np.ndarray) -> np.ndarray:
@@ -223,15 +389,58 @@ class FaceAligner:
         # Bilinear, black outside the source, as OpenFace's cv2.warpAffine.
         return cv2.warpAffine(rgb, matrix, (self.size, self.size), flags=cv2.INTER_LINEAR)
 
-    def align(self, rgb: np.ndarray) -> list[Face]:
-        """All faces (or the largest, unless ``all_faces``) of an RGB image, aligned."""
+    def align(self, rgb: np.ndarray, factor: int = 1, strict: bool = False) -> list[Face]:
+        """All faces (or the largest, unless ``all_faces``) of an RGB image, aligned.
+
+        ``rgb`` is ``(H, W, 3) uint8``; ``factor`` says it is the source photo
+        reduced that many times (JPEG draft decoding, :meth:`decode_factor`):
+        boxes, landmarks and transforms are still reported in source pixels.
+        With ``strict``, no face raises :class:`NoFace` (reason ``no_face``,
+        ``too_small`` or ``alignment_failed``) instead of returning ``[]``.
+        """
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {rgb.shape} {rgb.dtype}")
         rgb = np.ascontiguousarray(rgb)
-        boxes = self.detect(rgb)
+        found = self._detect(rgb, factor)
+        boxes = [b for b in found if (b[0][2] - b[0][0]) * factor >= self.min_face]
         if not self.all_faces:
-            boxes = boxes[:1]
-        faces = []
+            # OpenFace's rule (largest area), but a weak box only when nothing stronger was found
+            boxes = ([b for b in boxes if b[1] >= WEAK_SCORE] or boxes)[:1]
+        faces, failed = [], []
+        # rgb pixel p is source pixel (p + 0.5) * factor - 0.5
+        to_source = np.float64([[factor, 0, (factor - 1) / 2], [0, factor, (factor - 1) / 2]])
         for box, score in boxes:
             points = self.find_landmarks(rgb, box)
-            matrix = self.transform(points)
-            faces.append(Face(self.warp(rgb, matrix), box, score, points, matrix, self.mode))
+            src_points = np.float32(apply_transform(to_source, points))
+            try:
+                matrix = self.transform(src_points)
+            except ValueError as exc:
+                failed.append(str(exc))
+                continue
+            # source -> output composed with rgb -> source, for warping rgb itself
+            local = matrix.copy()
+            local[:, :2] = matrix[:, :2] * factor
+            local[:, 2] = matrix[:, 2] + matrix[:, :2] @ to_source[:, 2]
+            src_box = tuple(int(round(v * factor + (factor - 1) / 2)) for v in box)
+            faces.append(Face(self.warp(rgb, local), src_box, score, src_points, matrix, self.mode))
+        if not faces and strict:
+            h, w = rgb.shape[0] * factor, rgb.shape[1] * factor
+            if failed:
+                raise NoFace("alignment_failed", failed[0])
+            if found:
+                widest = (found[0][0][2] - found[0][0][0]) * factor
+                raise NoFace("too_small", f"largest face {widest} px is narrower than min_face {self.min_face}")
+            smallest = self.min_face or round(DETECTOR_WINDOW / self.scale(w, h))
+            raise NoFace("no_face", f"no face of >= {smallest} px in {w}x{h}")
         return faces
+
+
+def main(argv=None) -> int:
+    """``python -m pipeline.faces align ...``: see :mod:`pipeline.faces_cli`."""
+    from pipeline.faces_cli import main as cli_main
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Refuse images above this many pixels (far below Pillow's ~179 MP default);
 #: a 64x64 face never needs more and bombs are cheap to make.
 MAX_PIXELS = 80_000_000
+#: The EXIF tag that says how to turn the stored pixels upright.
+ORIENTATION = 0x0112
 
 
 class DecodeError(ValueError):
@@ -45,32 +48,71 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, P, CMYK, YCbCr, F, 1
 
 
+#: EXIF orientations that swap width and height (transpose, 90 and 270 degree turns).
+_SWAPS_SIDES = frozenset({5, 6, 7, 8})
+
+
 def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode ``data`` to an upright ``(H, W, 3) uint8`` RGB array.
 
     EXIF orientation is applied. Raises :class:`DecodeError` with reason
     ``empty``, ``undecodable``, ``truncated`` or ``too_large``.
     """
+    return decode_reduced(data, None, max_pixels)[0]
+
+
+def decode_reduced(data: bytes, factor_for: Callable[[int, int], int] | None = None,
+                   max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, int]:
+    """Like :func:`decode_rgb`, but a JPEG may be decoded ``factor`` times smaller.
+
+    ``factor_for(width, height)`` gets the upright full size and returns 1, 2,
+    4 or 8; libjpeg then skips that much of the inverse DCT (Pillow's
+    ``draft``), much faster than decoding in full and resizing.
+    Returns ``(rgb, factor)``: decoded pixel ``p`` covers source pixels around
+    ``(p + 0.5) * factor - 0.5``. Other formats always decode in full (factor 1).
+    """
     if not data:
         raise DecodeError("empty", "zero bytes")
+    factor = 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             if img.width * img.height > max_pixels:
                 raise DecodeError("too_large", f"{img.width}x{img.height} exceeds {max_pixels} pixels")
+            if factor_for is not None and img.format == "JPEG":
+                w, h = img.size
+                if _orientation(img) in _SWAPS_SIDES:
+                    w, h = h, w
+                wanted = int(factor_for(w, h))
+                if wanted > 1 and img.draft(None, (img.width // wanted, img.height // wanted)):
+                    factor = img.decoderconfig[0]  # the scale libjpeg will use
             img.load()
     except DecodeError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise DecodeError("too_large", str(exc)) from None
+    except UnidentifiedImageError:
+        raise DecodeError("undecodable", f"not an image format Pillow reads (starts {data[:8]!r})") from None
     except OSError as exc:
         reason = "truncated" if "truncated" in str(exc).lower() else "undecodable"
         raise DecodeError(reason, str(exc) or type(exc).__name__) from None
     except Exception as exc:  # Pillow raises assorted errors on corrupt input
         raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}") from None
-    img = ImageOps.exif_transpose(img)
-    return np.asarray(_to_rgb(img))
+    if _orientation(img) != 1:
+        try:
+            ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of the pixels
+        except Exception:  # a corrupt EXIF block: the pixels are fine, keep them as stored
+            pass
+    return np.asarray(_to_rgb(img)), factor
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1 = upright), 1 when the EXIF data cannot be read."""
+    try:
+        return int(img.getexif().get(ORIENTATION, 1))
+    except Exception:
+        return 1
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

@@ -9,8 +9,19 @@ import pytest
 from PIL import Image
 
 from pipeline.aligned import align_keys, write_shard
-from pipeline.faces import MINMAX_TEMPLATE, FaceAligner, openface_transform, template_points
-from pipeline.imaging import DecodeError, decode_rgb
+from pipeline.faces import (
+    LANDMARK_SETS,
+    MINMAX_TEMPLATE,
+    FaceAligner,
+    NoFace,
+    apply_transform,
+    dedupe_boxes,
+    detection_scale,
+    openface_transform,
+    similarity_transform,
+    template_points,
+)
+from pipeline.imaging import DecodeError, decode_reduced, decode_rgb
 from pipeline.sample import portrait
 from pipeline.sources import DirectorySource
 
@@ -45,8 +56,8 @@ def test_astronaut_aligns_to_one_64px_face(astronaut, aligner):
     face = faces[0]
     assert face.image.shape == (64, 64, 3) and face.image.dtype == np.uint8
     assert face.landmarks.shape == (68, 2)
-    l, t, r, b = face.box
-    assert 150 < l < r < 320 and 50 < t < b < 250  # her face, not the flag or the helmet
+    left, top, right, bottom = face.box
+    assert 150 < left < right < 320 and 50 < top < bottom < 250  # her face, not the flag or the helmet
     # the three anchor landmarks land on the template
     mapped = face.landmarks[[39, 42, 57]] @ face.transform[:, :2].T + face.transform[:, 2]
     assert np.allclose(mapped, 64 * MINMAX_TEMPLATE[[39, 42, 57]], atol=1e-3)
@@ -90,6 +101,8 @@ def test_modes_decode_to_rgb(mode, astronaut):
     rgb = decode_rgb(buf.getvalue())
     assert rgb.shape == (512, 512, 3) and rgb.dtype == np.uint8
     assert 40 < rgb.mean() < 220  # not all black or white: the range was kept
+    faces = FaceAligner(size=64).align(rgb)
+    assert len(faces) == 1 and 150 < faces[0].box[0] < 320  # and it still aligns
 
 
 def test_shard_accounts_for_every_input(tmp_path, astronaut, aligner):
@@ -112,3 +125,238 @@ def test_shard_accounts_for_every_input(tmp_path, astronaut, aligner):
     assert summary["inputs"] == 4 == summary["images_with_faces"] + summary["rejected"]
     with pytest.raises(RuntimeError, match="neither aligned nor rejected"):
         write_shard(out, keys + ["lost.jpg"], images, faces, rejected)
+
+
+# --- transforms ------------------------------------------------------------------
+
+#: Landmark index of each point's mirror image (iBUG 68-point layout).
+MIRROR = (list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
+          + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40] + [54, 53, 52, 51, 50, 49, 48]
+          + [59, 58, 57, 56, 55] + [64, 63, 62, 61, 60] + [67, 66, 65])
+
+
+@pytest.mark.parametrize("landmarks,margin", [("innerEyesAndBottomLip", 0.0), ("outerEyesAndNose", 0.0),
+                                              ("outerEyesAndNose", 0.1)])
+def test_openface_mode_matches_direct_formula_for_every_landmark_set(astronaut, landmarks, margin):
+    aligner = FaceAligner(size=96, landmarks=landmarks, margin=margin)
+    face = aligner.align(astronaut)[0]
+    idx = list(LANDMARK_SETS[landmarks])
+    # OpenFace: H = getAffineTransform(landmarks[idx], imgDim * MINMAX_TEMPLATE[idx]); here
+    # with the margin folded into the template: margin + (1 - 2 margin) * template
+    dst = 96 * (margin + (1 - 2 * margin) * MINMAX_TEMPLATE[idx])
+    direct = np.linalg.solve(np.c_[face.landmarks[idx], np.ones(3)], dst).T
+    assert np.allclose(face.transform, direct, atol=1e-4)
+    expected = cv2.warpAffine(astronaut, direct, (96, 96))
+    assert np.abs(face.image.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_similarity_transform_recovers_a_known_similarity_and_beats_three_points():
+    target = np.float64(template_points(64))
+    angle, scale, shift = np.deg2rad(17), 3.7, np.array([120.0, -40.0])
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    source = (target - shift) @ np.linalg.inv(rot).T  # so that rot @ source + shift = target
+    matrix = similarity_transform(source, 64)
+    assert np.allclose(matrix[:, :2], rot, atol=1e-9) and np.allclose(matrix[:, 2], shift, atol=1e-7)
+    # on noisy landmarks the least-squares fit leaves less residual over all 68 than the 3-point affine
+    noisy = source + np.random.default_rng(0).normal(0, 2.0, source.shape)
+    residual = {name: np.linalg.norm(apply_transform(m, noisy) - target, axis=1).mean()
+                for name, m in (("similarity", similarity_transform(noisy, 64)),
+                                ("openface", openface_transform(noisy, 64)))}
+    assert residual["similarity"] < residual["openface"]
+    with pytest.raises(ValueError, match="degenerate"):
+        similarity_transform(np.zeros((68, 2)), 64)
+
+
+def _rotated(img, degrees):
+    """``img`` turned by ``degrees`` on a canvas that holds all of it, and the 2x3 point map."""
+    h, w = img.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+    nw, nh = int(h * sin + w * cos), int(h * cos + w * sin)
+    matrix[:, 2] += (nw / 2 - w / 2, nh / 2 - h / 2)
+    return cv2.warpAffine(img, matrix, (nw, nh), borderMode=cv2.BORDER_REPLICATE), matrix
+
+
+def _blurred_diff(a, b):
+    # Mean absolute difference of lightly blurred crops: a sub-pixel shift of fine
+    # texture is not a different alignment.
+    blur = lambda x: cv2.GaussianBlur(np.ascontiguousarray(x), (0, 0), 1.5).astype(int)  # noqa: E731
+    return np.abs(blur(a) - blur(b)).mean()
+
+
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
+@pytest.mark.parametrize("change", ["rotate+20", "rotate-20", "half", "flip"])
+@pytest.mark.parametrize("mode", ["openface", "similarity"])
+def test_rotated_scaled_or_flipped_portrait_gives_the_same_aligned_face(name, change, mode):
+    img = np.asarray(portrait(name))
+    h, w = img.shape[:2]
+    aligner = FaceAligner(size=64, mode=mode)
+    original = aligner.align(img)[0]
+    iod = np.linalg.norm(original.landmarks[36] - original.landmarks[45])
+    if change == "flip":
+        face = aligner.align(np.ascontiguousarray(img[:, ::-1]))[0]
+        back = face.landmarks.copy()
+        back[:, 0] = w - 1 - back[:, 0]
+        landmark_error = np.linalg.norm(back[MIRROR] - original.landmarks, axis=1).mean() / iod
+        image = face.image[:, ::-1]
+    else:
+        if change == "half":
+            changed = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+            matrix = np.float64([[0.5, 0, -0.25], [0, 0.5, -0.25]])
+        else:
+            changed, matrix = _rotated(img, float(change[len("rotate"):]))
+        face = aligner.align(changed)[0]
+        scale = np.sqrt(abs(np.linalg.det(matrix[:, :2])))
+        expected = apply_transform(matrix, original.landmarks)
+        landmark_error = np.linalg.norm(face.landmarks - expected, axis=1).mean() / (iod * scale)
+        image = face.image
+    assert landmark_error < 0.06, f"landmarks moved {landmark_error:.3f} inter-ocular distances"
+    assert _blurred_diff(image, original.image) < 15
+    # the threshold means something: another person's aligned face is much further away
+    other = aligner.align(np.asarray(portrait("grace_hopper" if name == "astronaut" else "astronaut")))[0]
+    assert _blurred_diff(other.image, original.image) > 30
+
+
+def test_exif_rotation_tag_gives_an_upright_face(astronaut):
+    upright = np.ascontiguousarray(astronaut[:, 40:460])  # not square, so a missed turn shows
+    stored = np.ascontiguousarray(np.rot90(upright))      # the camera stored it turned 90 degrees left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    data = _jpeg(stored, exif=exif.tobytes())
+    rgb = decode_rgb(data)
+    assert rgb.shape == upright.shape
+    aligner = FaceAligner(size=64)
+    face, reference = aligner.align(rgb)[0], aligner.align(decode_rgb(_jpeg(upright)))[0]
+    assert np.abs(np.float64(face.box) - reference.box).max() <= 4
+    assert _blurred_diff(face.image, reference.image) < 5
+    # and the reduced (draft) decoder sees the upright size too
+    seen = []
+    rgb2, factor = decode_reduced(data, lambda w, h: seen.append((w, h)) or 2)
+    assert seen == [(upright.shape[1], upright.shape[0])] and factor == 2
+    assert rgb2.shape[:2] == (upright.shape[0] // 2, upright.shape[1] // 2)
+
+
+# --- detection ---------------------------------------------------------------------
+
+def test_detection_scale_policy():
+    # small photos are searched as finely as OpenFace (2 ** upsample) ...
+    assert detection_scale(178, 218, upsample=1, detect_side=640) == 2.0
+    # ... large ones on a copy of detect_side * 2 ** upsample
+    assert detection_scale(2000, 1000, upsample=1, detect_side=640) == pytest.approx(0.64)
+    assert detection_scale(2000, 1000, upsample=0, detect_side=640) == pytest.approx(0.32)
+    assert detection_scale(2000, 1000, upsample=1, detect_side=0) == 2.0
+    # min_face wins: faces of min_face px just fill the 80 px detector window
+    assert detection_scale(2000, 1000, upsample=1, detect_side=640, min_face=200) == pytest.approx(0.4)
+    assert detection_scale(200, 100, upsample=1, min_face=20) == 2.0  # never finer than 2 ** upsample
+    big = FaceAligner()
+    assert big.decode_factor(1920, 1080) == 1        # needs every pixel for 30 px faces
+    assert big.decode_factor(6000, 4000) == 2        # smallest face searched is 375 px
+    assert FaceAligner(min_face=800).decode_factor(6000, 4000) == 4
+    assert FaceAligner(naive=True).decode_factor(6000, 4000) == 1
+
+
+def test_dedupe_keeps_the_best_of_overlapping_boxes():
+    boxes = [((0, 0, 100, 100), 0.2), ((5, 5, 105, 105), 1.5), ((300, 0, 380, 80), 0.1)]
+    assert dedupe_boxes(boxes) == [((5, 5, 105, 105), 1.5), ((300, 0, 380, 80), 0.1)]
+
+
+@pytest.fixture(scope="module")
+def two_people():
+    """Grace Hopper (bigger face) and the astronaut side by side."""
+    a = cv2.resize(np.asarray(portrait("astronaut")), (384, 384), interpolation=cv2.INTER_AREA)
+    g = np.asarray(portrait("grace_hopper"))
+    canvas = np.full((600, 512 + 384, 3), 90, np.uint8)
+    canvas[:, :512] = g
+    canvas[100:484, 512:] = a
+    return canvas
+
+
+def test_largest_face_by_coarse_pass_is_the_largest_of_all_faces(two_people):
+    everyone = FaceAligner(all_faces=True).align(two_people)
+    assert len(everyone) == 2 and everyone[0].box[0] < 512 <= everyone[1].box[0]
+    largest = FaceAligner().align(two_people)
+    naive = FaceAligner(naive=True).align(two_people)
+    assert len(largest) == 1 == len(naive)
+    assert np.abs(np.float64(largest[0].box) - everyone[0].box).max() < 40
+    assert np.abs(np.float64(largest[0].box) - naive[0].box).max() < 40
+
+
+def test_fast_path_finds_the_naive_paths_faces_at_the_same_place(astronaut):
+    for img in (astronaut, cv2.resize(astronaut, (1400, 1400))):
+        fast, naive = FaceAligner().align(img)[0], FaceAligner(naive=True).align(img)[0]
+        iod = np.linalg.norm(naive.landmarks[36] - naive.landmarks[45])
+        assert np.linalg.norm(fast.landmarks - naive.landmarks, axis=1).mean() / iod < 0.05
+
+
+def test_draft_decoding_keeps_landmarks(astronaut):
+    big = cv2.resize(astronaut, (2560, 2560), interpolation=cv2.INTER_CUBIC)  # face ~480 px
+    data = _jpeg(big)
+    aligner = FaceAligner(min_face=400)  # faces >= 400 px keep >= 200 px at half size
+    assert aligner.decode_factor(2560, 2560) == 2
+    reduced, factor = decode_reduced(data, aligner.decode_factor)
+    assert factor == 2 and reduced.shape == (1280, 1280, 3)
+    face = aligner.align(reduced, factor)[0]
+    full = aligner.align(decode_rgb(data))[0]
+    iod = np.linalg.norm(full.landmarks[36] - full.landmarks[45])
+    assert np.linalg.norm(face.landmarks - full.landmarks, axis=1).mean() / iod < 0.03
+    assert np.abs(np.float64(face.box) - full.box).max() < 0.1 * (full.box[2] - full.box[0])
+    assert _blurred_diff(face.image, full.image) < 6
+    # everything is reported in source pixels: the transform maps source landmarks to the template
+    mapped = apply_transform(face.transform, face.landmarks)[[39, 42, 57]]
+    assert np.allclose(mapped, template_points(64)[[39, 42, 57]], atol=1e-3)
+
+
+def test_rejection_reasons_are_distinct(astronaut):
+    with pytest.raises(NoFace) as exc:
+        FaceAligner().align(np.full((300, 300, 3), 128, np.uint8), strict=True)
+    assert exc.value.reason == "no_face"
+    with pytest.raises(NoFace) as exc:  # found at full resolution, but narrower than asked
+        FaceAligner(naive=True, min_face=300).align(astronaut, strict=True)
+    assert exc.value.reason == "too_small" and "300" in exc.value.detail
+    assert FaceAligner().align(np.full((300, 300, 3), 128, np.uint8)) == []  # not strict: no face, no error
+
+
+def test_shard_with_worker_processes_matches_one_process(tmp_path, astronaut, two_people):
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(_jpeg(astronaut))
+    (root / "b.jpg").write_bytes(_jpeg(two_people))
+    (root / "c.jpg").write_bytes(_jpeg(astronaut)[:2000])
+    (root / "d.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "e.jpg").write_bytes(_jpeg(np.full((100, 100, 3), 20, np.uint8)))
+    source = DirectorySource(root, name="t")
+    keys = source.keys()
+    aligner = FaceAligner(all_faces=True)
+    one = align_keys(source, keys, aligner, jobs=1)
+    two = align_keys(source, keys, aligner, jobs=2)
+    assert np.array_equal(one[0], two[0]) and one[1] == two[1] and one[2] == two[2]
+    images, faces, rejected = two
+    found = [f["key"] for f in faces]
+    assert found == sorted(found) and set(found) == {"a.jpg", "b.jpg"} and found.count("b.jpg") >= 2
+    assert {r["key"]: r["reason"] for r in rejected} == {
+        "c.jpg": "truncated", "d.png": "undecodable", "e.jpg": "no_face"}
+    assert len(keys) == len({f["key"] for f in faces}) + len(rejected)  # counts in = out + rejected
+
+
+def test_worker_processes_after_tensorflow_is_loaded(tmp_path, astronaut):
+    """Forking a process with TensorFlow's thread pools can deadlock; the pool must not."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "a.jpg").write_bytes(_jpeg(astronaut))
+    (tmp_path / "b.jpg").write_bytes(_jpeg(astronaut[:, ::-1].copy()))
+    code = textwrap.dedent(f"""
+        if __name__ == "__main__":
+            import tensorflow as tf
+            tf.constant(1.0) + 1  # start TensorFlow's thread pools
+            from pipeline.aligned import align_keys
+            from pipeline.faces import FaceAligner
+            from pipeline.sources import DirectorySource
+            source = DirectorySource({str(tmp_path)!r}, name="t")
+            images, faces, rejected = align_keys(source, source.keys(), FaceAligner(), jobs=2)
+            print("FACES", len(faces), len(rejected))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
+                          env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})
+    assert "FACES 2 0" in proc.stdout, proc.stderr[-2000:]
