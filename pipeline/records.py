@@ -1,90 +1,404 @@
-"""Writing aligned faces as TFRecord shards named like TensorFlow Datasets.
+"""Aligned faces as TFRecords in the layout of TensorFlow Datasets.
 
-Files are ``{name}-{split}.tfrecord-{i:05d}-of-{n:05d}`` next to a
-``dataset_info.json`` holding the counts, shard lengths and feature spec.
-The image is stored as raw ``uint8`` bytes (64*64*3 = 12 KiB): parsing it is
-a ``decode_raw`` and a reshape, far cheaper per step than PNG decoding.
-TensorFlow is imported inside the functions (the pipeline must import fast).
+Three pieces, each plain Python (TensorFlow is not imported: the records are
+framed and the ``tf.train.Example`` protos encoded here, byte for byte what
+TensorFlow writes):
+
+- the example layout (:data:`FEATURES`) and its encoding (:func:`serialize_example`);
+- the split of an example (:func:`split_of`): CelebA's official partition when
+  the source gives one, else a hash of the identity (no person in two splits)
+  when the data set knows enough identities, else a hash of the photo's key;
+- record shards and dataset versions: one record shard folder per aligned
+  shard (``{split}.tfrecord`` per split, :func:`write_record_shard`), and a
+  version folder (:func:`write_version`) that lists a set of them under TFDS
+  file names ``{name}-{split}.tfrecord-00000-of-00016`` (hard links), with
+  ``dataset_info.json`` + ``features.json`` (what
+  ``tfds.builder_from_directory`` reads) and ``manifest.json`` (what this
+  project reads: version id, shard list, source key digest, lineage).
+
+The image is stored as raw ``uint8`` bytes (64*64*3 = 12 KiB), not PNG: see
+docs/records.md for the measurement (PNG saves about a quarter of the bytes,
+but decoding it makes the reader about 12 times slower).
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import math
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
 
-#: Feature spec of one example; the reader parses exactly these keys.
+#: CelebA's 40 attributes in the order of ``list_attr_celeba.txt``; records
+#: store them as an int8 vector in this order (1 yes, 0 no, -1 unknown).
+ATTRIBUTE_NAMES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
+    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows",
+    "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones",
+    "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin",
+    "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair",
+    "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace",
+    "Wearing_Necktie", "Young",
+)
+IMAGE_FORMATS = ("raw", "png")
+SPLIT_RULES = ("key", "identity")
+#: Default split ratios (CelebA's official partition is about 80/10/10).
+DEFAULT_SPLITS = "train=0.8,validation=0.1,test=0.1"
+#: Bumped when the example layout changes (TFDS wants a semantic version).
+FORMAT_VERSION = "1.0.0"
+
+#: The example layout: name -> (dtype, shape, description). Every example has
+#: every feature; ``image`` is (size, size, 3) uint8 as raw bytes or PNG.
 FEATURES = {
-    "image": "bytes: raw uint8 RGB, row-major (size, size, 3)",
-    "key": "bytes: source key of the photo",
-    "source": "bytes: source name",
-    "face": "int64: index of the face in the photo (0 = largest)",
-    "identity": "int64: person id, -1 when unknown",
-    "landmarks": "float32[136]: 68 (x, y) landmarks in source pixels",
-    "transform": "float32[6]: source->aligned 2x3 affine, row-major",
+    "image": ("uint8", ["size", "size", 3], "the aligned face, RGB, row-major"),
+    "key": ("string", [], "source key of the photo"),
+    "source": ("string", [], "source name"),
+    "face": ("int64", [], "index of the face in the photo (0 = largest)"),
+    "identity": ("int64", [], "person id, -1 when unknown"),
+    "attributes": ("int8", [len(ATTRIBUTE_NAMES)], "CelebA attributes in ATTRIBUTE_NAMES order: "
+                                                   "1 yes, 0 no, -1 unknown"),
+    "landmarks": ("float32", [68, 2], "dlib's 68 (x, y) landmarks in source pixels"),
+    "transform": ("float32", [2, 3], "source -> aligned affine transform"),
 }
 
 
-def shard_name(name: str, split: str, index: int, count: int) -> str:
-    """TFDS-style file name of record shard ``index`` of ``count``."""
+# --- the example -------------------------------------------------------------
+
+def attribute_vector(meta: dict) -> np.ndarray:
+    """``(40,) int8``: the ``attributes`` dict of a source's metadata as 1/0, -1 where unknown."""
+    attributes = meta.get("attributes") or {}
+    return np.array([-1 if attributes.get(n) is None else int(bool(attributes[n]))
+                     for n in ATTRIBUTE_NAMES], np.int8)
+
+
+def encode_image(image: np.ndarray, image_format: str = "raw") -> bytes:
+    """The bytes stored for a ``(S, S, 3) uint8`` face."""
+    image = np.ascontiguousarray(image, np.uint8)
+    if image_format == "raw":
+        return image.tobytes()
+    if image_format == "png":
+        import cv2
+        ok, buf = cv2.imencode(".png", image[..., ::-1])
+        if not ok:
+            raise ValueError("PNG encoding failed")
+        return buf.tobytes()
+    raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _bytes_feature(value: bytes) -> bytes:      # Feature.bytes_list = 1 { value = 1 }
+    return _field(1, _field(1, value))
+
+
+def _float_feature(values: np.ndarray) -> bytes:  # Feature.float_list = 2 { packed value = 1 }
+    return _field(2, _field(1, np.asarray(values, "<f4").tobytes()))
+
+
+def _int64_feature(value: int) -> bytes:        # Feature.int64_list = 3 { packed value = 1 }
+    return _field(3, _field(1, _varint(int(value) & 0xFFFFFFFFFFFFFFFF)))
+
+
+def serialize_example(image: np.ndarray, face: dict, image_format: str = "raw") -> bytes:
+    """A serialized ``tf.train.Example`` of one aligned face and its metadata
+    (a ``faces.jsonl`` row of pipeline/aligned.py), laid out as :data:`FEATURES`."""
+    meta = face.get("meta") or {}
+    identity = meta.get("identity")
+    features = {
+        "image": _bytes_feature(encode_image(image, image_format)),
+        "key": _bytes_feature(face["key"].encode()),
+        "source": _bytes_feature(str(face.get("source", "")).encode()),
+        "face": _int64_feature(face.get("face", 0)),
+        "identity": _int64_feature(-1 if identity is None else int(identity)),
+        "attributes": _bytes_feature(attribute_vector(meta).tobytes()),
+        "landmarks": _float_feature(np.asarray(face["landmarks"], np.float32).reshape(68 * 2)),
+        "transform": _float_feature(np.asarray(face["transform"], np.float32).reshape(6)),
+    }
+    # Example.features = 1 { map<string, Feature> feature = 1 }, entries sorted by name.
+    entries = b"".join(_field(1, _field(1, name.encode()) + _field(2, value))
+                       for name, value in sorted(features.items()))
+    return _field(1, entries)
+
+
+# --- TFRecord files ----------------------------------------------------------
+
+def _masked_crc(data: bytes, crc32c) -> bytes:
+    crc = crc32c(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def _fast_crc32c():
+    """google-crc32c's C implementation, or None."""
+    try:
+        import google_crc32c
+    except ImportError:
+        return None
+    return google_crc32c.value if google_crc32c.implementation == "c" else None
+
+
+class RecordWriter:
+    """Writes a TFRecord file: ``len, crc(len), data, crc(data)`` per record.
+
+    Uses google-crc32c (no TensorFlow import: a shard is written in
+    milliseconds by a process that never loads TensorFlow) and falls back to
+    ``tf.io.TFRecordWriter`` when that package is missing.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        self._crc = _fast_crc32c()
+        if self._crc is None:
+            import tensorflow as tf
+            self._tf = tf.io.TFRecordWriter(self.path)
+        else:
+            self._fh = open(self.path, "wb")
+
+    def write(self, record: bytes) -> None:
+        if self._crc is None:
+            self._tf.write(record)
+            return
+        length = struct.pack("<Q", len(record))
+        self._fh.write(length + _masked_crc(length, self._crc) + record + _masked_crc(record, self._crc))
+
+    def close(self) -> None:
+        if self._crc is None:
+            self._tf.close()
+        else:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def iter_records(path: str | os.PathLike):
+    """The records of a TFRecord file, checking lengths and checksums
+    (``ValueError`` names the file on a torn or corrupt record)."""
+    crc32c = _fast_crc32c()
+    with open(path, "rb") as fh:
+        while header := fh.read(12):
+            if len(header) < 12:
+                raise ValueError(f"{path}: truncated record header")
+            length = struct.unpack("<Q", header[:8])[0]
+            data, footer = fh.read(length), fh.read(4)
+            if len(data) < length or len(footer) < 4:
+                raise ValueError(f"{path}: truncated record")
+            if crc32c is not None and (_masked_crc(header[:8], crc32c) != header[8:]
+                                       or _masked_crc(data, crc32c) != footer):
+                raise ValueError(f"{path}: record checksum mismatch")
+            yield data
+
+
+# --- splits ------------------------------------------------------------------
+
+def parse_splits(text: str) -> dict[str, float]:
+    """``"train=0.8,validation=0.1,test=0.1"`` -> ``{"train": 0.8, ...}`` (must sum to 1)."""
+    ratios: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            ratio = float(value)
+        except ValueError:
+            ratio = -1.0
+        if not sep or not name.strip().isidentifier() or ratio <= 0 or name.strip() in ratios:
+            raise ValueError(f"splits {text!r}: expected distinct 'name=fraction' pairs with "
+                             f"fractions > 0, e.g. {DEFAULT_SPLITS!r}")
+        ratios[name.strip()] = ratio
+    if not ratios or abs(sum(ratios.values()) - 1) > 1e-6:
+        raise ValueError(f"splits {text!r}: the fractions must add up to 1, e.g. {DEFAULT_SPLITS!r}")
+    return ratios
+
+
+def resolve_rule(split_by: str, identities: int, min_identities: int) -> str:
+    """The split rule for ``split_by`` ("auto", "identity" or "key"): auto means
+    by identity when at least ``min_identities`` distinct identities are known
+    (fewer make the ratios meaningless: the sample data set has 2), else by key."""
+    if split_by == "auto":
+        return "identity" if identities >= max(min_identities, 1) else "key"
+    if split_by not in SPLIT_RULES:
+        raise ValueError(f"split_by must be auto, identity or key, got {split_by!r}")
+    return split_by
+
+
+def _unit(text: str) -> float:
+    """A deterministic pseudo-random number in [0, 1) from ``text``."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2.0 ** 64
+
+
+def split_of(face: dict, rule: str, ratios: dict[str, float], official: bool = True) -> str:
+    """The split of an aligned face: its source's official ``partition`` when
+    ``official`` and present; else by the hash of its identity (``rule`` =
+    "identity" and the identity is known) or of its photo's key. Every face of
+    a photo, and with the identity rule every photo of a person, lands in the
+    same split, whatever else is in the data set."""
+    meta = face.get("meta") or {}
+    if official and meta.get("partition"):
+        return str(meta["partition"])
+    if rule == "identity" and meta.get("identity") is not None:
+        u = _unit(f"identity:{meta['identity']}")
+    else:
+        u = _unit(f"key:{face['key']}")
+    total = 0.0
+    for name, ratio in ratios.items():
+        total += ratio
+        if u < total:
+            return name
+    return name  # u within rounding of 1
+
+
+# --- record shards -----------------------------------------------------------
+
+def write_record_shard(folder, images: np.ndarray, faces: list[dict], rule: str,
+                       ratios: dict[str, float], official: bool = True, image_format: str = "raw",
+                       progress=None) -> dict:
+    """Write the records of one aligned shard into ``folder`` (normally an
+    atomic temporary): ``{split}.tfrecord`` for each split that gets examples,
+    in aligned order, and ``summary.json``. Returns the summary
+    (``lengths`` and ``bytes`` per split)."""
+    folder = Path(folder)
+    by_split: dict[str, list[int]] = {}
+    for i, face in enumerate(faces):
+        by_split.setdefault(split_of(face, rule, ratios, official), []).append(i)
+    lengths, sizes, done = {}, {}, 0
+    for split in sorted(by_split):
+        path = folder / f"{split}.tfrecord"
+        with RecordWriter(path) as writer:
+            for i in by_split[split]:
+                writer.write(serialize_example(images[i], faces[i], image_format))
+                done += 1
+                if progress is not None:
+                    progress(done, len(faces))
+        lengths[split], sizes[split] = len(by_split[split]), path.stat().st_size
+    summary = {"lengths": lengths, "bytes": sizes, "examples": len(faces), "rule": rule,
+               "image_format": image_format}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+# --- dataset versions --------------------------------------------------------
+
+def file_name(name: str, split: str, index: int, count: int) -> str:
+    """TFDS file name of record shard ``index`` of ``count`` of ``split``."""
     return f"{name}-{split}.tfrecord-{index:05d}-of-{count:05d}"
 
 
-def _example(image: np.ndarray, face: dict):
-    import tensorflow as tf
-
-    def b(v): return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-    def i(v): return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
-    def f(v): return tf.train.Feature(float_list=tf.train.FloatList(value=v))
-
-    identity = face.get("meta", {}).get("identity")
-    return tf.train.Example(features=tf.train.Features(feature={
-        "image": b(np.ascontiguousarray(image, np.uint8).tobytes()),
-        "key": b(face["key"].encode()),
-        "source": b(face.get("source", "").encode()),
-        "face": i(int(face.get("face", 0))),
-        "identity": i(int(identity) if identity is not None else -1),
-        "landmarks": f(np.asarray(face["landmarks"], np.float32).ravel()),
-        "transform": f(np.asarray(face["transform"], np.float32).ravel()),
-    }))
+def version_id(name: str, shards: list[str], settings: dict) -> str:
+    """12 hex digits naming a dataset version: a hash of its record shard
+    list (shard names are content hashes) and settings."""
+    blob = json.dumps([name, FORMAT_VERSION, shards, settings], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def write_split(folder, name: str, split: str, images: np.ndarray, faces: list[dict],
-                num_shards: int) -> list[int]:
-    """Write ``images`` and their metadata as ``num_shards`` consecutive shards
-    of ``split`` into ``folder``; returns the shard lengths.
+def features_json(size: int, image_format: str = "raw") -> dict:
+    """``features.json`` of TFDS (``FeaturesDict.to_json()``) for :data:`FEATURES`."""
+    def tensor(dtype, shape, encoding="none"):
+        return {"pythonClassName": "tensorflow_datasets.core.features.tensor_feature.Tensor",
+                "tensor": {"shape": {"dimensions": [str(d) for d in shape]} if shape else {},
+                           "dtype": dtype, "encoding": encoding}}
 
-    Fewer shards than asked are written when there are fewer examples, so no
-    shard is empty.
+    image = (tensor("uint8", [size, size, 3], "bytes") if image_format == "raw" else
+             {"pythonClassName": "tensorflow_datasets.core.features.image_feature.Image",
+              "image": {"shape": {"dimensions": [str(size), str(size), "3"]}, "dtype": "uint8",
+                        "encodingFormat": "png"}})
+    text = {"pythonClassName": "tensorflow_datasets.core.features.text_feature.Text", "text": {}}
+    scalar = {"pythonClassName": "tensorflow_datasets.core.features.scalar.Scalar",
+              "tensor": {"shape": {}, "dtype": "int64", "encoding": "none"}}
+    features = {"image": image, "key": text, "source": text, "face": scalar, "identity": scalar,
+                "attributes": tensor("int8", [len(ATTRIBUTE_NAMES)], "bytes"),
+                "landmarks": tensor("float32", [68, 2]), "transform": tensor("float32", [2, 3])}
+    return {"type": "tensorflow_datasets.core.features.features_dict.FeaturesDict",
+            "content": {"features": features}, "proto_cls": "tensorflow_datasets.FeaturesDict"}
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` as ``dst`` (a version costs no copy); symlink or copy
+    where hard links are not possible."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        try:
+            os.symlink(os.path.relpath(src, dst.parent), dst)
+        except OSError:
+            import shutil
+            shutil.copyfile(src, dst)
+
+
+def write_version(folder, name: str, size: int, shards: list[tuple[str, Path, dict]],
+                  image_format: str = "raw", **manifest) -> dict:
+    """Write a dataset version into ``folder`` (normally an atomic temporary).
+
+    ``shards`` are ``(shard name, record shard folder, its summary)`` in order;
+    split ``s``'s files are the shards' ``{s}.tfrecord`` (where they have one),
+    linked under TFDS names. Writes ``dataset_info.json`` and ``features.json``
+    (TFDS), and ``manifest.json``; returns the manifest.
     """
-    import tensorflow as tf
-
-    n = len(images)
-    count = max(1, min(num_shards, n))
-    per = math.ceil(n / count) if n else 0
-    lengths = []
-    for s in range(count):
-        lo, hi = s * per, min(n, (s + 1) * per)
-        with tf.io.TFRecordWriter(str(Path(folder) / shard_name(name, split, s, count))) as writer:
-            for j in range(lo, hi):
-                writer.write(_example(images[j], faces[j]).SerializeToString())
-        lengths.append(hi - lo)
-    return lengths
-
-
-def dataset_info(name: str, size: int, splits: dict[str, list[int]], **extra) -> dict:
-    """The ``dataset_info.json`` content for shards written by :func:`write_split`."""
-    return {"name": name, "image_shape": [size, size, 3], "features": FEATURES,
-            "splits": {s: {"num_examples": sum(lens), "shard_lengths": lens,
-                           "filepattern": f"{name}-{s}.tfrecord-*-of-{len(lens):05d}"}
-                       for s, lens in splits.items()},
-            **extra}
+    folder = Path(folder)
+    splits: dict[str, dict] = {}
+    names = sorted({s for _, _, summary in shards for s in summary["lengths"]})
+    for split in names:
+        members = [(shard, path, summary) for shard, path, summary in shards
+                   if summary["lengths"].get(split)]
+        files = []
+        for i, (_, path, _) in enumerate(members):
+            files.append(file_name(name, split, i, len(members)))
+            _link(Path(path) / f"{split}.tfrecord", folder / files[-1])
+        lengths = [summary["lengths"][split] for _, _, summary in members]
+        splits[split] = {"num_examples": sum(lengths), "shard_lengths": lengths, "files": files,
+                         "num_bytes": sum(summary["bytes"][split] for _, _, summary in members)}
+    description = (f"Aligned {size}x{size} faces of the '{manifest.get('dataset', name)}' data set "
+                   f"(facegan-pipeline), version {manifest.get('version', '?')}.")
+    info = {"name": name, "version": FORMAT_VERSION, "description": description,
+            "fileFormat": "tfrecord",
+            "releaseNotes": {FORMAT_VERSION: description},
+            "splits": [{"name": s, "shardLengths": [str(n) for n in v["shard_lengths"]],
+                        "numBytes": str(v["num_bytes"]),
+                        "filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"}
+                       for s, v in splits.items()]}
+    (folder / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    (folder / "features.json").write_text(json.dumps(features_json(size, image_format), indent=2) + "\n")
+    full = {"name": name, "image_shape": [size, size, 3], "image_format": image_format,
+            "format_version": FORMAT_VERSION, "features": {k: list(v) for k, v in FEATURES.items()},
+            "attribute_names": list(ATTRIBUTE_NAMES), "splits": splits,
+            "shards": [shard for shard, _, _ in shards], **manifest}
+    (folder / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+    return full
 
 
 def read_info(folder) -> dict:
-    """The parsed ``dataset_info.json`` of a records folder."""
-    path = Path(folder) / "dataset_info.json"
+    """The ``manifest.json`` of a version folder: ``image_shape``, ``splits``
+    (per split: ``num_examples``, ``shard_lengths``, ``files``), ``version``, ..."""
+    path = Path(folder) / "manifest.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: build the records first (BuildTFRecords)")
+        raise FileNotFoundError(f"{path} not found: build the records first "
+                                f"(luigi --module tasks BuildTFRecords --local-scheduler)")
     return json.loads(path.read_text())
+
+
+def split_files(folder, split: str = "train") -> list[str]:
+    """Paths of the record files of ``split`` in a version folder, in order."""
+    info = read_info(folder)
+    if split not in info["splits"]:
+        raise ValueError(f"split {split!r} not in {folder} (it has {sorted(info['splits'])})")
+    files = [str(Path(folder) / f) for f in info["splits"][split]["files"]]
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        raise FileNotFoundError(f"{folder}: {len(missing)} record files of {split!r} are missing, "
+                                f"e.g. {missing[0]}; rebuild with BuildTFRecords")
+    return files

@@ -1,15 +1,33 @@
 """Face detection and alignment, one task per shard of source images."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import luigi
 
+from pipeline.aligned import keys_digest, parse_shard_name, plan_shards, read_keys, write_keys
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.faces import DETECTORS, LANDMARK_SETS, MODES
-from pipeline.sources import shard_keys
-from tasks.common import Progress, describe, processed_dir, version
+from tasks.common import Progress, describe, processed_dir
 from tasks.raw import raw_task
+
+#: Parameters that say how the work is cut or run, not what it produces.
+LAYOUT_PARAMS = frozenset({"shard", "digest", "shard_size", "jobs"})
+
+
+def alignment_version(task: luigi.Task) -> str:
+    """Hash of ``task``'s alignment settings and of its raw task's identity
+    (parameters less ``growth_params``): names the aligned folder."""
+    own = task.to_str_params(only_significant=True)
+    params = {name: own[name] for name in sorted(own)
+              if isinstance(getattr(AlignmentParams, name, None), luigi.Parameter)
+              and name not in LAYOUT_PARAMS}
+    raw = task.raw()
+    growth = set(getattr(raw, "growth_params", ()))
+    raw_params = {k: v for k, v in raw.to_str_params(only_significant=True).items() if k not in growth}
+    blob = json.dumps(["DetectAlignFaces", params, raw.get_task_family(), raw_params], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 class AlignmentParams:
@@ -25,12 +43,21 @@ class AlignmentParams:
                                                            "of the output side (0 = OpenFace's crop).")
     detector = luigi.ChoiceParameter(default="hog", choices=DETECTORS,
                                      description="dlib detector: hog (fast) or cnn (MMOD, slower, more faces).")
-    upsample = luigi.IntParameter(default=1, description="Times the detector upsamples the image "
-                                                         "(1 finds faces down to ~40 px).")
-    detect_side = luigi.IntParameter(default=640, description="Detect on a copy downscaled to this "
-                                                              "longer side (0 = full resolution).")
-    min_face = luigi.IntParameter(default=0, description="Ignore faces narrower than this (source px).")
+    upsample = luigi.IntParameter(default=1, description="Finest detection scale is 2**upsample "
+                                                         "(1 finds faces down to ~40 px, as OpenFace).")
+    detect_side = luigi.IntParameter(default=640, description="With min_face 0: detect on a copy whose "
+                                                              "longer side is this times 2**upsample "
+                                                              "(0 = full resolution).")
+    min_face = luigi.IntParameter(default=0, description="Ignore faces narrower than this (source px); "
+                                                         "detection then runs at the coarsest scale "
+                                                         "that still finds them.")
     shard_size = luigi.IntParameter(default=256, description="Images per shard task.")
+    jobs = luigi.IntParameter(default=1, significant=False,
+                              description="Processes per shard task (0 = every usable core). Luigi's "
+                                          "--workers runs shards side by side, so keep workers x jobs "
+                                          "near the core count: many shards -> --workers N, jobs 1; "
+                                          "one or few shards (a first small run, an incremental "
+                                          "re-run) -> --workers 1 --DetectAlignFaces-jobs 0.")
 
     def aligner(self):
         from pipeline.faces import FaceAligner
@@ -41,48 +68,115 @@ class AlignmentParams:
     def requires(self):
         return raw_task(self.dataset)
 
+    def raw(self) -> luigi.Task:
+        """The raw task whose ``source()`` is aligned."""
+        return raw_task(self.dataset)
+
     def aligned_root(self):
-        # Same folder for the whole task and its shards: the shard index is left out.
-        return processed_dir("aligned", self.dataset, version(self, exclude=("shard",),
-                                                              family="DetectAlignFaces"))
+        """``processed/aligned/{dataset}/{hash}``: one folder per data set and settings.
+
+        The hash covers the alignment settings and the raw task's parameters
+        except its ``growth_params`` (e.g. Sample's ``n``) and how the work is
+        cut (``shard_size``): growing the source keeps the folder, so what is
+        aligned already is reused; changing a setting starts a new folder.
+        """
+        return processed_dir("aligned", self.dataset, alignment_version(self))
 
 
 class AlignShard(AlignmentParams, luigi.Task):
-    """Aligns shard ``shard`` (images ``shard * shard_size`` onwards, in key order)."""
-    shard = luigi.IntParameter(description="Shard index.")
+    """Aligns the images of one planned shard (its key list: ``keys/<name>.txt``).
+
+    Planned by :class:`DetectAlignFaces`; ``digest`` (of the key list) is part
+    of the name, so a shard never changes content under its name.
+    """
+    shard = luigi.IntParameter(description="Shard index (position in the shard plan).")
+    digest = luigi.Parameter(description="First 8 hex digits of the hash of the shard's key list.")
+
+    def name(self) -> str:
+        return f"shard-{self.shard:05d}-{self.digest}"
 
     def output(self):
-        return luigi.LocalTarget(str(self.aligned_root() / f"shard-{self.shard:05d}"))
+        return luigi.LocalTarget(str(self.aligned_root() / self.name()))
+
+    def keys(self) -> list[str]:
+        """The shard's key list, checked against ``digest``."""
+        path = self.aligned_root() / "keys" / f"{self.name()}.txt"
+        try:
+            keys = read_keys(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} not found: shards are planned by DetectAlignFaces "
+                                    f"--dataset {self.dataset}; run that instead") from None
+        if keys_digest(keys)[:8] != self.digest:
+            raise RuntimeError(f"{path} does not hash to {self.digest}: delete it and re-run")
+        return keys
 
     def run(self):
-        from pipeline.aligned import align_keys, write_shard
+        from pipeline.aligned import align_keys, usable_cores, write_shard
         source = self.requires().source()
-        shards = shard_keys(source.keys(), self.shard_size)
-        if self.shard >= len(shards):
-            raise ValueError(f"shard {self.shard} does not exist: {self.dataset} has {len(shards)} shards")
-        keys = shards[self.shard]
+        keys = self.keys()
         progress = Progress(self, len(keys), "images", every=8)
-        images, faces, rejected = align_keys(source, keys, self.aligner(), progress)
+        images, faces, rejected = align_keys(source, keys, self.aligner(), progress,
+                                             jobs=self.jobs or usable_cores())
         with atomic_dir(self.output().path) as tmp:
             write_shard(tmp, keys, images, faces, rejected)
         progress.close()
 
 
 class DetectAlignFaces(AlignmentParams, luigi.Task):
-    """Detects and aligns the faces of a data set, one :class:`AlignShard` per shard.
+    """Detects and aligns the faces of a data set, one :class:`AlignShard` per planned shard.
 
-    Writes ``summary.json`` (counts per shard and rejections by reason) once
-    every shard is done; every input is either a face or a rejection line.
+    The shard plan is append-only (:func:`pipeline.aligned.plan_shards`), so
+    after raw data is added only the new keys are decoded and aligned. The
+    output, ``summary-{keys digest}.json`` (counts per shard, rejections by
+    reason), names the source's current key set: the task is complete exactly
+    when that key set is aligned, so new data makes it run again and a re-run
+    with nothing new is a no-op. Every input is either a face or a rejection.
     """
 
+    def keys_digest(self) -> str:
+        """Hash of the source's current key list (lists the source)."""
+        return keys_digest(self.raw().source().keys())
+
     def output(self):
-        return luigi.LocalTarget(str(self.aligned_root() / "summary.json"))
+        return luigi.LocalTarget(str(self.aligned_root() / f"summary-{self.keys_digest()}.json"))
+
+    def complete(self):
+        return self.raw().complete() and super().complete()
+
+    def _requires(self):
+        # The shards are non-input dependencies, planned at scheduling time when
+        # the raw data is there, so every worker of a central scheduler sees them
+        # and may run them; otherwise run() yields them once the data exists.
+        # requires() stays the raw task: version() must not depend on the plan.
+        # The plan is cached so the scheduling and run-time checks agree.
+        if not hasattr(self, "_planned"):
+            self._planned = self.shard_tasks(self.raw().source().keys()) if self.raw().complete() else []
+        return super()._requires() + self._planned
+
+    def plan(self, keys: list[str]) -> list[tuple[str, list[str]]]:
+        """The committed plan (``plan.json``) extended to ``keys``, as ``(name, keys)``
+        pairs; writes the key list of every new shard (``keys/<name>.txt``)."""
+        root = self.aligned_root()
+        committed = []
+        if (root / "plan.json").exists():
+            names = json.loads((root / "plan.json").read_text())["shards"]
+            committed = [(name, read_keys(root / "keys" / f"{name}.txt")) for name in names]
+        plan = plan_shards(keys, committed, self.shard_size)
+        for name, shard in plan:
+            if not (root / "keys" / f"{name}.txt").exists():
+                write_keys(root / "keys" / f"{name}.txt", shard)
+        return plan
+
+    def shard_tasks(self, keys: list[str]) -> list[AlignShard]:
+        return [self.clone(AlignShard, shard=index, digest=digest)
+                for index, digest in (parse_shard_name(name) for name, _ in self.plan(keys))]
 
     def run(self):
-        source = self.requires().source()
-        n_shards = len(shard_keys(source.keys(), self.shard_size))
-        shard_tasks = [self.clone(AlignShard, shard=i) for i in range(n_shards)]
-        yield shard_tasks  # dynamic dependencies: the shard count is known only now
+        source = self.raw().source()
+        keys = source.keys()
+        digest = keys_digest(keys)
+        shard_tasks = self.shard_tasks(keys)
+        yield shard_tasks  # dynamic dependencies: no-ops for the shards done already
         totals = {"inputs": 0, "faces": 0, "images_with_faces": 0, "rejected": 0}
         by_reason: dict[str, int] = {}
         shards = []
@@ -93,12 +187,15 @@ class DetectAlignFaces(AlignmentParams, luigi.Task):
                 totals[k] += s[k]
             for reason, count in s["rejected_by_reason"].items():
                 by_reason[reason] = by_reason.get(reason, 0) + count
-            shards.append({"folder": task.output().path, **s})
-        if totals["images_with_faces"] + totals["rejected"] != len(source):
-            raise RuntimeError(f"{self.dataset}: {len(source)} inputs but {totals['images_with_faces']} "
+            shards.append({"name": task.name(), "folder": task.output().path, **s})
+        if totals["images_with_faces"] + totals["rejected"] != len(keys):
+            raise RuntimeError(f"{self.dataset}: {len(keys)} inputs but {totals['images_with_faces']} "
                                f"with faces + {totals['rejected']} rejected")
-        write_json(self.output().path, {**totals, "rejected_by_reason": by_reason, "shards": shards,
-                                        "lineage": describe(self)})
+        root = self.aligned_root()
+        write_json(root / "plan.json", {"keys_digest": digest, "shards": [t.name() for t in shard_tasks]})
+        write_json(root / f"summary-{digest}.json",
+                   {**totals, "keys_digest": digest, "rejected_by_reason": by_reason,
+                    "shards": shards, "lineage": describe(self)})
 
     def shard_folders(self) -> list[str]:
         """The aligned shard folders, from the finished task's summary."""

@@ -1,45 +1,175 @@
-"""TFRecord shards of the aligned faces, named like TensorFlow Datasets."""
+"""TFRecords of the aligned faces: one record shard per aligned shard, and
+versioned data sets named like TensorFlow Datasets.
+
+Layout under ``processed/records/{dataset}/{settings hash}/`` (docs/records.md)::
+
+    shards/{rule}/shard-00007-1a2b3c4d/   RecordShard: {split}.tfrecord, summary.json
+    v-{version}/                          a data set version (a TFDS builder folder)
+    builds/{keys digest}.json             BuildTFRecords' output: key set -> version
+    latest.json                           the newest version
+    daily/{date}.json                     RecordsDaily: the version current that day
+"""
 from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
 
 import luigi
 
 from pipeline.atomic import atomic_dir, write_json
-from tasks.common import describe, processed_dir, version
-from tasks.faces import DetectAlignFaces
+from pipeline.records import DEFAULT_SPLITS, IMAGE_FORMATS, parse_splits
+from tasks.common import Progress, describe, processed_dir
+from tasks.faces import AlignmentParams, AlignShard, DetectAlignFaces
 
 
-class BuildTFRecords(luigi.Task):
-    """Writes ``{dataset}{size}-train.tfrecord-0000i-of-0000n`` and ``dataset_info.json``."""
+class RecordParams:
+    """How records are split and encoded (a mixin of BuildTFRecords and RecordShard)."""
+    splits = luigi.Parameter(default=DEFAULT_SPLITS, description="Split names and fractions, "
+                                                                 "e.g. train=0.8,validation=0.1,test=0.1.")
+    split_by = luigi.ChoiceParameter(default="auto", choices=("auto", "identity", "key"),
+                                     description="identity: no person in two splits; key: by a hash of "
+                                                 "the photo's key; auto: identity when at least "
+                                                 "min_identities identities are known, else key.")
+    min_identities = luigi.IntParameter(default=100, description="Distinct identities needed for "
+                                                                 "split_by=auto to split by identity.")
+    official_partition = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+                                             description="Use the source's own partition (CelebA's "
+                                                         "list_eval_partition.txt) where it has one.")
+    image_format = luigi.ChoiceParameter(default="raw", choices=IMAGE_FORMATS,
+                                         description="raw uint8 bytes (fast to read) or PNG "
+                                                     "(smaller); see docs/records.md.")
+
+    def record_settings(self) -> dict:
+        return {"splits": parse_splits(self.splits), "split_by": self.split_by,
+                "min_identities": self.min_identities, "official_partition": self.official_partition,
+                "image_format": self.image_format}
+
+
+def records_root(dataset: str, aligned_root: Path, settings: dict) -> Path:
+    """``processed/records/{dataset}/{hash of the aligned folder and record settings}``."""
+    blob = json.dumps(["BuildTFRecords", Path(aligned_root).name, settings], sort_keys=True)
+    return processed_dir("records", dataset, hashlib.sha256(blob.encode()).hexdigest()[:10])
+
+
+class RecordShard(AlignmentParams, RecordParams, luigi.Task):
+    """The records of one aligned shard: ``{split}.tfrecord`` per split, written atomically."""
+    shard = luigi.IntParameter(description="Index of the aligned shard.")
+    digest = luigi.Parameter(description="Key-list hash of the aligned shard.")
+    rule = luigi.ChoiceParameter(choices=("identity", "key"),
+                                 description="The split rule split_by resolved to for the data set.")
+
+    def requires(self):
+        return self.clone(AlignShard)
+
+    def output(self):
+        root = records_root(self.dataset, self.aligned_root(), self.record_settings())
+        return luigi.LocalTarget(str(root / "shards" / self.rule / self.requires().name()))
+
+    def run(self):
+        from pipeline.aligned import read_shard
+        from pipeline.records import write_record_shard
+
+        images, faces = read_shard(self.input().path)
+        progress = Progress(self, len(faces), "examples", every=256)
+        with atomic_dir(self.output().path) as tmp:
+            write_record_shard(tmp, images, faces, self.rule, parse_splits(self.splits),
+                               self.official_partition, self.image_format, progress)
+        progress.close()
+
+
+class BuildTFRecords(RecordParams, luigi.Task):
+    """The current version of a data set's records, built from record shards.
+
+    Complete when the source's current key set has a version
+    (``builds/{keys digest}.json``): adding raw data makes it run again, and
+    then only new aligned shards get new record shards; the new version
+    links the old record files and the new ones. ``folder()`` is the version
+    folder (``dataset_info.json``, ``features.json``, ``manifest.json`` and the
+    ``{dataset}{size}-{split}.tfrecord-*-of-*`` files).
+    """
     dataset = luigi.Parameter(default="sample", description="Data set whose aligned faces to write.")
-    num_shards = luigi.IntParameter(default=4, description="Record shards per split (fewer if "
-                                                           "there are fewer examples).")
 
     def requires(self):
         return DetectAlignFaces(dataset=self.dataset)
 
-    def folder(self):
-        return processed_dir("records", self.dataset, version(self))
+    def root(self) -> Path:
+        return records_root(self.dataset, self.requires().aligned_root(), self.record_settings())
 
     def output(self):
-        return luigi.LocalTarget(str(self.folder() / "dataset_info.json"))
+        return luigi.LocalTarget(str(self.root() / "builds" / f"{self.requires().keys_digest()}.json"))
+
+    def complete(self):
+        return self.requires().raw().complete() and super().complete()
+
+    def folder(self) -> Path:
+        """The version folder of the source's current key set (after a build)."""
+        path = Path(self.output().path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: build the records first "
+                                    f"(luigi --module tasks BuildTFRecords --dataset {self.dataset})")
+        return self.root() / json.loads(path.read_text())["version"]
 
     def run(self):
-        import numpy as np
-        from pipeline.aligned import read_shard
-        from pipeline.records import dataset_info, write_split
+        from pipeline.records import resolve_rule, version_id, write_version
 
-        images, faces = [], []
-        for folder in self.requires().shard_folders():
-            imgs, meta = read_shard(folder)
-            images.append(imgs)
-            faces.extend(meta)
-        size = self.requires().size
-        images = np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8)
-        if len(images) == 0:
+        align = self.requires()
+        summary = json.loads(Path(align.output().path).read_text())
+        identities = {i for s in summary["shards"] for i in s.get("identities", ())}
+        rule = resolve_rule(self.split_by, len(identities), self.min_identities)
+        shard_tasks = [align.clone(RecordShard, shard=int(s["name"].split("-")[1]),
+                                   digest=s["name"].split("-")[2], rule=rule, splits=self.splits,
+                                   split_by=self.split_by, min_identities=self.min_identities,
+                                   official_partition=self.official_partition,
+                                   image_format=self.image_format)
+                       for s in summary["shards"]]
+        yield shard_tasks  # dynamic: the rule is known only once the faces are aligned
+        if summary["faces"] == 0:
             raise RuntimeError(f"no aligned faces in {self.dataset}: see the rejection logs under "
-                               f"{self.requires().aligned_root()}")
+                               f"{align.aligned_root()}")
+        size = align.size
         name = f"{self.dataset}{size}"
-        with atomic_dir(self.folder()) as tmp:
-            lengths = write_split(tmp, name, "train", images, faces, self.num_shards)
-            write_json(tmp / "dataset_info.json",
-                       dataset_info(name, size, {"train": lengths}, lineage=describe(self)))
+        shards = []
+        for task in shard_tasks:
+            folder = Path(task.output().path)
+            shards.append((f"{task.rule}/{folder.name}", folder,
+                           json.loads((folder / "summary.json").read_text())))
+        settings = {**self.record_settings(), "rule": rule, "size": size}
+        version = f"v-{version_id(name, [s for s, _, _ in shards], settings)}"
+        root = self.root()
+        if not (root / version / "manifest.json").exists():  # another run may have made it
+            with atomic_dir(root / version) as tmp:
+                write_version(tmp, name, size, shards, self.image_format, version=version,
+                              dataset=self.dataset, keys_digest=summary["keys_digest"],
+                              inputs=summary["inputs"], settings=settings,
+                              aligned=str(align.aligned_root()), lineage=describe(self))
+        manifest = json.loads((root / version / "manifest.json").read_text())
+        build = {"version": version, "keys_digest": summary["keys_digest"], "inputs": summary["inputs"],
+                 "splits": {s: v["num_examples"] for s, v in manifest["splits"].items()}}
+        write_json(root / "latest.json", build)
+        write_json(self.output().path, build)
+        self.set_status_message(f"{version}: " + ", ".join(f"{s} {n}" for s, n in build["splits"].items()))
+
+
+class RecordsDaily(luigi.Task):
+    """A day's build: brings BuildTFRecords up to date and records which version
+    was current that day (``daily/{date}.json``). Scheduled by
+    ``luigi --module tasks RangeDaily --of RecordsDaily --start 2026-11-01``,
+    which runs every missing day (see docs/records.md for the cron line)."""
+    date = luigi.DateParameter(description="The day of this build.")
+    dataset = luigi.Parameter(default="sample", description="Data set to build.")
+
+    def requires(self):
+        return BuildTFRecords(dataset=self.dataset)
+
+    def output(self):
+        return luigi.LocalTarget(str(self.requires().root() / "daily" / f"{self.date.isoformat()}.json"))
+
+    def run(self):
+        build = json.loads(Path(self.input().path).read_text())
+        write_json(self.output().path, {"date": self.date.isoformat(), **build})
+
+    @classmethod
+    def bulk_complete(cls, parameter_tuples):
+        """The days done already (what RangeDaily asks; one stat each)."""
+        return [day for day in parameter_tuples if cls(date=day).output().exists()]

@@ -42,15 +42,15 @@ def test_killed_alignment_leaves_only_whole_shards(tmp_path):
     args = ("--Sample-n", "36", "--DetectAlignFaces-shard-size", "12")
     aligned = tmp_path / "processed" / "aligned" / "sample"
     proc = _luigi(tmp_path, "DetectAlignFaces", *args)
-    _kill_when(proc, lambda: any(aligned.glob("*/shard-00000")))
-    (shard0,) = aligned.glob("*/shard-00000")
+    _kill_when(proc, lambda: any(aligned.glob("*/shard-00000-*")))
+    (shard0,) = aligned.glob("*/shard-00000-*")
     for shard in aligned.glob("*/shard-*"):  # whatever has its final name is complete
         assert {p.name for p in shard.iterdir()} == {"faces.npz", "faces.jsonl", "rejected.jsonl", "summary.json"}
-    assert not any(aligned.glob("*/summary.json"))
+    assert not any(aligned.glob("*/summary-*.json"))
     first_mtime = (shard0 / "faces.npz").stat().st_mtime_ns
 
     _finish(_luigi(tmp_path, "DetectAlignFaces", *args))
-    (summary,) = aligned.glob("*/summary.json")
+    (summary,) = aligned.glob("*/summary-*.json")
     s = json.loads(summary.read_text())
     assert s["inputs"] == 36 == s["images_with_faces"] + s["rejected"]
     assert len(s["shards"]) == 3

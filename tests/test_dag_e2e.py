@@ -18,7 +18,6 @@ N_PHOTOS = 32
 def tiny(luigi_config):
     luigi_config("Sample", "n", N_PHOTOS)
     luigi_config("DetectAlignFaces", "shard_size", 12)  # 3 shards
-    luigi_config("BuildTFRecords", "num_shards", 4)
     luigi_config("TrainDCGAN", "steps", 2)
     luigi_config("TrainDCGAN", "batch_size", 8)
     luigi_config("ExportSamples", "n", 5)
@@ -45,17 +44,20 @@ def test_sample_to_exported_samples(tiny, started_tasks):
     assert all(r["reason"] and r["detail"] for r in rejected)
     assert summary["faces"] >= N_PHOTOS * 0.8  # the portraits are clear, frontal faces
 
-    # The records hold exactly the aligned faces, 64x64x3.
+    # The records hold exactly the aligned faces, 64x64x3: one record shard
+    # per aligned shard, split into train/validation/test.
     import tensorflow as tf
 
     from model.data import parse_images, record_files
+    from pipeline.records import read_info
     records = tasks.BuildTFRecords().folder()
-    info = json.loads((records / "dataset_info.json").read_text())
-    assert info["splits"]["train"]["num_examples"] == summary["faces"]
-    assert len(info["splits"]["train"]["shard_lengths"]) == 4
+    info = read_info(records)
+    assert sum(s["num_examples"] for s in info["splits"].values()) == summary["faces"]
+    assert len(info["splits"]["train"]["shard_lengths"]) == 3
     files = record_files(records, "train")
     assert [f.rsplit("/", 1)[1] for f in files] == [
-        f"sample64-train.tfrecord-0000{i}-of-00004" for i in range(4)]
+        f"sample64-train.tfrecord-0000{i}-of-00003" for i in range(3)]
+    files = [f for split in info["splits"] for f in record_files(records, split)]
     images = np.concatenate([parse_images(b, 64).numpy()
                              for b in tf.data.TFRecordDataset(files).batch(16)])
     assert images.shape == (summary["faces"], 64, 64, 3)
@@ -79,7 +81,7 @@ def test_sample_to_exported_samples(tiny, started_tasks):
     assert gif.format == "GIF" and gif.size == grid.size
     # (DetectAlignFaces starts twice: once to yield its shards, once to finish)
     ran = Counter(t.split("_", 1)[0] for t in set(started_tasks))
-    assert ran == {"Sample": 1, "AlignShard": 3, "DetectAlignFaces": 1, "BuildTFRecords": 1,
+    assert ran == {"Sample": 1, "AlignShard": 3, "DetectAlignFaces": 1, "RecordShard": 3, "BuildTFRecords": 1,
                    "TrainDCGAN": 1, "ExportSamples": 1}
 
     # A second run schedules nothing new.
