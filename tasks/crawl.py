@@ -1,0 +1,226 @@
+"""Crawling: :class:`CrawlImages` crawls one day; :class:`CrawlDays` is the ``crawl`` data set.
+
+    luigi --module tasks CrawlImages --date 2026-11-22 --seeds seeds.txt --local-scheduler
+    luigi --module tasks RangeDaily --of CrawlImages --start 2026-11-01 --local-scheduler
+    luigi --module tasks DetectAlignFaces --dataset crawl --CrawlDays-start 2026-11-01 --local-scheduler
+
+The crawler itself (robots.txt, delays, address guard, caps, resume,
+de-duplication) is :mod:`pipeline.crawl`; docs/crawl.md describes every key.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import luigi
+
+# Luigi's own nightly wrapper. luigi.cfg sets autoload_range = false, so it is
+# registered here: `luigi --module tasks RangeDaily --of CrawlImages` works.
+from luigi.tools.range import RangeDaily
+
+from pipeline.sources import DirectorySource, Item, Source
+from tasks.common import raw_dir
+from tasks.raw import RAW_TASKS
+
+__all__ = ["ALLOW_NETWORKS", "CrawlDays", "CrawlImages", "CrawlSource", "RangeDaily"]
+
+#: Non-public networks (CIDR strings) the crawler may connect to. Empty: public
+#: addresses only. Tests on 127.0.0.1 set it; it is deliberately not a task
+#: parameter, so no luigi.cfg or command line can open the address guard.
+ALLOW_NETWORKS: tuple[str, ...] = ()
+
+
+class CrawlImages(luigi.Task):
+    """Crawls from the seed pages into ``raw/crawl/<date>/`` (see docs/crawl.md).
+
+    Only ``date`` is significant: the day's folder is the output whatever the
+    settings, so tuning budgets or politeness neither renames the task nor
+    changes the version of the data aligned from it. A killed crawl re-run
+    resumes from the folder's journal without fetching again what it has; a
+    finished day (``summary.json`` present) is complete and never refetched.
+    """
+    date = luigi.DateParameter(description="The day this crawl is filed under: raw/crawl/<date>/.")
+    seeds = luigi.PathParameter(default="seeds.txt", significant=False,
+                                description="Text file of seed page URLs: one per line, '#' comments.")
+    contact_url = luigi.Parameter(default="", significant=False,
+                                  description="Required: a page saying who runs this crawler and how "
+                                              "to reach you; sent in the User-Agent.")
+    user_agent = luigi.Parameter(default="facegan-pipeline/0.1", significant=False,
+                                 description="Product token 'name/version'; robots.txt groups "
+                                             "match its name.")
+    allowed_hosts = luigi.ListParameter(default=[], significant=False,
+                                        description="Hosts that may be fetched, as a JSON list; "
+                                                    "[] = the seeds' hosts.")
+    max_depth = luigi.IntParameter(default=2, significant=False,
+                                   description="Links followed from a seed page (0 = the seeds only).")
+    max_pages = luigi.IntParameter(default=200, significant=False,
+                                   description="HTML pages fetched per day, at most.")
+    max_images = luigi.IntParameter(default=0, significant=False,
+                                    description="Images kept per day, at most (0 = no cap).")
+    min_delay = luigi.FloatParameter(default=1.0, significant=False,
+                                     description="Seconds between two requests to one host, at least "
+                                                 "(robots.txt Crawl-delay wins when longer).")
+    max_crawl_delay = luigi.FloatParameter(default=60.0, significant=False,
+                                           description="A host asking for a longer Crawl-delay is skipped.")
+    connect_timeout = luigi.FloatParameter(default=5.0, significant=False,
+                                           description="Seconds to connect.")
+    read_timeout = luigi.FloatParameter(default=15.0, significant=False,
+                                        description="Seconds one socket read may wait.")
+    deadline = luigi.FloatParameter(default=60.0, significant=False,
+                                    description="Seconds one response may take in all.")
+    max_image_bytes = luigi.IntParameter(default=20 * 2**20, significant=False,
+                                         description="Larger images are rejected (too_large).")
+    max_page_bytes = luigi.IntParameter(default=5 * 2**20, significant=False,
+                                        description="Larger pages are rejected (too_large).")
+    max_robots_bytes = luigi.IntParameter(default=512 * 2**10, significant=False,
+                                          description="robots.txt is read up to this many bytes.")
+    max_pixels = luigi.IntParameter(default=40_000_000, significant=False,
+                                    description="Images over this many pixels are rejected before "
+                                                "decoding (decompression_bomb).")
+    max_hops = luigi.IntParameter(default=5, significant=False,
+                                  description="Redirects followed per URL, at most.")
+    retries = luigi.IntParameter(default=3, significant=False,
+                                 description="Retries of a timeout, connection error, 429 or 5xx.")
+    backoff = luigi.FloatParameter(default=1.0, significant=False,
+                                   description="First retry wait in seconds; doubles each retry.")
+    max_backoff = luigi.FloatParameter(default=60.0, significant=False,
+                                       description="Longest retry wait; a longer Retry-After gives up.")
+    phash_threshold = luigi.IntParameter(default=6, significant=False,
+                                         description="Perceptual-hash distance (0-64) up to which an image "
+                                                     "is a near duplicate of one kept today or earlier.")
+
+    #: One crawl at a time (Luigi's default for an unconfigured resource is 1):
+    #: the per-host delay holds within one crawler only, and each day
+    #: de-duplicates against the days crawled before it.
+    resources = {"crawler": 1}
+
+    @property
+    def priority(self) -> int:
+        """Older days first (Luigi would start the newest of a RangeDaily
+        first), so each day de-duplicates against all the days before it."""
+        return dt.date.max.toordinal() - self.date.toordinal()
+
+    def folder(self):
+        return raw_dir("crawl", self.date.isoformat())
+
+    def output(self):
+        return luigi.LocalTarget(str(self.folder() / "summary.json"))
+
+    def crawl_config(self):
+        """The :class:`pipeline.crawl.CrawlConfig` of these parameters; a one-line
+        ``ValueError`` naming the ``[CrawlImages]`` key when one is unusable."""
+        from pipeline.crawl import CrawlConfig, read_seeds
+        if not self.contact_url.strip():
+            raise ValueError("[CrawlImages] contact_url is empty: set it in luigi.cfg (or pass "
+                             "--CrawlImages-contact-url) to a page saying who runs this crawler "
+                             "and how to reach you")
+        try:
+            return CrawlConfig(
+                seeds=read_seeds(self.seeds), contact_url=self.contact_url,
+                user_agent=self.user_agent, allowed_hosts=self.allowed_hosts,
+                max_depth=self.max_depth, max_pages=self.max_pages,
+                max_images=self.max_images or None, min_delay=self.min_delay,
+                max_crawl_delay=self.max_crawl_delay, connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout, deadline=self.deadline,
+                max_image_bytes=self.max_image_bytes, max_page_bytes=self.max_page_bytes,
+                max_robots_bytes=self.max_robots_bytes, max_pixels=self.max_pixels,
+                max_hops=self.max_hops, retries=self.retries, backoff=self.backoff,
+                max_backoff=self.max_backoff, phash_threshold=self.phash_threshold,
+                allow_networks=ALLOW_NETWORKS)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"[CrawlImages] {exc}") from None
+
+    def run(self):
+        from pipeline.crawl import crawl
+        config = self.crawl_config()
+        summary = crawl(config, self.folder(), progress=self._reporter())
+        self.set_status_message(f"{summary['pages_fetched']} pages, {summary['images_kept']} images "
+                                f"kept, {summary['rejected_total']} URLs rejected")
+
+    def _reporter(self):
+        """Status for the scheduler UI, at most once a second (the crawl calls it per URL)."""
+        last = [-1.0]
+
+        def report(stats: dict) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 1.0:
+                last[0] = now
+                self.set_progress_percentage(round(100 * min(stats["pages_fetched"] / self.max_pages, 1), 1))
+                self.set_status_message(f"{stats['pages_fetched']}/{self.max_pages} pages, "
+                                        f"{stats['images_kept']} images kept, "
+                                        f"{stats['frontier']} URLs queued")
+        return report
+
+    def source(self) -> Source:
+        return DirectorySource(self.folder(), name="crawl")
+
+    @classmethod
+    def bulk_complete(cls, parameter_tuples):
+        """The days already crawled, one stat each. RangeDaily asks this; its
+        fallback (globbing output paths) does not work on local folders."""
+        return [day for day in parameter_tuples if cls(date=day).complete()]
+
+
+class CrawlDays(luigi.WrapperTask):
+    """The ``crawl`` data set: the days ``start`` up to ``stop`` of
+    :class:`CrawlImages` (crawling missing ones) as one source.
+
+    ``DetectAlignFaces --dataset crawl`` reads it. Keys are
+    ``<date>/<key in that day>`` (``2026-11-22/ab/abcd....jpg``): they sort by
+    day, so a new day appends keys and leaves the earlier shards' keys alone.
+    """
+    #: A later ``stop`` only appends days: the aligned folder is kept (see tasks.faces).
+    growth_params = ("stop",)
+    start = luigi.DateParameter(default=None, description="First day, inclusive (required), e.g. 2026-11-01.")
+    stop = luigi.DateParameter(default=None, description="The day after the last (exclusive); default: "
+                                                         "through today (UTC), like RangeDaily.")
+
+    def days(self) -> list[dt.date]:
+        """The days covered, oldest first; "today" is fixed when first asked."""
+        if getattr(self, "_days", None) is None:
+            if self.start is None:
+                raise ValueError("[CrawlDays] start is not set: give the first crawled day of the "
+                                 "crawl data set, e.g. --CrawlDays-start 2026-11-01 or "
+                                 "'start = 2026-11-01' under [CrawlDays] in luigi.cfg")
+            stop = self.stop or dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+            if self.start >= stop:
+                raise ValueError(f"[CrawlDays] start {self.start} is not before stop {stop}")
+            self._days = [self.start + dt.timedelta(days=i) for i in range((stop - self.start).days)]
+        return self._days
+
+    def requires(self):
+        return [CrawlImages(date=day) for day in self.days()]
+
+    def source(self) -> Source:
+        return CrawlSource({task.date.isoformat(): task.source() for task in self.requires()})
+
+
+class CrawlSource(Source):
+    """Crawled day folders as one source (plain Python, no Luigi).
+
+    ``days`` maps a day (``2026-11-22``) to the source of its folder; a key
+    is ``<day>/<key in the day>`` and the metadata is the day's index.jsonl
+    row (url, page_url, sha256, ...) plus ``crawl_date``.
+    """
+    name = "crawl"
+
+    def __init__(self, days: dict[str, Source]):
+        self.days = dict(sorted(days.items()))
+        self._keys: list[str] | None = None
+
+    def keys(self) -> list[str]:
+        if self._keys is None:
+            self._keys = [f"{day}/{key}" for day, source in self.days.items() for key in source.keys()]
+        return self._keys
+
+    def read(self, key: str) -> Item:
+        day, _, rest = key.partition("/")
+        if day not in self.days:
+            raise KeyError(f"{key!r}: day {day} is not one of the crawl days "
+                           f"{', '.join(self.days) or '(none)'}")
+        item = self.days[day].read(rest)
+        return Item(key=key, data=item.data, meta={**item.meta, "crawl_date": day})
+
+
+#: `DetectAlignFaces --dataset crawl` (tasks/sources.py registers the other real sources).
+RAW_TASKS.update(crawl=CrawlDays)
