@@ -8,7 +8,7 @@ the step's FLOPs from the layer shapes, measures large-matmul GFLOP/s at both
 precisions in the same run, and prints one JSON line:
 images_per_s_fp32/_bf16, gflop_per_image, matmul_gflops_fp32/_bf16,
 utilization_fp32/_bf16 (achieved GFLOP/s over the matmul rate of that
-precision), and images_per_s/utilization for the default precision ("auto").
+precision), and images_per_s/utilization for TrainDCGAN's default precision.
 """
 from __future__ import annotations
 
@@ -94,7 +94,8 @@ def main() -> None:
     ips32, trainer = images_per_s("float32", args.batch, args.resolution, args.steps)
     gflop = step_flops_per_image(trainer) / 1e9
     ips16, _ = images_per_s("mixed_bfloat16", args.batch, args.resolution, args.steps)
-    default = resolve_precision("auto")
+    from tasks.train import TrainDCGAN
+    default = resolve_precision(TrainDCGAN.precision._default)  # what TrainDCGAN trains with
     result = {
         "cpu_count": os.cpu_count(), "batch": args.batch, "resolution": args.resolution,
         "gflop_per_image": round(gflop, 3),
