@@ -23,6 +23,7 @@ from pipeline.celeba import (
 from pipeline.download import RemoteFile, RetryPolicy
 from pipeline.imagenet import ImageNetNotConfigured, ImageNetSource, import_imagenet
 from pipeline.lsun import LSUNSource, export_lmdb, extract_lmdb, image_format, lsun_remote_file, verify_zip
+from pipeline.records import ATTRIBUTE_NAMES
 
 #: Provides the loopback HTTP server fixture ``http_server``.
 pytest_plugins = ["conftest_http"]
@@ -36,12 +37,8 @@ def encoded(color, fmt="JPEG", size=(8, 10)) -> bytes:
 
 # --- CelebA -----------------------------------------------------------------
 
-ATTR_NAMES = ("5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips "
-              "Big_Nose Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin "
-              "Eyeglasses Goatee Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open "
-              "Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline "
-              "Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
-              "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young").split()
+#: The official header of list_attr_celeba.txt, in its order.
+ATTR_NAMES = ATTRIBUTE_NAMES
 NAMES = ["000001.jpg", "000002.jpg", "000003.jpg"]
 IDENTITY = {"000001.jpg": 2880, "000002.jpg": 2937, "000003.jpg": 8692}
 LANDMARKS = {"000001.jpg": (69, 109, 106, 113, 77, 142, 73, 152, 108, 154),

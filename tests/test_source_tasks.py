@@ -23,18 +23,15 @@ from PIL import Image, ImageOps
 
 from pipeline.celeba import IncompleteCopyError
 from pipeline.imagenet import ImageNetNotConfigured
+from pipeline.records import ATTRIBUTE_NAMES
 from pipeline.sample import portrait
 from tasks.common import version
 
 #: Provides the loopback HTTP server fixture ``http_server``.
 pytest_plugins = ["conftest_http"]
 
-ATTR_NAMES = ("5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips "
-              "Big_Nose Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin "
-              "Eyeglasses Goatee Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open "
-              "Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline "
-              "Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
-              "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young").split()
+#: The official header of list_attr_celeba.txt, in its order.
+ATTR_NAMES = ATTRIBUTE_NAMES
 #: Eye centres (left, right) in the original portraits, from dlib's 68 landmarks.
 EYES = {"astronaut": ((203, 102), (246, 105)), "grace_hopper": ((224, 194), (305, 191))}
 LABEL_FILES = ("list_attr_celeba.txt", "identity_CelebA.txt", "list_landmarks_align_celeba.txt",
