@@ -2,7 +2,9 @@
 
 A killed task leaves only a ``.tmp-*`` sibling behind, never a file or folder
 under the final name, so Luigi never mistakes a partial output for a finished
-one; the next run removes stale temporaries of the same output.
+one. Temporaries carry the writer's PID; the next writer of the same output
+removes those whose process is gone, never a live writer's (two workers may
+write the same small file at once, e.g. a shard's key list).
 """
 from __future__ import annotations
 
@@ -21,8 +23,27 @@ def _umask() -> int:
     return mask
 
 
+def _prefix(final: Path) -> str:
+    return f".tmp-{final.name}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _clean_stale(final: Path) -> None:
+    """Remove temporaries of ``final`` left by processes that no longer exist."""
+    start = len(f".tmp-{final.name}-")
     for stale in final.parent.glob(f".tmp-{final.name}-*"):
+        pid = stale.name[start:].split("-", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
@@ -36,7 +57,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(final), dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs are shared data
     try:
         yield tmp
@@ -54,7 +75,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(final)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name}-", dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(final), dir=final.parent)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
     try:
         with os.fdopen(fd, mode) as fh:

@@ -56,8 +56,14 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
     assert (final / "whole.bin").read_bytes() == b"y"
 
 
-def test_atomic_file_cleans_stale_temporaries(tmp_path):
-    (tmp_path / ".tmp-data.npy-dead").write_bytes(b"left by a killed run")
+def test_atomic_file_cleans_only_dead_writers_temporaries(tmp_path):
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (tmp_path / f".tmp-data.npy-{dead}-x1").write_bytes(b"left by a killed run")
+    live = tmp_path / ".tmp-data.npy-1-x2"  # pid 1 exists: a concurrent writer
+    live.write_bytes(b"being written by another process")
     with atomic_file(tmp_path / "data.npy") as fh:
         np.save(fh, np.arange(3))
-    assert [p.name for p in tmp_path.iterdir()] == ["data.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-data.npy-1-x2", "data.npy"]
