@@ -10,7 +10,8 @@ of its own (``[paths]`` raw/processed under ``--workdir``):
    ``allow_partial=true``, then DetectAlignFaces): align and write records;
 2. measures the training step on this machine (a few steps of the same
    configuration after a warm-up) and sets ``TrainDCGAN --steps`` so that
-   training takes about ``--minutes``; checkpoints at a third, two thirds and the end;
+   training takes about ``--minutes`` (or takes ``--steps`` as given); checkpoints
+   at a third, two thirds and the end;
 3. ``TrainDCGAN``, then ``EvaluateGenerator`` (defaults: the held-out split, all of
    it up to 10k images, every kept checkpoint).
 
@@ -94,6 +95,9 @@ def main(argv=None) -> int:
                         help="folder for this benchmark's raw/ and processed/")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precision", default="float32", help="TrainDCGAN precision (default float32)")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="train exactly this many steps instead of timing --minutes (re-runs of a "
+                             "finished benchmark then find every output in place)")
     parser.add_argument("--workers", type=int, default=2, help="Luigi workers for alignment")
     parser.add_argument("--publish", default="", help="copy the grid and FID plot into this folder")
     args = parser.parse_args(argv)
@@ -108,9 +112,12 @@ def main(argv=None) -> int:
     splits = json.loads(Path(records.output().path).read_text())["splits"]
     log(f"records ready in {prep_minutes:.1f} min: {splits}")
 
-    step_s = seconds_per_step(tasks.TrainDCGAN(dataset="celeba"))
-    steps = max(3, int(args.minutes * 60 / step_s))
-    log(f"{step_s:.3f} s/step -> {steps} steps for {args.minutes} min")
+    if args.steps:
+        step_s, steps = None, args.steps
+    else:
+        step_s = seconds_per_step(tasks.TrainDCGAN(dataset="celeba"))
+        steps = max(3, int(args.minutes * 60 / step_s))
+        log(f"{step_s:.3f} s/step -> {steps} steps for {args.minutes} min")
     import luigi.configuration
     config = luigi.configuration.get_config()
     config.set("TrainDCGAN", "steps", str(steps))
@@ -134,7 +141,8 @@ def main(argv=None) -> int:
         "ms_ssim": report["ms_ssim"], "real_face_detect_rate": report["real"].get("face_detect_rate"),
         "real_ms_ssim": report["real"].get("ms_ssim"), "steps": report["steps"],
         "minutes": round(train_minutes, 2), "budget_minutes": args.minutes,
-        "seconds_per_step": round(step_s, 4), "batch_size": args.batch_size, "precision": report["precision"],
+        "seconds_per_step": round(step_s, 4) if step_s else None, "batch_size": args.batch_size,
+        "precision": report["precision"],
         "split": report["split"], "n": report["n"], "split_note": report["split_note"],
         "fid_over_steps": [[p["step"], round(p["fid"], 2)] for p in report["checkpoints"]],
         "prep_minutes": round(prep_minutes, 2), "eval_minutes": round(eval_minutes, 2),
