@@ -91,6 +91,12 @@ def sample_key(index: int) -> str:
     return f"sample_{index:05d}.jpg"
 
 
+def index_row(seed: int, index: int, params: dict) -> dict:
+    """The ``index.jsonl`` row of photo ``index``: how it was made, and its identity."""
+    return {"key": sample_key(index), "source": "sample", "seed": seed,
+            "identity": PORTRAITS.index(params["portrait"]), **params}
+
+
 def write_sample(out_dir, n: int, seed: int, progress=None) -> int:
     """Write photos ``0..n-1`` and their ``index.jsonl`` into ``out_dir``.
 
@@ -104,9 +110,7 @@ def write_sample(out_dir, n: int, seed: int, progress=None) -> int:
         for i in range(n):
             data, params = make_photo(seed, i)
             (out / sample_key(i)).write_bytes(data)
-            index.write(json.dumps({"key": sample_key(i), "source": "sample", "seed": seed,
-                                    "identity": PORTRAITS.index(params["portrait"]),
-                                    **params}) + "\n")
+            index.write(json.dumps(index_row(seed, i, params)) + "\n")
             if progress is not None:
                 progress(i + 1, n)
     return n

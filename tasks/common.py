@@ -24,16 +24,16 @@ def processed_dir(*parts: str) -> Path:
     return Path(paths().processed, *parts)
 
 
-def version(task: luigi.Task, exclude: tuple[str, ...] = (), family: str | None = None) -> str:
+def version(task: luigi.Task) -> str:
     """A short hash of the task's parameters and of everything upstream.
 
     Output folders are named by it, so changing any setting of any upstream
     stage (say, the alignment mode) writes new outputs instead of silently
     reusing stale ones, while re-running with the same settings finds them.
     """
-    params = {k: v for k, v in task.to_str_params(only_significant=True).items() if k not in exclude}
+    params = task.to_str_params(only_significant=True)
     upstream = sorted(version(t) for t in flatten(task.requires()))
-    blob = json.dumps([family or task.get_task_family(), params, upstream], sort_keys=True)
+    blob = json.dumps([task.get_task_family(), params, upstream], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

@@ -50,7 +50,7 @@ class Sample(luigi.Task):
     def run(self):
         import fcntl
 
-        from pipeline.sample import PORTRAITS, make_photo, sample_key
+        from pipeline.sample import index_row, make_photo, sample_key
 
         folder = self.folder()
         folder.mkdir(parents=True, exist_ok=True)
@@ -63,8 +63,7 @@ class Sample(luigi.Task):
             data, params = make_photo(self.seed, i)
             with atomic_file(folder / sample_key(i)) as fh:
                 fh.write(data)
-            rows[sample_key(i)] = {"key": sample_key(i), "source": "sample", "seed": self.seed,
-                                   "identity": PORTRAITS.index(params["portrait"]), **params}
+            rows[sample_key(i)] = index_row(self.seed, i, params)
             progress(done)
         with open(folder / ".index.lock", "w") as lock:  # concurrent runs with other n
             fcntl.flock(lock, fcntl.LOCK_EX)
