@@ -7,11 +7,17 @@ generator output and the discriminator input; weights ~ N(0, 0.02), batch-norm
 scales ~ N(1, 0.02) as in the reference Torch code. The first generator layer
 is a dense projection (the paper's "project and reshape"), the last
 discriminator layer a dense logit.
+
+With ``fast=True`` (training) the layers are the drop-in subclasses of
+model/layers.py, which compute the same function faster on CPUs; ``fast=False``
+builds plain Keras layers (the exported ``generator.keras`` loads anywhere).
 """
 from __future__ import annotations
 
 import keras
 from keras import layers
+
+from model.layers import FusedBatchNormalization, MatmulConv2D, MatmulConv2DTranspose
 
 Z_DIM = 100
 
@@ -20,10 +26,10 @@ def _init():
     return keras.initializers.RandomNormal(0.0, 0.02)
 
 
-def _bn():
+def _bn(fast: bool):
     # momentum 0.9 / epsilon 1e-5 are Torch's BatchNorm defaults (0.1 update rate).
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
-                                     gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
+    cls = FusedBatchNormalization if fast else layers.BatchNormalization
+    return cls(momentum=0.9, epsilon=1e-5, gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
 
 
 def widths(resolution: int, base_width: int = 128) -> tuple[int, list[int]]:
@@ -42,32 +48,35 @@ def widths(resolution: int, base_width: int = 128) -> tuple[int, list[int]]:
 
 
 def build_generator(resolution: int = 64, channels: int = 3, z_dim: int = Z_DIM,
-                    base_width: int = 128, kernel_size: int = 4, name: str = "generator") -> keras.Model:
+                    base_width: int = 128, kernel_size: int = 4, name: str = "generator",
+                    fast: bool = True) -> keras.Model:
     """G: ``(n, z_dim) float32`` -> ``(n, resolution, resolution, channels)`` in [-1, 1]."""
     start, chans = widths(resolution, base_width)
+    conv_t = MatmulConv2DTranspose if fast else layers.Conv2DTranspose
     z = keras.Input((z_dim,), name="z")
     x = layers.Dense(start * start * chans[0], use_bias=False, kernel_initializer=_init(), name="project")(z)
     x = layers.Reshape((start, start, chans[0]))(x)
-    x = layers.ReLU()(_bn()(x))
+    x = layers.ReLU()(_bn(fast)(x))
     for w in chans[1:]:
-        x = layers.Conv2DTranspose(w, kernel_size, 2, "same", use_bias=False, kernel_initializer=_init())(x)
-        x = layers.ReLU()(_bn()(x))
-    x = layers.Conv2DTranspose(channels, kernel_size, 2, "same", kernel_initializer=_init(), name="to_image")(x)
+        x = conv_t(w, kernel_size, 2, "same", use_bias=False, kernel_initializer=_init())(x)
+        x = layers.ReLU()(_bn(fast)(x))
+    x = conv_t(channels, kernel_size, 2, "same", kernel_initializer=_init(), name="to_image")(x)
     # float32 output even under a mixed-precision policy: tanh saturates badly in bf16.
     out = layers.Activation("tanh", dtype="float32", name="tanh")(x)
     return keras.Model(z, out, name=name)
 
 
 def build_discriminator(resolution: int = 64, channels: int = 3, base_width: int = 128,
-                        kernel_size: int = 4, name: str = "discriminator") -> keras.Model:
+                        kernel_size: int = 4, name: str = "discriminator", fast: bool = True) -> keras.Model:
     """D: ``(n, resolution, resolution, channels)`` in [-1, 1] -> ``(n, 1)`` float32 logits."""
     _, chans = widths(resolution, base_width)
+    conv = MatmulConv2D if fast else layers.Conv2D
     img = keras.Input((resolution, resolution, channels), name="image")
     x = img
     for i, w in enumerate(reversed(chans)):
-        x = layers.Conv2D(w, kernel_size, 2, "same", use_bias=i == 0, kernel_initializer=_init())(x)
+        x = conv(w, kernel_size, 2, "same", use_bias=i == 0, kernel_initializer=_init())(x)
         if i > 0:  # no batch norm on the input layer
-            x = _bn()(x)
+            x = _bn(fast)(x)
         x = layers.LeakyReLU(0.2)(x)
     x = layers.Flatten()(x)
     out = layers.Dense(1, kernel_initializer=_init(), dtype="float32", name="logit")(x)

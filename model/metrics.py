@@ -413,7 +413,8 @@ def generator_from_checkpoint(config, path):
     import tensorflow as tf
 
     from model.dcgan import build_generator
-    g = build_generator(config.resolution, config.channels, config.z_dim, config.base_width, config.kernel_size)
+    g = build_generator(config.resolution, config.channels, config.z_dim, config.base_width, config.kernel_size,
+                        fast=False)
     tf.train.Checkpoint(generator=g).restore(str(path)).expect_partial().assert_existing_objects_matched()
     return g
 

@@ -188,7 +188,7 @@ class GANTrainer:
     def export_generator(self) -> keras.Model:
         """A float32 copy of the generator, whatever the training precision."""
         c = self.config
-        g = build_generator(c.resolution, c.channels, c.z_dim, c.base_width, c.kernel_size)
+        g = build_generator(c.resolution, c.channels, c.z_dim, c.base_width, c.kernel_size, fast=False)
         g.set_weights(self.generator.get_weights())
         return g
 

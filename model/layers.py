@@ -1,0 +1,167 @@
+"""Drop-in Keras layers that compute the same function faster on CPUs.
+
+Each subclass keeps its parent's weights, configuration and checkpoint names,
+so a network built with them trains, saves and restores like the plain one;
+only ``call`` takes a different route where measurement showed a gain
+(``bench/train_throughput.py``, ``docs/training.md``):
+
+* :class:`FusedBatchNormalization` runs training-mode batch norm as one
+  ``FusedBatchNormV3`` op (oneDNN on CPU, cuDNN on GPU) instead of Keras'
+  moments + normalize graph: about 3x faster forward and backward at both
+  precisions.
+* :class:`MatmulConv2D` / :class:`MatmulConv2DTranspose`: in bfloat16, oneDNN's
+  weight-gradient kernels for the strided layers with small feature maps
+  (8x8 and 4x4: D's last two convolutions, G's first two transposed ones) reach
+  a fifth to a half of the machine's matmul rate, the 4x4 backward-data kernel
+  not much more. There the weight gradient is computed as one large matrix
+  multiply over an im2col matrix (built from the space-to-depth grid: a k x k
+  stride-s convolution is a ceil(k/s) x ceil(k/s) stride-1 convolution over
+  it); forward and input gradient stay on the native kernels.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+# The matmul route: compute dtypes it is taken for, and the largest small side (conv output /
+# transposed-conv input) it is taken at. Measured on a 2-core AMX Xeon (docs/training.md).
+MATMUL_DTYPES = ("bfloat16",)
+MATMUL_MAX_SIDE = 8
+
+
+def same_padding(n_in: int, n_out: int, k: int, s: int) -> int:
+    """Leading padding of a 'same' convolution from ``n_in`` to ``n_out`` (TF's rule:
+    the odd pixel goes at the end)."""
+    return max((n_out - 1) * s + k - n_in, 0) // 2
+
+
+def space_to_depth_kernel(kernel: tf.Tensor, s: int) -> tf.Tensor:
+    """``(k, k, a, b)`` -> ``(K, K, s*s*a, b)`` with ``K = ceil(k / s)``: the same
+    convolution expressed over the space-to-depth grid (zero taps pad k up to K*s)."""
+    k, a, b = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+    big = -(-k // s)
+    if big * s != k:
+        kernel = tf.pad(kernel, [[0, big * s - k], [0, big * s - k], [0, 0], [0, 0]])
+    kernel = tf.reshape(kernel, [big, s, big, s, a, b])  # ky = s*dy + sy
+    kernel = tf.transpose(kernel, [0, 2, 1, 3, 4, 5])    # (dy, dx, sy, sx, a, b): TF's depth order
+    return tf.reshape(kernel, [big, big, s * s * a, b])
+
+
+def kernel_from_space_to_depth(grid_kernel: tf.Tensor, k: int, s: int, a: int) -> tf.Tensor:
+    """The inverse (and adjoint) of :func:`space_to_depth_kernel`: ``(K*K*s*s*a, b)``
+    -> ``(k, k, a, b)``."""
+    big = -(-k // s)
+    g = tf.reshape(grid_kernel, [big, big, s, s, a, grid_kernel.shape[-1]])
+    g = tf.transpose(g, [0, 2, 1, 3, 4, 5])
+    return tf.reshape(g, [big * s, big * s, a, grid_kernel.shape[-1]])[:k, :k]
+
+
+def im2col(x: tf.Tensor, k: int, s: int, out_h: int, out_w: int) -> tf.Tensor:
+    """The ``(n*out_h*out_w, K*K*s*s*c)`` patch matrix of a 'same' k x k stride-s
+    convolution of ``x`` (NHWC), columns in :func:`space_to_depth_kernel` order."""
+    _, h, w, c = x.shape
+    big = -(-k // s)
+    top, left = same_padding(h, out_h, k, s), same_padding(w, out_w, k, s)
+    hp, wp = s * (out_h - 1 + big), s * (out_w - 1 + big)
+    grid = tf.nn.space_to_depth(tf.pad(x, [[0, 0], [top, hp - h - top], [left, wp - w - left], [0, 0]]), s)
+    cols = tf.concat([grid[:, dy:dy + out_h, dx:dx + out_w, :] for dy in range(big) for dx in range(big)], -1)
+    return tf.reshape(cols, [-1, big * big * s * s * c])
+
+
+def conv2d_same(x: tf.Tensor, kernel: tf.Tensor, s: int) -> tf.Tensor:
+    """``tf.nn.conv2d(x, kernel, s, "SAME")`` with the weight gradient as one matmul."""
+    k = kernel.shape[0]
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        y = tf.nn.conv2d(x, kernel, s, "SAME")
+
+        def grad(dy):
+            dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), s, "SAME")
+            dk = tf.matmul(im2col(x, k, s, dy.shape[1], dy.shape[2]), tf.reshape(dy, [-1, kernel.shape[3]]),
+                           transpose_a=True)
+            return dx, kernel_from_space_to_depth(dk, k, s, kernel.shape[2])
+        return y, grad
+    return conv(x, kernel)
+
+
+def conv2d_transpose_same(x: tf.Tensor, kernel: tf.Tensor, s: int) -> tf.Tensor:
+    """``tf.nn.conv2d_transpose`` to ``s`` times ``x``'s size, 'same', with the weight
+    gradient as one matmul (``kernel`` is ``(k, k, out, in)`` as in Keras)."""
+    k, out = kernel.shape[0], kernel.shape[2]
+    _, h, w, c = x.shape
+
+    @tf.custom_gradient
+    def conv_t(x, kernel):
+        y = tf.nn.conv2d_transpose(x, kernel, [tf.shape(x)[0], h * s, w * s, out], s, "SAME")
+
+        def grad(dy):
+            dx = tf.nn.conv2d(dy, kernel, s, "SAME")  # the adjoint of the transposed convolution
+            dk = tf.matmul(im2col(dy, k, s, h, w), tf.reshape(x, [-1, c]), transpose_a=True)
+            return dx, kernel_from_space_to_depth(dk, k, s, out)
+        return y, grad
+    return conv_t(x, kernel)
+
+
+def _matmul_route(layer, side: int) -> bool:
+    return (layer.compute_dtype in MATMUL_DTYPES and side <= MATMUL_MAX_SIDE
+            and layer.padding == "same" and layer.data_format == "channels_last"
+            and len(set(layer.strides)) == 1 and layer.strides[0] > 1
+            and tuple(layer.dilation_rate) == (1, 1) and layer.kernel_size[0] == layer.kernel_size[1])
+
+
+def _finish(layer, y):
+    if layer.use_bias:
+        y = y + tf.cast(layer.bias, y.dtype)
+    return layer.activation(y) if layer.activation is not None else y
+
+
+@keras.saving.register_keras_serializable(package="dcgan")
+class MatmulConv2D(layers.Conv2D):
+    """``Conv2D`` whose small-output strided bfloat16 case takes its weight gradient as a matmul."""
+
+    def call(self, inputs):
+        _, h, w, _ = inputs.shape
+        s = self.strides[0]
+        if h is None or w is None or not _matmul_route(self, -(-max(h, w) // s)):
+            return super().call(inputs)
+        return _finish(self, conv2d_same(inputs, tf.cast(self.kernel, inputs.dtype), s))
+
+
+@keras.saving.register_keras_serializable(package="dcgan")
+class MatmulConv2DTranspose(layers.Conv2DTranspose):
+    """``Conv2DTranspose`` whose small-input strided bfloat16 case takes its weight gradient as a matmul."""
+
+    def call(self, inputs):
+        _, h, w, _ = inputs.shape
+        if h is None or w is None or self.output_padding is not None or not _matmul_route(self, max(h, w)):
+            return super().call(inputs)
+        return _finish(self, conv2d_transpose_same(inputs, tf.cast(self.kernel, inputs.dtype), self.strides[0]))
+
+
+@keras.saving.register_keras_serializable(package="dcgan")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """``BatchNormalization`` whose training-mode pass is one fused op.
+
+    Same statistics as the parent: normalisation by the biased batch variance,
+    moving averages updated with ``momentum`` from the biased variance (the
+    fused op reports the unbiased one; it is rescaled). Inference, masks,
+    renorm and other axes use the parent's code.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        fused = (training and self.trainable and mask is None and not self.renorm and self.scale and self.center
+                 and len(inputs.shape) == 4 and self.axis in (-1, 3))
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, self.compute_dtype)
+        y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=tf.cast(self.gamma, tf.float32), offset=tf.cast(self.beta, tf.float32),
+            mean=tf.constant([], tf.float32), variance=tf.constant([], tf.float32),
+            epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+        variance = variance * (n - 1.0) / n
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return y

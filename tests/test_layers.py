@@ -1,0 +1,130 @@
+"""The fast layers compute what their Keras parents compute, values and gradients."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+import model.layers  # noqa: E402
+from model.layers import (FusedBatchNormalization, MatmulConv2D, MatmulConv2DTranspose, im2col,  # noqa: E402
+                          kernel_from_space_to_depth, space_to_depth_kernel)
+
+
+@pytest.fixture
+def matmul_in_float32(monkeypatch):
+    """Take the matmul route in float32 too, so it can be compared to the native kernels exactly."""
+    monkeypatch.setattr(model.layers, "MATMUL_DTYPES", ("bfloat16", "float32"))
+
+
+def _pair(fast_cls, plain_cls, shape, dtype, **kw):
+    fast, plain = fast_cls(dtype=dtype, **kw), plain_cls(dtype=dtype, **kw)
+    fast.build(shape)
+    plain.build(shape)
+    plain.set_weights(fast.get_weights())
+    return fast, plain
+
+
+def _value_and_grads(layer, x, **call):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.cast(layer(x, **call), tf.float32)
+        loss = tf.reduce_sum(y * tf.random.stateless_normal(y.shape, (0, 1)))  # weighted: mean-free gradients
+    grads = tape.gradient(loss, [x] + layer.trainable_variables)
+    return [y.numpy()] + [tf.cast(g, tf.float32).numpy() for g in grads]
+
+
+def _grad_op_types(layer, x) -> set[str]:
+    """Op types in the graph of the layer's gradients (where the matmul route shows)."""
+    def grads(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        return tape.gradient(y, [x] + layer.trainable_variables)
+    return {op.type for op in tf.function(grads).get_concrete_function(x).graph.get_operations()}
+
+
+def _close(a, b, rel):
+    for u, v in zip(a, b):
+        assert u.shape == v.shape
+        assert np.max(np.abs(u - v)) <= rel * max(np.max(np.abs(v)), 1e-6)
+
+
+CONV = dict(strides=2, padding="same", bias_initializer=keras.initializers.RandomNormal(0, 0.5))
+
+
+@pytest.mark.parametrize("k,size,use_bias", [(4, 8, False), (5, 16, True), (4, 6, False), (3, 7, True), (4, 2, True)])
+def test_matmul_conv_matches_conv2d(matmul_in_float32, k, size, use_bias):
+    shape = (3, size, size, 5)
+    x = tf.random.stateless_normal(shape, (1, 2))
+    fast, plain = _pair(MatmulConv2D, keras.layers.Conv2D, shape, "float32", filters=7, kernel_size=k,
+                        use_bias=use_bias, **CONV)
+    assert "SpaceToDepth" in _grad_op_types(fast, x)
+    _close(_value_and_grads(fast, x), _value_and_grads(plain, x), 1e-5)
+
+
+@pytest.mark.parametrize("k,size,use_bias", [(4, 4, False), (5, 8, True), (4, 3, True), (3, 2, False)])
+def test_matmul_conv_transpose_matches_conv2d_transpose(matmul_in_float32, k, size, use_bias):
+    shape = (3, size, size, 6)
+    x = tf.random.stateless_normal(shape, (3, 4))
+    fast, plain = _pair(MatmulConv2DTranspose, keras.layers.Conv2DTranspose, shape, "float32",
+                        filters=5, kernel_size=k, use_bias=use_bias, **CONV)
+    assert "SpaceToDepth" in _grad_op_types(fast, x)
+    _close(_value_and_grads(fast, x), _value_and_grads(plain, x), 1e-5)
+
+
+@pytest.mark.parametrize("fast_cls,plain_cls,shape", [(MatmulConv2D, keras.layers.Conv2D, (4, 8, 8, 16)),
+                                                      (MatmulConv2DTranspose, keras.layers.Conv2DTranspose,
+                                                       (4, 4, 4, 16))])
+def test_matmul_route_in_bfloat16_agrees_with_float32(fast_cls, plain_cls, shape):
+    """The default route (bfloat16, small side <= 4) stays within bfloat16 rounding of float32."""
+    x = tf.random.stateless_normal(shape, (5, 5))
+    fast = fast_cls(filters=8, kernel_size=4, dtype="mixed_bfloat16", **CONV)
+    reference = plain_cls(filters=8, kernel_size=4, dtype="float32", **CONV)
+    fast.build(shape)
+    reference.build(shape)
+    reference.set_weights(fast.get_weights())
+    assert "SpaceToDepth" in _grad_op_types(fast, tf.cast(x, tf.bfloat16))
+    _close(_value_and_grads(fast, tf.cast(x, tf.bfloat16)), _value_and_grads(reference, x), 3e-2)
+
+
+@pytest.mark.parametrize("k,size", [(4, 8), (5, 8), (3, 7)])
+def test_im2col_times_regrouped_kernel_is_the_convolution(k, size):
+    x = tf.random.stateless_normal((2, size, size, 3), (5, 6))
+    w = tf.random.stateless_normal((k, k, 3, 8), (7, 8))
+    out = -(-size // 2)
+    via_matmul = tf.matmul(im2col(x, k, 2, out, out), tf.reshape(space_to_depth_kernel(w, 2), [-1, 8]))
+    np.testing.assert_allclose(tf.reshape(via_matmul, [2, out, out, 8]).numpy(),
+                               tf.nn.conv2d(x, w, 2, "SAME").numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(kernel_from_space_to_depth(space_to_depth_kernel(w, 2), k, 2, 3).numpy(), w.numpy())
+
+
+def test_float32_and_large_layers_keep_the_native_route():
+    """Outside bfloat16 small layers the parent's call runs: identical bits."""
+    for dtype, size in (("float32", 8), ("mixed_bfloat16", 32)):
+        shape = (2, size, size, 4)
+        fast, plain = _pair(MatmulConv2D, keras.layers.Conv2D, shape, dtype, filters=3, kernel_size=4, strides=2,
+                            padding="same")
+        x = tf.cast(tf.random.stateless_normal(shape, (9, 9)), fast.compute_dtype)
+        assert "SpaceToDepth" not in _grad_op_types(fast, x)
+        np.testing.assert_array_equal(np.asarray(tf.cast(fast(x), tf.float32)),
+                                      np.asarray(tf.cast(plain(x), tf.float32)))
+
+
+@pytest.mark.parametrize("dtype,rel", [("float32", 1e-4), ("mixed_bfloat16", 2e-2)])
+def test_fused_batch_norm_matches_batch_normalization(dtype, rel):
+    shape = (4, 5, 5, 6)
+    kw = dict(momentum=0.9, epsilon=1e-5, gamma_initializer=keras.initializers.RandomNormal(1.0, 0.3),
+              beta_initializer=keras.initializers.RandomNormal(0.0, 0.3))
+    fast, plain = _pair(FusedBatchNormalization, keras.layers.BatchNormalization, shape, dtype, **kw)
+    x = tf.cast(tf.random.stateless_normal(shape, (1, 1)) * 3 + 2, fast.compute_dtype)
+    assert "FusedBatchNormV3" in {op.type for op in tf.function(lambda v: fast(v, training=True))
+                                  .get_concrete_function(x).graph.get_operations()}
+    _close(_value_and_grads(fast, x, training=True), _value_and_grads(plain, x, training=True), rel)
+    # the moving statistics follow the parent's rule (biased variance, momentum 0.9)
+    np.testing.assert_allclose(fast.moving_mean.numpy(), plain.moving_mean.numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(fast.moving_variance.numpy(), plain.moving_variance.numpy(), rtol=1e-3, atol=1e-4)
+    # inference uses them the same way
+    _close([fast(x, training=False).numpy().astype(np.float32)],
+           [plain(x, training=False).numpy().astype(np.float32)], rel)
