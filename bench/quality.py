@@ -1,7 +1,7 @@
 """Quality benchmark: the whole DAG on a CelebA copy for a fixed wall-clock training budget.
 
     python bench/quality.py --data ../shared/data/celeba [--minutes 60] [--workdir processed/bench-quality]
-        [--precision float32] [--batch-size 64] [--publish docs/images]
+        [--precision auto] [--batch-size 64] [--steps N] [--publish docs/images]
 
 Runs the project's own Luigi tasks through a local scheduler, in a work folder
 of its own (``[paths]`` raw/processed under ``--workdir``):
@@ -94,7 +94,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=str(ROOT / "processed" / "bench-quality"),
                         help="folder for this benchmark's raw/ and processed/")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--precision", default="float32", help="TrainDCGAN precision (default float32)")
+    parser.add_argument("--precision", default="auto",
+                        help="TrainDCGAN precision (default auto, TrainDCGAN's default)")
     parser.add_argument("--steps", type=int, default=0,
                         help="train exactly this many steps instead of timing --minutes (re-runs of a "
                              "finished benchmark then find every output in place)")

@@ -33,9 +33,10 @@ class TrainDCGAN(luigi.Task):
                                                             "Torch code; 5: DCGAN-tensorflow).")
     g_steps = luigi.IntParameter(default=1, description="Generator updates per discriminator update.")
     seed = luigi.IntParameter(default=0, description="Seed of weights, noise and data order.")
-    precision = luigi.ChoiceParameter(default="float32", choices=PRECISIONS,
-                                      description="float32, mixed_bfloat16 (CPUs with AMX), mixed_float16 "
-                                                  "(GPUs), or auto (picks by hardware). Outputs stay float32.")
+    precision = luigi.ChoiceParameter(default="auto", choices=PRECISIONS,
+                                      description="auto (mixed_bfloat16 on CPUs with AMX/AVX-512 BF16, "
+                                                  "else float32), float32, mixed_bfloat16, or mixed_float16 "
+                                                  "(GPUs, loss-scaled). Outputs stay float32.")
     sample_every = luigi.IntParameter(default=0, significant=False,
                                       description="Steps between fixed-noise grids in progress/ and "
                                                   "TensorBoard (0: only at the end).")

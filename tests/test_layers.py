@@ -8,8 +8,14 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import model.layers  # noqa: E402
-from model.layers import (FusedBatchNormalization, MatmulConv2D, MatmulConv2DTranspose, im2col,  # noqa: E402
-                          kernel_from_space_to_depth, space_to_depth_kernel)
+from model.layers import (  # noqa: E402
+    FusedBatchNormalization,
+    MatmulConv2D,
+    MatmulConv2DTranspose,
+    im2col,
+    kernel_from_space_to_depth,
+    space_to_depth_kernel,
+)
 
 
 @pytest.fixture

@@ -29,9 +29,10 @@ def _dataset(seed=0):
     return tf.data.Dataset.from_tensor_slices(_images()).shuffle(16, seed=seed).repeat().batch(4)
 
 
-@pytest.mark.parametrize("g_steps", [1, 2])
-def test_one_step_changes_every_trainable_variable(g_steps):
-    trainer = GANTrainer(TrainConfig(**{**SMALL, "g_steps": g_steps}))
+@pytest.mark.parametrize("g_steps,precision", [(1, "float32"), (2, "float32"), (1, "mixed_bfloat16")])
+def test_one_step_changes_every_trainable_variable(g_steps, precision):
+    # mixed_bfloat16 takes model/layers.py's matmul weight gradients on the 4x4 and 8x8 layers
+    trainer = GANTrainer(TrainConfig(**{**SMALL, "g_steps": g_steps, "precision": precision}))
     variables = trainer.generator.trainable_variables + trainer.discriminator.trainable_variables
     before = [v.numpy().copy() for v in variables]
     out = trainer.train_step(tf.constant(_images(4)))
@@ -91,7 +92,8 @@ def test_bfloat16_training_keeps_float32_outputs_and_export():
     assert exported.get_layer("to_image").compute_dtype == "float32"
 
 
-def test_two_device_mirrored_strategy_step():
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_two_device_mirrored_strategy_step(precision):
     code = textwrap.dedent("""
         import numpy as np, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -99,7 +101,7 @@ def test_two_device_mirrored_strategy_step():
         from model.train import GANTrainer, TrainConfig, make_strategy
         strategy = make_strategy()
         assert strategy.num_replicas_in_sync == 2, strategy
-        trainer = GANTrainer(TrainConfig(base_width=8, batch_size=8, seed=1), strategy)
+        trainer = GANTrainer(TrainConfig(base_width=8, batch_size=8, seed=1, precision=PRECISION), strategy)
         images = np.random.default_rng(0).uniform(-1, 1, (16, 64, 64, 3)).astype("float32")
         ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(images).batch(8))
         before = trainer.generator.trainable_variables[0].numpy().copy()
@@ -109,7 +111,7 @@ def test_two_device_mirrored_strategy_step():
         assert 0.0 <= float(out["d_real"]) <= 1.0, out  # a global mean, not a sum over replicas
         assert not np.array_equal(before, trainer.generator.trainable_variables[0].numpy())
         print("OK", {k: round(float(v), 4) for k, v in out.items()})
-    """)
+    """).replace("PRECISION", repr(precision))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
