@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from model import losses
 from model.dcgan import build_discriminator, build_generator
+from model.optim import FusedAdam
 
 SCALARS = ("d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -135,7 +136,7 @@ class GANTrainer:
             keras.config.set_dtype_policy(previous)
 
     def _optimizer(self):
-        opt = keras.optimizers.Adam(self.config.lr, beta_1=self.config.beta1)
+        opt = FusedAdam(self.config.lr, beta_1=self.config.beta1)
         # float16 needs loss scaling; bfloat16 has float32's exponent range and does not.
         return keras.optimizers.LossScaleOptimizer(opt) if self.policy == "mixed_float16" else opt
 

@@ -1,4 +1,5 @@
-"""The fast layers compute what their Keras parents compute, values and gradients."""
+"""The fast layers (model/layers.py) and FusedAdam (model/optim.py) compute what their
+Keras parents compute: values, gradients and state."""
 from __future__ import annotations
 
 import numpy as np
@@ -134,3 +135,20 @@ def test_fused_batch_norm_matches_batch_normalization(dtype, rel):
     # inference uses them the same way
     _close([fast(x, training=False).numpy().astype(np.float32)],
            [plain(x, training=False).numpy().astype(np.float32)], rel)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 4, 5, 6)])
+def test_fused_adam_matches_adam(shape):
+    from model.optim import FusedAdam
+    start = tf.random.stateless_normal(shape, (2, 3))
+    fused_var, plain_var = keras.Variable(start), keras.Variable(start)
+    fused, plain = FusedAdam(2e-3, beta_1=0.5), keras.optimizers.Adam(2e-3, beta_1=0.5)
+    for i in range(5):
+        grad = tf.random.stateless_normal(shape, (i, 7)) * 10.0 ** (i - 2)
+        fused.apply_gradients([(grad, fused_var)])
+        plain.apply_gradients([(grad, plain_var)])
+    assert not np.allclose(fused_var.numpy(), start.numpy())
+    np.testing.assert_allclose(fused_var.numpy(), plain_var.numpy(), rtol=1e-5, atol=1e-7)
+    assert len(fused.variables) == len(plain.variables)  # same state: iterations, lr, m, v
+    for a, b in zip(fused.variables, plain.variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-9)  # float32 rounding
