@@ -10,7 +10,7 @@ holding ``latest.json``. Measures, on this machine, in this run:
   prefetch; deterministic order as training uses it), batches pulled as fast
   as possible;
 - train_images_per_s: the default DCGAN training step (model.train.GANTrainer
-  with TrainConfig(), batch 64) on a fixed batch;
+  with TrainConfig() at TrainDCGAN's default precision, batch 64) on a fixed batch;
 - ratio = images_per_s / train_images_per_s (target >= 10, and images_per_s >= 20000);
 - with ``--compare-png``, the same reader over a PNG copy of the split, and
   the bytes per example of both formats (why the records store raw bytes);
@@ -58,10 +58,11 @@ def reader_rate(folder: Path, split: str, batch: int, seconds: float, determinis
 
 
 def train_rate(folder: Path, split: str, steps: int) -> float:
-    """Images per second through the default DCGAN training step."""
+    """Images per second through the default DCGAN training step (TrainDCGAN's precision)."""
     from model.data import image_dataset
     from model.train import GANTrainer, TrainConfig
-    config = TrainConfig()
+    from tasks.train import TrainDCGAN
+    config = TrainConfig(precision=TrainDCGAN.precision._default)
     real = next(iter(image_dataset(folder, split, config.batch_size)))
     trainer = GANTrainer(config)
     for _ in range(2):  # trace and warm up
