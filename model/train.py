@@ -67,7 +67,7 @@ class TrainConfig:
 def resolve_precision(precision: str) -> str:
     """The Keras dtype policy for ``precision``. ``auto`` (TrainDCGAN's default) is
     ``mixed_bfloat16`` on CPUs with AMX/AVX-512 bfloat16 units, where it was measured
-    2.7x faster than float32 at the same sample quality (docs/training.md), and
+    2-3x faster than float32 at the same sample quality (docs/training.md), and
     float32 elsewhere, GPUs included: ``mixed_float16`` must be asked for."""
     if precision != "auto":
         return precision
