@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+#: Provides the loopback HTTP server fixture ``http_server``.
+from tar_helpers import tar_bytes
+
 from pipeline.archive import UnsafeArchiveError
 from pipeline.celeba import (
     CelebASource,
@@ -25,7 +28,6 @@ from pipeline.imagenet import ImageNetNotConfigured, ImageNetSource, import_imag
 from pipeline.lsun import LSUNSource, export_lmdb, extract_lmdb, image_format, lsun_remote_file, verify_zip
 from pipeline.records import ATTRIBUTE_NAMES
 
-#: Provides the loopback HTTP server fixture ``http_server``.
 pytest_plugins = ["conftest_http"]
 
 
@@ -260,18 +262,6 @@ def test_lsun_urls_follow_the_official_layout():
 
 # --- ImageNet -----------------------------------------------------------------
 
-def class_tar(files: dict[str, bytes], extra: tarfile.TarInfo | None = None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-        if extra is not None:
-            tf.addfile(extra)
-    return buf.getvalue()
-
-
 SYNSETS = {
     "n01440764": {"n01440764_10026.JPEG": encoded((255, 0, 0)), "n01440764_1003.JPEG": encoded((0, 255, 0))},
     "n01443537": {"n01443537_1.JPEG": encoded((0, 0, 255))},
@@ -290,7 +280,7 @@ def train_tar(path: Path, classes: dict[str, bytes]) -> Path:
 
 def test_imagenet_from_nested_train_tar(tmp_path):
     archive = train_tar(tmp_path / "ILSVRC2012_img_train.tar",
-                        {s: class_tar(f) for s, f in SYNSETS.items()})
+                        {s: tar_bytes(f) for s, f in SYNSETS.items()})
     stats = import_imagenet(archive, tmp_path / "out")
     assert (stats.imported, stats.images) == (sorted(SYNSETS), 4)
     source = ImageNetSource(tmp_path / "out")
@@ -303,7 +293,7 @@ def test_imagenet_from_nested_train_tar(tmp_path):
 
 
 def test_imagenet_allow_list_and_unknown_synsets(tmp_path):
-    archive = train_tar(tmp_path / "train.tar", {s: class_tar(f) for s, f in SYNSETS.items()})
+    archive = train_tar(tmp_path / "train.tar", {s: tar_bytes(f) for s, f in SYNSETS.items()})
     stats = import_imagenet(archive, tmp_path / "out", synsets="n01443537, n01484850")
     assert stats.imported == ["n01443537", "n01484850"] and stats.filtered == ["n01440764"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["n01443537", "n01484850"]
@@ -319,7 +309,7 @@ def test_imagenet_from_folder_of_subfolders_and_class_tars(tmp_path):
     (src / "n01440764").mkdir(parents=True)
     for name, data in SYNSETS["n01440764"].items():
         (src / "n01440764" / name).write_bytes(data)
-    (src / "n01443537.tar").write_bytes(class_tar({**SYNSETS["n01443537"], "notes.txt": b"x"}))
+    (src / "n01443537.tar").write_bytes(tar_bytes({**SYNSETS["n01443537"], "notes.txt": b"x"}))
     (src / "README.txt").write_text("not a synset")
     stats = import_imagenet(src, tmp_path / "out")
     assert stats.imported == ["n01440764", "n01443537"]
@@ -333,8 +323,8 @@ def test_imagenet_class_tar_with_symlink_is_refused_atomically(tmp_path):
     link = tarfile.TarInfo("evil.JPEG")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
     archive = train_tar(tmp_path / "train.tar", {
-        "n01440764": class_tar(SYNSETS["n01440764"]),
-        "n01443537": class_tar(SYNSETS["n01443537"], extra=link)})
+        "n01440764": tar_bytes(SYNSETS["n01440764"]),
+        "n01443537": tar_bytes(SYNSETS["n01443537"], extra=link)})
     with pytest.raises(UnsafeArchiveError, match=r"train.tar:n01443537.tar: refusing member "
                                                  r"'evil.JPEG': symlink to '/etc/passwd'"):
         import_imagenet(archive, tmp_path / "out")

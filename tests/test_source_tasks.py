@@ -10,7 +10,6 @@ import hashlib
 import io
 import json
 import logging
-import tarfile
 import zipfile
 from pathlib import Path
 
@@ -21,13 +20,15 @@ from luigi.cmdline_parser import CmdlineParser
 from luigi.execution_summary import LuigiStatusCode
 from PIL import Image, ImageOps
 
+#: Provides the loopback HTTP server fixture ``http_server``.
+from tar_helpers import tar_bytes
+
 from pipeline.celeba import IncompleteCopyError
 from pipeline.imagenet import ImageNetNotConfigured
 from pipeline.records import ATTRIBUTE_NAMES
 from pipeline.sample import portrait
 from tasks.common import version
 
-#: Provides the loopback HTTP server fixture ``http_server``.
 pytest_plugins = ["conftest_http"]
 
 #: The official header of list_attr_celeba.txt, in its order.
@@ -436,16 +437,6 @@ def test_imagenet_without_archive_fails_at_once_naming_the_key(small, tmp_path, 
     with pytest.raises(ImageNetNotConfigured, match=r"^\[ImportImageNet\] archive: .*train.tar does not "
                                                     r"exist"):
         tasks.ImportImageNet().complete()
-
-
-def tar_bytes(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def test_imagenet_is_imported_from_a_nested_train_tar(small, tmp_path):
