@@ -62,6 +62,13 @@ def step_flops_per_image(trainer: GANTrainer) -> float:
     return 2.0 * ((3 + 3 * extra) * g + (8 + 2 * extra) * d)
 
 
+def seconds(run) -> float:
+    """Wall-clock seconds of one call of ``run``."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
 def matmul_block(dtype, n: int = 4096, reps: int = 10):
     """A callable doing ``reps`` n-square matmuls, and its FLOPs."""
     a = tf.cast(tf.random.normal((n, n), dtype=tf.float32), dtype)
@@ -91,14 +98,8 @@ def measure(precision: str, batch: int, resolution: int, steps: int, repeats: in
         float(out["d_loss"])
     best_mm = best_train = float("inf")
     for _ in range(repeats):
-        for run, keep in ((matmul, "mm"), (train, "train")):
-            t = time.perf_counter()
-            run()
-            took = time.perf_counter() - t
-            if keep == "mm":
-                best_mm = min(best_mm, took)
-            else:
-                best_train = min(best_train, took)
+        best_mm = min(best_mm, seconds(matmul))
+        best_train = min(best_train, seconds(train))
     return batch * steps / best_train, flops / best_mm / 1e9, trainer
 
 
