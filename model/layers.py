@@ -36,21 +36,10 @@ def same_padding(n_in: int, n_out: int, k: int, s: int) -> int:
     return max((n_out - 1) * s + k - n_in, 0) // 2
 
 
-def space_to_depth_kernel(kernel: tf.Tensor, s: int) -> tf.Tensor:
-    """``(k, k, a, b)`` -> ``(K, K, s*s*a, b)`` with ``K = ceil(k / s)``: the same
-    convolution expressed over the space-to-depth grid (zero taps pad k up to K*s)."""
-    k, a, b = kernel.shape[0], kernel.shape[2], kernel.shape[3]
-    big = -(-k // s)
-    if big * s != k:
-        kernel = tf.pad(kernel, [[0, big * s - k], [0, big * s - k], [0, 0], [0, 0]])
-    kernel = tf.reshape(kernel, [big, s, big, s, a, b])  # ky = s*dy + sy
-    kernel = tf.transpose(kernel, [0, 2, 1, 3, 4, 5])    # (dy, dx, sy, sx, a, b): TF's depth order
-    return tf.reshape(kernel, [big, big, s * s * a, b])
-
-
 def kernel_from_space_to_depth(grid_kernel: tf.Tensor, k: int, s: int, a: int) -> tf.Tensor:
-    """The inverse (and adjoint) of :func:`space_to_depth_kernel`: ``(K*K*s*s*a, b)``
-    -> ``(k, k, a, b)``."""
+    """A kernel over the space-to-depth grid, ``(K*K*s*s*a, b)`` with ``K = ceil(k / s)``
+    and rows in (dy, dx, sy, sx, a) order (TF's depth order), back to the ``(k, k, a, b)``
+    kernel it stands for (``ky = s*dy + sy``; taps beyond k are dropped)."""
     big = -(-k // s)
     g = tf.reshape(grid_kernel, [big, big, s, s, a, grid_kernel.shape[-1]])
     g = tf.transpose(g, [0, 2, 1, 3, 4, 5])
@@ -59,7 +48,7 @@ def kernel_from_space_to_depth(grid_kernel: tf.Tensor, k: int, s: int, a: int) -
 
 def im2col(x: tf.Tensor, k: int, s: int, out_h: int, out_w: int) -> tf.Tensor:
     """The ``(n*out_h*out_w, K*K*s*s*c)`` patch matrix of a 'same' k x k stride-s
-    convolution of ``x`` (NHWC), columns in :func:`space_to_depth_kernel` order."""
+    convolution of ``x`` (NHWC), columns in :func:`kernel_from_space_to_depth` order."""
     _, h, w, c = x.shape
     big = -(-k // s)
     top, left = same_padding(h, out_h, k, s), same_padding(w, out_w, k, s)

@@ -15,8 +15,17 @@ from model.layers import (  # noqa: E402
     MatmulConv2DTranspose,
     im2col,
     kernel_from_space_to_depth,
-    space_to_depth_kernel,
 )
+
+
+def space_to_depth_kernel(kernel, s):
+    """Reference: ``(k, k, a, b)`` -> ``(K, K, s*s*a, b)``, the same convolution over the
+    space-to-depth grid (zero taps pad k up to K*s)."""
+    k, a, b = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+    big = -(-k // s)
+    kernel = tf.pad(kernel, [[0, big * s - k], [0, big * s - k], [0, 0], [0, 0]])
+    kernel = tf.transpose(tf.reshape(kernel, [big, s, big, s, a, b]), [0, 2, 1, 3, 4, 5])
+    return tf.reshape(kernel, [big, big, s * s * a, b])
 
 
 @pytest.fixture
