@@ -10,13 +10,12 @@ only ``call`` takes a different route where measurement showed a gain
   moments + normalize graph: about 3x faster forward and backward at both
   precisions.
 * :class:`MatmulConv2D` / :class:`MatmulConv2DTranspose`: in bfloat16, oneDNN's
-  weight-gradient kernels for the strided layers with small feature maps
-  (8x8 and 4x4: D's last two convolutions, G's first two transposed ones) reach
-  a fifth to a half of the machine's matmul rate, the 4x4 backward-data kernel
-  not much more. There the weight gradient is computed as one large matrix
-  multiply over an im2col matrix (built from the space-to-depth grid: a k x k
-  stride-s convolution is a ceil(k/s) x ceil(k/s) stride-1 convolution over
-  it); forward and input gradient stay on the native kernels.
+  convolution kernels for the strided layers with small feature maps (8x8 and
+  4x4: D's last two convolutions, G's first two transposed ones) reach a fifth
+  to a half of the machine's matmul rate. There the whole layer, forward and
+  both gradients, runs as large matrix multiplies over an im2col matrix built
+  from the space-to-depth grid (a k x k stride-s convolution is a
+  ceil(k/s) x ceil(k/s) stride-1 convolution over it) and its adjoint, col2im.
 """
 from __future__ import annotations
 
@@ -36,59 +35,91 @@ def same_padding(n_in: int, n_out: int, k: int, s: int) -> int:
     return max((n_out - 1) * s + k - n_in, 0) // 2
 
 
+def kernel_to_space_to_depth(kernel: tf.Tensor, s: int) -> tf.Tensor:
+    """A ``(k, k, a, b)`` kernel as the ``(K*K*s*s*a, b)`` matrix that multiplies
+    :func:`im2col`'s patches, ``K = ceil(k / s)``: rows in (dy, dx, sy, sx, a) order
+    (TF's depth order) for tap ``ky = s*dy + sy``; zero taps pad k up to K*s."""
+    k, a, b = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+    big = -(-k // s)
+    kernel = tf.pad(kernel, [[0, big * s - k], [0, big * s - k], [0, 0], [0, 0]])
+    kernel = tf.transpose(tf.reshape(kernel, [big, s, big, s, a, b]), [0, 2, 1, 3, 4, 5])
+    return tf.reshape(kernel, [big * big * s * s * a, b])
+
+
 def kernel_from_space_to_depth(grid_kernel: tf.Tensor, k: int, s: int, a: int) -> tf.Tensor:
-    """A kernel over the space-to-depth grid, ``(K*K*s*s*a, b)`` with ``K = ceil(k / s)``
-    and rows in (dy, dx, sy, sx, a) order (TF's depth order), back to the ``(k, k, a, b)``
-    kernel it stands for (``ky = s*dy + sy``; taps beyond k are dropped)."""
+    """The inverse of :func:`kernel_to_space_to_depth` (taps beyond k are dropped)."""
     big = -(-k // s)
     g = tf.reshape(grid_kernel, [big, big, s, s, a, grid_kernel.shape[-1]])
     g = tf.transpose(g, [0, 2, 1, 3, 4, 5])
     return tf.reshape(g, [big * s, big * s, a, grid_kernel.shape[-1]])[:k, :k]
 
 
+def _grid_geometry(h: int, w: int, k: int, s: int, out_h: int, out_w: int):
+    """``(K, top, left, padded_h, padded_w)``: a k x k stride-s 'same' convolution from
+    h x w to out_h x out_w is a K x K stride-1 'valid' one over the space-to-depth grid
+    of the input padded to padded_h x padded_w (TF's rule: the odd pixel goes at the end)."""
+    big = -(-k // s)
+    return (big, same_padding(h, out_h, k, s), same_padding(w, out_w, k, s),
+            s * (out_h - 1 + big), s * (out_w - 1 + big))
+
+
 def im2col(x: tf.Tensor, k: int, s: int, out_h: int, out_w: int) -> tf.Tensor:
     """The ``(n*out_h*out_w, K*K*s*s*c)`` patch matrix of a 'same' k x k stride-s
-    convolution of ``x`` (NHWC), columns in :func:`kernel_from_space_to_depth` order."""
+    convolution of ``x`` (NHWC), columns in :func:`kernel_to_space_to_depth` order:
+    K*K contiguous slices of the space-to-depth grid, no gather."""
     _, h, w, c = x.shape
-    big = -(-k // s)
-    top, left = same_padding(h, out_h, k, s), same_padding(w, out_w, k, s)
-    hp, wp = s * (out_h - 1 + big), s * (out_w - 1 + big)
+    big, top, left, hp, wp = _grid_geometry(h, w, k, s, out_h, out_w)
     grid = tf.nn.space_to_depth(tf.pad(x, [[0, 0], [top, hp - h - top], [left, wp - w - left], [0, 0]]), s)
     cols = tf.concat([grid[:, dy:dy + out_h, dx:dx + out_w, :] for dy in range(big) for dx in range(big)], -1)
     return tf.reshape(cols, [-1, big * big * s * s * c])
 
 
+def col2im(cols: tf.Tensor, k: int, s: int, h: int, w: int, out_h: int, out_w: int) -> tf.Tensor:
+    """The adjoint of :func:`im2col`: patch rows ``(n*out_h*out_w, K*K*s*s*c)`` summed
+    back onto an ``(n, h, w, c)`` image (each pixel receives every patch it is in)."""
+    big, top, left, _, _ = _grid_geometry(h, w, k, s, out_h, out_w)
+    cols = tf.reshape(cols, [-1, out_h, out_w, big * big, cols.shape[-1] // (big * big)])
+    grid = tf.add_n([tf.pad(cols[:, :, :, dy * big + dx], [[0, 0], [dy, big - 1 - dy], [dx, big - 1 - dx], [0, 0]])
+                     for dy in range(big) for dx in range(big)])
+    return tf.nn.depth_to_space(grid, s)[:, top:top + h, left:left + w, :]
+
+
 def conv2d_same(x: tf.Tensor, kernel: tf.Tensor, s: int) -> tf.Tensor:
-    """``tf.nn.conv2d(x, kernel, s, "SAME")`` with the weight gradient as one matmul."""
-    k = kernel.shape[0]
+    """``tf.nn.conv2d(x, kernel, s, "SAME")`` as matmuls: ``im2col(x) @ K`` forward,
+    ``col2im(dy @ K^T)`` and ``im2col(x)^T @ dy`` backward (the patches are kept)."""
+    k, a, b = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+    _, h, w, _ = x.shape
+    out_h, out_w = -(-h // s), -(-w // s)
 
     @tf.custom_gradient
     def conv(x, kernel):
-        y = tf.nn.conv2d(x, kernel, s, "SAME")
+        cols, grid_kernel = im2col(x, k, s, out_h, out_w), kernel_to_space_to_depth(kernel, s)
+        y = tf.reshape(tf.matmul(cols, grid_kernel), [-1, out_h, out_w, b])
 
         def grad(dy):
-            dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), s, "SAME")
-            dk = tf.matmul(im2col(x, k, s, dy.shape[1], dy.shape[2]), tf.reshape(dy, [-1, kernel.shape[3]]),
-                           transpose_a=True)
-            return dx, kernel_from_space_to_depth(dk, k, s, kernel.shape[2])
+            dy = tf.reshape(dy, [-1, b])
+            dx = col2im(tf.matmul(dy, grid_kernel, transpose_b=True), k, s, h, w, out_h, out_w)
+            return dx, kernel_from_space_to_depth(tf.matmul(cols, dy, transpose_a=True), k, s, a)
         return y, grad
     return conv(x, kernel)
 
 
 def conv2d_transpose_same(x: tf.Tensor, kernel: tf.Tensor, s: int) -> tf.Tensor:
-    """``tf.nn.conv2d_transpose`` to ``s`` times ``x``'s size, 'same', with the weight
-    gradient as one matmul (``kernel`` is ``(k, k, out, in)`` as in Keras)."""
+    """``tf.nn.conv2d_transpose`` to ``s`` times ``x``'s size, 'same', as matmuls
+    (``kernel`` is ``(k, k, out, in)`` as in Keras): the adjoint of :func:`conv2d_same`,
+    ``col2im(x @ K^T)`` forward, ``im2col(dy) @ K`` and ``im2col(dy)^T @ x`` backward."""
     k, out = kernel.shape[0], kernel.shape[2]
     _, h, w, c = x.shape
 
     @tf.custom_gradient
     def conv_t(x, kernel):
-        y = tf.nn.conv2d_transpose(x, kernel, [tf.shape(x)[0], h * s, w * s, out], s, "SAME")
+        grid_kernel, flat = kernel_to_space_to_depth(kernel, s), tf.reshape(x, [-1, c])
+        y = col2im(tf.matmul(flat, grid_kernel, transpose_b=True), k, s, h * s, w * s, h, w)
 
         def grad(dy):
-            dx = tf.nn.conv2d(dy, kernel, s, "SAME")  # the adjoint of the transposed convolution
-            dk = tf.matmul(im2col(dy, k, s, h, w), tf.reshape(x, [-1, c]), transpose_a=True)
-            return dx, kernel_from_space_to_depth(dk, k, s, out)
+            cols = im2col(dy, k, s, h, w)
+            dx = tf.reshape(tf.matmul(cols, grid_kernel), [-1, h, w, c])
+            return dx, kernel_from_space_to_depth(tf.matmul(cols, flat, transpose_a=True), k, s, out)
         return y, grad
     return conv_t(x, kernel)
 
@@ -108,7 +139,7 @@ def _finish(layer, y):
 
 @keras.saving.register_keras_serializable(package="dcgan")
 class MatmulConv2D(layers.Conv2D):
-    """``Conv2D`` whose small-output strided bfloat16 case takes its weight gradient as a matmul."""
+    """``Conv2D`` whose small-output strided bfloat16 case runs as matmuls (:func:`conv2d_same`)."""
 
     def call(self, inputs):
         _, h, w, _ = inputs.shape
@@ -120,7 +151,8 @@ class MatmulConv2D(layers.Conv2D):
 
 @keras.saving.register_keras_serializable(package="dcgan")
 class MatmulConv2DTranspose(layers.Conv2DTranspose):
-    """``Conv2DTranspose`` whose small-input strided bfloat16 case takes its weight gradient as a matmul."""
+    """``Conv2DTranspose`` whose small-input strided bfloat16 case runs as matmuls
+    (:func:`conv2d_transpose_same`)."""
 
     def call(self, inputs):
         _, h, w, _ = inputs.shape

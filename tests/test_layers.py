@@ -13,19 +13,13 @@ from model.layers import (  # noqa: E402
     FusedBatchNormalization,
     MatmulConv2D,
     MatmulConv2DTranspose,
+    col2im,
     im2col,
     kernel_from_space_to_depth,
+    kernel_to_space_to_depth,
 )
 
-
-def space_to_depth_kernel(kernel, s):
-    """Reference: ``(k, k, a, b)`` -> ``(K, K, s*s*a, b)``, the same convolution over the
-    space-to-depth grid (zero taps pad k up to K*s)."""
-    k, a, b = kernel.shape[0], kernel.shape[2], kernel.shape[3]
-    big = -(-k // s)
-    kernel = tf.pad(kernel, [[0, big * s - k], [0, big * s - k], [0, 0], [0, 0]])
-    kernel = tf.transpose(tf.reshape(kernel, [big, s, big, s, a, b]), [0, 2, 1, 3, 4, 5])
-    return tf.reshape(kernel, [big, big, s * s * a, b])
+NATIVE_CONV_OPS = {"Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"}
 
 
 @pytest.fixture
@@ -52,13 +46,18 @@ def _value_and_grads(layer, x, **call):
 
 
 def _grad_op_types(layer, x) -> set[str]:
-    """Op types in the graph of the layer's gradients (where the matmul route shows)."""
+    """Op types in the graph of the layer's forward pass and gradients (where the route shows)."""
     def grads(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x)
         return tape.gradient(y, [x] + layer.trainable_variables)
     return {op.type for op in tf.function(grads).get_concrete_function(x).graph.get_operations()}
+
+
+def _assert_matmul_route(layer, x):
+    ops = _grad_op_types(layer, x)
+    assert {"SpaceToDepth", "DepthToSpace", "MatMul"} <= ops and not ops & NATIVE_CONV_OPS, ops
 
 
 def _close(a, b, rel):
@@ -76,7 +75,7 @@ def test_matmul_conv_matches_conv2d(matmul_in_float32, k, size, use_bias):
     x = tf.random.stateless_normal(shape, (1, 2))
     fast, plain = _pair(MatmulConv2D, keras.layers.Conv2D, shape, "float32", filters=7, kernel_size=k,
                         use_bias=use_bias, **CONV)
-    assert "SpaceToDepth" in _grad_op_types(fast, x)
+    _assert_matmul_route(fast, x)
     _close(_value_and_grads(fast, x), _value_and_grads(plain, x), 1e-5)
 
 
@@ -86,7 +85,7 @@ def test_matmul_conv_transpose_matches_conv2d_transpose(matmul_in_float32, k, si
     x = tf.random.stateless_normal(shape, (3, 4))
     fast, plain = _pair(MatmulConv2DTranspose, keras.layers.Conv2DTranspose, shape, "float32",
                         filters=5, kernel_size=k, use_bias=use_bias, **CONV)
-    assert "SpaceToDepth" in _grad_op_types(fast, x)
+    _assert_matmul_route(fast, x)
     _close(_value_and_grads(fast, x), _value_and_grads(plain, x), 1e-5)
 
 
@@ -94,14 +93,14 @@ def test_matmul_conv_transpose_matches_conv2d_transpose(matmul_in_float32, k, si
                                                       (MatmulConv2DTranspose, keras.layers.Conv2DTranspose,
                                                        (4, 4, 4, 16))])
 def test_matmul_route_in_bfloat16_agrees_with_float32(fast_cls, plain_cls, shape):
-    """The default route (bfloat16, small side <= 4) stays within bfloat16 rounding of float32."""
+    """The default route (bfloat16, small side <= 8) stays within bfloat16 rounding of float32."""
     x = tf.random.stateless_normal(shape, (5, 5))
     fast = fast_cls(filters=8, kernel_size=4, dtype="mixed_bfloat16", **CONV)
     reference = plain_cls(filters=8, kernel_size=4, dtype="float32", **CONV)
     fast.build(shape)
     reference.build(shape)
     reference.set_weights(fast.get_weights())
-    assert "SpaceToDepth" in _grad_op_types(fast, tf.cast(x, tf.bfloat16))
+    _assert_matmul_route(fast, tf.cast(x, tf.bfloat16))
     _close(_value_and_grads(fast, tf.cast(x, tf.bfloat16)), _value_and_grads(reference, x), 3e-2)
 
 
@@ -110,10 +109,24 @@ def test_im2col_times_regrouped_kernel_is_the_convolution(k, size):
     x = tf.random.stateless_normal((2, size, size, 3), (5, 6))
     w = tf.random.stateless_normal((k, k, 3, 8), (7, 8))
     out = -(-size // 2)
-    via_matmul = tf.matmul(im2col(x, k, 2, out, out), tf.reshape(space_to_depth_kernel(w, 2), [-1, 8]))
+    via_matmul = tf.matmul(im2col(x, k, 2, out, out), kernel_to_space_to_depth(w, 2))
     np.testing.assert_allclose(tf.reshape(via_matmul, [2, out, out, 8]).numpy(),
                                tf.nn.conv2d(x, w, 2, "SAME").numpy(), rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(kernel_from_space_to_depth(space_to_depth_kernel(w, 2), k, 2, 3).numpy(), w.numpy())
+    np.testing.assert_array_equal(kernel_from_space_to_depth(kernel_to_space_to_depth(w, 2), k, 2, 3).numpy(),
+                                  w.numpy())
+
+
+@pytest.mark.parametrize("k,size,s", [(4, 8, 2), (5, 9, 2), (3, 7, 2), (4, 6, 3)])
+def test_col2im_is_the_adjoint_of_im2col(k, size, s):
+    """<im2col(x), c> == <x, col2im(c)> for all x, c: col2im routes every patch entry
+    back to the pixel it came from, padding dropped."""
+    out = -(-size // s)
+    x = tf.random.stateless_normal((2, size, size, 3), (1, 3))
+    cols = im2col(x, k, s, out, out)
+    c = tf.random.stateless_normal(cols.shape, (2, 4))
+    back = col2im(c, k, s, size, size, out, out)
+    assert back.shape == x.shape
+    np.testing.assert_allclose(float(tf.reduce_sum(cols * c)), float(tf.reduce_sum(x * back)), rtol=1e-5)
 
 
 def test_float32_and_large_layers_keep_the_native_route():
@@ -123,7 +136,7 @@ def test_float32_and_large_layers_keep_the_native_route():
         fast, plain = _pair(MatmulConv2D, keras.layers.Conv2D, shape, dtype, filters=3, kernel_size=4, strides=2,
                             padding="same")
         x = tf.cast(tf.random.stateless_normal(shape, (9, 9)), fast.compute_dtype)
-        assert "SpaceToDepth" not in _grad_op_types(fast, x)
+        assert "Conv2D" in _grad_op_types(fast, x)
         np.testing.assert_array_equal(np.asarray(tf.cast(fast(x), tf.float32)),
                                       np.asarray(tf.cast(plain(x), tf.float32)))
 
