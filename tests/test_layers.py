@@ -13,7 +13,7 @@ from model.layers import (  # noqa: E402
     FusedBatchNormalization,
     MatmulConv2D,
     MatmulConv2DTranspose,
-    col2im,
+    col2im_matmul,
     im2col,
     kernel_from_space_to_depth,
     kernel_to_space_to_depth,
@@ -117,16 +117,17 @@ def test_im2col_times_regrouped_kernel_is_the_convolution(k, size):
 
 
 @pytest.mark.parametrize("k,size,s", [(4, 8, 2), (5, 9, 2), (3, 7, 2), (4, 6, 3)])
-def test_col2im_is_the_adjoint_of_im2col(k, size, s):
-    """<im2col(x), c> == <x, col2im(c)> for all x, c: col2im routes every patch entry
+def test_col2im_matmul_is_the_adjoint_of_the_im2col_convolution(k, size, s):
+    """<im2col(x) @ K, c> == <x, col2im_matmul(c, K)> for all x, c: every patch entry goes
     back to the pixel it came from, padding dropped."""
     out = -(-size // s)
     x = tf.random.stateless_normal((2, size, size, 3), (1, 3))
-    cols = im2col(x, k, s, out, out)
-    c = tf.random.stateless_normal(cols.shape, (2, 4))
-    back = col2im(c, k, s, size, size, out, out)
+    grid_kernel = kernel_to_space_to_depth(tf.random.stateless_normal((k, k, 3, 4), (2, 5)), s)
+    y = tf.matmul(im2col(x, k, s, out, out), grid_kernel)
+    c = tf.random.stateless_normal(y.shape, (2, 4))
+    back = col2im_matmul(c, grid_kernel, k, s, size, size, out, out)
     assert back.shape == x.shape
-    np.testing.assert_allclose(float(tf.reduce_sum(cols * c)), float(tf.reduce_sum(x * back)), rtol=1e-5)
+    np.testing.assert_allclose(float(tf.reduce_sum(y * c)), float(tf.reduce_sum(x * back)), rtol=1e-5)
 
 
 def test_float32_and_large_layers_keep_the_native_route():
