@@ -9,13 +9,14 @@ only ``call`` takes a different route where measurement showed a gain
   ``FusedBatchNormV3`` op (oneDNN on CPU, cuDNN on GPU) instead of Keras'
   moments + normalize graph: about 3x faster forward and backward at both
   precisions.
-* :class:`MatmulConv2D` / :class:`MatmulConv2DTranspose`: in bfloat16, oneDNN's
-  convolution kernels for the strided layers with small feature maps (8x8 and
-  4x4: D's last two convolutions, G's first two transposed ones) reach a fifth
-  to a half of the machine's matmul rate. There the whole layer, forward and
-  both gradients, runs as large matrix multiplies over an im2col matrix built
-  from the space-to-depth grid (a k x k stride-s convolution is a
-  ceil(k/s) x ceil(k/s) stride-1 convolution over it) and its adjoint, col2im.
+* :class:`MatmulConv2D` / :class:`MatmulConv2DTranspose`: on CPU, oneDNN's
+  convolution kernels for the strided layers with small feature maps (D's last
+  two convolutions, G's first two transposed ones: 8x8 and 4x4) reach a fifth
+  to a half of the machine's matmul rate. There (bfloat16: 8x8 and 4x4;
+  float32: 4x4) the whole layer, forward and both gradients, runs as large
+  matrix multiplies over an im2col matrix built from the space-to-depth grid
+  (a k x k stride-s convolution is a ceil(k/s) x ceil(k/s) stride-1
+  convolution over it) and its adjoint, col2im.
 """
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-# The matmul route: compute dtypes it is taken for, and the largest small side (conv output /
-# transposed-conv input) it is taken at. Measured on a 2-core AMX Xeon (docs/training.md).
-MATMUL_DTYPES = ("bfloat16",)
-MATMUL_MAX_SIDE = 8
+# The matmul route, per compute dtype: the largest small side (conv output / transposed-conv
+# input) it is taken at. Measured on a 2-core AMX Xeon (docs/training.md); CPUs only, since
+# GPU convolution kernels were not measured.
+MATMUL_MAX_SIDE = {"bfloat16": 8, "float32": 4}
 
 
 def same_padding(n_in: int, n_out: int, k: int, s: int) -> int:
@@ -135,7 +136,7 @@ def conv2d_transpose_same(x: tf.Tensor, kernel: tf.Tensor, s: int) -> tf.Tensor:
 
 
 def _matmul_route(layer, side: int) -> bool:
-    return (layer.compute_dtype in MATMUL_DTYPES and side <= MATMUL_MAX_SIDE
+    return (side <= MATMUL_MAX_SIDE.get(layer.compute_dtype, 0) and not tf.config.list_logical_devices("GPU")
             and layer.padding == "same" and layer.data_format == "channels_last"
             and len(set(layer.strides)) == 1 and layer.strides[0] > 1
             and tuple(layer.dilation_rate) == (1, 1) and layer.kernel_size[0] == layer.kernel_size[1])

@@ -24,8 +24,8 @@ NATIVE_CONV_OPS = {"Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"}
 
 @pytest.fixture
 def matmul_in_float32(monkeypatch):
-    """Take the matmul route in float32 too, so it can be compared to the native kernels exactly."""
-    monkeypatch.setattr(model.layers, "MATMUL_DTYPES", ("bfloat16", "float32"))
+    """Take the matmul route in float32 up to side 8, so it can be compared to the native kernels exactly."""
+    monkeypatch.setattr(model.layers, "MATMUL_MAX_SIDE", {"bfloat16": 8, "float32": 8})
 
 
 def _pair(fast_cls, plain_cls, shape, dtype, **kw):
@@ -130,13 +130,18 @@ def test_col2im_matmul_is_the_adjoint_of_the_im2col_convolution(k, size, s):
     np.testing.assert_allclose(float(tf.reduce_sum(y * c)), float(tf.reduce_sum(x * back)), rtol=1e-5)
 
 
-def test_float32_and_large_layers_keep_the_native_route():
-    """Outside bfloat16 small layers the parent's call runs: identical bits."""
-    for dtype, size in (("float32", 8), ("mixed_bfloat16", 32)):
-        shape = (2, size, size, 4)
-        fast, plain = _pair(MatmulConv2D, keras.layers.Conv2D, shape, dtype, filters=3, kernel_size=4, strides=2,
-                            padding="same")
-        x = tf.cast(tf.random.stateless_normal(shape, (9, 9)), fast.compute_dtype)
+@pytest.mark.parametrize("dtype,size,route", [("float32", 8, True), ("float32", 16, False),
+                                              ("mixed_bfloat16", 16, True), ("mixed_bfloat16", 32, False)])
+def test_default_route_by_dtype_and_side(dtype, size, route):
+    """The matmul route up to side 4 in float32 and 8 in bfloat16; elsewhere the parent's
+    call runs: identical bits."""
+    shape = (2, size, size, 4)
+    fast, plain = _pair(MatmulConv2D, keras.layers.Conv2D, shape, dtype, filters=3, kernel_size=4, strides=2,
+                        padding="same")
+    x = tf.cast(tf.random.stateless_normal(shape, (9, 9)), fast.compute_dtype)
+    if route:
+        _assert_matmul_route(fast, x)
+    else:
         assert "Conv2D" in _grad_op_types(fast, x)
         np.testing.assert_array_equal(np.asarray(tf.cast(fast(x), tf.float32)),
                                       np.asarray(tf.cast(plain(x), tf.float32)))
