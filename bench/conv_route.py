@@ -10,7 +10,7 @@ precision, times forward + both gradients on the native kernels
 back to back in each of ``--rounds`` rounds and the median counts, so a VM
 whose speed drifts affects both alike. Prints one JSON line: per layer and
 precision the two times in ms, ``speedup`` (native / matmul) and ``routed``
-(whether ``MATMUL_MAX_SIDE`` sends that layer down the matmul route);
+(whether ``model.layers.MATMUL_MAX_SIDE`` sends that layer down the matmul route);
 ``agrees`` is true when every routed layer is faster as matmuls and every
 unrouted one is not faster by more than 10%.
 """
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import tensorflow as tf  # noqa: E402
 
-from model.layers import MATMUL_MAX_SIDE, conv2d_same, conv2d_transpose_same  # noqa: E402
+from model.layers import conv2d_same, conv2d_transpose_same, matmul_route_for  # noqa: E402
 
 # (name, transposed, small side, big side, channels at the small side, at the big side)
 LAYERS = [("D conv 32->16", False, 16, 32, 256, 128), ("D conv 16->8", False, 8, 16, 512, 256),
@@ -63,27 +63,25 @@ def main() -> None:
     results, agrees = [], True
     for dtype in (tf.bfloat16, tf.float32):
         for name, transposed, small, big, c_small, c_big in LAYERS:
+            w = tf.cast(tf.random.normal((4, 4, c_big, c_small), stddev=0.02), dtype)
             if transposed:  # kernel (k, k, out, in), input at the small side
                 x = tf.random.normal((args.batch, small, small, c_small))
-                native = forward_backward(lambda x, w, big=big: tf.nn.conv2d_transpose(
-                    x, w, [args.batch, big, big, w.shape[2]], 2, "SAME"))
-                matmul = forward_backward(lambda x, w: conv2d_transpose_same(x, w, 2))
-                w = tf.random.normal((4, 4, c_big, c_small), stddev=0.02)
+                runs = {"native": forward_backward(lambda x, w, big=big: tf.nn.conv2d_transpose(
+                            x, w, [args.batch, big, big, w.shape[2]], 2, "SAME")),
+                        "matmul": forward_backward(lambda x, w: conv2d_transpose_same(x, w, 2))}
             else:
                 x = tf.random.normal((args.batch, big, big, c_big))
-                native = forward_backward(lambda x, w: tf.nn.conv2d(x, w, 2, "SAME"))
-                matmul = forward_backward(lambda x, w: conv2d_same(x, w, 2))
-                w = tf.random.normal((4, 4, c_big, c_small), stddev=0.02)
-            x, w = tf.cast(x, dtype), tf.cast(w, dtype)
-            times = {"native": [], "matmul": []}
-            for run in (native, matmul):
+                runs = {"native": forward_backward(lambda x, w: tf.nn.conv2d(x, w, 2, "SAME")),
+                        "matmul": forward_backward(lambda x, w: conv2d_same(x, w, 2))}
+            x = tf.cast(x, dtype)
+            times = {key: [] for key in runs}
+            for run in runs.values():
                 seconds(run, x, w, reps=1)  # trace and warm up
             for r in range(args.rounds):
-                order = ("native", "matmul") if r % 2 == 0 else ("matmul", "native")
-                for key in order:
-                    times[key].append(seconds(native if key == "native" else matmul, x, w))
+                for key in (list(runs) if r % 2 == 0 else reversed(list(runs))):
+                    times[key].append(seconds(runs[key], x, w))
             t_native, t_matmul = statistics.median(times["native"]), statistics.median(times["matmul"])
-            routed = small <= MATMUL_MAX_SIDE.get(dtype.name, 0)
+            routed = matmul_route_for(dtype.name, small)
             speedup = t_native / t_matmul
             agrees &= speedup > 1.0 if routed else speedup <= 1.1
             results.append({"layer": name, "dtype": dtype.name, "native_ms": round(t_native * 1e3, 1),

@@ -135,8 +135,13 @@ def conv2d_transpose_same(x: tf.Tensor, kernel: tf.Tensor, s: int) -> tf.Tensor:
     return conv_t(x, kernel)
 
 
+def matmul_route_for(dtype: str, side: int) -> bool:
+    """Whether a strided layer computing in ``dtype`` with small side ``side`` runs as matmuls here."""
+    return side <= MATMUL_MAX_SIDE.get(dtype, 0) and not tf.config.list_logical_devices("GPU")
+
+
 def _matmul_route(layer, side: int) -> bool:
-    return (side <= MATMUL_MAX_SIDE.get(layer.compute_dtype, 0) and not tf.config.list_logical_devices("GPU")
+    return (matmul_route_for(layer.compute_dtype, side)
             and layer.padding == "same" and layer.data_format == "channels_last"
             and len(set(layer.strides)) == 1 and layer.strides[0] > 1
             and tuple(layer.dilation_rate) == (1, 1) and layer.kernel_size[0] == layer.kernel_size[1])
