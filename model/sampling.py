@@ -20,9 +20,19 @@ def to_uint8(images) -> np.ndarray:
     return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def generate(generator, z: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Images ``(n, H, W, C) uint8`` for the noise rows of ``z``."""
-    out = [to_uint8(generator(z[i:i + batch_size], training=False)) for i in range(0, len(z), batch_size)]
+def generate(generator, inputs, batch_size: int = 64) -> np.ndarray:
+    """Images ``(n, H, W, C) uint8`` for the rows of ``inputs``: a ``(n, z_dim)`` noise
+    array, or ``{name: (n, size)}`` with every input of the generator (see
+    :mod:`model.card`; a z-only generator also takes ``{"z": z}``)."""
+    if isinstance(inputs, dict) and len(generator.inputs) == 1:
+        inputs = inputs["z"]
+    if isinstance(inputs, dict):
+        n = len(inputs["z"])
+        chunks = ({k: v[i:i + batch_size] for k, v in inputs.items()} for i in range(0, n, batch_size))
+    else:
+        n = len(inputs)
+        chunks = (inputs[i:i + batch_size] for i in range(0, n, batch_size))
+    out = [to_uint8(generator(chunk, training=False)) for chunk in chunks]
     return np.concatenate(out)
 
 
