@@ -47,14 +47,29 @@ def widths(resolution: int, base_width: int = 128) -> tuple[int, list[int]]:
     return start, [base_width * 2 ** k for k in reversed(range(ups))]
 
 
+def generator_inputs(z_dim: int, extra_inputs: dict[str, int] | None = None):
+    """``(inputs, x)``: the generator's Keras input(s) and the vector its first layer sees.
+
+    Only ``z``: a single ``(n, z_dim)`` input. With ``extra_inputs`` (name -> size,
+    e.g. ``{"label": 10}``: a one-hot class, latent codes, attribute codes c) a dict
+    of named inputs, ``z`` first, concatenated in that order (the conditional
+    input of Mirza & Osindero 2014 and of ACGAN/InfoGAN/EGAN generators)."""
+    z = keras.Input((z_dim,), name="z")
+    if not extra_inputs:
+        return z, z
+    inputs = {"z": z, **{name: keras.Input((size,), name=name) for name, size in extra_inputs.items()}}
+    return inputs, layers.Concatenate(name="inputs")(list(inputs.values()))
+
+
 def build_generator(resolution: int = 64, channels: int = 3, z_dim: int = Z_DIM,
                     base_width: int = 128, kernel_size: int = 4, name: str = "generator",
-                    fast: bool = True) -> keras.Model:
-    """G: ``(n, z_dim) float32`` -> ``(n, resolution, resolution, channels)`` in [-1, 1]."""
+                    fast: bool = True, extra_inputs: dict[str, int] | None = None) -> keras.Model:
+    """G: ``(n, z_dim) float32`` (plus ``extra_inputs``, see :func:`generator_inputs`) ->
+    ``(n, resolution, resolution, channels)`` in [-1, 1]."""
     start, chans = widths(resolution, base_width)
     conv_t = MatmulConv2DTranspose if fast else layers.Conv2DTranspose
-    z = keras.Input((z_dim,), name="z")
-    x = layers.Dense(start * start * chans[0], use_bias=False, kernel_initializer=_init(), name="project")(z)
+    z, x = generator_inputs(z_dim, extra_inputs)
+    x = layers.Dense(start * start * chans[0], use_bias=False, kernel_initializer=_init(), name="project")(x)
     x = layers.Reshape((start, start, chans[0]))(x)
     x = layers.ReLU()(_bn(fast)(x))
     for w in chans[1:]:

@@ -391,33 +391,7 @@ def face_detection_rate(images: np.ndarray, side: int = FACE_SIDE, border: int =
     return (float(found.mean()) if len(found) else float("nan")), found
 
 
-# -- generators to evaluate, and one whole evaluation ----------------------------------------
-
-def kept_checkpoints(ckpt_dir) -> list[tuple[int, str]]:
-    """``(step, path)`` of the checkpoints a run keeps in ``ckpt_dir`` (``ckpt-{step}``), by step."""
-    import tensorflow as tf
-    state = tf.train.get_checkpoint_state(str(ckpt_dir))
-    if state is None:
-        return []
-    out = []
-    for path in state.all_model_checkpoint_paths:
-        path = path if Path(path).is_absolute() else str(Path(ckpt_dir) / path)
-        out.append((int(path.rsplit("-", 1)[1]), path))
-    return sorted(out)
-
-
-def generator_from_checkpoint(config, path):
-    """A float32 generator built with a run's ``config`` (:class:`model.train.TrainConfig`),
-    holding the generator weights of the ``tf.train`` checkpoint ``path`` (the
-    ``generator`` of :meth:`model.train.GANTrainer.checkpoint`; optimizers are not restored)."""
-    import tensorflow as tf
-
-    from model.dcgan import build_generator
-    g = build_generator(config.resolution, config.channels, config.z_dim, config.base_width, config.kernel_size,
-                        fast=False)
-    tf.train.Checkpoint(generator=g).restore(str(path)).expect_partial().assert_existing_objects_matched()
-    return g
-
+# -- one set of samples against the real features -----------------------------------------------
 
 def compute_features(features: FeatureFn, images: np.ndarray,
                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:

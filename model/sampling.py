@@ -1,6 +1,8 @@
-"""Sampling an exported generator: noise, images, grids, interpolations, GIFs."""
+"""Sampling an exported generator: noise, images, grids, interpolations, GIFs, and the
+sample export of a run (what each of its declared inputs does)."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -82,3 +84,84 @@ def save_gif(frames: list[str | os.PathLike], path: str | os.PathLike, ms_per_fr
     images = [Image.open(f).convert("RGB") for f in frames]
     durations = [ms_per_frame] * (len(images) - 1) + [ms_per_frame * 4]
     images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+
+
+def vary_input(card, name: str, values, count: int, seed: int = 0, dim: int = 0) -> dict[str, np.ndarray]:
+    """Inputs for a ``count x len(values)`` grid, row-major: row ``r`` holds one draw of
+    every input (:func:`model.card.sample_inputs`), and along the row input ``name``
+    takes each of ``values``: a class index for a ``onehot`` input, else the value of
+    its component ``dim`` (the other components keep the row's draw)."""
+    from model.card import sample_inputs
+
+    spec = card.input(name)
+    values = np.asarray(values)
+    base = sample_inputs(card, count, seed)
+    out = {k: np.repeat(v, len(values), axis=0) for k, v in base.items()}
+    if spec.kind == "onehot":
+        out[name] = np.tile(np.eye(spec.size, dtype=np.float32)[values.astype(int)], (count, 1))
+    else:
+        out[name][:, dim] = np.tile(values.astype(np.float32), count)
+    return out
+
+
+def input_grids(card, generator, seed: int = 0, rows: int = 8, columns: int = 10) -> dict[str, tuple[np.ndarray, str]]:
+    """What each declared extra input does, as grids ``{file name: (image, caption)}``:
+    a ``onehot`` input gives one row per class (the same noise down each column); a
+    ``continuous`` or ``attribute`` input gives, per component, ``rows`` draws with that
+    component swept over its range along the row (an InfoGAN traversal, an EGAN sweep)."""
+    grids = {}
+    for spec in card.extra_inputs:
+        if spec.kind == "onehot":
+            classes = min(spec.size, 16)
+            images = generate(generator, vary_input(card, spec.name, np.arange(classes), columns, seed))
+            h, w, c = images.shape[1:]
+            by_class = images.reshape(columns, classes, h, w, c).transpose(1, 0, 2, 3, 4).reshape(-1, h, w, c)
+            names = ", ".join(spec.labels[:classes]) if spec.labels else f"0..{classes - 1}"
+            grids[f"{spec.name}_rows.png"] = (grid(by_class, classes, columns),
+                                              f"one row per value of {spec.name} ({names}); the same draw "
+                                              f"of the other inputs down each column")
+            continue
+        low, high = spec.range
+        for dim in range(spec.size):
+            label = spec.labels[dim] if spec.labels else str(dim)
+            values = np.linspace(low, high, columns)
+            images = generate(generator, vary_input(card, spec.name, values, rows, seed, dim))
+            grids[f"{spec.name}_{label}_sweep.png"] = (
+                grid(images, rows, columns),
+                f"{spec.name}[{label}] from {low:g} to {high:g} along each row; the other inputs fixed per row")
+    return grids
+
+
+def export_samples(run_dir, out_dir, n: int = 64, seed: int = 0, interpolations: int = 8,
+                   interpolation_steps: int = 10) -> dict:
+    """Samples of a run's exported generator (read through its model card) into the existing
+    folder ``out_dir``: ``grid.png`` (8x8), ``samples/0000.png ...`` (``n`` images),
+    ``interpolations.png`` (spherical, between random pairs of z; other inputs held at the
+    pair's first draw), one grid per extra input (:func:`input_grids`), ``training.gif``
+    (the fixed-noise grid over training, when the run kept it) and ``samples.json``
+    (what each file shows). Returns that index."""
+    from model.card import load_generator, sample_inputs
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    card, generator = load_generator(run_dir)
+    images = generate(generator, sample_inputs(card, max(n, 64), seed))
+    save_png(grid(images[:64], 8, 8), out_dir / "grid.png")
+    for i in range(n):
+        save_png(images[i], out_dir / "samples" / f"{i:04d}.png")
+    ends = sample_inputs(card, 2 * interpolations, seed + 1)
+    t = np.linspace(0.0, 1.0, interpolation_steps)
+    path = {k: np.repeat(v[0::2], interpolation_steps, axis=0) for k, v in ends.items()}
+    path["z"] = np.concatenate([slerp(ends["z"][2 * i], ends["z"][2 * i + 1], t) for i in range(interpolations)])
+    save_png(grid(generate(generator, path), interpolations, interpolation_steps), out_dir / "interpolations.png")
+    index = {"grid.png": "64 samples", "samples/": f"{n} samples, one PNG each",
+             "interpolations.png": "one row per random pair of z, spherical interpolation"}
+    for name, (image, caption) in input_grids(card, generator, seed).items():
+        save_png(image, out_dir / name)
+        index[name] = caption
+    frames = sorted((run_dir / "progress").glob("step-*.png"))
+    if frames:
+        save_gif(frames, out_dir / "training.gif")
+        index["training.gif"] = "the fixed-noise grid over training"
+    (out_dir / "samples.json").write_text(json.dumps({"run": str(run_dir), "variant": card.variant,
+                                                      "seed": seed, "files": index}, indent=2) + "\n")
+    return index

@@ -6,15 +6,15 @@ pipeline/ (plain Python) or model/ (TensorFlow, imported inside ``run()``).
 from tasks.common import paths
 from tasks.crawl import CrawlDays, CrawlImages, RangeDaily
 from tasks.evaluate import CompareRuns, EvaluateGenerator
-from tasks.export import ExportSamples
 from tasks.faces import AlignShard, DetectAlignFaces
 from tasks.raw import RAW_TASKS, Sample, raw_task
 from tasks.records import BuildTFRecords, RecordsDaily, RecordShard
+from tasks.samples import ExportSamples
 from tasks.sources import DownloadCelebA, DownloadLSUN, ImportImageNet, lsun
-from tasks.train import TrainDCGAN
+from tasks.train import TrainDCGAN, TrainGAN
 
 __all__ = ["paths", "Sample", "RAW_TASKS", "raw_task", "AlignShard", "DetectAlignFaces",
-           "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainDCGAN", "ExportSamples",
+           "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainGAN", "TrainDCGAN", "ExportSamples",
            "EvaluateGenerator", "CompareRuns",
            "CrawlImages", "CrawlDays", "RangeDaily",
            "DownloadCelebA", "DownloadLSUN", "ImportImageNet", "lsun"]

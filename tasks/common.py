@@ -24,16 +24,18 @@ def processed_dir(*parts: str) -> Path:
     return Path(paths().processed, *parts)
 
 
-def version(task: luigi.Task) -> str:
+def version(task: luigi.Task, family: str | None = None) -> str:
     """A short hash of the task's parameters and of everything upstream.
 
     Output folders are named by it, so changing any setting of any upstream
     stage (say, the alignment mode) writes new outputs instead of silently
     reusing stale ones, while re-running with the same settings finds them.
+    ``family`` stands for the task's own family name where two task classes
+    mean the same work (TrainDCGAN is TrainGAN with variant dcgan).
     """
     params = task.to_str_params(only_significant=True)
     upstream = sorted(version(t) for t in flatten(task.requires()))
-    blob = json.dumps([task.get_task_family(), params, upstream], sort_keys=True)
+    blob = json.dumps([family or task.get_task_family(), params, upstream], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

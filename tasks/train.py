@@ -1,90 +1,197 @@
-"""Training the DCGAN of Radford et al. (2015) on the records of a data set."""
+"""Training a GAN variant on the records of a data set (model/train.py does the work)."""
 from __future__ import annotations
+
+import json
+from dataclasses import fields
 
 import luigi
 
+from model.config import DISCRIMINATORS, GENERATORS, PRECISIONS, Z_DISTS, TrainConfig
+from model.variants import VARIANTS
 from pipeline.atomic import write_json
 from tasks.common import Progress, describe, processed_dir, version
 from tasks.records import BuildTFRecords
 
-# The training modules import TensorFlow; only this constant is needed here.
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
+#: The one default of each training setting (model/config.py).
+DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if not callable(f.default_factory)}
 
 
-class TrainDCGAN(luigi.Task):
-    """Trains G and D, checkpointing as it goes; re-running resumes from the last checkpoint.
+class TrainGAN(luigi.Task):
+    """Trains a GAN variant (G and D, plus any network the variant has), checkpointing as
+    it goes; re-running resumes from the last checkpoint.
 
-    Output: ``processed/models/{dataset}/dcgan-{version}/``: ``generator.keras``
-    and ``saved_model/`` (z -> uint8 images), next to ``ckpt/``, ``metrics.csv``,
-    ``tb/`` (TensorBoard), ``progress/`` (fixed-noise grids), ``losses.png``
-    and ``lineage.json``.
+    Output: ``processed/models/{dataset}/{variant}-{version}/``: ``generator.keras``,
+    ``saved_model/`` (every generator input -> uint8 images) and ``model_card.json``
+    (what the generator is: model/card.py), next to ``ckpt/``, ``metrics.csv``,
+    ``tb/`` (TensorBoard), ``progress/`` (fixed-noise grids), ``losses.png``,
+    ``result.json`` and ``lineage.json``. The version hashes the parameters and the
+    upstream tasks; ``TrainDCGAN`` with the same settings is the same run.
     """
     dataset = luigi.Parameter(default="sample", description="Data set to train on.")
-    steps = luigi.IntParameter(default=10_000, description="Discriminator steps (batches) to train.")
-    batch_size = luigi.IntParameter(default=64, description="Batch size (paper: 64).")
-    lr = luigi.FloatParameter(default=2e-4, description="Adam learning rate (paper: 0.0002).")
-    beta1 = luigi.FloatParameter(default=0.5, description="Adam beta1 (paper: 0.5).")
-    z_dim = luigi.IntParameter(default=100, description="Dimension of z (paper: 100).")
-    z_dist = luigi.ChoiceParameter(default="uniform", choices=("uniform", "normal"),
+    variant = luigi.ChoiceParameter(default=DEFAULTS["variant"], choices=tuple(VARIANTS),
+                                    description="GAN variant (model/variants/).")
+    discriminator = luigi.ChoiceParameter(default=DEFAULTS["discriminator"], choices=DISCRIMINATORS,
+                                          description="Discriminator network family.")
+    generator = luigi.ChoiceParameter(default=DEFAULTS["generator"], choices=GENERATORS,
+                                      description="Generator network family.")
+    steps = luigi.IntParameter(default=DEFAULTS["steps"], description="Training steps (batches).")
+    batch_size = luigi.IntParameter(default=DEFAULTS["batch_size"], description="Global batch size (paper: 64).")
+    lr = luigi.OptionalFloatParameter(default=None, description="Learning rate; empty: the variant's paper "
+                                                                "value (DCGAN: Adam 0.0002).")
+    beta1 = luigi.OptionalFloatParameter(default=None, description="Adam beta1; empty: the variant's "
+                                                                   "(DCGAN: 0.5).")
+    beta2 = luigi.OptionalFloatParameter(default=None, description="Adam beta2; empty: the variant's "
+                                                                   "(DCGAN: 0.999).")
+    z_dim = luigi.IntParameter(default=DEFAULTS["z_dim"], description="Dimension of z (paper: 100).")
+    z_dist = luigi.ChoiceParameter(default=DEFAULTS["z_dist"], choices=Z_DISTS,
                                    description="Noise distribution: uniform in [-1, 1] (paper) or normal.")
-    base_width = luigi.IntParameter(default=128, description="Width of the last generator feature "
-                                                             "map; 128 gives 4x4x1024 at 64x64.")
-    kernel_size = luigi.IntParameter(default=4, description="Convolution kernel side (4: reference "
-                                                            "Torch code; 5: DCGAN-tensorflow).")
-    g_steps = luigi.IntParameter(default=1, description="Generator updates per discriminator update.")
-    seed = luigi.IntParameter(default=0, description="Seed of weights, noise and data order.")
-    precision = luigi.ChoiceParameter(default="auto", choices=PRECISIONS,
+    base_width = luigi.IntParameter(default=DEFAULTS["base_width"],
+                                    description="Width of the last generator feature map; 128 gives "
+                                                "4x4x1024 at 64x64.")
+    kernel_size = luigi.IntParameter(default=DEFAULTS["kernel_size"],
+                                     description="Convolution kernel side (4: reference Torch code; "
+                                                 "5: DCGAN-tensorflow).")
+    g_steps = luigi.IntParameter(default=DEFAULTS["g_steps"],
+                                 description="Generator updates per discriminator update.")
+    seed = luigi.IntParameter(default=DEFAULTS["seed"], description="Seed of weights, noise and data order.")
+    precision = luigi.ChoiceParameter(default=DEFAULTS["precision"], choices=PRECISIONS,
                                       description="auto (mixed_bfloat16 on CPUs with AMX/AVX-512 BF16, "
                                                   "else float32), float32, mixed_bfloat16, or mixed_float16 "
                                                   "(GPUs, loss-scaled). Outputs stay float32.")
-    sample_every = luigi.IntParameter(default=0, significant=False,
+    options = luigi.DictParameter(default={}, description="The variant's own constants as JSON, e.g. "
+                                                          "'{\"clip\": 0.01}' (docs/variants.md).")
+    sample_every = luigi.IntParameter(default=DEFAULTS["sample_every"], significant=False,
                                       description="Steps between fixed-noise grids in progress/ and "
                                                   "TensorBoard (0: only at the end).")
-    checkpoint_every = luigi.IntParameter(default=100, significant=False,
+    checkpoint_every = luigi.IntParameter(default=DEFAULTS["checkpoint_every"], significant=False,
                                           description="Steps between checkpoints.")
-    log_every = luigi.IntParameter(default=10, significant=False,
+    log_every = luigi.IntParameter(default=DEFAULTS["log_every"], significant=False,
                                    description="Steps between metrics.csv rows and progress updates.")
     eval_every = luigi.IntParameter(default=0, significant=False,
                                     description="Steps between FID/KID evaluations written to eval.csv, "
                                                 "at the next checkpoint (0: off; settings from "
                                                 "[EvaluateGenerator], e.g. training_n).")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.config(resolution=64, channels=3)  # refuse bad settings before anything runs
+
     def requires(self):
         return BuildTFRecords(dataset=self.dataset)
 
     def run_dir(self):
-        return processed_dir("models", self.dataset, f"dcgan-{version(self)}")
+        return processed_dir("models", self.dataset, f"{self.variant}-{version(self, family='TrainGAN')}")
 
     def output(self):
         return {"keras": luigi.LocalTarget(str(self.run_dir() / "generator.keras")),
-                "saved_model": luigi.LocalTarget(str(self.run_dir() / "saved_model"))}
+                "saved_model": luigi.LocalTarget(str(self.run_dir() / "saved_model")),
+                "card": luigi.LocalTarget(str(self.run_dir() / "model_card.json"))}
 
-    def config(self):
-        from model.train import TrainConfig
-        from pipeline.records import read_info
-        info = read_info(self.requires().folder())
-        return TrainConfig(resolution=info["image_shape"][0], channels=info["image_shape"][2],
-                           z_dim=self.z_dim, z_dist=self.z_dist, base_width=self.base_width,
-                           kernel_size=self.kernel_size, batch_size=self.batch_size, lr=self.lr,
-                           beta1=self.beta1, g_steps=self.g_steps, steps=self.steps, seed=self.seed,
-                           precision=self.precision, log_every=self.log_every,
-                           checkpoint_every=self.checkpoint_every, sample_every=self.sample_every)
+    def config(self, resolution: int | None = None, channels: int | None = None,
+               labels: list | None = None) -> TrainConfig:
+        """The run's :class:`TrainConfig`; image size and channels from the records."""
+        if resolution is None:
+            from pipeline.records import read_info
+            resolution, _, channels = read_info(self.requires().folder())["image_shape"]
+        params = {f.name: getattr(self, f.name) for f in fields(TrainConfig) if hasattr(self, f.name)}
+        params["options"] = json.loads(luigi.DictParameter().serialize(self.options))  # a plain dict
+        return TrainConfig(**{**params, "resolution": resolution, "channels": channels, "labels": labels or []})
 
     def run(self):
-        from model.data import image_dataset
         from model.train import train
+        from model.variants import build_variant
 
+        folder = self.requires().folder()
         config = self.config()
+        model = build_variant(config)
         run_dir = self.run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "lineage.json", describe(self))
-        data = image_dataset(self.requires().folder(), "train", config.batch_size,
-                             config.shuffle_buffer, config.seed)
+        data = training_data(folder, config, model)
         progress = Progress(self, config.steps, "steps", every=1)
         on_checkpoint = None
         if self.eval_every:
-            from tasks.evaluate import training_evaluator
-            on_checkpoint = training_evaluator(self, config.steps)
-        result = train(config, data, run_dir, progress, on_checkpoint=on_checkpoint)
+            from luigi.task_register import Register
+
+            from model.evaluation import training_evaluator
+            # EvaluateGenerator's settings ([EvaluateGenerator] in luigi.cfg), looked up by name
+            # so that tasks/evaluate.py, which requires this task, is not imported back.
+            settings = Register.get_task_cls("EvaluateGenerator")(dataset=self.dataset).settings()
+            on_checkpoint = training_evaluator(run_dir, folder, settings, self.eval_every, config.steps,
+                                               processed_dir("evaluations", self.dataset, "reference"),
+                                               status=self.set_status_message)
+        result = train(config, data, run_dir, progress, on_checkpoint=on_checkpoint, model=model,
+                       dataset_card=dataset_card(self.dataset, folder))
         progress.close()
         write_json(run_dir / "result.json", result)
+
+
+def training_data(folder, config: TrainConfig, model):
+    """The batches ``model`` (a variant) trains on, from the records version ``folder``."""
+    from model.data import image_dataset
+    if tuple(model.features) == ("image",):
+        return image_dataset(folder, "train", config.batch_size, config.shuffle_buffer, config.seed)
+    from model.data import training_dataset
+    return training_dataset(folder, "train", config.batch_size, config.shuffle_buffer, config.seed,
+                            features=model.features, attributes=model.data_attributes())
+
+
+def dataset_card(dataset: str, folder) -> dict:
+    """The model card's ``dataset``: name, records version and folder, split sizes."""
+    from pipeline.records import read_info
+    info = read_info(folder)
+    return {"name": dataset, "version": info.get("version", ""), "records": str(folder),
+            "splits": {s: v["num_examples"] for s, v in info["splits"].items()}}
+
+
+class TrainDCGAN(TrainGAN):
+    """The DCGAN of Radford et al. (2015): ``TrainGAN --variant dcgan`` (the same run
+    folder for the same settings). The default entry point: ``make run`` and the
+    nightly ``luigi --module tasks TrainDCGAN``."""
+    variant = luigi.ChoiceParameter(default="dcgan", choices=("dcgan",),
+                                    description="Always dcgan (use TrainGAN for the other variants).")
+
+
+def training_task(dataset: str, variant: str = "dcgan") -> TrainGAN:
+    """The training task ``ExportSamples``/``EvaluateGenerator`` of ``dataset`` and ``variant``
+    require: ``TrainDCGAN`` (the default entry point, ``[TrainDCGAN]`` settings) for dcgan,
+    else ``TrainGAN`` (``[TrainGAN]`` settings)."""
+    if variant == "dcgan":
+        return TrainDCGAN(dataset=dataset)
+    return TrainGAN(dataset=dataset, variant=variant)
+
+
+class TrainedRun:
+    """What a task that reads a trained run declares (a mixin): the run of ``--dataset`` and
+    ``--variant`` (trained first if needed, see :func:`training_task`), or any exported
+    run folder given by ``--model`` (e.g. one copied from another machine), read through
+    its model card."""
+    dataset = luigi.Parameter(default="sample", description="Data set whose run to use.")
+    variant = luigi.ChoiceParameter(default="dcgan", choices=tuple(VARIANTS),
+                                    description="Variant whose run to use (dcgan: TrainDCGAN's run, "
+                                                "others: TrainGAN's).")
+    model = luigi.Parameter(default="", description="An exported run folder (with model_card.json) to use "
+                                                    "instead of --dataset/--variant's training run.")
+
+    def requires(self):
+        return [] if self.model else training_task(self.dataset, self.variant)
+
+    def run_folder(self):
+        from pathlib import Path
+        return Path(self.model) if self.model else self.requires().run_dir()
+
+    def card(self):
+        """The run's model card (a clear error when ``--model`` is not an exported run)."""
+        from model.card import read_card
+        return read_card(self.run_folder())
+
+    def run_dataset(self) -> str:
+        return (self.card().dataset.get("name") or self.dataset) if self.model else self.dataset
+
+    def run_variant(self) -> str:
+        return self.card().variant if self.model else self.variant
+
+    def complete(self):
+        if self.model:
+            self.card()  # fail while scheduling, not after other work
+        return super().complete()

@@ -86,7 +86,7 @@ def test_evaluate_generator_reports_then_compare_runs(tiny):
 
 
 def test_choose_split_falls_back_with_a_note():
-    from tasks.evaluate import choose_split
+    from model.evaluation import choose_split
     assert choose_split({"train": 80, "validation": 10, "test": 10}, "test") == ("test", "")
     split, note = choose_split({"train": 80, "validation": 10, "test": 1}, "test")
     assert split == "validation" and "'test' is missing" in note

@@ -13,11 +13,11 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from model.export import load_serving  # noqa: E402
 from model.sampling import to_uint8  # noqa: E402
+from model.serving import load_serving  # noqa: E402
 from model.train import DivergenceError, GANTrainer, TrainConfig, train  # noqa: E402
 
-SMALL = dict(base_width=8, batch_size=4, steps=4, checkpoint_every=2, log_every=1, seed=3)
+SMALL = dict(base_width=8, batch_size=4, steps=4, checkpoint_every=2, log_every=1, seed=3, precision="float32")
 
 
 def _images(n=16, seed=0):
@@ -39,7 +39,7 @@ def test_one_step_changes_every_trainable_variable(g_steps, precision):
     assert all(not np.array_equal(a, v.numpy()) for a, v in zip(before, variables))
     assert set(out) == {"d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake"}
     assert int(trainer.step.numpy()) == 1
-    assert int(trainer.g_opt.iterations.numpy()) == g_steps and int(trainer.d_opt.iterations.numpy()) == 1
+    assert int(trainer.model.g_opt.iterations.numpy()) == g_steps and int(trainer.model.d_opt.iterations.numpy()) == 1
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):

@@ -1,0 +1,27 @@
+"""The GAN variants, one module each (model/variants/base.py says what a variant is).
+
+``VARIANTS`` maps a variant's name to ``module:Class``; importing this package
+imports no TensorFlow (tasks/ read the names for their parameter choices), the
+variant's module is imported when one is built.
+"""
+from __future__ import annotations
+
+import importlib
+
+VARIANTS = {
+    "dcgan": "model.variants.dcgan:DCGAN",
+}
+
+
+def variant_class(name: str):
+    """The :class:`model.variants.base.GANModel` subclass called ``name``."""
+    try:
+        module, cls = VARIANTS[name].split(":")
+    except KeyError:
+        raise ValueError(f"unknown GAN variant {name!r}; choose one of {sorted(VARIANTS)}") from None
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_variant(config):
+    """The variant ``config.variant`` of a :class:`model.train.TrainConfig`, not yet built."""
+    return variant_class(config.variant)(config)

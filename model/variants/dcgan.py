@@ -1,0 +1,69 @@
+"""DCGAN (Radford et al. 2015): the networks of model/dcgan.py, Adam 2e-4 / beta1 0.5,
+the discriminator's binary cross-entropy and the non-saturating generator loss."""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from model import losses
+from model.dcgan import build_discriminator, build_generator
+from model.variants.base import GANModel
+
+
+class DCGAN(GANModel):
+    """One discriminator update, then ``g_steps`` generator updates per step.
+
+    As in the reference Torch code, the first generator update reuses the fake
+    batch the discriminator just saw (one generator forward pass fewer); later
+    ones draw new noise.
+    """
+    name = "dcgan"
+    scalars = ("d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake")
+    plots = (("losses", ("d_loss", "g_loss"), None),
+             ("discriminator outputs", ("d_real", "d_fake"), (0.0, 1.0)))
+
+    def extra_inputs(self) -> dict[str, int]:
+        """Generator inputs beyond z, name -> size (none for the plain DCGAN)."""
+        return {s.name: s.size for s in self.inputs()[1:]}
+
+    def _generator(self, fast: bool) -> keras.Model:
+        c = self.config
+        return build_generator(c.resolution, c.channels, c.z_dim, c.base_width, c.kernel_size, fast=fast,
+                               extra_inputs=self.extra_inputs())
+
+    def _discriminator(self, fast: bool) -> keras.Model:
+        c = self.config
+        return build_discriminator(c.resolution, c.channels, c.base_width, c.kernel_size, fast=fast)
+
+    def build(self) -> None:
+        self.generator = self._generator(fast=True)
+        self.discriminator = self._discriminator(fast=True)
+        self.g_opt, self.d_opt = self.adam(), self.adam()
+
+    def inference_generator(self) -> keras.Model:
+        return self._generator(fast=False)
+
+    def inference_discriminator(self) -> keras.Model:
+        return self._discriminator(fast=False)
+
+    def train_step(self, batch):
+        c = self.config
+        real = batch["image"]
+        n = tf.shape(real)[0]
+        G, D = self.generator, self.discriminator
+        with tf.GradientTape() as g_tape:
+            fake = G(self.generator_input(self.sample_inputs(n)), training=True)
+            with g_tape.stop_recording(), tf.GradientTape() as d_tape:
+                real_logits = D(real, training=True)
+                fake_logits = D(fake, training=True)
+                d_loss = losses.discriminator_loss(real_logits, fake_logits, c.batch_size)
+                self.apply(self.d_opt, d_tape, d_loss, D.trainable_variables)
+            g_loss = losses.generator_loss(D(fake, training=True), c.batch_size)
+        self.apply(self.g_opt, g_tape, g_loss, G.trainable_variables)
+        for _ in range(c.g_steps - 1):
+            with tf.GradientTape() as g_tape:
+                fake = G(self.generator_input(self.sample_inputs(n)), training=True)
+                g_loss = losses.generator_loss(D(fake, training=True), c.batch_size)
+            self.apply(self.g_opt, g_tape, g_loss, G.trainable_variables)
+        stats = losses.discriminator_stats(real_logits, fake_logits, c.batch_size)
+        return {"d_loss": d_loss, "g_loss": g_loss, **stats}

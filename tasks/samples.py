@@ -1,0 +1,37 @@
+"""Exporting samples of a trained run."""
+from __future__ import annotations
+
+import luigi
+
+from pipeline.atomic import atomic_dir
+from tasks.common import processed_dir, version
+from tasks.train import TrainedRun
+
+
+class ExportSamples(TrainedRun, luigi.Task):
+    """Samples of a run's exported generator (any variant, read through its model card), in
+    ``processed/exports/{dataset}/{variant}-{version}/``: ``grid.png`` (8x8),
+    ``samples/0000.png ...`` (``n`` images), ``interpolations.png`` (one row per random
+    pair of z, spherical interpolation), one grid per extra generator input (a class:
+    one row per class; codes or attributes: each swept along the rows),
+    ``training.gif`` (the fixed-noise grid over training) and ``samples.json``.
+    """
+    n = luigi.IntParameter(default=64, description="Number of individual sample PNGs.")
+    seed = luigi.IntParameter(default=0, description="Seed of the sample inputs.")
+    interpolations = luigi.IntParameter(default=8, description="Rows of the interpolation strip "
+                                                               "(pairs of random z).")
+    interpolation_steps = luigi.IntParameter(default=10, description="Images per interpolation row.")
+
+    def output(self):
+        return luigi.LocalTarget(str(processed_dir("exports", self.run_dataset(),
+                                                   f"{self.run_variant()}-{version(self)}")))
+
+    def run(self):
+        from model.sampling import export_samples
+
+        with atomic_dir(self.output().path) as tmp:
+            export_samples(self.run_folder(), tmp, self.n, self.seed, self.interpolations,
+                           self.interpolation_steps)
+
+    def grid_path(self) -> str:
+        return f"{self.output().path}/grid.png"
