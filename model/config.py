@@ -14,6 +14,18 @@ Z_DISTS = ("uniform", "normal")
 #: Discriminator and generator network families (model/dcgan.py, ...).
 DISCRIMINATORS = ("cnn",)
 GENERATORS = ("dcgan",)
+#: Transforms of the differentiable augmentation (model/augment.py).
+AUGMENTATIONS = ("color", "translation", "cutout")
+
+
+def parse_policy(policy: str) -> tuple[str, ...]:
+    """``"translation,cutout,color"`` -> the transform names, in order ('' -> none)."""
+    names = tuple(p.strip() for p in policy.split(",") if p.strip())
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"augment policy {policy!r}: unknown transform(s) {unknown}; choose from "
+                         f"{', '.join(AUGMENTATIONS)}, comma separated (empty = off)")
+    return names
 
 
 @dataclass
@@ -34,6 +46,7 @@ class TrainConfig:
     lr: float | None = None     # DCGAN: 2e-4
     beta1: float | None = None  # DCGAN: 0.5
     beta2: float | None = None  # DCGAN: 0.999
+    d_lr: float | None = None   # the discriminator's own learning rate (two time-scale rule); None = lr
     g_steps: int = 1            # generator updates per discriminator update
     steps: int = 10_000
     seed: int = 0
@@ -42,6 +55,9 @@ class TrainConfig:
     checkpoint_every: int = 100
     sample_every: int = 0       # fixed-noise grid every N steps (0: only at the end)
     shuffle_buffer: int = 10_000
+    ema: float = 0.0            # decay of the generator's weight average (0 = off), e.g. 0.999
+    augment: str = ""           # DiffAugment policy, e.g. "translation,cutout,color" ("" = off)
+    augment_p: float = 1.0      # probability an image is augmented
     options: dict = field(default_factory=dict)  # the variant's own constants (its Options)
     labels: list = field(default_factory=list)   # class names of labeled records (set from the data)
 
@@ -58,10 +74,15 @@ class TrainConfig:
                      "base_width", "kernel_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "beta1", "beta2"):
+        for name in ("lr", "d_lr", "beta1", "beta2"):
             value = getattr(self, name)
-            if value is not None and not (value > 0 if name == "lr" else 0 <= value < 1):
-                raise ValueError(f"{name} must be {'> 0' if name == 'lr' else 'in [0, 1)'}, got {value}")
+            if value is not None and not (value > 0 if name.endswith("lr") else 0 <= value < 1):
+                raise ValueError(f"{name} must be {'> 0' if name.endswith('lr') else 'in [0, 1)'}, got {value}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1) (0 = off; e.g. 0.999), got {self.ema}")
+        if not 0 < self.augment_p <= 1:
+            raise ValueError(f"augment_p must be in (0, 1], got {self.augment_p}")
+        parse_policy(self.augment)
         self.options = dict(self.options or {})
         self.labels = [str(x) for x in self.labels or ()]
 

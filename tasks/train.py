@@ -42,6 +42,16 @@ class TrainGAN(luigi.Task):
                                                                    "(DCGAN: 0.5).")
     beta2 = luigi.OptionalFloatParameter(default=None, description="Adam beta2; empty: the variant's "
                                                                    "(DCGAN: 0.999).")
+    d_lr = luigi.OptionalFloatParameter(default=None, description="The discriminator's own learning rate (the "
+                                                                  "two time-scale update rule); empty: lr.")
+    ema = luigi.FloatParameter(default=DEFAULTS["ema"], description="Decay of the moving average of the "
+                                                                    "generator's weights, exported and used for "
+                                                                    "the grids when on (0: off; e.g. 0.999).")
+    augment = luigi.Parameter(default=DEFAULTS["augment"], description="Differentiable augmentation of every "
+                                                                       "discriminator input (DiffAugment), e.g. "
+                                                                       "translation,cutout,color (empty: off).")
+    augment_p = luigi.FloatParameter(default=DEFAULTS["augment_p"],
+                                     description="Probability that an image is augmented.")
     z_dim = luigi.IntParameter(default=DEFAULTS["z_dim"], description="Dimension of z (paper: 100).")
     z_dist = luigi.ChoiceParameter(default=DEFAULTS["z_dist"], choices=Z_DISTS,
                                    description="Noise distribution: uniform in [-1, 1] (paper) or normal.")
@@ -129,10 +139,11 @@ class TrainGAN(luigi.Task):
 def training_data(folder, config: TrainConfig, model):
     """The batches ``model`` (a variant) trains on, from the records version ``folder``."""
     from model.data import image_dataset
+    batch = model.images_per_step()
     if tuple(model.features) == ("image",):
-        return image_dataset(folder, "train", config.batch_size, config.shuffle_buffer, config.seed)
+        return image_dataset(folder, "train", batch, config.shuffle_buffer, config.seed)
     from model.data import training_dataset
-    return training_dataset(folder, "train", config.batch_size, config.shuffle_buffer, config.seed,
+    return training_dataset(folder, "train", batch, config.shuffle_buffer, config.seed,
                             features=model.features, attributes=model.data_attributes())
 
 

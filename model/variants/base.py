@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.card import InputSpec, noise_spec, sample_inputs
+from model.config import parse_policy
 from model.optim import FusedAdam
 
 
@@ -62,6 +63,7 @@ class GANModel:
             raise ValueError(f"variant {self.name!r} has no option(s) {unknown}; its options are "
                              f"{sorted(names) or 'none'}")
         self.options = self.Options(**config.options)
+        self._augment_policy = parse_policy(config.augment)
         self.rng: tf.random.Generator | None = None
         self.policy = "float32"
 
@@ -118,11 +120,32 @@ class GANModel:
         value = getattr(self.config, name)
         return self.defaults[name] if value is None else value
 
-    def adam(self, lr: float | None = None) -> keras.optimizers.Optimizer:
-        """Adam with the run's (or the paper's) settings, as one fused update per variable;
-        loss-scaled under mixed float16."""
-        opt = FusedAdam(lr or self.hparam("lr"), beta_1=self.hparam("beta1"), beta_2=self.hparam("beta2"))
+    def learning_rate(self, network: str = "g") -> float:
+        """The learning rate of the generator (``"g"``) or the discriminator (``"d"``: ``d_lr``
+        when set, the two time-scale update rule of Heusel et al. 2017, else ``lr``)."""
+        if network == "d" and self.config.d_lr is not None:
+            return self.config.d_lr
+        return self.hparam("lr")
+
+    def adam(self, network: str = "g") -> keras.optimizers.Optimizer:
+        """Adam for ``network`` (``"g"`` or ``"d"``) with the run's (or the paper's) settings, as
+        one fused update per variable; loss-scaled under mixed float16."""
+        opt = FusedAdam(self.learning_rate(network), beta_1=self.hparam("beta1"), beta_2=self.hparam("beta2"))
         return self.loss_scaled(opt)
+
+    def augment(self, images: tf.Tensor) -> tf.Tensor:
+        """``images`` as the discriminator must see them: with the run's differentiable
+        augmentation (``TrainConfig.augment``, model/augment.py) when it is on, else as they
+        are. A variant passes every batch, real or generated, through this before D."""
+        if not self._augment_policy:
+            return images
+        from model.augment import augment
+        return augment(images, self._augment_policy, self.rng, self.config.augment_p)
+
+    def images_per_step(self) -> int:
+        """Real images one training step reads (the data set's global batch): ``batch_size``,
+        or more for a variant that makes several critic updates per step on fresh batches."""
+        return self.config.batch_size
 
     def loss_scaled(self, opt: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
         # float16 needs loss scaling; bfloat16 has float32's exponent range and does not.

@@ -15,7 +15,8 @@ class DCGAN(GANModel):
 
     As in the reference Torch code, the first generator update reuses the fake
     batch the discriminator just saw (one generator forward pass fewer); later
-    ones draw new noise.
+    ones draw new noise. With augmentation on, D sees every batch augmented
+    (a fresh draw per call).
     """
     name = "dcgan"
     scalars = ("d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake")
@@ -38,7 +39,7 @@ class DCGAN(GANModel):
     def build(self) -> None:
         self.generator = self._generator(fast=True)
         self.discriminator = self._discriminator(fast=True)
-        self.g_opt, self.d_opt = self.adam(), self.adam()
+        self.g_opt, self.d_opt = self.adam("g"), self.adam("d")
 
     def inference_generator(self) -> keras.Model:
         return self._generator(fast=False)
@@ -50,20 +51,20 @@ class DCGAN(GANModel):
         c = self.config
         real = batch["image"]
         n = tf.shape(real)[0]
-        G, D = self.generator, self.discriminator
+        G, D, aug = self.generator, self.discriminator, self.augment
         with tf.GradientTape() as g_tape:
             fake = G(self.generator_input(self.sample_inputs(n)), training=True)
             with g_tape.stop_recording(), tf.GradientTape() as d_tape:
-                real_logits = D(real, training=True)
-                fake_logits = D(fake, training=True)
+                real_logits = D(aug(real), training=True)
+                fake_logits = D(aug(fake), training=True)
                 d_loss = losses.discriminator_loss(real_logits, fake_logits, c.batch_size)
                 self.apply(self.d_opt, d_tape, d_loss, D.trainable_variables)
-            g_loss = losses.generator_loss(D(fake, training=True), c.batch_size)
+            g_loss = losses.generator_loss(D(aug(fake), training=True), c.batch_size)
         self.apply(self.g_opt, g_tape, g_loss, G.trainable_variables)
         for _ in range(c.g_steps - 1):
             with tf.GradientTape() as g_tape:
                 fake = G(self.generator_input(self.sample_inputs(n)), training=True)
-                g_loss = losses.generator_loss(D(fake, training=True), c.batch_size)
+                g_loss = losses.generator_loss(D(aug(fake), training=True), c.batch_size)
             self.apply(self.g_opt, g_tape, g_loss, G.trainable_variables)
         stats = losses.discriminator_stats(real_logits, fake_logits, c.batch_size)
         return {"d_loss": d_loss, "g_loss": g_loss, **stats}

@@ -1,0 +1,45 @@
+"""An exponential moving average of the generator's weights (Yazici et al. 2019, "The
+Unusual Effectiveness of Averaging in GAN Training").
+
+After each training step, every trainable weight ``w`` of the generator moves its
+average ``a`` by ``a <- d a + (1 - d) w`` with ``d = min(decay, (1 + t) / (10 + t))``
+at the ``t``-th update (TensorFlow's ``ExponentialMovingAverage`` warm-up with
+``num_updates``): the first averages follow the weights closely, so the random
+initialisation does not dominate them. Non-trainable weights (batch-norm moving
+statistics) are copied, not averaged. The averages are ordinary variables, kept
+in the run's checkpoints and restored on resume.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+class WeightAverage(tf.Module):
+    """The moving averages of ``model.weights`` (same order, float32)."""
+
+    def __init__(self, model, decay: float, name: str = "ema"):
+        super().__init__(name=name)
+        if not 0 < decay < 1:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self._trainable = [any(w is t for t in model.trainable_weights) for w in model.weights]
+        self.averages = [tf.Variable(tf.cast(w, tf.float32), trainable=False, name=f"average_{i}")
+                         for i, w in enumerate(model.weights)]
+        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
+
+    def rate(self) -> tf.Tensor:
+        """The decay ``d`` the next update uses."""
+        t = tf.cast(self.updates + 1, tf.float32)
+        return tf.minimum(tf.constant(self.decay, tf.float32), (1.0 + t) / (10.0 + t))
+
+    def update(self, model) -> None:
+        """Move the averages toward ``model``'s current weights (call after a generator step)."""
+        d = self.rate()
+        for average, weight, trainable in zip(self.averages, model.weights, self._trainable):
+            weight = tf.cast(weight, tf.float32)
+            average.assign(d * average + (1.0 - d) * weight if trainable else weight)
+        self.updates.assign_add(1)
+
+    def values(self) -> list:
+        """The averaged weights as numpy arrays, in ``model.get_weights()`` order."""
+        return [a.numpy() for a in self.averages]

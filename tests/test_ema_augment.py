@@ -1,0 +1,166 @@
+"""Training options of the core: the generator's weight average (EMA), differentiable
+augmentation of the discriminator's inputs, and the two time-scale learning rates."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from model.augment import augment, color, cutout, translation  # noqa: E402
+from model.card import read_card  # noqa: E402
+from model.config import TrainConfig  # noqa: E402
+from model.evaluation import run_generators  # noqa: E402
+from model.train import GANTrainer, restore_networks, train  # noqa: E402
+
+SMALL = dict(base_width=8, batch_size=4, steps=4, checkpoint_every=2, log_every=1, seed=3,
+             precision="float32", resolution=32)
+
+
+def _images(n=16, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, 32, 32, 3)).astype("float32")
+
+
+def _dataset():
+    return tf.data.Dataset.from_tensor_slices(_images()).shuffle(16, seed=0).repeat().batch(4)
+
+
+# -- EMA ----------------------------------------------------------------------------------------
+
+def test_average_moves_toward_the_weights_by_the_decay_rule():
+    trainer = GANTrainer(TrainConfig(**SMALL, ema=0.9))
+    g = trainer.generator
+    before = trainer.ema.values()
+    np.testing.assert_array_equal(before[0], g.get_weights()[0])  # starts at the initial weights
+    trainer.train_step(tf.constant(_images(4)))
+    after, weights = trainer.ema.values(), g.get_weights()
+    d = min(0.9, 2 / 11)  # the first update's warm-up rate (1 + t) / (10 + t), t = 1
+    trainable = {id(w) for w in g.trainable_weights}
+    for w, a0, a1, w1 in zip(g.weights, before, after, weights):
+        if id(w) in trainable:
+            np.testing.assert_allclose(a1, d * a0 + (1 - d) * w1, rtol=1e-5, atol=1e-7)
+        else:  # batch-norm statistics are copied
+            np.testing.assert_array_equal(a1, w1)
+    assert not np.allclose(after[0], weights[0])  # an average, not a copy
+    assert float(trainer.ema.rate()) == pytest.approx(min(0.9, 3 / 12))
+
+
+def test_ema_and_augmentation_resume_exactly_and_export_the_average(tmp_path):
+    options = dict(ema=0.99, augment="translation,cutout,color", augment_p=0.8)
+    config = TrainConfig(**SMALL, **options)
+    train(config, _dataset(), tmp_path / "whole")
+    train(TrainConfig(**{**SMALL, "steps": 2}, **options), _dataset(), tmp_path / "split")
+    train(config, _dataset(), tmp_path / "split")
+    rows = [list(csv.reader(open(tmp_path / run / "metrics.csv")))[1:] for run in ("whole", "split")]
+    np.testing.assert_allclose(np.float64(rows[0]), np.float64(rows[1]), rtol=1e-4, atol=1e-5)
+    for name in ("generator.keras", "generator_raw.keras"):
+        a = keras.models.load_model(tmp_path / "whole" / name, compile=False)
+        b = keras.models.load_model(tmp_path / "split" / name, compile=False)
+        for wa, wb in zip(a.get_weights(), b.get_weights()):
+            np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
+
+    card = read_card(tmp_path / "whole")
+    assert card.weights == "ema" and card.files["raw_keras"] == "generator_raw.keras"
+    averaged = keras.models.load_model(tmp_path / "whole" / "generator.keras", compile=False)
+    raw = keras.models.load_model(tmp_path / "whole" / "generator_raw.keras", compile=False)
+    assert not np.allclose(averaged.get_weights()[0], raw.get_weights()[0])
+    # The checkpoint's average is what was exported; its raw generator is the raw export.
+    nets = restore_networks(tmp_path / "whole", which=("generator",), weights="ema")
+    for wa, wb in zip(nets["generator"].get_weights(), averaged.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6)
+    nets = restore_networks(tmp_path / "whole", which=("generator",))
+    for wa, wb in zip(nets["generator"].get_weights(), raw.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6)
+    # Evaluation can take either set of weights of one run.
+    assert [s for _, s, _ in run_generators(tmp_path / "whole", weights="generator")] == \
+        ["ckpt-2", "generator_raw.keras"]
+    assert [s for _, s, _ in run_generators(tmp_path / "whole")] == ["ckpt-2", "generator.keras"]
+
+
+def test_a_run_without_average_has_none_to_evaluate(tmp_path):
+    train(TrainConfig(**{**SMALL, "steps": 1}), _dataset(), tmp_path)
+    assert read_card(tmp_path).weights == "generator"
+    with pytest.raises(ValueError, match="keeps no weight average"):
+        run_generators(tmp_path, weights="ema")
+
+
+# -- augmentation ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op", [color, translation, cutout])
+def test_each_transform_keeps_shape_and_range(op):
+    rng = tf.random.Generator.from_seed(0)
+    x = tf.constant(_images(8))
+    y = op(x, rng).numpy()
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    assert not np.array_equal(y, x.numpy())
+
+
+def test_translation_shifts_whole_images_and_cutout_cuts_one_square():
+    rng = tf.random.Generator.from_seed(1)
+    x = _images(6)
+    y = translation(tf.constant(x), rng).numpy()
+    for a, b in zip(x, y):  # every channel moved by one integer shift, empty border 0
+        found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                 if np.array_equal(b, _shift(a, dy, dx))]
+        assert len(found) == 1
+    y = cutout(tf.constant(x), rng).numpy()
+    for a, b in zip(x, y):
+        hole = (b == 0).all(axis=-1)
+        rows, cols = np.nonzero(hole)
+        assert hole.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)  # one rectangle
+        assert rows.max() - rows.min() + 1 <= 16 and cols.max() - cols.min() + 1 <= 16
+        np.testing.assert_array_equal(b[~hole], a[~hole])
+
+
+def _shift(a, dy, dx):
+    out = np.zeros_like(a)
+    h, w = a.shape[:2]
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = a[max(-dy, 0):h + min(-dy, 0),
+                                                                   max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def test_augmentation_is_differentiable_and_probability_keeps_some_images():
+    rng = tf.random.Generator.from_seed(2)
+    x = tf.Variable(_images(16))
+    with tf.GradientTape() as tape:
+        y = augment(x, ("translation", "cutout", "color"), rng)
+        loss = tf.reduce_sum(y * tf.constant(_images(16, seed=9)))
+    grad = tape.gradient(loss, x).numpy()
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
+    y = augment(tf.constant(_images(64)), ("translation",), rng, probability=0.5).numpy()
+    unchanged = sum(np.array_equal(a, b) for a, b in zip(y, _images(64)))
+    assert 16 <= unchanged <= 48
+
+
+def test_augmented_discriminator_passes_gradients_to_the_generator_and_is_off_in_export(tmp_path):
+    trainer = GANTrainer(TrainConfig(**SMALL, augment="translation,cutout,color"))
+    model = trainer.model
+    with tf.GradientTape() as tape:
+        fake = model.generator(model.sample_inputs(4)["z"], training=True)
+        score = tf.reduce_sum(model.discriminator(model.augment(fake), training=True))
+    grads = tape.gradient(score, model.generator.trainable_variables)
+    assert all(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
+    # Off outside training: the exported generator is deterministic.
+    train(TrainConfig(**{**SMALL, "steps": 1}, augment="translation,cutout,color"), _dataset(), tmp_path)
+    g = keras.models.load_model(tmp_path / "generator.keras", compile=False)
+    z = np.random.default_rng(0).uniform(-1, 1, (3, 100)).astype("float32")
+    np.testing.assert_array_equal(g(z).numpy(), g(z).numpy())
+
+
+def test_bad_options_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown transform"):
+        TrainConfig(augment="translation,blur")
+    with pytest.raises(ValueError, match="ema must be in"):
+        TrainConfig(ema=1.5)
+    with pytest.raises(ValueError, match="augment_p"):
+        TrainConfig(augment_p=0)
+
+
+def test_two_time_scale_learning_rates():
+    trainer = GANTrainer(TrainConfig(**SMALL, lr=1e-4, d_lr=4e-4))
+    assert float(trainer.model.g_opt.learning_rate) == pytest.approx(1e-4)
+    assert float(trainer.model.d_opt.learning_rate) == pytest.approx(4e-4)
