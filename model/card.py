@@ -103,11 +103,17 @@ class InputSpec:
                    labels=tuple(d.get("labels", ())), meta=dict(d.get("meta", {})))
 
 
-def noise_spec(size: int = 100, distribution: str = "uniform", low: float = -1.0, high: float = 1.0) -> InputSpec:
-    """The ``z`` input: ``uniform`` on [low, high] (the DCGAN paper: [-1, 1]) or ``normal``."""
-    if distribution not in ("uniform", "normal"):
-        raise ValueError(f"z distribution must be 'uniform' or 'normal', got {distribution!r}")
-    return InputSpec("z", "noise", size, distribution, (low, high) if distribution == "uniform" else None)
+#: z priors by name: ``uniform`` U(-1, 1) (the DCGAN paper), ``uniform01`` U(0, 1) (the EGAN
+#: thesis), ``normal`` N(0, 1).
+Z_PRIORS = {"uniform": ("uniform", (-1.0, 1.0)), "uniform01": ("uniform", (0.0, 1.0)), "normal": ("normal", None)}
+
+
+def noise_spec(size: int = 100, prior: str = "uniform") -> InputSpec:
+    """The ``z`` input with the named prior (:data:`Z_PRIORS`)."""
+    if prior not in Z_PRIORS:
+        raise ValueError(f"z distribution must be one of {tuple(Z_PRIORS)}, got {prior!r}")
+    distribution, span = Z_PRIORS[prior]
+    return InputSpec("z", "noise", size, distribution, span)
 
 
 @dataclass
@@ -242,8 +248,8 @@ def sample_input(spec: InputSpec, n: int, rng: np.random.Generator) -> np.ndarra
 def sample_inputs(card_or_specs, n: int, seed: int = 0) -> dict[str, np.ndarray]:
     """A reproducible batch of every generator input, ``{name: (n, size) float32}``.
 
-    ``z`` is drawn first from ``default_rng(seed)`` exactly as
-    :func:`model.sampling.noise` does, so a z-only model gets the same noise either way."""
+    ``z`` is drawn first from ``default_rng(seed)``, so the noise of a seed does not depend
+    on which other inputs a model declares."""
     specs = card_or_specs.inputs if isinstance(card_or_specs, ModelCard) else list(card_or_specs)
     rng = np.random.default_rng(seed)
     return {spec.name: sample_input(spec, n, rng) for spec in specs}

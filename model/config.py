@@ -10,10 +10,12 @@ from dataclasses import dataclass, field, fields
 from model.variants import VARIANTS
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
-Z_DISTS = ("uniform", "normal")
+Z_DISTS = ("uniform", "uniform01", "normal")  # see model.card.Z_PRIORS
 #: Discriminator and generator network families (model/dcgan.py, ...).
 DISCRIMINATORS = ("cnn",)
 GENERATORS = ("dcgan",)
+#: EGAN extractors computed by formula (model/extractors.py); other names are CelebA attributes.
+EXTRACTOR_FORMULAS = ("brightness", "sharpness")
 #: Transforms of the differentiable augmentation (model/augment.py).
 AUGMENTATIONS = ("color", "translation", "cutout")
 
@@ -39,7 +41,7 @@ class TrainConfig:
     resolution: int = 64
     channels: int = 3
     z_dim: int = 100
-    z_dist: str = "uniform"     # "uniform" U(-1, 1) as in the paper, or "normal" N(0, 1)
+    z_dist: str = "uniform"     # "uniform" U(-1, 1) as in the paper, "uniform01" U(0, 1), or "normal" N(0, 1)
     base_width: int = 128       # 4x4x1024 at 64x64
     kernel_size: int = 4        # 4 as in the reference Torch code; 5 as in DCGAN-tensorflow
     batch_size: int = 64        # global batch, split across replicas
@@ -67,7 +69,7 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.z_dist not in Z_DISTS:
-            raise ValueError(f"z_dist must be 'normal' or 'uniform', got {self.z_dist!r}")
+            raise ValueError(f"z_dist must be one of {Z_DISTS}, got {self.z_dist!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("steps", "batch_size", "g_steps", "z_dim", "log_every", "checkpoint_every",

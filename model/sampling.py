@@ -9,14 +9,6 @@ from pathlib import Path
 import numpy as np
 
 
-def noise(n: int, z_dim: int = 100, dist: str = "uniform", seed: int = 0) -> np.ndarray:
-    """A reproducible ``(n, z_dim) float32`` noise batch."""
-    rng = np.random.default_rng(seed)
-    if dist == "uniform":
-        return rng.uniform(-1.0, 1.0, (n, z_dim)).astype(np.float32)
-    return rng.standard_normal((n, z_dim)).astype(np.float32)
-
-
 def to_uint8(images) -> np.ndarray:
     """Generator output in [-1, 1] -> ``uint8`` in [0, 255]."""
     return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
@@ -124,12 +116,42 @@ def input_grids(card, generator, seed: int = 0, rows: int = 8, columns: int = 10
         low, high = spec.range
         for dim in range(spec.size):
             label = spec.labels[dim] if spec.labels else str(dim)
-            values = np.linspace(low, high, columns)
-            images = generate(generator, vary_input(card, spec.name, values, rows, seed, dim))
             grids[f"{spec.name}_{label}_sweep.png"] = (
-                grid(images, rows, columns),
+                sweep(card, generator, spec.name, dim, np.linspace(low, high, columns), rows, seed),
                 f"{spec.name}[{label}] from {low:g} to {high:g} along each row; the other inputs fixed per row")
     return grids
+
+
+def sweep(card, generator, name: str, dim: int, values, rows: int, seed: int = 0) -> np.ndarray:
+    """A ``rows x len(values)`` grid image: input ``name``'s component ``dim`` set to each of
+    ``values`` along every row, the other inputs one draw per row."""
+    return grid(generate(generator, vary_input(card, name, values, rows, seed, dim)), rows, len(values))
+
+
+def attribute_sweeps(run_dir, out_dir, high: float, rows: int = 8, columns: int = 11, seed: int = 0) -> dict:
+    """One sweep grid per component of every ``attribute`` input of a run (EGAN's c), from 0 to
+    ``high``, into the existing folder ``out_dir`` as ``{input}_{label}.png``, plus
+    ``sweeps.json``. Raises ``ValueError`` when the run's card declares no such input."""
+    from pathlib import Path
+
+    from model.card import load_generator
+
+    card, generator = load_generator(run_dir)
+    specs = [s for s in card.extra_inputs if s.kind == "attribute"]
+    if not specs:
+        raise ValueError(f"{run_dir}: the model card declares no attribute input c (inputs: "
+                         f"{[s.name for s in card.inputs]}); train an EGAN (TrainEGAN)")
+    values = np.linspace(0.0, high, columns)
+    index = {}
+    for spec in specs:
+        for dim in range(spec.size):
+            label = spec.labels[dim] if spec.labels else str(dim)
+            name = f"{spec.name}_{label}.png"
+            save_png(sweep(card, generator, spec.name, dim, values, rows, seed), Path(out_dir) / name)
+            index[name] = {"input": spec.name, "component": label, "values": [round(float(v), 4) for v in values],
+                           "rows": rows, "seed": seed}
+    (Path(out_dir) / "sweeps.json").write_text(json.dumps({"run": str(run_dir), "sweeps": index}, indent=2) + "\n")
+    return index
 
 
 def export_samples(run_dir, out_dir, n: int = 64, seed: int = 0, interpolations: int = 8,

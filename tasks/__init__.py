@@ -9,12 +9,13 @@ from tasks.evaluate import CompareRuns, EvaluateGenerator
 from tasks.faces import AlignShard, DetectAlignFaces
 from tasks.raw import RAW_TASKS, Sample, raw_task
 from tasks.records import BuildTFRecords, RecordsDaily, RecordShard
-from tasks.samples import ExportSamples
+from tasks.samples import ExportAttributeSweep, ExportSamples
 from tasks.sources import DownloadCelebA, DownloadLSUN, ImportImageNet, lsun
-from tasks.train import TrainDCGAN, TrainGAN
+from tasks.train import TrainDCGAN, TrainEGAN, TrainGAN
 
 __all__ = ["paths", "Sample", "RAW_TASKS", "raw_task", "AlignShard", "DetectAlignFaces",
-           "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainGAN", "TrainDCGAN", "ExportSamples",
+           "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainGAN", "TrainDCGAN", "TrainEGAN", "ExportSamples",
+           "ExportAttributeSweep",
            "EvaluateGenerator", "CompareRuns",
            "CrawlImages", "CrawlDays", "RangeDaily",
            "DownloadCelebA", "DownloadLSUN", "ImportImageNet", "lsun"]

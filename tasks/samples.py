@@ -35,3 +35,26 @@ class ExportSamples(TrainedRun, luigi.Task):
 
     def grid_path(self) -> str:
         return f"{self.output().path}/grid.png"
+
+
+class ExportAttributeSweep(TrainedRun, luigi.Task):
+    """What each attribute code c of an EGAN run (or any run whose card declares
+    ``attribute`` inputs) does: per c, a grid with a fixed draw of the other inputs per
+    row and c swept across the columns from 0 to ``max``, in
+    ``processed/exports/{dataset}/{variant}-{version}-sweep/{input}_{name}.png``.
+    """
+    variant = luigi.Parameter(default="egan", description="Variant whose run to use (egan: TrainEGAN's).")
+    max = luigi.FloatParameter(default=2.0, description="Largest c of the sweep (the thesis shows 1, 2 and 5).")
+    rows = luigi.IntParameter(default=8, description="Rows: draws of z (and the other inputs).")
+    columns = luigi.IntParameter(default=11, description="Values of c from 0 to max.")
+    seed = luigi.IntParameter(default=0, description="Seed of the rows' draws.")
+
+    def output(self):
+        return luigi.LocalTarget(str(processed_dir("exports", self.run_dataset(),
+                                                   f"{self.run_variant()}-{version(self)}-sweep")))
+
+    def run(self):
+        from model.sampling import attribute_sweeps
+
+        with atomic_dir(self.output().path) as tmp:
+            attribute_sweeps(self.run_folder(), tmp, self.max, self.rows, self.columns, self.seed)

@@ -6,7 +6,7 @@ from dataclasses import fields
 
 import luigi
 
-from model.config import DISCRIMINATORS, GENERATORS, PRECISIONS, Z_DISTS, TrainConfig
+from model.config import DISCRIMINATORS, EXTRACTOR_FORMULAS, GENERATORS, PRECISIONS, Z_DISTS, TrainConfig
 from model.variants import VARIANTS
 from pipeline.atomic import write_json
 from tasks.common import Progress, describe, processed_dir, version
@@ -87,6 +87,10 @@ class TrainGAN(luigi.Task):
         self.config(resolution=64, channels=3)  # refuse bad settings before anything runs
 
     def requires(self):
+        return self.records()
+
+    def records(self) -> BuildTFRecords:
+        """The records this run trains on."""
         return BuildTFRecords(dataset=self.dataset)
 
     def run_dir(self):
@@ -102,7 +106,7 @@ class TrainGAN(luigi.Task):
         """The run's :class:`TrainConfig`; image size and channels from the records."""
         if resolution is None:
             from pipeline.records import read_info
-            resolution, _, channels = read_info(self.requires().folder())["image_shape"]
+            resolution, _, channels = read_info(self.records().folder())["image_shape"]
         params = {f.name: getattr(self, f.name) for f in fields(TrainConfig) if hasattr(self, f.name)}
         params["options"] = json.loads(luigi.DictParameter().serialize(self.options))  # a plain dict
         return TrainConfig(**{**params, "resolution": resolution, "channels": channels, "labels": labels or []})
@@ -111,7 +115,7 @@ class TrainGAN(luigi.Task):
         from model.train import train
         from model.variants import build_variant
 
-        folder = self.requires().folder()
+        folder = self.records().folder()
         config = self.config()
         model = build_variant(config)
         run_dir = self.run_dir()
@@ -163,12 +167,80 @@ class TrainDCGAN(TrainGAN):
                                     description="Always dcgan (use TrainGAN for the other variants).")
 
 
+class TrainEGAN(TrainGAN):
+    """EGAN (model/variants/egan.py): a DCGAN whose generator takes attribute codes c beside
+    z, tied by an extractor loss to brightness, sharpness or a CelebA attribute, so that c
+    controls it at sampling time. ``TrainGAN --variant egan`` with these parameters as its
+    ``options``; in ``pretrain`` mode an attribute extractor is the classifier of
+    ``TrainAttributeClassifier`` (trained first, then frozen)."""
+    variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
+    z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
+                                   description="Noise distribution; the thesis samples U(0, 1) (uniform01).")
+    extractor = luigi.Parameter(default="brightness",
+                                description="brightness, sharpness or attribute; comma separated for "
+                                            "several c (one per extractor).")
+    attribute = luigi.Parameter(default="", description="CelebA attribute(s) for --extractor attribute, "
+                                                        "e.g. Male or Male,Mouth_Slightly_Open.")
+    mode = luigi.ChoiceParameter(default="pretrain", choices=("pretrain", "joint"),
+                                 description="Attribute extractors: pretrain (train the classifier first, "
+                                             "then freeze it) or joint (update it each step on real images).")
+    weight = luigi.FloatParameter(default=1.0, description="lambda, the weight of the extractor loss.")
+    c_max = luigi.FloatParameter(default=2.0, description="Largest c a user may set (the card's range; "
+                                                          "training draws 0 or 1).")
+
+    def extractors(self) -> list[str]:
+        """One extractor per c: the formulas by name, ``attribute`` expanded to ``--attribute``."""
+        from model.attributes import parse_attributes
+
+        out = []
+        for name in (e.strip() for e in self.extractor.split(",") if e.strip()):
+            if name == "attribute":
+                if not self.attribute:
+                    raise ValueError("TrainEGAN --extractor attribute needs --attribute NAME (a CelebA "
+                                     "attribute such as Male or Mouth_Slightly_Open)")
+                out += parse_attributes(self.attribute)
+            elif name in EXTRACTOR_FORMULAS:
+                out.append(name)
+            else:
+                raise ValueError(f"TrainEGAN --extractor {name!r}: choose brightness, sharpness or attribute")
+        return out
+
+    def classifier_task(self):
+        """The pre-trained attribute classifier, or None (formulas only, or joint mode)."""
+        if all(e.strip() in EXTRACTOR_FORMULAS for e in self.extractor.split(",") if e.strip()):
+            return None
+        from tasks.attributes import TrainAttributeClassifier
+
+        attributes = [e for e in self.extractors() if e not in EXTRACTOR_FORMULAS]
+        if not attributes or self.mode != "pretrain":
+            return None
+        return TrainAttributeClassifier(dataset=self.dataset, attributes=",".join(attributes))
+
+    def requires(self):
+        classifier = self.classifier_task()
+        return [self.records()] + ([classifier] if classifier is not None else [])
+
+    def config(self, resolution=None, channels=None, labels=None):
+        options = {"extractors": self.extractors(), "weight": self.weight, "mode": self.mode,
+                   "c_max": self.c_max, **json.loads(luigi.DictParameter().serialize(self.options))}
+        classifier = self.classifier_task()
+        if classifier is not None:
+            options["classifier"] = classifier.output().path
+        config = super().config(resolution, channels, labels)
+        config.options = options
+        return config
+
+
+#: The training task of a variant whose runs other tasks read (others: TrainGAN --variant).
+TRAINING_TASKS = {"dcgan": TrainDCGAN, "egan": TrainEGAN}
+
+
 def training_task(dataset: str, variant: str = "dcgan") -> TrainGAN:
     """The training task ``ExportSamples``/``EvaluateGenerator`` of ``dataset`` and ``variant``
     require: ``TrainDCGAN`` (the default entry point, ``[TrainDCGAN]`` settings) for dcgan,
-    else ``TrainGAN`` (``[TrainGAN]`` settings)."""
-    if variant == "dcgan":
-        return TrainDCGAN(dataset=dataset)
+    ``TrainEGAN`` for egan, else ``TrainGAN --variant`` (``[TrainGAN]`` settings)."""
+    if variant in TRAINING_TASKS:
+        return TRAINING_TASKS[variant](dataset=dataset)
     return TrainGAN(dataset=dataset, variant=variant)
 
 

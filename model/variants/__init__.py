@@ -10,6 +10,7 @@ import importlib
 
 VARIANTS = {
     "dcgan": "model.variants.dcgan:DCGAN",
+    "egan": "model.variants.egan:EGAN",
 }
 
 

@@ -47,24 +47,41 @@ class DCGAN(GANModel):
     def inference_discriminator(self) -> keras.Model:
         return self._discriminator(fast=False)
 
+    def extra_generator_loss(self, fake: tf.Tensor, inputs: dict[str, tf.Tensor]):
+        """A term added to the generator's loss for the ``fake`` images made from ``inputs``,
+        and its scalars: ``(loss or None, {name: tensor})``. None for the plain DCGAN; EGAN
+        adds its extractor loss here."""
+        return None, {}
+
+    def extra_updates(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Updates of other networks after D and G (EGAN's jointly trained classifier);
+        returns their scalars."""
+        return {}
+
     def train_step(self, batch):
         c = self.config
         real = batch["image"]
         n = tf.shape(real)[0]
         G, D, aug = self.generator, self.discriminator, self.augment
         with tf.GradientTape() as g_tape:
-            fake = G(self.generator_input(self.sample_inputs(n)), training=True)
+            inputs = self.sample_inputs(n)
+            fake = G(self.generator_input(inputs), training=True)
             with g_tape.stop_recording(), tf.GradientTape() as d_tape:
                 real_logits = D(aug(real), training=True)
                 fake_logits = D(aug(fake), training=True)
                 d_loss = losses.discriminator_loss(real_logits, fake_logits, c.batch_size)
                 self.apply(self.d_opt, d_tape, d_loss, D.trainable_variables)
             g_loss = losses.generator_loss(D(aug(fake), training=True), c.batch_size)
-        self.apply(self.g_opt, g_tape, g_loss, G.trainable_variables)
+            extra, extra_scalars = self.extra_generator_loss(fake, inputs)
+            total = g_loss if extra is None else g_loss + extra
+        self.apply(self.g_opt, g_tape, total, G.trainable_variables)
         for _ in range(c.g_steps - 1):
             with tf.GradientTape() as g_tape:
-                fake = G(self.generator_input(self.sample_inputs(n)), training=True)
+                inputs = self.sample_inputs(n)
+                fake = G(self.generator_input(inputs), training=True)
                 g_loss = losses.generator_loss(D(aug(fake), training=True), c.batch_size)
-            self.apply(self.g_opt, g_tape, g_loss, G.trainable_variables)
+                extra, extra_scalars = self.extra_generator_loss(fake, inputs)
+                total = g_loss if extra is None else g_loss + extra
+            self.apply(self.g_opt, g_tape, total, G.trainable_variables)
         stats = losses.discriminator_stats(real_logits, fake_logits, c.batch_size)
-        return {"d_loss": d_loss, "g_loss": g_loss, **stats}
+        return {"d_loss": d_loss, "g_loss": g_loss, **stats, **extra_scalars, **self.extra_updates(batch)}

@@ -1,0 +1,162 @@
+"""EGAN, the Extractor GAN of the thesis "A Study of Generative Adversarial Networks and
+Possible Extensions of GANs": DCGAN whose generator takes attribute codes c beside z,
+with a loss that ties what an extractor F measures on G(z, c) to c.
+
+    w = [z, c], z ~ U(0, 1) (the thesis' default), each c_i drawn 0 or 1 with p = 1/2
+    D: the DCGAN discriminator and loss
+    G: the DCGAN fooling loss + weight * sum_i BCE(c_i, F_i(G(w)))
+
+Extractors (model/extractors.py): ``brightness`` and ``sharpness`` by formula, or a
+CelebA attribute through the attribute classifier (model/attributes.py), either
+pre-trained and frozen (``mode = "pretrain"``: the folder of a TrainAttributeClassifier
+run) or trained jointly (``mode = "joint"``: one classifier update on the real batch and
+its labels, smoothed to 0.9/0.1, after D and G in every step).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+import tensorflow as tf
+
+from model.card import InputSpec
+from model.extractors import FORMULAS, formula
+from model.variants.dcgan import DCGAN
+
+MODES = ("pretrain", "joint")
+
+
+@dataclass
+class EGANOptions:
+    extractors: list = field(default_factory=lambda: ["brightness"])  # one c per extractor
+    weight: float = 1.0          # lambda of the extractor loss
+    mode: str = "pretrain"       # CelebA attribute extractors: pretrain (frozen) or joint
+    classifier: str = ""         # pretrain: folder of a trained attribute classifier
+    classifier_width: int = 32   # joint: width of the classifier's first layer
+    classifier_lr: float = 1e-3  # joint: the classifier's Adam learning rate (beta1 0.5)
+    c_max: float = 2.0           # the largest c a user may set (sweeps run 0..c_max; training sees 0/1)
+
+    def __post_init__(self):
+        self.extractors = [str(e) for e in (self.extractors or [])]
+        if not self.extractors:
+            raise ValueError("EGAN needs at least one extractor: brightness, sharpness or a CelebA attribute")
+        if len(set(self.extractors)) != len(self.extractors):
+            raise ValueError(f"EGAN extractors repeat: {self.extractors}")
+        attributes = [e for e in self.extractors if e not in FORMULAS]
+        if attributes:
+            from model.attributes import parse_attributes
+            parse_attributes(attributes)  # one clear line listing the valid names
+        if self.mode not in MODES:
+            raise ValueError(f"EGAN mode must be one of {MODES}, got {self.mode!r}")
+        if attributes and self.mode == "pretrain" and not self.classifier:
+            raise ValueError("EGAN with an attribute extractor in pretrain mode needs options.classifier "
+                             "(the folder of a TrainAttributeClassifier run); TrainEGAN sets it")
+        if self.weight < 0 or self.c_max <= 0:
+            raise ValueError(f"EGAN weight must be >= 0 and c_max > 0, got {self.weight} and {self.c_max}")
+
+
+class EGAN(DCGAN):
+    """DCGAN + attribute codes c controlled through extractors (module docstring)."""
+    name = "egan"
+    Options = EGANOptions
+
+    @property
+    def attributes(self) -> list[str]:
+        """The extractors that are CelebA attributes (measured by the classifier)."""
+        return [e for e in self.options.extractors if e not in FORMULAS]
+
+    @property
+    def joint(self) -> bool:
+        return bool(self.attributes) and self.options.mode == "joint"
+
+    @property
+    def scalars(self):
+        joint = ("f_loss", "f_acc") if self.joint else ()
+        return (*DCGAN.scalars, "e_loss", *(f"e_{e}" for e in self.options.extractors), *joint)
+
+    @property
+    def plots(self):
+        return (*DCGAN.plots, ("extractor loss", ("e_loss",), None),
+                ("F(G(z, c)) - c (mean)", tuple(f"e_{e}" for e in self.options.extractors), None))
+
+    @property
+    def features(self):
+        return ("image", "attributes") if self.joint else ("image",)
+
+    def data_attributes(self):
+        return self.attributes if self.joint else None
+
+    def inputs(self):
+        o = self.options
+        c = InputSpec("c", "attribute", len(o.extractors), labels=tuple(o.extractors), range=(0.0, o.c_max),
+                      meta={"extractors": list(o.extractors), "weight": o.weight, "mode": o.mode,
+                            "train_values": [0.0, 1.0]})
+        return [*super().inputs(), c]
+
+    def build(self) -> None:
+        super().build()
+        self.classifier = None
+        if self.attributes:
+            from model.attributes import build_classifier, load_classifier
+
+            if self.joint:
+                c = self.config
+                self.classifier = build_classifier(len(self.attributes), c.resolution, c.channels,
+                                                   self.options.classifier_width)
+                self.f_opt = self.loss_scaled(keras.optimizers.Adam(self.options.classifier_lr, beta_1=0.5))
+            else:
+                loaded = load_classifier(self.options.classifier)
+                self._columns = loaded.columns(self.attributes)
+                self.classifier = loaded.model
+                self.classifier.trainable = False
+
+    def trackables(self) -> dict:
+        extra = {}
+        if self.classifier is not None:
+            extra["classifier"] = self.classifier
+        if self.joint:
+            extra["f_opt"] = self.f_opt
+        return {**super().trackables(), **extra}
+
+    def optimizer_variables(self):
+        extra = [(self.f_opt, self.classifier.trainable_variables)] if self.joint else []
+        return [*super().optimizer_variables(), *extra]
+
+    def extract(self, images: tf.Tensor) -> tf.Tensor:
+        """``(n, k)`` F values of ``images`` in [-1, 1], one column per extractor, in [0, 1]."""
+        columns, probs = [], None
+        for name in self.options.extractors:
+            if name in FORMULAS:
+                columns.append(formula(name)(images))
+            else:
+                if probs is None:
+                    probs = tf.cast(self.classifier(images, training=False), tf.float32)
+                    if not self.joint:
+                        probs = tf.gather(probs, self._columns, axis=1)
+                columns.append(probs[:, self.attributes.index(name)])
+        return tf.stack(columns, axis=1)
+
+    def extra_generator_loss(self, fake, inputs):
+        c = inputs["c"]
+        f = tf.clip_by_value(self.extract(fake), 1e-6, 1.0 - 1e-6)
+        per_example = -tf.reduce_sum(c * tf.math.log(f) + (1.0 - c) * tf.math.log(1.0 - f), axis=1)
+        loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
+        gaps = tf.reduce_sum(f - c, axis=0) / self.config.batch_size  # (k,) mean gap over the global batch
+        scalars = {"e_loss": loss, **{f"e_{e}": gaps[i] for i, e in enumerate(self.options.extractors)}}
+        return self.options.weight * loss, scalars
+
+    def extra_updates(self, batch):
+        if not self.joint:
+            return {}
+        from model.attributes import masked_bce
+
+        labels = batch["attributes"]
+        with tf.GradientTape() as tape:
+            probs = self.classifier(batch["image"], training=True)
+            loss = masked_bce(labels, probs)  # mean over the replica's known labels
+        self.apply(self.f_opt, tape, loss, self.classifier.trainable_variables)
+        known = tf.cast(labels >= 0, tf.float32)
+        right = tf.cast((probs > 0.5) == (labels > 0.5), tf.float32) * known
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return {"f_loss": loss / replicas,
+                "f_acc": tf.reduce_sum(right) / tf.maximum(tf.reduce_sum(known), 1.0) / replicas}

@@ -1,0 +1,117 @@
+"""EGAN: the extractor formulas against hand computations, one training step in each
+mode, c entering the generator, the sweep grid, and the card and serving signature
+that declare c."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from model.card import load_generator, read_card, sample_inputs  # noqa: E402
+from model.config import TrainConfig  # noqa: E402
+from model.extractors import brightness, measure, np_gradient, sharpness  # noqa: E402
+from model.sampling import attribute_sweeps, generate  # noqa: E402
+from model.serving import load_serving  # noqa: E402
+from model.train import GANTrainer, train  # noqa: E402
+
+SMALL = dict(base_width=8, batch_size=4, steps=2, checkpoint_every=1, log_every=1, seed=3,
+             precision="float32", resolution=32, variant="egan", z_dist="uniform01")
+
+
+def _to_model(uint8):
+    return tf.constant(np.asarray(uint8, np.float32) / 127.5 - 1.0)
+
+
+def test_brightness_is_the_mean_rec709_luma():
+    image = np.zeros((1, 2, 2, 3), np.uint8)
+    image[0, 0, 0] = (255, 0, 0)        # luma 0.2126
+    image[0, 0, 1] = (0, 255, 0)        # 0.7152
+    image[0, 1, 0] = (0, 0, 255)        # 0.0722
+    image[0, 1, 1] = (255, 255, 255)    # 1
+    expected = (0.2126 + 0.7152 + 0.0722 + 1.0) * 255 / (255 * 2 * 2)
+    assert float(brightness(_to_model(image))[0]) == pytest.approx(expected, abs=1e-6)
+    assert measure("brightness", image)[0] == pytest.approx(expected, abs=1e-6)
+    gray = np.full((1, 3, 3, 1), 51, np.uint8)
+    assert float(brightness(_to_model(gray))[0]) == pytest.approx(0.2, abs=1e-6)
+
+
+def test_gradient_matches_numpy_at_the_borders_and_inside():
+    f = np.random.default_rng(0).uniform(0, 1, (2, 5, 4)).astype(np.float32)
+    for axis in (1, 2):
+        np.testing.assert_allclose(np_gradient(tf.constant(f), axis).numpy(), np.gradient(f, axis=axis), atol=1e-6)
+
+
+def test_sharpness_by_hand():
+    # A 3x3 gray ramp 0, 0.5, 1 along x: numpy.gradient gives 0.5 everywhere along x
+    # (one-sided at the borders: 0.5 - 0 and 1 - 0.5; central inside: (1 - 0) / 2), 0 along y.
+    ramp = np.tile(np.array([0, 127.5, 255]), (3, 1))[None, :, :, None]
+    assert float(sharpness(_to_model(ramp))[0]) == pytest.approx(9 * 0.5 / (9 * 0.5), abs=1e-4)
+    # One bright pixel in a corner: magnitudes by hand, summed, over W*H*max.
+    spot = np.zeros((1, 3, 3, 1))
+    spot[0, 0, 0, 0] = 255
+    g = np.gradient(spot[0, :, :, 0] / 255.0)
+    mag = np.hypot(g[0], g[1])
+    assert mag.max() == pytest.approx(np.sqrt(2))  # the corner: one-sided differences of 1 in x and y
+    expected = mag.sum() / (9 * mag.max())
+    assert float(sharpness(_to_model(spot))[0]) == pytest.approx(expected, abs=1e-4)
+    assert measure("sharpness", spot.astype(np.uint8))[0] == pytest.approx(expected, abs=1e-4)
+    flat = np.full((1, 4, 4, 3), 90, np.uint8)
+    assert float(sharpness(_to_model(flat))[0]) == pytest.approx(0.0, abs=1e-3)
+
+
+def _images(n=16):
+    rng = np.random.default_rng(0)
+    return tf.data.Dataset.from_tensor_slices(rng.uniform(-1, 1, (n, 32, 32, 3)).astype("float32")).repeat().batch(4)
+
+
+@pytest.mark.parametrize("extractors", [["brightness"], ["brightness", "sharpness"]])
+def test_one_step_changes_generator_and_discriminator(extractors):
+    trainer = GANTrainer(TrainConfig(**SMALL, options={"extractors": extractors}))
+    variables = trainer.generator.trainable_variables + trainer.discriminator.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    out = trainer.train_step(next(iter(_images())))
+    assert all(not np.array_equal(a, v.numpy()) for a, v in zip(before, variables))
+    assert {"e_loss", *(f"e_{e}" for e in extractors)} <= set(out) and float(out["e_loss"]) > 0
+
+
+def test_c_enters_the_generator_and_the_card_and_signature_declare_it(tmp_path):
+    train(TrainConfig(**SMALL, options={"extractors": ["brightness", "sharpness"], "c_max": 5.0}), _images(),
+          tmp_path)
+    card = read_card(tmp_path)
+    c = card.input("c")
+    assert card.variant == "egan" and c.kind == "attribute" and c.labels == ("brightness", "sharpness")
+    assert c.range == (0.0, 5.0) and c.meta["extractors"] == ["brightness", "sharpness"]
+    assert card.z.range == (0.0, 1.0)  # U(0, 1), the thesis' z
+    card, g = load_generator(tmp_path)
+    inputs = sample_inputs(card, 3, seed=1)
+    low = generate(g, {**inputs, "c": np.zeros((3, 2), np.float32)})
+    high = generate(g, {**inputs, "c": np.full((3, 2), 5.0, np.float32)})
+    assert not np.array_equal(low, high)
+    serve = load_serving(tmp_path / "saved_model")
+    assert set(serve.structured_input_signature[1]) == {"z", "c"}
+    served = serve(z=tf.constant(inputs["z"]), c=tf.zeros((3, 2)))["images"].numpy()
+    assert np.abs(served.astype(int) - low.astype(int)).max() <= 1
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    index = attribute_sweeps(tmp_path, out, high=2.0, rows=3, columns=11)
+    assert set(index) == {"c_brightness.png", "c_sharpness.png"}
+    from PIL import Image
+    assert Image.open(out / "c_brightness.png").size == (11 * 34 + 2, 3 * 34 + 2)
+    assert index["c_brightness.png"]["values"][0] == 0 and index["c_brightness.png"]["values"][-1] == 2
+
+
+def test_bad_egan_options_are_clear():
+    from model.variants.egan import EGAN
+    with pytest.raises(ValueError, match="mode must be one of"):
+        EGAN(TrainConfig(**SMALL, options={"mode": "both"}))
+    with pytest.raises(ValueError, match="at least one extractor"):
+        EGAN(TrainConfig(**SMALL, options={"extractors": []}))
+
+
+def test_a_run_without_c_has_no_sweep(tmp_path):
+    train(TrainConfig(**{**SMALL, "variant": "dcgan", "z_dist": "uniform"}), _images(), tmp_path)
+    with pytest.raises(ValueError, match="declares no attribute input c"):
+        attribute_sweeps(tmp_path, tmp_path, 1.0)
