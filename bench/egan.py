@@ -1,0 +1,176 @@
+"""EGAN control benchmark: does c control the attribute, and what does control cost?
+
+    python bench/egan.py --data ../shared/data/celeba [--steps 1200] [--workdir processed/bench-egan]
+        [--groups "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"]
+        [--mode pretrain] [--samples 512] [--sweep-max 1] [--publish docs/images]
+
+Runs the project's own Luigi tasks through a local scheduler in a work folder of its
+own (``--workdir``; ``.`` reuses the repository's raw/ and processed/):
+
+1. ``BuildTFRecords --dataset celeba`` from the CelebA copy ``--data`` (partial local copy);
+2. the attribute classifier EGAN trains with (``TrainAttributeClassifier``, seed 0) and an
+   independent measurer trained separately (seed 1, another width), each with its held-out
+   accuracy on real test faces;
+3. one ``TrainEGAN`` run per group of extractors (one c per extractor) and a plain
+   ``TrainDCGAN`` run, all for the same ``--steps`` with the same seed and settings;
+4. per extractor: ``--samples`` draws of z (and the other c, as in training), c swept over
+   11 values from 0 to ``--sweep-max``, the attribute of every image measured independently
+   (brightness and sharpness by their formulas, attributes by the measurer), and the
+   Spearman correlation between c and the measurement over all of them;
+5. ``EvaluateGenerator`` (held-out test faces, same n) of every EGAN run and of the DCGAN.
+
+Prints one JSON line last: ``rho`` per extractor, the classifiers' accuracies, FID/KID/face
+rate of each run, steps and minutes. Targets (issue 15): brightness and sharpness
+rho >= 0.9, Male and Mouth_Slightly_Open rho >= 0.5; the others are reported as they come.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_GROUPS = "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"
+TARGETS = {"brightness": 0.9, "sharpness": 0.9, "Male": 0.5, "Mouth_Slightly_Open": 0.5}
+
+
+def configure(args) -> None:
+    """Point Luigi at the repository's luigi.cfg plus this benchmark's settings."""
+    import luigi.configuration
+    luigi.configuration.add_config_path(str(ROOT / "luigi.cfg"))
+    config = luigi.configuration.get_config()
+    work = Path(args.workdir).resolve()
+    common = {"steps": args.steps, "batch_size": args.batch_size, "checkpoint_every": max(1, args.steps // 4),
+              "sample_every": max(1, args.steps // 8), "eval_every": 0, "seed": args.seed}
+    settings = {
+        "paths": {"raw": work / "raw", "processed": work / "processed"},
+        "DownloadCelebA": {"local_dir": Path(args.data).resolve(), "allow_partial": "true"},
+        "DetectAlignFaces": {"jobs": 0},
+        "TrainDCGAN": common, "TrainEGAN": {**common, "mode": args.mode, "weight": args.weight},
+    }
+    for section, values in settings.items():
+        if not config.has_section(section):
+            config.add_section(section)
+        for key, value in values.items():
+            config.set(section, key, str(value))
+
+
+def build(task, workers: int = 1) -> float:
+    """Run ``task`` (and what it needs) with a local scheduler; minutes taken."""
+    import luigi
+    from luigi.execution_summary import LuigiStatusCode
+    start = time.time()
+    result = luigi.build([task], local_scheduler=True, workers=workers, detailed_summary=True)
+    if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
+        raise SystemExit(f"{task.task_id} failed:\n{result.summary_text}")
+    return (time.time() - start) / 60
+
+
+def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, seed: int) -> dict:
+    """Spearman's rho between c (swept) and the independently measured attribute."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from model.card import load_generator
+    from model.extractors import FORMULAS, measure
+    from model.sampling import generate, vary_input
+
+    card, generator = load_generator(run_dir)
+    spec = card.input("c")
+    dim = spec.labels.index(extractor)
+    values = np.linspace(0.0, sweep_max, 11)
+    images = generate(generator, vary_input(card, "c", values, samples, seed, dim), batch_size=256)
+    measured = measure(extractor, images) if extractor in FORMULAS else \
+        measurer.predict(images, [extractor])[:, 0].astype(np.float64)
+    c = np.tile(values, samples)
+    rho = float(spearmanr(c, measured).statistic)
+    per_value = measured.reshape(samples, len(values)).mean(axis=0)
+    return {"rho": round(rho, 4), "mean_by_c": [round(float(v), 4) for v in per_value],
+            "c": [round(float(v), 3) for v in values], "n": int(len(measured))}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="CelebA copy (img_align_celeba/ and label files)")
+    parser.add_argument("--workdir", default=str(ROOT / "processed" / "bench-egan"))
+    parser.add_argument("--steps", type=int, default=1200, help="training steps of every run (same budget)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--groups", default=DEFAULT_GROUPS, help="';'-separated groups of extractors, one "
+                                                                "EGAN run per group, one c per extractor")
+    parser.add_argument("--mode", default="pretrain", choices=("pretrain", "joint"))
+    parser.add_argument("--weight", type=float, default=1.0, help="lambda of the extractor loss")
+    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--sweep-max", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--publish", default="", help="copy one sweep grid per extractor into this folder")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)
+    configure(args)
+
+    import tasks
+    from model.attributes import load_classifier
+    from model.extractors import FORMULAS
+    log = lambda text: print(f"[egan] {text}", file=sys.stderr, flush=True)  # noqa: E731
+
+    groups = [[e.strip() for e in g.split(",") if e.strip()] for g in args.groups.split(";") if g.strip()]
+    attributes = sorted({e for g in groups for e in g if e not in FORMULAS})
+    minutes = {"records": build(tasks.BuildTFRecords(dataset="celeba"), 2)}
+    log(f"records ready in {minutes['records']:.1f} min")
+    measurer_task = tasks.TrainAttributeClassifier(dataset="celeba", attributes=",".join(attributes), seed=1,
+                                                   width=48)
+    classifiers = {}
+    if attributes:
+        minutes["measurer"] = build(measurer_task)
+        classifiers["measurer"] = load_classifier(measurer_task.output().path).card["accuracy"]
+    measurer = load_classifier(measurer_task.output().path) if attributes else None
+
+    runs = {}
+    for group in groups:
+        extractor = ",".join(dict.fromkeys(e if e in FORMULAS else "attribute" for e in group))
+        task = tasks.TrainEGAN(dataset="celeba", extractor=extractor,
+                               attribute=",".join(e for e in group if e not in FORMULAS))
+        log(f"training EGAN {group} for {args.steps} steps")
+        minutes[f"egan {'+'.join(group)}"] = build(task)
+        if task.classifier_task() is not None:
+            classifiers["training"] = load_classifier(task.classifier_task().output().path).card["accuracy"]
+        runs["+".join(group)] = (task.run_dir(), group)
+    dcgan = tasks.TrainDCGAN(dataset="celeba")
+    log(f"training the plain DCGAN for {args.steps} steps")
+    minutes["dcgan"] = build(dcgan)
+
+    rho, quality = {}, {}
+    for name, (run_dir, group) in runs.items():
+        for extractor in group:
+            rho[extractor] = control(run_dir, extractor, measurer, args.samples, args.sweep_max, args.seed)
+            log(f"{extractor}: rho {rho[extractor]['rho']}")
+    for name, run_dir in [*((f"egan {k}", v[0]) for k, v in runs.items()), ("dcgan", dcgan.run_dir())]:
+        evaluate = tasks.EvaluateGenerator(model=str(run_dir), checkpoints=False, msssim_pairs=0)
+        build(evaluate)
+        report = json.loads(Path(evaluate.output()["json"].path).read_text())
+        quality[name] = {k: report[k] for k in ("fid", "kid", "face_detect_rate", "n", "split")}
+    if args.publish:
+        from model.sampling import attribute_sweeps
+        for name, (run_dir, _) in runs.items():
+            out = Path(args.publish) / f"egan_{name.replace('+', '_')}"
+            out.mkdir(parents=True, exist_ok=True)
+            attribute_sweeps(run_dir, out, high=2.0, rows=6, columns=11, seed=args.seed)
+    print(json.dumps({
+        "rho": {k: v["rho"] for k, v in rho.items()},
+        "targets": {k: {"rho": rho[k]["rho"], "target": t, "met": rho[k]["rho"] >= t}
+                    for k, t in TARGETS.items() if k in rho},
+        "control": rho, "classifiers": classifiers, "quality": quality,
+        "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "weight": args.weight,
+        "samples": args.samples, "sweep_max": args.sweep_max,
+        "minutes": {k: round(v, 2) for k, v in minutes.items()},
+        "runs": {k: str(v[0]) for k, v in runs.items()}, "dcgan_run": str(dcgan.run_dir())}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
