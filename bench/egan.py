@@ -113,8 +113,9 @@ def main(argv=None) -> int:
     os.chdir(ROOT)
     configure(args)
 
-    import tasks
     from model.attributes import load_classifier
+
+    import tasks
     from model.extractors import FORMULAS
     log = lambda text: print(f"[egan] {text}", file=sys.stderr, flush=True)  # noqa: E731
 
@@ -145,7 +146,7 @@ def main(argv=None) -> int:
     minutes["dcgan"] = build(dcgan)
 
     rho, quality = {}, {}
-    for name, (run_dir, group) in runs.items():
+    for run_dir, group in runs.values():
         for extractor in group:
             rho[extractor] = control(run_dir, extractor, measurer, args.samples, args.sweep_max, args.seed)
             log(f"{extractor}: rho {rho[extractor]['rho']}")
