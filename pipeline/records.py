@@ -1,10 +1,12 @@
-"""Aligned faces as TFRecords in the layout of TensorFlow Datasets.
+"""Aligned faces and labeled images as TFRecords in the layout of TensorFlow Datasets.
 
 Three pieces, each plain Python (TensorFlow is not imported: the records are
 framed and the ``tf.train.Example`` protos encoded here, byte for byte what
 TensorFlow writes):
 
-- the example layout (:data:`FEATURES`) and its encoding (:func:`serialize_example`);
+- the example layouts (:data:`LAYOUTS`: "faces", and "labeled" for MNIST and
+  CIFAR-10), declared once, and their encoding (:func:`encode_example`,
+  :func:`serialize_example`); model/data.py derives its parser from them;
 - the split of an example (:func:`split_of`): CelebA's official partition when
   the source gives one, else a hash of the identity (no person in two splits)
   when the data set knows enough identities, else a hash of the photo's key;
@@ -26,6 +28,7 @@ import hashlib
 import json
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,19 +51,64 @@ DEFAULT_SPLITS = "train=0.8,validation=0.1,test=0.1"
 #: Bumped when the example layout changes (TFDS wants a semantic version).
 FORMAT_VERSION = "1.0.0"
 
-#: The example layout: name -> (dtype, shape, description). Every example has
-#: every feature; ``image`` is (size, size, 3) uint8 as raw bytes or PNG.
-FEATURES = {
-    "image": ("uint8", ["size", "size", 3], "the aligned face, RGB, row-major"),
-    "key": ("string", [], "source key of the photo"),
-    "source": ("string", [], "source name"),
-    "face": ("int64", [], "index of the face in the photo (0 = largest)"),
-    "identity": ("int64", [], "person id, -1 when unknown"),
-    "attributes": ("int8", [len(ATTRIBUTE_NAMES)], "CelebA attributes in ATTRIBUTE_NAMES order: "
-                                                   "1 yes, 0 no, -1 unknown"),
-    "landmarks": ("float32", [68, 2], "dlib's 68 (x, y) landmarks in source pixels"),
-    "transform": ("float32", [2, 3], "source -> aligned affine transform"),
+@dataclass(frozen=True)
+class Feature:
+    """One stored feature of an example, declared once: the writer
+    (:func:`encode_example`), ``features.json`` (:func:`features_json`), the
+    manifest and the TensorFlow parser (model/data.py) all derive from it.
+
+    ``dtype``/``shape``: the decoded value (``"size"`` and ``"channels"`` are
+    filled from the version's image shape); ``storage``: what the
+    ``tf.train.Example`` holds, "bytes" (one string: text, or a tensor's raw
+    bytes), "int64" or "float" (packed lists of ``prod(shape)`` values);
+    ``tfds``: its TFDS feature class ("image", "text", "scalar",
+    "class_label", "tensor").
+    """
+    dtype: str
+    shape: tuple
+    storage: str
+    tfds: str
+    description: str
+
+
+#: The example layouts: layout name -> feature name -> :class:`Feature`.
+#: "faces" (aligned faces with their metadata; every example has every
+#: feature) and "labeled" (images with a class: MNIST, CIFAR-10). ``image`` is
+#: ``(size, size, channels) uint8``, stored as raw bytes or PNG (IMAGE_FORMATS).
+LAYOUTS: dict[str, dict[str, Feature]] = {
+    "faces": {
+        "image": Feature("uint8", ("size", "size", 3), "bytes", "image", "the aligned face, RGB, row-major"),
+        "key": Feature("string", (), "bytes", "text", "source key of the photo"),
+        "source": Feature("string", (), "bytes", "text", "source name"),
+        "face": Feature("int64", (), "int64", "scalar", "index of the face in the photo (0 = largest)"),
+        "identity": Feature("int64", (), "int64", "scalar", "person id, -1 when unknown"),
+        "attributes": Feature("int8", (len(ATTRIBUTE_NAMES),), "bytes", "tensor",
+                              "CelebA attributes in ATTRIBUTE_NAMES order: 1 yes, 0 no, -1 unknown"),
+        "landmarks": Feature("float32", (68, 2), "float", "tensor", "dlib's 68 (x, y) landmarks in source pixels"),
+        "transform": Feature("float32", (2, 3), "float", "tensor", "source -> aligned affine transform"),
+    },
+    "labeled": {
+        "image": Feature("uint8", ("size", "size", "channels"), "bytes", "image",
+                         "the image, row-major: 1 channel (gray) or 3 (RGB)"),
+        "key": Feature("string", (), "bytes", "text", "source key of the image"),
+        "label": Feature("int64", (), "int64", "class_label", "class index into the manifest's class_names"),
+    },
 }
+
+
+def layout_of(info: dict) -> str:
+    """The example layout of a version's manifest ("faces" when it names none:
+    face versions are written without the key)."""
+    layout = info.get("layout", "faces")
+    if layout not in LAYOUTS:
+        raise ValueError(f"manifest layout {layout!r} unknown; this code reads {sorted(LAYOUTS)}")
+    return layout
+
+
+def feature_shape(feature: Feature, image_shape) -> list[int]:
+    """``feature.shape`` with ``"size"``/``"channels"`` taken from ``image_shape`` ``(S, S, C)``."""
+    fill = {"size": int(image_shape[0]), "channels": int(image_shape[2])}
+    return [fill.get(d, d) for d in feature.shape]
 
 
 # --- the example -------------------------------------------------------------
@@ -73,7 +121,7 @@ def attribute_vector(meta: dict) -> np.ndarray:
 
 
 def encode_image(image: np.ndarray, image_format: str = "raw") -> bytes:
-    """The bytes stored for a ``(S, S, 3) uint8`` face."""
+    """The bytes stored for a ``(S, S, C) uint8`` image (C = 3 RGB or 1 gray)."""
     image = np.ascontiguousarray(image, np.uint8)
     if image_format == "raw":
         return image.tobytes()
@@ -112,25 +160,54 @@ def _int64_feature(value: int) -> bytes:        # Feature.int64_list = 3 { packe
     return _field(3, _field(1, _varint(int(value) & 0xFFFFFFFFFFFFFFFF)))
 
 
-def serialize_example(image: np.ndarray, face: dict, image_format: str = "raw") -> bytes:
-    """A serialized ``tf.train.Example`` of one aligned face and its metadata
-    (a ``faces.jsonl`` row of pipeline/aligned.py), laid out as :data:`FEATURES`."""
+def _encode_value(feature: Feature, value) -> bytes:
+    """One feature's ``Feature`` proto from a value of its declared type."""
+    if feature.storage == "bytes":
+        if isinstance(value, str):
+            value = value.encode()
+        elif not isinstance(value, bytes):
+            value = np.ascontiguousarray(value, feature.dtype).tobytes()
+        return _bytes_feature(value)
+    if feature.storage == "int64":
+        return _int64_feature(value)
+    return _float_feature(np.asarray(value, np.float32).reshape(-1))
+
+
+def encode_example(layout: str, values: dict) -> bytes:
+    """A serialized ``tf.train.Example`` holding ``values`` (feature name ->
+    value: ``bytes``/``str`` for "bytes" storage, else an int or an array) for
+    every feature of ``LAYOUTS[layout]``; ``image`` must already be encoded
+    (:func:`encode_image`). Byte for byte what TensorFlow writes."""
+    spec = LAYOUTS[layout]
+    # Example.features = 1 { map<string, Feature> feature = 1 }, entries sorted by name.
+    entries = b"".join(_field(1, _field(1, name.encode()) + _field(2, _encode_value(spec[name], values[name])))
+                       for name in sorted(spec))
+    return _field(1, entries)
+
+
+def face_values(image: np.ndarray, face: dict, image_format: str = "raw") -> dict:
+    """The "faces" values of one aligned face and its ``faces.jsonl`` row (pipeline/aligned.py)."""
     meta = face.get("meta") or {}
     identity = meta.get("identity")
-    features = {
-        "image": _bytes_feature(encode_image(image, image_format)),
-        "key": _bytes_feature(face["key"].encode()),
-        "source": _bytes_feature(str(face.get("source", "")).encode()),
-        "face": _int64_feature(face.get("face", 0)),
-        "identity": _int64_feature(-1 if identity is None else int(identity)),
-        "attributes": _bytes_feature(attribute_vector(meta).tobytes()),
-        "landmarks": _float_feature(np.asarray(face["landmarks"], np.float32).reshape(68 * 2)),
-        "transform": _float_feature(np.asarray(face["transform"], np.float32).reshape(6)),
-    }
-    # Example.features = 1 { map<string, Feature> feature = 1 }, entries sorted by name.
-    entries = b"".join(_field(1, _field(1, name.encode()) + _field(2, value))
-                       for name, value in sorted(features.items()))
-    return _field(1, entries)
+    return {"image": encode_image(image, image_format), "key": face["key"],
+            "source": str(face.get("source", "")), "face": face.get("face", 0),
+            "identity": -1 if identity is None else int(identity), "attributes": attribute_vector(meta),
+            "landmarks": face["landmarks"], "transform": face["transform"]}
+
+
+def labeled_values(image: np.ndarray, row: dict, image_format: str = "raw") -> dict:
+    """The "labeled" values of one image and its row ``{"key", "meta": {"label"}}``."""
+    return {"image": encode_image(image, image_format), "key": row["key"], "label": int(row["meta"]["label"])}
+
+
+#: layout -> the function giving an example's values from ``(image, row, image_format)``.
+ROW_VALUES = {"faces": face_values, "labeled": labeled_values}
+
+
+def serialize_example(image: np.ndarray, face: dict, image_format: str = "raw", layout: str = "faces") -> bytes:
+    """A serialized ``tf.train.Example`` of one image and its row: a
+    ``faces.jsonl`` row for "faces", ``{"key", "meta": {"label"}}`` for "labeled"."""
+    return encode_example(layout, ROW_VALUES[layout](image, face, image_format))
 
 
 # --- TFRecord files ----------------------------------------------------------
@@ -267,11 +344,12 @@ def split_of(face: dict, rule: str, ratios: dict[str, float], official: bool = T
 
 def write_record_shard(folder, images: np.ndarray, faces: list[dict], rule: str,
                        ratios: dict[str, float], official: bool = True, image_format: str = "raw",
-                       progress=None) -> dict:
-    """Write the records of one aligned shard into ``folder`` (normally an
-    atomic temporary): ``{split}.tfrecord`` for each split that gets examples,
-    in aligned order, and ``summary.json``. Returns the summary
-    (``lengths`` and ``bytes`` per split)."""
+                       progress=None, layout: str = "faces") -> dict:
+    """Write the records of one shard into ``folder`` (normally an atomic
+    temporary): ``{split}.tfrecord`` for each split that gets examples, in
+    row order, and ``summary.json``. ``faces`` are the rows of ``images``
+    (``faces.jsonl`` rows, or ``{"key", "meta"}`` for the "labeled" layout).
+    Returns the summary (``lengths`` and ``bytes`` per split)."""
     folder = Path(folder)
     by_split: dict[str, list[int]] = {}
     for i, face in enumerate(faces):
@@ -281,7 +359,7 @@ def write_record_shard(folder, images: np.ndarray, faces: list[dict], rule: str,
         path = folder / f"{split}.tfrecord"
         with RecordWriter(path) as writer:
             for i in by_split[split]:
-                writer.write(serialize_example(images[i], faces[i], image_format))
+                writer.write(serialize_example(images[i], faces[i], image_format, layout))
                 done += 1
                 if progress is not None:
                     progress(done, len(faces))
@@ -306,24 +384,35 @@ def version_id(name: str, shards: list[str], settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def features_json(size: int, image_format: str = "raw") -> dict:
-    """``features.json`` of TFDS (``FeaturesDict.to_json()``) for :data:`FEATURES`."""
+def features_json(size: int, image_format: str = "raw", layout: str = "faces", channels: int = 3,
+                  num_classes: int | None = None) -> dict:
+    """``features.json`` of TFDS (``FeaturesDict.to_json()``) for ``LAYOUTS[layout]``."""
+    image_shape = (size, size, channels)
+    tfds = "tensorflow_datasets.core.features."
+
     def tensor(dtype, shape, encoding="none"):
-        return {"pythonClassName": "tensorflow_datasets.core.features.tensor_feature.Tensor",
+        return {"pythonClassName": tfds + "tensor_feature.Tensor",
                 "tensor": {"shape": {"dimensions": [str(d) for d in shape]} if shape else {},
                            "dtype": dtype, "encoding": encoding}}
 
-    image = (tensor("uint8", [size, size, 3], "bytes") if image_format == "raw" else
-             {"pythonClassName": "tensorflow_datasets.core.features.image_feature.Image",
-              "image": {"shape": {"dimensions": [str(size), str(size), "3"]}, "dtype": "uint8",
-                        "encodingFormat": "png"}})
-    text = {"pythonClassName": "tensorflow_datasets.core.features.text_feature.Text", "text": {}}
-    scalar = {"pythonClassName": "tensorflow_datasets.core.features.scalar.Scalar",
-              "tensor": {"shape": {}, "dtype": "int64", "encoding": "none"}}
-    features = {"image": image, "key": text, "source": text, "face": scalar, "identity": scalar,
-                "attributes": tensor("int8", [len(ATTRIBUTE_NAMES)], "bytes"),
-                "landmarks": tensor("float32", [68, 2]), "transform": tensor("float32", [2, 3])}
-    return {"type": "tensorflow_datasets.core.features.features_dict.FeaturesDict",
+    def entry(feature: Feature) -> dict:
+        shape = feature_shape(feature, image_shape)
+        if feature.tfds == "image" and image_format == "png":
+            return {"pythonClassName": tfds + "image_feature.Image",
+                    "image": {"shape": {"dimensions": [str(d) for d in shape]}, "dtype": feature.dtype,
+                              "encodingFormat": "png"}}
+        if feature.tfds == "text":
+            return {"pythonClassName": tfds + "text_feature.Text", "text": {}}
+        if feature.tfds == "scalar":
+            return {"pythonClassName": tfds + "scalar.Scalar",
+                    "tensor": {"shape": {}, "dtype": feature.dtype, "encoding": "none"}}
+        if feature.tfds == "class_label":
+            return {"pythonClassName": tfds + "class_label_feature.ClassLabel",
+                    "classLabel": {"numClasses": str(num_classes)}}
+        return tensor(feature.dtype, shape, "bytes" if feature.storage == "bytes" else "none")
+
+    features = {name: entry(feature) for name, feature in LAYOUTS[layout].items()}
+    return {"type": tfds + "features_dict.FeaturesDict",
             "content": {"features": features}, "proto_cls": "tensorflow_datasets.FeaturesDict"}
 
 
@@ -341,13 +430,17 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def write_version(folder, name: str, size: int, shards: list[tuple[str, Path, dict]],
-                  image_format: str = "raw", **manifest) -> dict:
+                  image_format: str = "raw", layout: str = "faces", channels: int = 3,
+                  class_names: list[str] | None = None, **manifest) -> dict:
     """Write a dataset version into ``folder`` (normally an atomic temporary).
 
     ``shards`` are ``(shard name, record shard folder, its summary)`` in order;
     split ``s``'s files are the shards' ``{s}.tfrecord`` (where they have one),
     linked under TFDS names. Writes ``dataset_info.json`` and ``features.json``
-    (TFDS), and ``manifest.json``; returns the manifest.
+    (TFDS; plus ``label.labels.txt`` for a labeled layout), and
+    ``manifest.json``; returns the manifest. A "labeled" manifest also has
+    ``layout``, ``class_names`` and ``num_classes``; a "faces" one has
+    ``attribute_names`` (and no ``layout`` key, as before layouts existed).
     """
     folder = Path(folder)
     splits: dict[str, dict] = {}
@@ -362,8 +455,17 @@ def write_version(folder, name: str, size: int, shards: list[tuple[str, Path, di
         lengths = [summary["lengths"][split] for _, _, summary in members]
         splits[split] = {"num_examples": sum(lengths), "shard_lengths": lengths, "files": files,
                          "num_bytes": sum(summary["bytes"][split] for _, _, summary in members)}
-    description = (f"Aligned {size}x{size} faces of the '{manifest.get('dataset', name)}' data set "
-                   f"(facegan-pipeline), version {manifest.get('version', '?')}.")
+    dataset = manifest.get("dataset", name)
+    if layout == "faces":
+        what = f"Aligned {size}x{size} faces"
+        extra = {"attribute_names": list(ATTRIBUTE_NAMES)}
+    else:
+        if not class_names:
+            raise ValueError(f"{name}: a {layout} version needs its class_names")
+        what = f"{size}x{size} {'gray' if channels == 1 else 'RGB'} images with {len(class_names)} classes"
+        extra = {"layout": layout, "class_names": list(class_names), "num_classes": len(class_names)}
+        (folder / "label.labels.txt").write_text("".join(f"{c}\n" for c in class_names))
+    description = f"{what} of the '{dataset}' data set (facegan-pipeline), version {manifest.get('version', '?')}."
     info = {"name": name, "version": FORMAT_VERSION, "description": description,
             "fileFormat": "tfrecord",
             "releaseNotes": {FORMAT_VERSION: description},
@@ -372,11 +474,12 @@ def write_version(folder, name: str, size: int, shards: list[tuple[str, Path, di
                         "filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"}
                        for s, v in splits.items()]}
     (folder / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    (folder / "features.json").write_text(json.dumps(features_json(size, image_format), indent=2) + "\n")
-    full = {"name": name, "image_shape": [size, size, 3], "image_format": image_format,
-            "format_version": FORMAT_VERSION, "features": {k: list(v) for k, v in FEATURES.items()},
-            "attribute_names": list(ATTRIBUTE_NAMES), "splits": splits,
-            "shards": [shard for shard, _, _ in shards], **manifest}
+    features = features_json(size, image_format, layout, channels, len(class_names or ()))
+    (folder / "features.json").write_text(json.dumps(features, indent=2) + "\n")
+    full = {"name": name, "image_shape": [size, size, channels], "image_format": image_format,
+            "format_version": FORMAT_VERSION,
+            "features": {k: [f.dtype, list(f.shape), f.description] for k, f in LAYOUTS[layout].items()},
+            **extra, "splits": splits, "shards": [shard for shard, _, _ in shards], **manifest}
     (folder / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
     return full
 
