@@ -7,6 +7,7 @@ from tasks.common import paths
 from tasks.crawl import CrawlDays, CrawlImages, RangeDaily
 from tasks.evaluate import CompareRuns, EvaluateGenerator
 from tasks.faces import AlignShard, DetectAlignFaces
+from tasks.labeled import DownloadCIFAR10, DownloadMNIST
 from tasks.raw import RAW_TASKS, Sample, raw_task
 from tasks.records import BuildTFRecords, RecordsDaily, RecordShard
 from tasks.samples import ExportAttributeSweep, ExportSamples
@@ -18,4 +19,4 @@ __all__ = ["paths", "Sample", "RAW_TASKS", "raw_task", "AlignShard", "DetectAlig
            "ExportAttributeSweep",
            "EvaluateGenerator", "CompareRuns",
            "CrawlImages", "CrawlDays", "RangeDaily",
-           "DownloadCelebA", "DownloadLSUN", "ImportImageNet", "lsun"]
+           "DownloadCelebA", "DownloadLSUN", "ImportImageNet", "lsun", "DownloadMNIST", "DownloadCIFAR10"]

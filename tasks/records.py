@@ -20,7 +20,9 @@ import luigi
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.records import DEFAULT_SPLITS, IMAGE_FORMATS, parse_splits
 from tasks.common import Progress, describe, processed_dir
+from tasks.common import version as task_version
 from tasks.faces import AlignmentParams, AlignShard, DetectAlignFaces
+from tasks.raw import raw_task
 
 
 class RecordParams:
@@ -87,20 +89,44 @@ class BuildTFRecords(RecordParams, luigi.Task):
     links the old record files and the new ones. ``folder()`` is the version
     folder (``dataset_info.json``, ``features.json``, ``manifest.json`` and the
     ``{dataset}{size}-{split}.tfrecord-*-of-*`` files).
+
+    A labeled data set (a raw task with ``layout = "labeled"``: mnist,
+    cifar10) needs no alignment: its records (image, key, label; official
+    train/test partition) are written straight from the raw task's source,
+    ``{dataset}-{split}.tfrecord-*-of-*`` in the same layout.
     """
-    dataset = luigi.Parameter(default="sample", description="Data set whose aligned faces to write.")
+    dataset = luigi.Parameter(default="sample", description="Data set whose aligned faces (or "
+                                                            "labeled images: mnist, cifar10) to write.")
+
+    def raw(self) -> luigi.Task:
+        return raw_task(self.dataset)
+
+    def labeled(self) -> bool:
+        """True for a labeled data set (records straight from the raw task)."""
+        return getattr(self.raw(), "layout", "faces") == "labeled"
 
     def requires(self):
-        return DetectAlignFaces(dataset=self.dataset)
+        return self.raw() if self.labeled() else DetectAlignFaces(dataset=self.dataset)
 
     def root(self) -> Path:
+        if self.labeled():
+            raw = self.raw()
+            return records_root(self.dataset, Path(f"{raw.get_task_family()}-{task_version(raw)}"),
+                                self.record_settings())
         return records_root(self.dataset, self.requires().aligned_root(), self.record_settings())
 
+    def keys_digest(self) -> str:
+        """Hash of the source's current key list."""
+        if self.labeled():
+            from pipeline.aligned import keys_digest
+            return keys_digest(self.raw().source().keys())
+        return self.requires().keys_digest()
+
     def output(self):
-        return luigi.LocalTarget(str(self.root() / "builds" / f"{self.requires().keys_digest()}.json"))
+        return luigi.LocalTarget(str(self.root() / "builds" / f"{self.keys_digest()}.json"))
 
     def complete(self):
-        return self.requires().raw().complete() and super().complete()
+        return self.raw().complete() and super().complete()
 
     def folder(self) -> Path:
         """The version folder of the source's current key set (after a build)."""
@@ -111,6 +137,8 @@ class BuildTFRecords(RecordParams, luigi.Task):
         return self.root() / json.loads(path.read_text())["version"]
 
     def run(self):
+        if self.labeled():
+            return self.run_labeled()
         from pipeline.records import resolve_rule, version_id, write_version
 
         align = self.requires()
@@ -144,11 +172,30 @@ class BuildTFRecords(RecordParams, luigi.Task):
                               inputs=summary["inputs"], settings=settings,
                               aligned=str(align.aligned_root()), lineage=describe(self))
         manifest = json.loads((root / version / "manifest.json").read_text())
-        build = {"version": version, "keys_digest": summary["keys_digest"], "inputs": summary["inputs"],
+        self._finish(manifest, summary["keys_digest"], summary["inputs"])
+
+    def run_labeled(self):
+        from pipeline.aligned import keys_digest
+        from pipeline.labeled import write_labeled_version
+        from pipeline.records import resolve_rule
+
+        source = self.raw().source()
+        rule = resolve_rule(self.split_by, 0, self.min_identities)
+        progress = Progress(self, len(source.keys()), "examples", every=1000)
+        manifest = write_labeled_version(
+            self.root(), self.dataset, source, rule, parse_splits(self.splits), self.official_partition,
+            self.image_format, self.record_settings(), progress, dataset=self.dataset,
+            keys_digest=keys_digest(source.keys()), inputs=len(source.keys()), lineage=describe(self))
+        progress.close()
+        self._finish(manifest, manifest["keys_digest"], manifest["inputs"])
+
+    def _finish(self, manifest: dict, digest: str, inputs: int) -> None:
+        """Record the version as the build of this key set, and as the latest."""
+        build = {"version": manifest["version"], "keys_digest": digest, "inputs": inputs,
                  "splits": {s: v["num_examples"] for s, v in manifest["splits"].items()}}
-        write_json(root / "latest.json", build)
+        write_json(self.root() / "latest.json", build)
         write_json(self.output().path, build)
-        self.set_status_message(f"{version}: " + ", ".join(f"{s} {n}" for s, n in build["splits"].items()))
+        self.set_status_message(f"{build['version']}: " + ", ".join(f"{s} {n}" for s, n in build["splits"].items()))
 
 
 class RecordsDaily(luigi.Task):
