@@ -74,8 +74,15 @@ class _LabeledDownload(_FetchParams):
                           f"optionally size, sha256, md5")
 
     def _log_matches(self, matched: dict[str, dict]) -> None:
+        family = self.get_task_family()
         for name, result in matched.items():
-            logger.info("%s %s: %s checksum matched", self.get_task_family(), name, result["matched"])
+            if result["matched"] == "unchecked":
+                logger.warning("%s %s: not verified (no published checksum configured)", family, name)
+            elif result["matched"] == "decompressed":
+                logger.info("%s %s: decompressed checksum matched (the .gz, md5 %s, is not the published "
+                            "file; its content, md5 %s, is)", family, name, result["md5"], result["content_md5"])
+            else:
+                logger.info("%s %s: %s checksum matched", family, name, result["matched"])
 
 
 # --- MNIST --------------------------------------------------------------------
