@@ -73,6 +73,24 @@ class _LabeledDownload(_FetchParams):
         return ValueError(f"[{family}] files: bad entry ({exc}); each needs name, urls and "
                           f"optionally size, sha256, md5")
 
+    def source_class(self) -> type[LabeledSource]:
+        raise NotImplementedError
+
+    def source(self) -> LabeledSource:
+        """The data set as a :class:`LabeledSource` over :meth:`root` (one per process)."""
+        root = self.root()
+        return _memo((self.raw_name, str(root)), partial(self.source_class(), root), root,
+                     Path(self.output().path))
+
+    def finish(self, matched: dict[str, dict]) -> None:
+        """Log what each file's checksum matched and write the marker (last)."""
+        self._log_matches(matched)
+        source = self.source()
+        write_json(self.output().path, {
+            "name": self.raw_name, "root": str(self.root().resolve()), "local_dir": self.local_dir,
+            "files": matched, "examples": {p: len(images) for p, (images, _) in source.arrays.items()},
+            "image_shape": list(source.image_shape), "class_names": source.class_names})
+
     def _log_matches(self, matched: dict[str, dict]) -> None:
         family = self.get_task_family()
         for name, result in matched.items():
@@ -144,17 +162,11 @@ class DownloadMNIST(_LabeledDownload, luigi.Task):
 
                 download(bare, root, policy=self.policy(), check=check, progress=report, max_bytes=64 << 20)
             report.close()
-        self._log_matches(matched)
-        source = self.source()
-        write_json(self.output().path, {
-            "name": "mnist", "root": str(root.resolve()), "local_dir": self.local_dir, "files": matched,
-            "examples": {p: len(images) for p, (images, _) in source.arrays.items()},
-            "image_shape": list(source.image_shape), "class_names": source.class_names})
+        self.finish(matched)
 
-    def source(self) -> LabeledSource:
+    def source_class(self) -> type[LabeledSource]:
         from pipeline.mnist import MNISTSource
-        root = self.root()
-        return _memo(("mnist", str(root)), partial(MNISTSource, root), root, Path(self.output().path))
+        return MNISTSource
 
 
 # --- CIFAR-10 -----------------------------------------------------------------
@@ -219,20 +231,13 @@ class DownloadCIFAR10(_LabeledDownload, luigi.Task):
             checked = self._archive().md5 or self._archive().sha256
             matched[ARCHIVE] = {"matched": "archive" if checked else "unchecked", "path": str(archive)}
             extract_batches(archive, root)
-        folder = check_folder(root)
-        md5s = verify_batches(folder, dict(self.batches))
+        md5s = verify_batches(check_folder(root), dict(self.batches))
         matched["batches"] = {"matched": "batches" if self.batches else "unchecked", "md5": md5s}
-        self._log_matches(matched)
-        source = self.source()
-        write_json(self.output().path, {
-            "name": "cifar10", "root": str(folder.resolve()), "local_dir": self.local_dir, "files": matched,
-            "examples": {p: len(images) for p, (images, _) in source.arrays.items()},
-            "image_shape": list(source.image_shape), "class_names": source.class_names})
+        self.finish(matched)
 
-    def source(self) -> LabeledSource:
+    def source_class(self) -> type[LabeledSource]:
         from pipeline.cifar import CIFAR10Source
-        root = self.root()
-        return _memo(("cifar10", str(root)), partial(CIFAR10Source, root), root, Path(self.output().path))
+        return CIFAR10Source
 
 
 RAW_TASKS.update(mnist=DownloadMNIST, cifar10=DownloadCIFAR10)
