@@ -38,6 +38,9 @@ class MissingFilesError(FileNotFoundError):
 def missing_files_error(dataset: str, root: str | Path, missing: list[str], expected: list[str],
                         fix: str) -> MissingFilesError:
     """The one-line error for a folder that lacks ``missing`` of the ``expected`` files."""
+    if not Path(root).is_dir():
+        return MissingFilesError(f"{dataset} folder {root} does not exist (expected it to hold "
+                                 f"{', '.join(expected)}); {fix}")
     return MissingFilesError(f"{dataset} folder {root} lacks {', '.join(missing)} (expected: "
                              f"{', '.join(expected)}); {fix}")
 

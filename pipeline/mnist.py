@@ -38,6 +38,9 @@ FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
          "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 FILE_NAMES = [name for pair in FILES.values() for name in pair]
 CLASS_NAMES = [str(d) for d in range(10)]
+#: Largest ``.gz`` accepted from a mirror (the files are at most 9.9 MB; a
+#: re-compressed copy may be larger, so its size is not fixed in advance).
+MAX_GZ_BYTES = 64 << 20
 #: IDX type byte -> big-endian numpy dtype.
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

@@ -141,7 +141,7 @@ class DownloadMNIST(_LabeledDownload, luigi.Task):
         check_folder(root)
 
     def run(self):
-        from pipeline.mnist import FILE_NAMES, GzipFile, verify_gz
+        from pipeline.mnist import FILE_NAMES, MAX_GZ_BYTES, GzipFile, verify_gz
 
         self.check()
         published, root = self.published(), self.root()
@@ -160,7 +160,7 @@ class DownloadMNIST(_LabeledDownload, luigi.Task):
                 def check(path, spec=spec):
                     matched[spec.name] = verify_gz(path, spec)
 
-                download(bare, root, policy=self.policy(), check=check, progress=report, max_bytes=64 << 20)
+                download(bare, root, policy=self.policy(), check=check, progress=report, max_bytes=MAX_GZ_BYTES)
             report.close()
         self.finish(matched)
 

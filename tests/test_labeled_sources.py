@@ -203,6 +203,10 @@ def test_local_mnist_copy_missing_a_file_fails_while_scheduling(small, tmp_path,
         result = build(tasks.BuildTFRecords(dataset="mnist"))
     assert result.status == LuigiStatusCode.SCHEDULING_FAILED and started_tasks == []
     assert "lacks train-labels-idx1-ubyte.gz" in caplog.text
+    small("DownloadMNIST", "local_dir", tmp_path / "nowhere")
+    with pytest.raises(MissingFilesError, match=r"MNIST folder .*nowhere does not exist \(expected it to hold "
+                                                r"train-images-idx3-ubyte.gz, .*\[DownloadMNIST\] local_dir\)$"):
+        tasks.DownloadMNIST().complete()
 
 
 def test_mnist_download_from_loopback_verifies_either_checksum(small, http_server, tmp_path):
