@@ -107,16 +107,18 @@ class TrainGAN(luigi.Task):
         if resolution is None:
             from pipeline.records import read_info
             resolution, _, channels = read_info(self.records().folder())["image_shape"]
+        labels = list(labels or [])
         params = {f.name: getattr(self, f.name) for f in fields(TrainConfig) if hasattr(self, f.name)}
         params["options"] = json.loads(luigi.DictParameter().serialize(self.options))  # a plain dict
-        return TrainConfig(**{**params, "resolution": resolution, "channels": channels, "labels": labels or []})
+        return TrainConfig(**{**params, "resolution": resolution, "channels": channels, "labels": labels})
 
     def run(self):
+        from model.data import class_names
         from model.train import train
         from model.variants import build_variant
 
         folder = self.records().folder()
-        config = self.config()
+        config = self.config(labels=class_names(folder))
         model = build_variant(config)
         run_dir = self.run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -141,13 +143,10 @@ class TrainGAN(luigi.Task):
 
 
 def training_data(folder, config: TrainConfig, model):
-    """The batches ``model`` (a variant) trains on, from the records version ``folder``."""
-    from model.data import image_dataset
-    batch = model.images_per_step()
-    if tuple(model.features) == ("image",):
-        return image_dataset(folder, "train", batch, config.shuffle_buffer, config.seed)
+    """The batches ``model`` (a variant) trains on, from the records version ``folder``: dicts
+    of the features it reads, ``model.images_per_step()`` images each."""
     from model.data import training_dataset
-    return training_dataset(folder, "train", batch, config.shuffle_buffer, config.seed,
+    return training_dataset(folder, "train", model.images_per_step(), config.shuffle_buffer, config.seed,
                             features=model.features, attributes=model.data_attributes())
 
 

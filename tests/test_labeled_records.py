@@ -203,3 +203,5 @@ def test_train_dcgan_on_mnist_records(mnist, luigi_config):
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     run = json.loads((tasks.TrainDCGAN(dataset="mnist").run_dir() / "result.json").read_text())
     assert run["config"]["resolution"] == 28 and run["config"]["channels"] == 1 and run["step"] == 2
+    card = json.loads((tasks.TrainDCGAN(dataset="mnist").run_dir() / "model_card.json").read_text())
+    assert card["channels"] == 1 and card["training"]["labels"] == [str(d) for d in range(10)]
