@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.atomic import atomic_dir, atomic_file
+from pipeline.atomic import Busy, atomic_dir, atomic_file, atomic_path, locked
+from pipeline.jsonl import JsonlLog, read_jsonl, write_jsonl
 from pipeline.sample import MAX_ROTATION, make_photo, write_sample
 from pipeline.sources import DirectorySource, shard_keys
 
@@ -67,3 +68,64 @@ def test_atomic_file_cleans_only_dead_writers_temporaries(tmp_path):
     with atomic_file(tmp_path / "data.npy") as fh:
         np.save(fh, np.arange(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-data.npy-1-x2", "data.npy"]
+
+
+def test_atomic_path_publishes_what_a_library_wrote_by_path(tmp_path):
+    from PIL import Image as PILImage
+
+    final = tmp_path / "grid.png"
+    with atomic_path(final) as tmp:
+        assert tmp.suffix == ".png" and tmp.parent == tmp_path and not tmp.exists()
+        PILImage.new("RGB", (4, 4)).save(tmp)  # PIL picks PNG from the suffix
+    assert PILImage.open(final).format == "PNG"
+    folder = tmp_path / "saved_model"
+    (folder / "old.pb").parent.mkdir()
+    (folder / "old.pb").write_bytes(b"old")
+    with atomic_path(folder) as tmp:          # a library that writes a folder
+        tmp.mkdir()
+        (tmp / "saved_model.pb").write_bytes(b"new")
+    assert sorted(p.name for p in folder.iterdir()) == ["saved_model.pb"]
+    with pytest.raises(RuntimeError):
+        with atomic_path(final) as tmp:
+            tmp.write_bytes(b"half a png")
+            raise RuntimeError("killed")
+    assert PILImage.open(final).format == "PNG"
+    with pytest.raises(FileNotFoundError, match="nothing was written"):
+        with atomic_path(tmp_path / "never.png"):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "saved_model"]
+
+
+def test_atomic_path_cleans_temporaries_of_dead_writers(tmp_path):
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (tmp_path / f".tmp-model.keras-{dead}-ab12.keras").write_bytes(b"left by a killed run")
+    with atomic_path(tmp_path / "model.keras") as tmp:
+        tmp.write_bytes(b"model")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_locked_keeps_a_second_writer_out(tmp_path):
+    with locked(tmp_path / "lock", "busy: another writer"):
+        with pytest.raises(Busy, match="busy: another writer"):
+            with locked(tmp_path / "lock", "busy: another writer"):
+                pass
+    with locked(tmp_path / "lock", "busy"):  # released: free again
+        pass
+
+
+def test_jsonl_skips_a_torn_last_line_and_names_damage(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "b"')  # killed mid-append
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+    with JsonlLog(path) as log:                     # cut before appending again
+        log.append({"a": 4})
+    assert path.read_text() == '{"a": 1}\n{"a": 2}\n{"a": 4}\n'
+    path.write_text('{"a": 1}\nnot json\n{"a": 2}\n')
+    with pytest.raises(ValueError, match=r"log.jsonl:2 is not JSON"):
+        read_jsonl(path)
+    assert read_jsonl(tmp_path / "absent.jsonl") == []
+    write_jsonl(tmp_path / "new.jsonl", [{"b": 2, "a": 1}])
+    assert (tmp_path / "new.jsonl").read_text() == '{"a": 1, "b": 2}\n'
