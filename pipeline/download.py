@@ -10,26 +10,30 @@ where the last one stopped.
 URLs, sizes and checksums are data (luigi.cfg), not code: a :class:`RemoteFile`
 is built from them with :meth:`RemoteFile.from_dict`. A mirror written as
 ``gdrive:<file id>`` goes through Google Drive's confirmation pages.
+
+Requests go through :mod:`pipeline.httpclient` (public addresses only, every
+redirect hop checked, retries with backoff and ``Retry-After``), the same
+client the crawler uses.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import html
 import logging
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import IO, Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from tqdm import tqdm
-from urllib3.util.retry import Retry
+
+from pipeline import httpclient
+from pipeline.atomic import lock_file
+from pipeline.httpclient import Policy, Transient
 
 log = logging.getLogger(__name__)
 
@@ -96,38 +100,6 @@ class RemoteFile:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Timeouts, retries and backoff; tests pass small values.
-
-    ``total`` retries apply per HTTP request (connect errors, read timeouts,
-    ``status_forcelist`` answers, honouring ``Retry-After`` up to
-    ``retry_after_max`` seconds); ``attempts`` is how often a transfer cut off
-    mid-body is resumed before the mirror is given up. Waits grow as
-    ``backoff_factor * 2**n``, capped at ``backoff_max``.
-    """
-    total: int = 5
-    attempts: int = 5
-    backoff_factor: float = 1.0
-    backoff_max: float = 60.0
-    retry_after_max: float = 60.0
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    status_forcelist: tuple[int, ...] = (429, 500, 502, 503, 504)
-
-    def __post_init__(self):
-        if self.backoff_factor <= 0:
-            raise ValueError("backoff_factor must be > 0 so that retries back off")
-
-    @property
-    def timeout(self) -> tuple[float, float]:
-        return (self.connect_timeout, self.read_timeout)
-
-    def backoff(self, failures: int) -> float:
-        """Seconds to wait after ``failures`` consecutive failed attempts."""
-        return min(self.backoff_max, self.backoff_factor * 2 ** max(failures - 1, 0))
-
-
-@dataclass(frozen=True)
 class DriveEndpoints:
     """Google Drive URLs; a parameter so tests can point them at loopback.
     Confirmation forms are only followed to these hosts."""
@@ -139,31 +111,10 @@ class DriveEndpoints:
         return urlsplit(url).netloc in allowed
 
 
-def _capped_retry_class(cap: float) -> type[Retry]:
-    """A Retry that never sleeps longer than ``cap`` on a ``Retry-After``
-    (a server asking for an hour must not stall a pipeline for an hour)."""
-
-    class CappedRetry(Retry):
-        def parse_retry_after(self, retry_after: str) -> float:
-            return min(float(super().parse_retry_after(retry_after)), cap)
-
-    return CappedRetry
-
-
-def make_session(policy: RetryPolicy = RetryPolicy()) -> requests.Session:
-    """A session whose every request retries with exponential backoff."""
-    retry = _capped_retry_class(policy.retry_after_max)(
-        total=policy.total, connect=policy.total, read=policy.total, status=policy.total,
-        backoff_factor=policy.backoff_factor, backoff_max=policy.backoff_max,
-        status_forcelist=policy.status_forcelist, respect_retry_after_header=True,
-        raise_on_status=False, allowed_methods=frozenset({"GET", "HEAD"}))
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    # Byte counts and hashes are of the file as published, never re-encoded.
-    session.headers["Accept-Encoding"] = "identity"
-    return session
+def make_session(allow=()) -> requests.Session:
+    """A :func:`pipeline.httpclient.session` for downloads: byte counts and
+    hashes are of the file as published, so nothing is re-encoded in transit."""
+    return httpclient.session(allow, headers={"Accept-Encoding": "identity"})
 
 
 # --- verification -----------------------------------------------------------
@@ -289,22 +240,18 @@ def _is_html_response(resp: requests.Response) -> bool:
 
 
 def _read_text(resp: requests.Response, limit: int = HTML_SNIFF_BYTES) -> str:
-    data = b""
-    for chunk in resp.iter_content(8192):
-        data += chunk
-        if len(data) >= limit:
-            break
+    data = httpclient.read_capped(resp, limit, truncate=True)
     resp.close()
-    return data[:limit].decode(resp.encoding or "utf-8", errors="replace")
+    return data.decode(resp.encoding or "utf-8", errors="replace")
 
 
 def _open_drive(session, file_id, headers, policy, drive, name) -> requests.Response:
     """Follow Drive's confirmation pages until the file itself answers."""
     method, url, params = "GET", drive.uc_url, {"export": "download", "id": file_id}
     for _ in range(4):
-        resp = session.request(method, url, params=params if method == "GET" else None,
-                               data=params if method != "GET" else None, headers=headers,
-                               stream=True, timeout=policy.timeout)
+        resp = httpclient.open_url(session, url, policy, method=method,
+                                   params=params if method == "GET" else None,
+                                   data=params if method != "GET" else None, headers=headers)
         if not _is_html_response(resp) or name.lower().endswith((".html", ".htm")):
             return resp
         page = _read_text(resp)
@@ -324,7 +271,7 @@ def _open(session, url, offset, policy, drive, name) -> requests.Response:
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     if url.startswith(GDRIVE_PREFIX):
         return _open_drive(session, url[len(GDRIVE_PREFIX):], headers, policy, drive, name)
-    return session.get(url, headers=headers, stream=True, timeout=policy.timeout)
+    return httpclient.open_url(session, url, policy, headers=headers)
 
 
 def _start(session, url, fh, policy, drive, name) -> tuple[requests.Response, int]:
@@ -372,9 +319,9 @@ def _transfer(session, url, fh, remote, policy, drive, max_bytes, report) -> Non
     with resp:
         if resp.status_code == 416:
             return
+        httpclient.raise_for_retry(resp)
         if resp.status_code not in (200, 206):
-            retried = " after retries" if resp.status_code in policy.status_forcelist else ""
-            raise DownloadError(f"{remote.name}: HTTP {resp.status_code} from {resp.url}{retried}")
+            raise DownloadError(f"{remote.name}: HTTP {resp.status_code} from {resp.url}")
         if _is_html_response(resp) and not remote.name.lower().endswith((".html", ".htm")):
             raise html_page_error(remote.name, resp.url, _read_text(resp))
         total = _expected_total(resp, offset)
@@ -384,7 +331,7 @@ def _transfer(session, url, fh, remote, policy, drive, max_bytes, report) -> Non
         cap = remote.size if remote.size is not None else max_bytes
         done = offset
         report(done, total or remote.size, reset=True)
-        for chunk in resp.iter_content(CHUNK):
+        for chunk in httpclient.iter_body(resp, CHUNK):
             if done == 0 and looks_like_html(chunk[:1024]):
                 raise html_page_error(remote.name, resp.url, chunk[:HTML_SNIFF_BYTES].decode(
                     "utf-8", errors="replace"))
@@ -399,30 +346,29 @@ def _transfer(session, url, fh, remote, policy, drive, max_bytes, report) -> Non
 
 #: Failures that mean the partial file holds wrong bytes (not just too few).
 _BAD_CONTENT = (ChecksumError, SizeError, HTMLPageError, IntegrityError)
-_NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout,
-                   requests.exceptions.ChunkedEncodingError)
 
 
 def _fetch_mirror(session, url, fh, remote, policy, drive, max_bytes, report) -> None:
-    """Transfer from one mirror, resuming after network failures; attempts
-    that moved the file forward do not count against ``policy.attempts``."""
-    failures = 0
+    """Transfer from one mirror, resuming after transient failures (network
+    errors, timeouts, 429 and 5xx answers) as :class:`pipeline.httpclient.Retrier`
+    says; an attempt that moved the file forward restarts the count."""
+    retrier = httpclient.Retrier(policy)
     while True:
         before = fh.seek(0, os.SEEK_END)
         try:
             return _transfer(session, url, fh, remote, policy, drive, max_bytes, report)
-        except _NETWORK_ERRORS as exc:
-            progressed = fh.seek(0, os.SEEK_END) > before
-            failures = 1 if progressed else failures + 1
-            if failures >= policy.attempts:
-                raise DownloadError(f"{remote.name}: {url} failed {failures} times in a row: "
-                                    f"{exc}") from exc
-            wait = policy.backoff(failures)
-            log.warning("%s: transfer from %s broke off (%s); resuming in %.1f s",
-                        remote.name, url, exc, wait)
-            time.sleep(wait)
-        except requests.RequestException as exc:
-            raise DownloadError(f"{remote.name}: {url}: {exc}") from exc
+        except Transient as exc:
+            try:
+                retrier.failed(exc, progressed=fh.seek(0, os.SEEK_END) > before)
+            except Transient:
+                if exc.reason.startswith("http_"):
+                    raise DownloadError(f"{remote.name}: HTTP {exc.reason[5:]} from {url} after "
+                                        f"retries{'; ' + exc.detail if exc.detail else ''}") from None
+                raise DownloadError(f"{remote.name}: {url} failed {retrier.failures} times in a "
+                                    f"row: {exc}") from None
+            log.warning("%s: transfer from %s broke off (%s); resuming", remote.name, url, exc)
+        except httpclient.NetGuardError as exc:
+            raise DownloadError(f"{remote.name}: {url}: refused: {exc}") from exc
 
 
 def _verify(path: Path, remote: RemoteFile, check: Callable[[Path], None] | None) -> None:
@@ -472,17 +418,9 @@ class _Progress:
         self.bar.close()
 
 
-def _lock(fh: IO[bytes], part: Path) -> None:
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise DownloadError(f"{part} is being written by another process; wait for it or "
-                            f"stop it") from None
-
-
 def download(remote: RemoteFile, dest_dir: str | os.PathLike, *,
-             session: requests.Session | None = None, policy: RetryPolicy = RetryPolicy(),
-             drive: DriveEndpoints = DriveEndpoints(),
+             session: requests.Session | None = None, policy: Policy | None = None,
+             allow=(), drive: DriveEndpoints = DriveEndpoints(),
              check: Callable[[Path], None] | None = None,
              progress: ProgressFn | None = None, max_bytes: int | None = None) -> Path:
     """Fetch ``remote`` into ``dest_dir/remote.name`` and return that path.
@@ -490,7 +428,8 @@ def download(remote: RemoteFile, dest_dir: str | os.PathLike, *,
     Mirrors are tried in order. The file appears under its final name only
     once it verifies (size, hashes, then ``check``, e.g. zip integrity where no
     checksum is published); a file already there that verifies is kept as is.
-    ``max_bytes`` caps files of unknown size.
+    ``max_bytes`` caps files of unknown size. ``allow`` admits non-public
+    addresses (tests on loopback) when no ``session`` is given.
     """
     dest_dir = Path(dest_dir)
     final = dest_dir / remote.name
@@ -502,11 +441,12 @@ def download(remote: RemoteFile, dest_dir: str | os.PathLike, *,
             log.warning("%s exists but does not verify (%s); downloading it again", final, exc)
     dest_dir.mkdir(parents=True, exist_ok=True)
     part = dest_dir / f".{remote.name}.part"
-    session = session or make_session(policy)
+    policy = policy or Policy()
+    session = session or make_session(allow)
     report = _Progress(remote.name, progress)
     errors: list[DownloadError] = []
     with open(part, "a+b") as fh:
-        _lock(fh, part)
+        lock_file(fh, f"{part} is being written by another process; wait for it or stop it")
         try:
             for url in remote.urls:
                 try:

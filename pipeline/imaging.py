@@ -4,11 +4,18 @@ Photos arrive as JPEG with EXIF rotation tags, grayscale, RGBA, palette, CMYK,
 16-bit PNG/TIFF or truncated files. Everything downstream wants one thing:
 an upright ``(H, W, 3) uint8`` RGB array; everything else is a
 :class:`DecodeError` whose ``reason`` goes into the rejection log.
+
+This is the one decoder of the project: the crawler (which keeps images) and
+alignment (which reads them) share its formats (:data:`FORMATS`), its pixel
+cap (:data:`MAX_PIXELS`) and its reasons (``empty``, ``undecodable``,
+``truncated``, ``too_large``), so the crawler keeps exactly what alignment
+can read.
 """
 from __future__ import annotations
 
 import io
 import warnings
+from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
@@ -52,11 +59,60 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 _SWAPS_SIDES = frozenset({5, 6, 7, 8})
 
 
+#: The formats Pillow may decode here (PPM covers .ppm and .pgm). Others are
+#: never opened: Pillow would hand EPS to Ghostscript, and PSD, ICO, ... add
+#: attack surface for no image a face data set needs.
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "PPM")
+
+
+@contextmanager
+def _decoding(data: bytes):
+    """Pillow's many failure modes as :class:`DecodeError` reasons."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise DecodeError("too_large", str(exc)) from None
+    except UnidentifiedImageError:
+        raise DecodeError("undecodable", f"not a {'/'.join(FORMATS)} image (starts {data[:8]!r})") from None
+    except OSError as exc:
+        reason = "truncated" if "truncated" in str(exc).lower() else "undecodable"
+        raise DecodeError(reason, str(exc) or type(exc).__name__) from None
+    except Exception as exc:  # Pillow raises assorted errors on corrupt input
+        raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}") from None
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """The image, structure verified and size checked, pixels not decoded yet."""
+    if not data:
+        raise DecodeError("empty", "zero bytes")
+    with Image.open(io.BytesIO(data), formats=FORMATS) as probe:
+        if probe.width * probe.height > max_pixels:
+            raise DecodeError("too_large", f"{probe.width}x{probe.height} is over the "
+                                           f"{max_pixels} pixel cap")
+        probe.verify()  # checksums and chunk structure (PNG); leaves probe unusable
+    return Image.open(io.BytesIO(data), formats=FORMATS)
+
+
+def load_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The fully decoded PIL image of ``data``, as stored (no EXIF turn, any mode).
+
+    Raises :class:`DecodeError` with reason ``empty``, ``undecodable``,
+    ``truncated`` or ``too_large`` (checked from the header, before decoding).
+    """
+    with _decoding(data):
+        img = _open(data, max_pixels)
+        img.load()
+    return img
+
+
 def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode ``data`` to an upright ``(H, W, 3) uint8`` RGB array.
 
-    EXIF orientation is applied. Raises :class:`DecodeError` with reason
-    ``empty``, ``undecodable``, ``truncated`` or ``too_large``.
+    EXIF orientation is applied. Raises :class:`DecodeError` as :func:`load_image`.
     """
     return decode_reduced(data, None, max_pixels)[0]
 
@@ -71,40 +127,27 @@ def decode_reduced(data: bytes, factor_for: Callable[[int, int], int] | None = N
     Returns ``(rgb, factor)``: decoded pixel ``p`` covers source pixels around
     ``(p + 0.5) * factor - 0.5``. Other formats always decode in full (factor 1).
     """
-    if not data:
-        raise DecodeError("empty", "zero bytes")
     factor = 1
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > max_pixels:
-                raise DecodeError("too_large", f"{img.width}x{img.height} exceeds {max_pixels} pixels")
-            if factor_for is not None and img.format == "JPEG":
-                w, h = img.size
-                if _orientation(img) in _SWAPS_SIDES:
-                    w, h = h, w
-                wanted = int(factor_for(w, h))
-                if wanted > 1 and img.draft(None, (img.width // wanted, img.height // wanted)):
-                    factor = img.decoderconfig[0]  # the scale libjpeg will use
-            img.load()
-    except DecodeError:
-        raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise DecodeError("too_large", str(exc)) from None
-    except UnidentifiedImageError:
-        raise DecodeError("undecodable", f"not an image format Pillow reads (starts {data[:8]!r})") from None
-    except OSError as exc:
-        reason = "truncated" if "truncated" in str(exc).lower() else "undecodable"
-        raise DecodeError(reason, str(exc) or type(exc).__name__) from None
-    except Exception as exc:  # Pillow raises assorted errors on corrupt input
-        raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}") from None
+    with _decoding(data):
+        img = _open(data, max_pixels)
+        if factor_for is not None and img.format == "JPEG":
+            w, h = upright_size(img)
+            wanted = int(factor_for(w, h))
+            if wanted > 1 and img.draft(None, (img.width // wanted, img.height // wanted)):
+                factor = img.decoderconfig[0]  # the scale libjpeg will use
+        img.load()
     if _orientation(img) != 1:
         try:
             ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of the pixels
         except Exception:  # a corrupt EXIF block: the pixels are fine, keep them as stored
             pass
     return np.asarray(_to_rgb(img)), factor
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of ``img`` once its EXIF orientation is applied."""
+    w, h = img.size
+    return (h, w) if _orientation(img) in _SWAPS_SIDES else (w, h)
 
 
 def _orientation(img: Image.Image) -> int:

@@ -1,17 +1,24 @@
-"""Keep outbound HTTP on the public internet.
+"""Keep outbound HTTP on the public internet, and within its time.
 
 A crawler follows URLs that strangers wrote, so a page (or a redirect) can
 point it at 127.0.0.1, the LAN, or a cloud metadata service such as
-169.254.169.254. This module refuses those:
+169.254.169.254, or hold it for ever with a server that drips bytes. This
+module refuses those; :mod:`pipeline.httpclient` is the client built on it.
 
-* :func:`check_url` resolves a URL's host and refuses it unless every address
-  is globally routable (or inside an explicit test allow-list), before any
+* :func:`parse_target` reads a URL's scheme, host and port exactly as urllib3
+  (which makes the connection) reads them, and refuses a URL that Python's
+  ``urlsplit`` reads differently, or that holds credentials or a backslash:
+  ``http://127.0.0.2:8080\\@127.0.0.1/`` is 127.0.0.1 to ``urlsplit`` but
+  127.0.0.2:8080 to urllib3;
+* :func:`check_url` resolves the host and refuses it unless every address is
+  globally routable (or admitted by an explicit test allow-list), before any
   connection is made;
-* :func:`guarded_get` follows redirects itself (``allow_redirects=False``), so
-  every hop is checked the same way, with a hop cap and loop detection;
-* :func:`guarded_session` mounts an adapter that checks the peer address of
-  every new connection again, which closes the gap between the check and the
-  connect (DNS rebinding) and protects plain ``session.get`` calls too.
+* :class:`GuardedAdapter` checks the peer address and port of every new
+  connection again with the same rule, which closes the gap between the check
+  and the connect (DNS rebinding, a parser the URL check did not foresee);
+* :class:`Deadline` bounds a whole request in wall-clock time: connect,
+  headers, body and every redirect hop. A server that sends a byte just
+  before each read timeout is cut off when the deadline passes.
 
 Proxies from the environment are ignored (``trust_env=False``): through a
 proxy the address check would test the wrong machine.
@@ -20,20 +27,25 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable
-from urllib.parse import urldefrag, urljoin, urlsplit
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[IPAddress]]
 
 SCHEMES = ("http", "https")
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class NetGuardError(Exception):
@@ -45,6 +57,10 @@ class UnsupportedScheme(NetGuardError):
     reason = "unsupported_scheme"
 
 
+class InvalidURL(NetGuardError):
+    reason = "invalid_url"
+
+
 class NonPublicAddress(NetGuardError):
     reason = "non_public_address"
 
@@ -53,13 +69,70 @@ class UnresolvableHost(NetGuardError):
     reason = "dns_error"
 
 
-class RedirectLoop(NetGuardError):
-    reason = "redirect_loop"
+class DeadlineExceeded(TimeoutError):
+    """The request's :class:`Deadline` passed."""
 
 
-class TooManyRedirects(NetGuardError):
-    reason = "too_many_redirects"
+# --- URLs -----------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Target:
+    """Where a request goes: ``scheme``, ``host`` (lower case, IPv6 without
+    brackets) and ``port`` (the scheme's default when the URL has none)."""
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def netloc(self) -> str:
+        """``host`` or ``host:port`` (default port left out), IPv6 in brackets."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+
+
+def _idna(host: str) -> str:
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise InvalidURL(f"host {host!r} is not a valid international domain name") from None
+
+
+def parse_target(url: str) -> Target:
+    """The :class:`Target` of an http(s) URL, as the HTTP client will connect.
+
+    Raises :class:`UnsupportedScheme` for other schemes, :class:`InvalidURL`
+    for a URL with credentials, a backslash or a control character, no host,
+    a bad port, or one that ``urlsplit`` and urllib3 read as different hosts
+    or ports (whitespace in the authority among them).
+    """
+    if any(c == "\\" or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise InvalidURL(f"{url!r} holds a backslash or a control character")
+    try:
+        split = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidURL(f"{url}: {exc}") from None
+    scheme = split.scheme.lower()
+    if scheme not in SCHEMES:
+        raise UnsupportedScheme(f"scheme {split.scheme or '(none)'!r} of {url} is not http/https")
+    if any(c.isspace() for c in split.netloc):
+        raise InvalidURL(f"{url!r} holds whitespace in its host part")
+    try:
+        ours, theirs = split.port, parse_url(url)
+    except (ValueError, LocationParseError) as exc:
+        raise InvalidURL(f"{url}: {exc}") from None
+    if split.username is not None or split.password is not None or theirs.auth:
+        raise InvalidURL(f"{url} carries credentials (user:password@)")
+    if not split.hostname or not theirs.host:
+        raise InvalidURL(f"no host in {url}")
+    host = theirs.host.strip("[]").lower()
+    port = theirs.port or DEFAULT_PORTS[scheme]
+    if _idna(split.hostname) != host or (ours or DEFAULT_PORTS[scheme]) != port:
+        raise InvalidURL(f"{url} names {split.hostname}:{ours} to one parser and {host}:{port} "
+                         f"to another")
+    return Target(scheme, host, port)
+
+
+# --- addresses ----------------------------------------------------------------------
 
 def is_public(ip: IPAddress) -> bool:
     """True when ``ip`` is globally routable unicast.
@@ -77,29 +150,56 @@ def is_public(ip: IPAddress) -> bool:
     return ip.is_global and not any(special)
 
 
-def parse_networks(networks: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
-    """``['127.0.0.0/8', ...]`` as network objects; a bad entry raises ValueError."""
-    parsed = []
-    for net in networks:
-        try:
-            parsed.append(ipaddress.ip_network(net, strict=False))
-        except ValueError as exc:
-            raise ValueError(f"allow_networks entry {net!r} is not a network: {exc}") from None
-    return tuple(parsed)
+@dataclass(frozen=True)
+class Allowed:
+    """One allow-list entry: every address of ``network``, on ``port`` only when set."""
+    network: IPNetwork
+    port: int | None = None
 
-
-def check_address(ip: IPAddress | str, allow_networks: Iterable[IPNetwork] = ()) -> None:
-    """Raise :class:`NonPublicAddress` unless ``ip`` is public or allow-listed."""
-    ip = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
-    if is_public(ip):
-        return
-    for net in allow_networks:
-        if ip.version == net.version and ip in net:
-            return
+    def admits(self, ip: IPAddress, port: int | None) -> bool:
+        if self.port is not None and port != self.port:
+            return False
+        if ip.version == self.network.version and ip in self.network:
+            return True
         mapped = getattr(ip, "ipv4_mapped", None)
-        if mapped is not None and mapped in net:
-            return
-    raise NonPublicAddress(f"address {ip} is not globally routable")
+        return mapped is not None and mapped in self.network
+
+
+AllowList = tuple[Allowed, ...]
+
+
+def _allowed(entry: str | Allowed) -> Allowed:
+    if isinstance(entry, Allowed):
+        return entry
+    text = str(entry).strip()
+    try:
+        return Allowed(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        pass
+    host, sep, port = text.rpartition(":")
+    try:
+        if sep and port.isdigit() and 0 < int(port) < 65536:
+            return Allowed(ipaddress.ip_network(host.strip("[]")), int(port))
+    except ValueError:
+        pass
+    raise ValueError(f"allow_networks entry {entry!r} is neither a network (127.0.0.0/8) nor "
+                     f"an address:port (127.0.0.1:8080)")
+
+
+def parse_allow_list(entries: Iterable[str | Allowed]) -> AllowList:
+    """``['127.0.0.0/8', '127.0.0.1:8080', '[::1]:8080']`` as :class:`Allowed`
+    entries (networks, or one address on one port); a bad entry raises ValueError."""
+    return tuple(_allowed(entry) for entry in entries)
+
+
+def check_address(ip: IPAddress | str, allow: AllowList = (), port: int | None = None) -> None:
+    """Raise :class:`NonPublicAddress` unless ``ip`` is public or ``allow`` admits
+    it (on ``port``, for entries that name one)."""
+    ip = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+    if is_public(ip) or any(entry.admits(ip, port) for entry in allow):
+        return
+    where = f"{ip}" if port is None else f"{ip} port {port}"
+    raise NonPublicAddress(f"address {where} is not globally routable")
 
 
 def resolve(host: str, port: int) -> list[IPAddress]:
@@ -115,121 +215,167 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     return [ipaddress.ip_address(info[4][0]) for info in infos]
 
 
-def check_url(url: str, allow_networks: Iterable[IPNetwork] = (),
-              resolver: Resolver = resolve) -> list[IPAddress]:
-    """Refuse ``url`` unless it is http(s) and *all* its host's addresses pass.
+def check_url(url: str, allow: AllowList = (), resolver: Resolver = resolve) -> Target:
+    """Refuse ``url`` unless :func:`parse_target` accepts it and *all* its
+    host's addresses pass :func:`check_address`; returns its target.
 
     All, not any: a name that resolves to one public and one private address
     could otherwise be connected to the private one.
     """
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in SCHEMES:
-        raise UnsupportedScheme(f"scheme {parts.scheme or '(none)'!r} of {url} is not http/https")
-    try:
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-    except ValueError:
-        raise UnsupportedScheme(f"bad port in {url}") from None
-    if not parts.hostname:
-        raise UnsupportedScheme(f"no host in {url}")
-    addresses = resolver(parts.hostname, port)
+    target = parse_target(url)
+    addresses = resolver(target.host, target.port)
     if not addresses:
-        raise UnresolvableHost(f"{parts.hostname!r} has no address")
+        raise UnresolvableHost(f"{target.host!r} has no address")
     for ip in addresses:
         try:
-            check_address(ip, allow_networks)
+            check_address(ip, allow, target.port)
         except NonPublicAddress as exc:
             raise NonPublicAddress(f"{url}: {exc}") from None
-    return addresses
+    return target
 
 
-class _PeerCheck:
-    """Connection mixin: refuse a socket whose peer is not allowed, before any byte is sent."""
-    allow_networks: tuple[IPNetwork, ...] = ()
+# --- the deadline ---------------------------------------------------------------------
+
+class Deadline:
+    """``with Deadline(seconds):`` every request made in the block, in this
+    thread, ends by then.
+
+    Connections opened in the block get at most the time left to connect;
+    every connection used in it (new or pooled) is shut down when the time is
+    up, so a blocked read returns at once whatever the read timeout. The
+    client then reports a timeout (:attr:`expired` says why the read failed).
+    """
+    _local = threading.local()
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds
+        self.expired = False
+        self._watched: list = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._outer: Deadline | None = None
+
+    @classmethod
+    def current(cls) -> Deadline | None:
+        """The innermost active deadline of this thread, or None."""
+        return getattr(cls._local, "deadline", None)
+
+    def remaining(self) -> float:
+        return self.ends - time.monotonic()
+
+    def check(self) -> None:
+        """Raise :class:`DeadlineExceeded` once the time is up."""
+        if self.expired or self.remaining() <= 0:
+            self.expired = True
+            raise DeadlineExceeded(f"the deadline of {self.seconds:g} s passed")
+
+    def watch(self, conn_or_sock) -> None:
+        """Shut ``conn_or_sock`` (a socket, or a connection whose ``sock`` is
+        looked up then) down when the deadline passes."""
+        with self._lock:
+            self._watched.append(conn_or_sock)
+            expired = self.expired
+        if expired:
+            _shut(conn_or_sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            watched = list(self._watched)
+        for item in watched:
+            _shut(item)
+
+    def _arm(self) -> None:
+        self._timer = threading.Timer(max(0.0, self.remaining()), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent in the block is not counted (a politeness wait between
+        hops is the client's choice, not the server's slowness)."""
+        self._timer.cancel()
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.ends += time.monotonic() - start
+            self._arm()
+
+    def __enter__(self) -> Deadline:
+        self._outer = Deadline.current()
+        Deadline._local.deadline = self
+        self._arm()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        Deadline._local.deadline = self._outer
+
+
+def _shut(conn_or_sock) -> None:
+    sock = getattr(conn_or_sock, "sock", conn_or_sock)
+    if sock is None:
+        return
+    try:
+        # The plain socket's shutdown, also for TLS sockets: SSLSocket.shutdown
+        # would drop its TLS state under a thread still reading from it.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except (OSError, TypeError):
+        pass
+
+
+# --- connections ----------------------------------------------------------------------
+
+class _Guarded:
+    """Connection mixin: refuse a socket whose peer the allow rules refuse,
+    before any byte is sent; keep within the thread's :class:`Deadline`."""
+    allow: AllowList = ()
 
     def _new_conn(self):
+        deadline = Deadline.current()
+        if deadline is not None:
+            deadline.check()
+            if self.timeout is None or self.timeout > deadline.remaining():
+                self.timeout = max(deadline.remaining(), 0.001)
         sock = super()._new_conn()
+        host, port = sock.getpeername()[:2]
         try:
-            check_address(sock.getpeername()[0], self.allow_networks)
+            check_address(host.split("%")[0], self.allow, port)
         except NonPublicAddress:
             sock.close()
             raise
+        if deadline is not None:
+            deadline.watch(sock)
         return sock
+
+    def request(self, *args, **kwargs):
+        deadline = Deadline.current()
+        if deadline is not None:
+            deadline.check()
+            deadline.watch(self)  # a pooled connection made under an earlier deadline
+        return super().request(*args, **kwargs)
 
 
 class GuardedAdapter(HTTPAdapter):
-    """An HTTPAdapter whose connections check their peer address at connect time."""
+    """An HTTPAdapter whose connections check their peer and keep the deadline."""
 
-    def __init__(self, allow_networks: Iterable[str | IPNetwork] = (), **kwargs):
-        self.allow_networks = parse_networks(allow_networks)
+    def __init__(self, allow: Iterable[str | Allowed] = (), **kwargs):
+        self.allow = parse_allow_list(allow)
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
-        nets = {"allow_networks": self.allow_networks}
-        http_conn = type("GuardedHTTPConnection", (_PeerCheck, HTTPConnection), nets)
-        https_conn = type("GuardedHTTPSConnection", (_PeerCheck, HTTPSConnection), nets)
+        rules = {"allow": self.allow}
+        http_conn = type("GuardedHTTPConnection", (_Guarded, HTTPConnection), rules)
+        https_conn = type("GuardedHTTPSConnection", (_Guarded, HTTPSConnection), rules)
         self.poolmanager.pool_classes_by_scheme = {
-            "http": type("GuardedHTTPPool", (HTTPConnectionPool,),
-                         {"ConnectionCls": http_conn}),
-            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,),
-                          {"ConnectionCls": https_conn}),
+            "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
         }
 
     def __getstate__(self):
         state = super().__getstate__()
-        state["allow_networks"] = self.allow_networks
+        state["allow"] = self.allow
         return state
-
-
-def guarded_session(allow_networks: Iterable[str | IPNetwork] = (),
-                    headers: dict[str, str] | None = None) -> requests.Session:
-    """A session that can only reach public addresses (plus ``allow_networks``,
-    meant for tests on loopback), ignores environment proxies, and does not
-    retry on its own (callers own their retry policy)."""
-    session = requests.Session()
-    session.trust_env = False
-    adapter = GuardedAdapter(allow_networks, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers.update(headers or {})
-    return session
-
-
-def _allow_networks_of(session: requests.Session, url: str) -> tuple[IPNetwork, ...]:
-    adapter = session.get_adapter(url)
-    if not isinstance(adapter, GuardedAdapter):
-        raise TypeError("guarded_get needs a session made by netguard.guarded_session")
-    return adapter.allow_networks
-
-
-def guarded_get(session: requests.Session, url: str, *, timeout, max_hops: int = 5,
-                before_hop: Callable[[str], None] | None = None,
-                resolver: Resolver = resolve, headers: dict[str, str] | None = None
-                ) -> requests.Response:
-    """GET ``url`` with streaming, following up to ``max_hops`` redirects.
-
-    Each hop is checked by :func:`check_url` before connecting, then passed to
-    ``before_hop(url)`` (robots rules, rate limits: raise to refuse). Returns
-    the final response, still streaming: the caller closes it. Its ``url`` is
-    the final URL and ``history`` holds the (closed) redirect responses.
-    """
-    seen: set[str] = set()
-    history: list[requests.Response] = []
-    for _ in range(max_hops + 1):
-        url = urldefrag(url).url
-        if url in seen:
-            raise RedirectLoop(f"redirect loop back to {url}")
-        seen.add(url)
-        check_url(url, _allow_networks_of(session, url), resolver)
-        if before_hop is not None:
-            before_hop(url)
-        response = session.get(url, timeout=timeout, stream=True,
-                               allow_redirects=False, headers=headers)
-        location = response.headers.get("Location")
-        if response.status_code not in REDIRECT_STATUSES or not location:
-            response.history = history
-            return response
-        response.close()
-        history.append(response)
-        url = urljoin(url, location.strip())
-    raise TooManyRedirects(f"more than {max_hops} redirects, last to {url}")

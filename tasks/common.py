@@ -1,6 +1,7 @@
 """What every task shares: the paths config, output versions, progress reporting."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -9,11 +10,27 @@ from pathlib import Path
 import luigi
 from luigi.task import flatten
 
+#: Non-public networks (or ``address:port`` entries) that downloads and crawls
+#: may connect to. Empty: public addresses only. Tests on 127.0.0.1 set it; it
+#: is deliberately no task parameter, so no luigi.cfg or command line can open
+#: the address guard (pipeline/netguard.py).
+ALLOW_NETWORKS: tuple[str, ...] = ()
+
 
 class paths(luigi.Config):
     """Where inputs and derived data live (``[paths]`` in luigi.cfg)."""
     raw = luigi.Parameter(default="raw", description="Folder of downloaded, crawled and generated inputs.")
     processed = luigi.Parameter(default="processed", description="Folder of everything derived.")
+
+
+def defaults_of(cls) -> dict[str, object]:
+    """The field defaults of a dataclass (``FaceAligner``, ``CrawlConfig``, ...).
+
+    Task parameters take their defaults from the plain-Python object they
+    configure, so every default is stated once, in pipeline/.
+    """
+    return {f.name: f.default for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING}
 
 
 def raw_dir(*parts: str) -> Path:

@@ -18,16 +18,17 @@ import luigi
 # registered here: `luigi --module tasks RangeDaily --of CrawlImages` works.
 from luigi.tools.range import RangeDaily
 
+from pipeline.crawl import CrawlConfig
 from pipeline.sources import DirectorySource, Item, Source
-from tasks.common import raw_dir
+from tasks import common
+from tasks.common import defaults_of, raw_dir
 from tasks.raw import RAW_TASKS
 
-__all__ = ["ALLOW_NETWORKS", "CrawlDays", "CrawlImages", "CrawlSource", "RangeDaily"]
+__all__ = ["CrawlDays", "CrawlImages", "CrawlSource", "RangeDaily"]
 
-#: Non-public networks (CIDR strings) the crawler may connect to. Empty: public
-#: addresses only. Tests on 127.0.0.1 set it; it is deliberately not a task
-#: parameter, so no luigi.cfg or command line can open the address guard.
-ALLOW_NETWORKS: tuple[str, ...] = ()
+
+#: CrawlConfig's defaults: the parameters below take theirs from here.
+C = defaults_of(CrawlConfig)
 
 
 class CrawlImages(luigi.Task):
@@ -45,47 +46,47 @@ class CrawlImages(luigi.Task):
     contact_url = luigi.Parameter(default="", significant=False,
                                   description="Required: a page saying who runs this crawler and how "
                                               "to reach you; sent in the User-Agent.")
-    user_agent = luigi.Parameter(default="facegan-pipeline/0.1", significant=False,
+    user_agent = luigi.Parameter(default=C["user_agent"], significant=False,
                                  description="Product token 'name/version'; robots.txt groups "
                                              "match its name.")
     allowed_hosts = luigi.ListParameter(default=[], significant=False,
-                                        description="Hosts that may be fetched, as a JSON list; "
-                                                    "[] = the seeds' hosts.")
-    max_depth = luigi.IntParameter(default=2, significant=False,
+                                        description="Hosts ('host' or 'host:port') that may be "
+                                                    "fetched, as a JSON list; [] = the seeds' hosts.")
+    max_depth = luigi.IntParameter(default=C["max_depth"], significant=False,
                                    description="Links followed from a seed page (0 = the seeds only).")
-    max_pages = luigi.IntParameter(default=200, significant=False,
+    max_pages = luigi.IntParameter(default=C["max_pages"], significant=False,
                                    description="HTML pages fetched per day, at most.")
     max_images = luigi.IntParameter(default=0, significant=False,
                                     description="Images kept per day, at most (0 = no cap).")
-    min_delay = luigi.FloatParameter(default=1.0, significant=False,
+    min_delay = luigi.FloatParameter(default=C["min_delay"], significant=False,
                                      description="Seconds between two requests to one host, at least "
                                                  "(robots.txt Crawl-delay wins when longer).")
-    max_crawl_delay = luigi.FloatParameter(default=60.0, significant=False,
+    max_crawl_delay = luigi.FloatParameter(default=C["max_crawl_delay"], significant=False,
                                            description="A host asking for a longer Crawl-delay is skipped.")
-    connect_timeout = luigi.FloatParameter(default=5.0, significant=False,
+    connect_timeout = luigi.FloatParameter(default=C["connect_timeout"], significant=False,
                                            description="Seconds to connect.")
-    read_timeout = luigi.FloatParameter(default=15.0, significant=False,
+    read_timeout = luigi.FloatParameter(default=C["read_timeout"], significant=False,
                                         description="Seconds one socket read may wait.")
-    deadline = luigi.FloatParameter(default=60.0, significant=False,
+    deadline = luigi.FloatParameter(default=C["deadline"], significant=False,
                                     description="Seconds one response may take in all.")
-    max_image_bytes = luigi.IntParameter(default=20 * 2**20, significant=False,
+    max_image_bytes = luigi.IntParameter(default=C["max_image_bytes"], significant=False,
                                          description="Larger images are rejected (too_large).")
-    max_page_bytes = luigi.IntParameter(default=5 * 2**20, significant=False,
+    max_page_bytes = luigi.IntParameter(default=C["max_page_bytes"], significant=False,
                                         description="Larger pages are rejected (too_large).")
-    max_robots_bytes = luigi.IntParameter(default=512 * 2**10, significant=False,
+    max_robots_bytes = luigi.IntParameter(default=C["max_robots_bytes"], significant=False,
                                           description="robots.txt is read up to this many bytes.")
-    max_pixels = luigi.IntParameter(default=40_000_000, significant=False,
+    max_pixels = luigi.IntParameter(default=C["max_pixels"], significant=False,
                                     description="Images over this many pixels are rejected before "
-                                                "decoding (decompression_bomb).")
-    max_hops = luigi.IntParameter(default=5, significant=False,
+                                                "decoding (too_large); alignment's cap.")
+    max_hops = luigi.IntParameter(default=C["max_hops"], significant=False,
                                   description="Redirects followed per URL, at most.")
-    retries = luigi.IntParameter(default=3, significant=False,
+    retries = luigi.IntParameter(default=C["retries"], significant=False,
                                  description="Retries of a timeout, connection error, 429 or 5xx.")
-    backoff = luigi.FloatParameter(default=1.0, significant=False,
+    backoff = luigi.FloatParameter(default=C["backoff"], significant=False,
                                    description="First retry wait in seconds; doubles each retry.")
-    max_backoff = luigi.FloatParameter(default=60.0, significant=False,
+    max_backoff = luigi.FloatParameter(default=C["max_backoff"], significant=False,
                                        description="Longest retry wait; a longer Retry-After gives up.")
-    phash_threshold = luigi.IntParameter(default=6, significant=False,
+    phash_threshold = luigi.IntParameter(default=C["phash_threshold"], significant=False,
                                          description="Perceptual-hash distance (0-64) up to which an image "
                                                      "is a near duplicate of one kept today or earlier.")
 
@@ -109,7 +110,7 @@ class CrawlImages(luigi.Task):
     def crawl_config(self):
         """The :class:`pipeline.crawl.CrawlConfig` of these parameters; a one-line
         ``ValueError`` naming the ``[CrawlImages]`` key when one is unusable."""
-        from pipeline.crawl import CrawlConfig, read_seeds
+        from pipeline.crawl import read_seeds
         if not self.contact_url.strip():
             raise ValueError("[CrawlImages] contact_url is empty: set it in luigi.cfg (or pass "
                              "--CrawlImages-contact-url) to a page saying who runs this crawler "
@@ -126,7 +127,7 @@ class CrawlImages(luigi.Task):
                 max_robots_bytes=self.max_robots_bytes, max_pixels=self.max_pixels,
                 max_hops=self.max_hops, retries=self.retries, backoff=self.backoff,
                 max_backoff=self.max_backoff, phash_threshold=self.phash_threshold,
-                allow_networks=ALLOW_NETWORKS)
+                allow_networks=common.ALLOW_NETWORKS)
         except (OSError, ValueError) as exc:
             raise ValueError(f"[CrawlImages] {exc}") from None
 

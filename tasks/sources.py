@@ -33,7 +33,8 @@ from pipeline.celeba import (
     image_dir,
     prepare_celeba,
 )
-from pipeline.download import RemoteFile, RetryPolicy, download
+from pipeline.download import RemoteFile, download
+from pipeline.httpclient import Policy
 from pipeline.imagenet import (
     HOW_TO_GET,
     ImageNetNotConfigured,
@@ -43,6 +44,7 @@ from pipeline.imagenet import (
 )
 from pipeline.lsun import LSUNSource, export_lmdb, extract_lmdb, find_lmdb, lsun_remote_file, verify_zip
 from pipeline.sources import Source, list_images
+from tasks import common
 from tasks.common import Progress, raw_dir, version
 from tasks.raw import RAW_TASKS
 
@@ -81,14 +83,18 @@ class _Report:
 
 class _FetchParams:
     """Network settings shared by the download tasks (a mixin, not a task)."""
-    retries = luigi.IntParameter(default=5, significant=False,
-                                 description="Retries per HTTP request and resumes per broken "
-                                             "transfer, with exponential backoff.")
-    timeout = luigi.FloatParameter(default=60.0, significant=False,
+    retries = luigi.IntParameter(default=Policy.retries, significant=False,
+                                 description="Retries of a failed request or broken transfer in a "
+                                             "row, with exponential backoff.")
+    timeout = luigi.FloatParameter(default=Policy.read_timeout, significant=False,
                                    description="Seconds without data before a request is retried.")
 
-    def policy(self) -> RetryPolicy:
-        return RetryPolicy(total=self.retries, attempts=max(self.retries, 1), read_timeout=self.timeout)
+    def policy(self) -> Policy:
+        return Policy(retries=self.retries, read_timeout=self.timeout)
+
+    def fetch_options(self) -> dict:
+        """The keyword arguments of :func:`pipeline.download.download` these settings give."""
+        return {"policy": self.policy(), "allow": common.ALLOW_NETWORKS}
 
 
 def _local(path: str) -> Path | None:
@@ -196,7 +202,7 @@ class DownloadCelebA(_FetchParams, luigi.Task):
                     shutil.copyfile(path, self.root() / path.name)
         if not local:
             report = _Report(self, "MiB downloaded", unit=1 << 20)
-            prepare_celeba(self.root(), self.remote_files(), policy=self.policy(), progress=report)
+            prepare_celeba(self.root(), self.remote_files(), progress=report, **self.fetch_options())
             report.close()
             missing = check_local_dir(self.root(), self.sizes(), self.allow_partial, self.num_images)
         write_json(self.output().path, {
@@ -305,7 +311,7 @@ class DownloadLSUN(_FetchParams, luigi.Task):
         else:
             kind = "zip"
             report = _Report(self, "MiB downloaded", unit=1 << 20)
-            path = download(remote, raw_dir("lsun", "downloads"), policy=self.policy(), check=verify_zip,
+            path = download(remote, raw_dir("lsun", "downloads"), **self.fetch_options(), check=verify_zip,
                             progress=report, max_bytes=self.max_gib << 30)
             report.close()
         if kind == "zip":

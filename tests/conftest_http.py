@@ -81,8 +81,8 @@ class Handler(BaseHTTPRequestHandler):
 class LoopbackServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), Handler)
+    def __init__(self, host: str = "127.0.0.1"):
+        super().__init__((host, 0), Handler)
         self.routes: dict[str, Callable[[Handler], None]] = {}
         self.log: list[Request] = []
         self.lock = threading.Lock()
@@ -94,22 +94,53 @@ class LoopbackServer(ThreadingHTTPServer):
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
 
+    @property
+    def netloc(self) -> str:
+        """``host:port`` of this server (an allow-list entry admitting exactly it)."""
+        return f"{self.server_address[0]}:{self.server_address[1]}"
+
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+        return f"http://{self.netloc}{path}"
 
     def requests_to(self, path: str) -> list[Request]:
         return [r for r in self.log if r.path == path]
 
 
-@pytest.fixture
-def http_server():
-    server = LoopbackServer()
+def start_server(host: str = "127.0.0.1") -> LoopbackServer:
+    """A started :class:`LoopbackServer` on ``host`` (any 127.x address works on Linux)."""
+    server = LoopbackServer(host)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
+    server.thread = thread
+    return server
+
+
+def stop_server(server: LoopbackServer) -> None:
+    server.shutdown()
+    server.server_close()
+    server.thread.join(5)
+
+
+@pytest.fixture
+def start_http_server():
+    """``start(host="127.0.0.1")`` starts another server (on any 127.x address);
+    every server started is stopped after the test."""
+    started = []
+
+    def start(host: str = "127.0.0.1") -> LoopbackServer:
+        started.append(start_server(host))
+        return started[-1]
+
+    yield start
+    for server in started:
+        stop_server(server)
+
+
+@pytest.fixture
+def http_server():
+    server = start_server()
     try:
         yield server
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        stop_server(server)

@@ -28,22 +28,12 @@ import pytest
 import requests
 from PIL import Image, ImageDraw
 
-from pipeline import netguard
-from pipeline.crawl import (
-    INDEX,
-    REJECTED,
-    SUMMARY,
-    CrawlConfig,
-    Rejected,
-    crawl,
-    decode_image,
-    earlier_outputs,
-    extract_links,
-    normalize_url,
-    parse_robots,
-    read_jsonl,
-    read_seeds,
-)
+from pipeline import httpclient, netguard
+from pipeline.crawl import INDEX, REJECTED, SUMMARY, CrawlConfig, crawl, earlier_outputs, read_seeds
+from pipeline.imaging import DecodeError, load_image
+from pipeline.jsonl import read_jsonl
+from pipeline.links import extract_links, normalize_url
+from pipeline.robots import parse_robots
 from pipeline.sources import DirectorySource, list_images
 
 CONTACT = "https://example.org/face-pipeline-crawler"
@@ -401,13 +391,13 @@ def test_full_crawl_records_a_reason_for_everything_else(full):
         u("/img/scene-q35.jpg"): "near_duplicate",
         u("/img/huge.png"): "too_large",
         u("/img/huge-stream.png"): "too_large",
-        u("/img/bomb.png"): "decompression_bomb",
+        u("/img/bomb.png"): "too_large",
         u("/img/fake.jpg"): "undecodable",
-        u("/img/truncated.png"): "undecodable",
+        u("/img/truncated.png"): "truncated",
         u("/img/page.jpg"): "not_an_image_content_type",
         u("/img/missing.png"): "http_404",
         u("/img/error.png"): "http_500",
-        u("/img/busy.png"): "http_429_exhausted",
+        u("/img/busy.png"): "http_429",
         u("/img/stall.jpg"): "timeout",
         u("/img/drip.jpg"): "timeout",
         u("/img/redirect-private.png"): "robots_disallowed",
@@ -436,7 +426,7 @@ def test_full_crawl_records_a_reason_for_everything_else(full):
     assert near["distance"] <= THRESHOLD
     assert "Content-Length" in rows[u("/img/huge.png")]["detail"]
     assert "byte cap" in rows[u("/img/huge-stream.png")]["detail"]
-    assert rows[u("/img/drip.jpg")]["detail"] == "response deadline passed"
+    assert rows[u("/img/drip.jpg")]["detail"] == "the deadline of 1 s passed"
     assert "169.254.169.254" in rows[u("/img/redirect-metadata.png")]["detail"]
     assert rows[u("/deep.html")]["page_url"] == u("/cycle-b.html")
 
@@ -709,23 +699,23 @@ def test_extract_links_reads_a_img_srcset_and_base():
 def test_decode_image_pixel_cap_is_ours_not_pillows():
     limit = Image.MAX_IMAGE_PIXELS
     under_pillow = bilevel_png(8000, 8000)                   # 64 MP: Pillow alone would load it
-    with pytest.raises(Rejected) as err:
-        decode_image(under_pillow, 40_000_000)
-    assert err.value.reason == "decompression_bomb" and "pixel cap" in err.value.detail
-    with pytest.raises(Rejected) as err:
-        decode_image(IMAGES["circle"], max_pixels=S * S - 1)
-    assert err.value.reason == "decompression_bomb"
-    assert decode_image(IMAGES["circle"], max_pixels=S * S).size == (S, S)
+    with pytest.raises(DecodeError) as err:
+        load_image(under_pillow, 40_000_000)
+    assert err.value.reason == "too_large" and "pixel cap" in err.value.detail
+    with pytest.raises(DecodeError) as err:
+        load_image(IMAGES["circle"], max_pixels=S * S - 1)
+    assert err.value.reason == "too_large"
+    assert load_image(IMAGES["circle"], max_pixels=S * S).size == (S, S)
     assert Image.MAX_IMAGE_PIXELS == limit
 
 
 def test_decode_image_refuses_formats_outside_the_list():
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
     ico = _encode(_circle().resize((32, 32)), "ICO")
-    for data in (eps, ico, b""):
-        with pytest.raises(Rejected) as err:
-            decode_image(data, 40_000_000)
-        assert err.value.reason == "undecodable"
+    for data, reason in ((eps, "undecodable"), (ico, "undecodable"), (b"", "empty")):
+        with pytest.raises(DecodeError) as err:
+            load_image(data, 40_000_000)
+        assert err.value.reason == reason
 
 
 def test_config_errors_are_one_line_and_name_the_field(tmp_path):
@@ -764,17 +754,26 @@ def test_public_addresses_pass(address):
 
 
 def test_allow_list_admits_only_its_networks():
-    nets = netguard.parse_networks(LOOPBACK)
+    nets = netguard.parse_allow_list(LOOPBACK)
     netguard.check_address("127.0.0.1", nets)
     netguard.check_address("::ffff:127.0.0.1", nets)
     for address in ("169.254.169.254", "10.0.0.1", "::1"):
         with pytest.raises(netguard.NonPublicAddress):
             netguard.check_address(address, nets)
+    one = netguard.parse_allow_list(["127.0.0.1:8080", "[::1]:8081"])
+    netguard.check_address("127.0.0.1", one, 8080)
+    netguard.check_address("::1", one, 8081)
+    for address, port in (("127.0.0.1", 8081), ("127.0.0.2", 8080), ("127.0.0.1", None)):
+        with pytest.raises(netguard.NonPublicAddress):
+            netguard.check_address(address, one, port)
+    for bad in ("nonsense", "127.0.0.1:http", "127.0.0.1:70000", "example.org:80"):
+        with pytest.raises(ValueError, match="allow_networks entry"):
+            netguard.parse_allow_list([bad])
 
 
 def test_check_url_needs_every_resolved_address_public(connects):
     before = len(connects)
-    assert netguard.check_url("http://93.184.216.34/x") == [ipaddress.ip_address("93.184.216.34")]
+    assert netguard.check_url("http://93.184.216.34/x") == netguard.Target("http", "93.184.216.34", 80)
 
     def mixed(host, port):
         return [ipaddress.ip_address("93.184.216.34"), ipaddress.ip_address("10.0.0.5")]
@@ -796,27 +795,28 @@ def test_guarded_get_follows_checked_redirects(site, connects):
         "/loop": redirect("/loop#again"),
         **{f"/h{i}": redirect(f"/h{i + 1}") for i in range(10)},
     })
-    session = netguard.guarded_session(LOOPBACK)
+    session = httpclient.session(LOOPBACK)
+    policy = httpclient.Policy(connect_timeout=2, read_timeout=2)
     hops: list[str] = []
-    with netguard.guarded_get(session, site.url("/start"), timeout=2, before_hop=hops.append) as r:
+    with httpclient.open_url(session, site.url("/start"), policy, before_hop=hops.append) as r:
         assert (r.status_code, r.content, r.url) == (200, b"ok", site.url("/end"))
         assert [h.status_code for h in r.history] == [301, 307]
     assert hops == [site.url(p) for p in ("/start", "/next", "/end")]
     before = len(connects)
     with pytest.raises(netguard.NonPublicAddress, match="169.254.169.254"):
-        netguard.guarded_get(session, site.url("/meta"), timeout=2)
+        httpclient.open_url(session, site.url("/meta"), policy)
     assert connects[before:] and all(h == "127.0.0.1" for h in connects[before:])
-    with pytest.raises(netguard.RedirectLoop):
-        netguard.guarded_get(session, site.url("/loop"), timeout=2)
-    with pytest.raises(netguard.TooManyRedirects):
-        netguard.guarded_get(session, site.url("/h0"), timeout=2, max_hops=3)
+    with pytest.raises(httpclient.RedirectLoop):
+        httpclient.open_url(session, site.url("/loop"), policy)
+    with pytest.raises(httpclient.TooManyRedirects):
+        httpclient.open_url(session, site.url("/h0"), httpclient.Policy(max_hops=3))
     assert site.count("/h4") == 0
 
 
 def test_guarded_session_checks_the_peer_at_connect_time(site):
     site.routes["/"] = respond(b"ok", "text/plain")
     with pytest.raises(netguard.NonPublicAddress):
-        netguard.guarded_session().get(site.url("/"), timeout=2)
+        httpclient.session().get(site.url("/"), timeout=2)
     assert site.log == []                        # refused before a byte was sent
-    with pytest.raises(TypeError, match="guarded_session"):
-        netguard.guarded_get(requests.Session(), site.url("/"), timeout=2)
+    with pytest.raises(TypeError, match="httpclient.session"):
+        httpclient.open_url(requests.Session(), site.url("/"))

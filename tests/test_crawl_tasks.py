@@ -31,7 +31,7 @@ from luigi.execution_summary import LuigiStatusCode
 from PIL import Image, ImageOps
 
 import tasks
-import tasks.crawl
+import tasks.common
 from pipeline.crawl import INDEX, REJECTED, SUMMARY, CrawlConfig, crawl, read_jsonl
 from pipeline.sample import portrait
 
@@ -69,9 +69,9 @@ import socket
 {inspect.getsource(_loopback_only)}
 socket.socket.connect = _loopback_only(socket.socket.connect)
 
-import tasks.crawl
+import tasks.common
 
-tasks.crawl.ALLOW_NETWORKS = {LOOPBACK!r}
+tasks.common.ALLOW_NETWORKS = {LOOPBACK!r}
 """
 
 
@@ -167,7 +167,7 @@ def site(http_server, luigi_config, tmp_path, monkeypatch):  # noqa: F811
     luigi_config("CrawlImages", "contact_url", CONTACT)
     for key, value in FAST.items():
         luigi_config("CrawlImages", key, value)
-    monkeypatch.setattr(tasks.crawl, "ALLOW_NETWORKS", LOOPBACK)
+    monkeypatch.setattr(tasks.common, "ALLOW_NETWORKS", LOOPBACK)
     return http_server
 
 
@@ -256,7 +256,7 @@ def test_missing_contact_url_fails_at_once_with_one_line(site, luigi_config):
 
 
 def test_loopback_is_refused_without_the_test_hook(site, monkeypatch, tmp_path):
-    monkeypatch.setattr(tasks.crawl, "ALLOW_NETWORKS", ())
+    monkeypatch.setattr(tasks.common, "ALLOW_NETWORKS", ())
     assert build(tasks.CrawlImages(date=DAY1)).status == LuigiStatusCode.SUCCESS
     day = tmp_path / "raw" / "crawl" / "2026-11-21"
     assert read_jsonl(day / INDEX) == [] and site.log == []
@@ -359,7 +359,7 @@ def test_crawl_data_set_needs_a_start_day(luigi_config):
 def test_every_crawl_setting_is_a_parameter_in_luigi_cfg_and_the_docs():
     fields = {f.name: f.default for f in dataclasses.fields(CrawlConfig)}
     params = dict(tasks.CrawlImages.get_params())
-    # allow_networks is no parameter (tests use tasks.crawl.ALLOW_NETWORKS)
+    # allow_networks is no parameter (tests use tasks.common.ALLOW_NETWORKS)
     assert set(params) == set(fields) - {"allow_networks"} | {"date"}
     for name, default in fields.items():
         if name in ("seeds", "contact_url", "allow_networks"):

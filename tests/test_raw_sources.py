@@ -23,7 +23,8 @@ from pipeline.celeba import (
     parse_label_lines,
     prepare_celeba,
 )
-from pipeline.download import RemoteFile, RetryPolicy
+from pipeline.download import RemoteFile
+from pipeline.httpclient import Policy
 from pipeline.imagenet import ImageNetNotConfigured, ImageNetSource, import_imagenet
 from pipeline.lsun import LSUNSource, export_lmdb, extract_lmdb, image_format, lsun_remote_file, verify_zip
 from pipeline.records import ATTRIBUTE_NAMES
@@ -155,14 +156,14 @@ def test_prepare_celeba_downloads_verifies_and_extracts(http_server, tmp_path):
         http_server.routes[f"/{name}"] = lambda h, d=data: h.send_file(d)
     remotes = [RemoteFile(n, (http_server.url(f"/{n}"),), len(d), hashlib.sha256(d).hexdigest())
                for n, d in files.items()]
-    policy = RetryPolicy(total=1, attempts=1, backoff_factor=0.01)
-    root = prepare_celeba(tmp_path / "raw", remotes, policy=policy)
+    policy = Policy(retries=1, backoff=0.01)
+    root = prepare_celeba(tmp_path / "raw", remotes, policy=policy, allow=["127.0.0.0/8"])
     source = CelebASource(root, expected_images=3)
     assert source.keys() == NAMES
     assert source.read("000001.jpg").meta["identity"] == 2880
     # A second run re-verifies the files on disk and downloads nothing.
     before = len(http_server.log)
-    prepare_celeba(tmp_path / "raw", remotes, policy=policy)
+    prepare_celeba(tmp_path / "raw", remotes, policy=policy, allow=["127.0.0.0/8"])
     assert len(http_server.log) == before
 
 
