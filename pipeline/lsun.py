@@ -24,7 +24,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from pipeline.archive import extract_zip
+from pipeline.archive import DEFAULT_MAX_RATIO, extract_zip
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.download import RemoteFile
 from pipeline.sources import DirectorySource
@@ -102,13 +102,37 @@ def file_stem(key: bytes) -> str:
     return "x" + key.hex()
 
 
-def find_lmdb(root: str | os.PathLike) -> Path:
-    """The folder holding ``data.mdb`` under ``root`` (LSUN zips nest it)."""
+def find_lmdb(root: str | os.PathLike, what: str | None = None) -> Path:
+    """The folder holding ``data.mdb`` under ``root`` (LSUN zips nest it);
+    ``what`` names the source in the error (default: ``root``)."""
     root = Path(root)
     found = sorted(p.parent for p in root.rglob("data.mdb"))
     if len(found) != 1:
-        raise FileNotFoundError(f"expected one LMDB (data.mdb) under {root}, found {len(found)}")
+        raise FileNotFoundError(f"expected one LMDB (data.mdb) in {what or root}, found "
+                                f"{len(found)}" + ("; it is not an LSUN zip: delete it and download "
+                                                   "it again" if what else ""))
     return found[0]
+
+
+def check_lmdb(root: str | os.PathLike, what: str | None = None) -> Path:
+    """:func:`find_lmdb`, then open the database and read its header: raises
+    ValueError naming ``what`` when LMDB cannot read it."""
+    lmdb_dir = find_lmdb(root, what)
+    try:
+        import lmdb  # only LSUN needs it
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("reading LSUN needs the lmdb package: pip install lmdb") from None
+    try:
+        env = lmdb.open(str(lmdb_dir), readonly=True, lock=False, readahead=False, max_readers=1)
+        try:
+            with env.begin() as txn:
+                txn.stat()
+        finally:
+            env.close()
+    except lmdb.Error as exc:
+        raise ValueError(f"{what or lmdb_dir}: {lmdb_dir.name}/data.mdb is not a readable LMDB "
+                         f"({exc}); delete it and download it again") from None
+    return lmdb_dir
 
 
 @dataclass
@@ -199,14 +223,25 @@ def export_lmdb(lmdb_dir: str | os.PathLike, out_dir: str | os.PathLike, shard_s
 
 
 def extract_lmdb(zip_path: str | os.PathLike, work_dir: str | os.PathLike,
-                 max_bytes: int = 128 << 30) -> Path:
-    """Unpack an LSUN zip into ``work_dir/<zip stem>/`` (safe, atomic, kept
-    if already there) and return the LMDB folder inside it."""
+                 max_bytes: int = 128 << 30, max_ratio: float = DEFAULT_MAX_RATIO) -> Path:
+    """Unpack an LSUN zip into ``work_dir/<zip stem>/`` (safe, atomic) and
+    return the LMDB folder inside it.
+
+    The extraction is verified (:func:`check_lmdb`) before it appears under
+    its name, so a zip without a readable LMDB leaves nothing behind and fails
+    the same way on every run. A folder already there is verified too, and
+    extracted again when it fails (an earlier version published unverified ones).
+    """
     zip_path = Path(zip_path)
     final = Path(work_dir) / zip_path.stem
-    if not final.is_dir():
-        with atomic_dir(final) as tmp:
-            extract_zip(zip_path, tmp, max_bytes=max_bytes, max_members=1000)
+    if final.is_dir():
+        try:
+            return check_lmdb(final, str(zip_path))
+        except (OSError, ValueError) as exc:
+            log.warning("%s does not verify (%s); extracting %s again", final, exc, zip_path)
+    with atomic_dir(final) as tmp:
+        extract_zip(zip_path, tmp, max_bytes=max_bytes, max_members=1000, max_ratio=max_ratio)
+        check_lmdb(tmp, str(zip_path))
     return find_lmdb(final)
 
 

@@ -6,6 +6,7 @@ import stat
 import tarfile
 import zipfile
 
+import numpy as np
 import pytest
 
 from pipeline.archive import UnsafeArchiveError, extract, extract_tar, extract_zip, iter_tar_files
@@ -170,3 +171,66 @@ def test_tar_root_entry_is_skipped_not_refused(box):
                        (tinfo("./a.txt", size=1), b"a"))
     assert extract_tar(archive, box / "out") == ["a.txt"]
     assert all_files(box / "out") == ["a.txt"]
+
+
+# --- archive bombs: the compression ratio is capped per member and in total -----------
+
+MB = 1 << 20
+
+
+def deflated_zip(path, members):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members:
+            zf.writestr(name, data)
+    return path
+
+
+def test_zip_bomb_member_is_refused_before_a_byte_is_written(box):
+    archive = deflated_zip(box / "bomb.zip", [("readme.txt", b"hello"), ("zeros.bin", bytes(20 * MB))])
+    assert archive.stat().st_size < 100_000  # 20 MB from a few tens of kilobytes
+    with pytest.raises(UnsafeArchiveError, match=r"refusing member 'zeros.bin': compression ratio "
+                                                 r"\d+ is over the cap of 100"):
+        extract_zip(archive, box / "out")
+    assert all_files(box / "out") == []
+    # configurable, next to the byte cap: a genuine archive of zeros passes with a higher cap
+    assert extract_zip(archive, box / "out", max_ratio=2000) == ["readme.txt", "zeros.bin"]
+
+
+def test_zip_bomb_of_many_small_members_is_refused_by_the_total_ratio(box):
+    # each member stays under the 1 MiB a single member may expand to at any ratio
+    archive = deflated_zip(box / "many.zip", [(f"z{i:02d}.bin", bytes(MB - 1)) for i in range(40)])
+    with pytest.raises(UnsafeArchiveError, match=r"compression ratio \d+ in all is over the cap of 100"):
+        extract_zip(archive, box / "out")
+    assert all_files(box / "out") == []
+
+
+def gz_tar(path, members):
+    with tarfile.open(path, "w:gz", compresslevel=6) as tf:
+        for name, data in members:
+            tf.addfile(tinfo(name, size=len(data)), io.BytesIO(data))
+    return path
+
+
+def test_tar_gz_bomb_is_refused(box):
+    archive = gz_tar(box / "bomb.tar.gz", [("a.txt", b"a"), ("zeros.bin", bytes(20 * MB))])
+    with pytest.raises(UnsafeArchiveError, match="compression ratio"):
+        extract_tar(archive, box / "out")
+    assert all_files(box / "out") == []
+    with open(archive, "rb") as fh, pytest.raises(UnsafeArchiveError, match="compression ratio"):
+        for _member, data in iter_tar_files(fh, archive="stream.tar.gz"):
+            data.read()
+    assert extract_tar(archive, box / "out", max_ratio=5000) == ["a.txt", "zeros.bin"]
+
+
+def test_ordinary_archives_are_far_below_the_ratio_cap(box):
+    rng = np.random.default_rng(0)
+    photos = [(f"img/{i}.jpg", rng.integers(0, 256, 300_000, np.uint8).tobytes()) for i in range(4)]
+    rows = 16_000  # 2.1 MB of CelebA-like label rows: "000001.jpg -1  1 ... \r\n"
+    tokens = np.where(rng.integers(0, 2, (rows, 40, 1)) == 1, np.frombuffer(b" 1 ", np.uint8),
+                      np.frombuffer(b"-1 ", np.uint8)).reshape(rows, 120)
+    names = np.frombuffer(b"".join(b"%06d.jpg " % i for i in range(rows)), np.uint8).reshape(rows, 11)
+    labels = np.hstack([names, tokens, np.frombuffer(b"\r\n", np.uint8)[None].repeat(rows, 0)])
+    text = [("list_attr_celeba.txt", labels.tobytes())]
+    archive = deflated_zip(box / "ok.zip", photos + text)
+    assert len(extract_zip(archive, box / "out")) == 5
+    assert len(extract_tar(gz_tar(box / "ok.tar.gz", photos + text), box / "out2")) == 5

@@ -345,3 +345,29 @@ def test_imagenet_without_archive_says_where_to_get_it(tmp_path, archive):
 def test_imagenet_missing_path_is_named(tmp_path):
     with pytest.raises(ImageNetNotConfigured, match=f"{tmp_path}/nope.tar does not exist"):
         import_imagenet(tmp_path / "nope.tar", tmp_path / "out")
+
+
+def test_lsun_extraction_is_verified_before_it_becomes_visible(tmp_path, lsun_entries):
+    broken = tmp_path / "cat.zip"
+    with zipfile.ZipFile(broken, "w") as zf:
+        zf.writestr("cat/readme.txt", "no database in here")
+    work = tmp_path / "work"
+    for _ in range(2):  # the re-run verifies again instead of skipping the extraction
+        with pytest.raises(FileNotFoundError, match="expected one LMDB"):
+            extract_lmdb(broken, work)
+        assert not (work / "cat").exists() and sorted(work.iterdir()) == []
+    not_lmdb = tmp_path / "dog.zip"
+    with zipfile.ZipFile(not_lmdb, "w") as zf:
+        zf.writestr("dog/data.mdb", b"\x00" * 4096)
+    with pytest.raises(ValueError, match="dog.zip.*not a readable LMDB"):
+        extract_lmdb(not_lmdb, work)
+    assert not (work / "dog").exists()
+    # a folder left unverified by an earlier version is checked, and replaced
+    (tmp_path / "db").mkdir()
+    db = make_lmdb(tmp_path / "db" / "cat", lsun_entries)
+    with zipfile.ZipFile(broken, "w") as zf:
+        for f in sorted(db.iterdir()):
+            zf.write(f, f"cat/{f.name}")
+    (work / "cat" / "cat").mkdir(parents=True)
+    assert extract_lmdb(broken, work) == work / "cat" / "cat"
+    assert export_lmdb(work / "cat" / "cat", tmp_path / "out", shard_size=10).images == 6
