@@ -6,7 +6,9 @@ further faces are ``<stem>_1.png``, ``<stem>_2.png`` ... by decreasing size),
 inputs whose output exists are skipped, and nothing is lost silently:
 
 * ``OUTPUT_DIR/rejected.jsonl``: one line per input that gave no face
-  (``key``, ``reason``, ``detail``); inputs listed there are skipped next time;
+  (``key``, ``reason``, ``detail``); inputs listed there are skipped next time,
+  except name clashes, which are counted as rejected on every run (and
+  logged once), so every run's counts add up to all inputs;
 * ``OUTPUT_DIR/faces.jsonl``: one line per face written (``key``, ``output``,
   box, score, the 68 landmarks and the transform in source pixels, mode). It is
   written before the PNGs, so an interrupted run can leave a line whose image
@@ -19,12 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
 
+from pipeline.atomic import atomic_file
 from pipeline.faces import DETECTORS, LANDMARK_SETS, MODES, FaceAligner
+from pipeline.jsonl import JsonlLog, read_jsonl
+
+REJECTED = "rejected.jsonl"
+FACES = "faces.jsonl"
 
 USAGE_EXAMPLE = ("python -m pipeline.faces align raw/photos processed/aligned-photos "
                  "--size 64 --landmarks innerEyesAndBottomLip --mode openface")
@@ -82,24 +88,10 @@ def face_output(key: str, index: int) -> str:
     return name if folder in ("", ".") else f"{folder}/{name}"
 
 
-def _read_keys(path: Path) -> set[str]:
-    keys = set()
-    if path.exists():
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    keys.add(json.loads(line)["key"])
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut by a crash
-    return keys
-
-
 def _write_png(path: Path, image) -> None:
     from pipeline.imaging import encode_png
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_bytes(encode_png(image))
-    os.replace(tmp, path)
+    with atomic_file(path) as fh:
+        fh.write(encode_png(image))
 
 
 def plan(input_dir: Path, output_dir: Path):
@@ -107,11 +99,12 @@ def plan(input_dir: Path, output_dir: Path):
 
     ``skipped`` already have an output or a rejection line; ``clashes`` map an
     input to the earlier input whose output name it would overwrite
-    ("a.jpg" and "a.png" both make "a.png").
+    ("a.jpg" and "a.png" both make "a.png"): they are rejected on every run,
+    so every run accounts for the same inputs.
     """
     from pipeline.sources import list_images
     keys = list_images(input_dir)
-    rejected = _read_keys(output_dir / "rejected.jsonl")
+    rejected = {row["key"] for row in read_jsonl(output_dir / REJECTED)}
     owner: dict[str, str] = {}
     todo, skipped, clashes = [], [], {}
     for key in keys:
@@ -124,7 +117,7 @@ def plan(input_dir: Path, output_dir: Path):
             skipped.append(key)
         else:
             todo.append(key)
-    return todo, skipped, {k: v for k, v in clashes.items() if k not in rejected}
+    return todo, skipped, clashes
 
 
 def align_folder(input_dir, output_dir, aligner: FaceAligner, jobs: int = 0,
@@ -156,27 +149,23 @@ def align_folder(input_dir, output_dir, aligner: FaceAligner, jobs: int = 0,
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(todo), unit="img", desc="align", disable=not sys.stderr.isatty())
-    with open(output_dir / "rejected.jsonl", "a", encoding="utf-8") as rej, \
-            open(output_dir / "faces.jsonl", "a", encoding="utf-8") as meta:
+    logged = {row["key"] for row in read_jsonl(output_dir / REJECTED)}
+    with JsonlLog(output_dir / REJECTED) as rej, JsonlLog(output_dir / FACES) as meta:
         for key, other in clashes.items():
-            rej.write(json.dumps({"key": key, "reason": "name_clash",
-                                  "detail": f"its output {face_output(key, 0)} is {other}'s"}) + "\n")
+            if key not in logged:
+                rej.append({"key": key, "reason": "name_clash",
+                            "detail": f"its output {face_output(key, 0)} is {other}'s"})
             reasons["name_clash"] += 1
-        rej.flush()
         for key, result in align_stream(items(), aligner, jobs):
             if "reason" in result:
-                rej.write(json.dumps({"key": key, "reason": result["reason"],
-                                      "detail": result["detail"]}) + "\n")
-                rej.flush()
+                rej.append({"key": key, "reason": result["reason"], "detail": result["detail"]})
                 reasons[result["reason"]] += 1
             else:
                 faces = result["faces"]
                 for i, (_, face_meta) in enumerate(faces):
-                    meta.write(json.dumps({"key": key, "output": face_output(key, i), "face": i,
-                                           "width": result["width"], "height": result["height"],
-                                           "size": aligner.size, "margin": aligner.margin,
-                                           **face_meta}) + "\n")
-                meta.flush()
+                    meta.append({"key": key, "output": face_output(key, i), "face": i,
+                                 "width": result["width"], "height": result["height"],
+                                 "size": aligner.size, "margin": aligner.margin, **face_meta})
                 # extra faces first: the primary PNG existing means the photo is done
                 for i in list(range(1, len(faces))) + [0]:
                     _write_png(output_dir / face_output(key, i), faces[i][0])

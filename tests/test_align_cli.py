@@ -156,3 +156,28 @@ def test_name_clash_is_rejected_not_overwritten(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["inputs"] == 2 and summary["aligned"] == 1 and summary["rejected_by_reason"] == {"name_clash": 1}
     assert _lines(tmp_path / "out" / "rejected.jsonl")[0]["key"] == "same.png"
+
+
+def test_rerun_accounts_for_every_input_as_the_first_run_did(tmp_path, capsys):
+    """Name clashes are rejected on every run (once in rejected.jsonl), so a
+    re-run's counts add up to the same inputs as the first run's."""
+    src = tmp_path / "in"
+    src.mkdir()
+    face = _jpeg(np.asarray(portrait("astronaut")))
+    for stem in ("a", "b"):
+        (src / f"{stem}.jpg").write_bytes(face)
+        (src / f"{stem}.png").write_bytes(b"same output name as the jpg")
+    (src / "blank.jpg").write_bytes(_jpeg(np.full((120, 160, 3), 128, np.uint8)))
+    out = tmp_path / "out"
+    runs = []
+    for _ in range(2):
+        assert main(["align", str(src), str(out), "--jobs", "1", "--quiet"]) == 0
+        runs.append(json.loads(capsys.readouterr().out))
+    first, again = runs
+    assert first["inputs"] == again["inputs"] == 5
+    assert first["aligned"] + first["rejected"] + first["skipped"] == 5
+    assert again["aligned"] + again["rejected"] + again["skipped"] == 5
+    assert first["rejected_by_reason"] == {"name_clash": 2, "no_face": 1}
+    assert again["rejected_by_reason"] == {"name_clash": 2} and again["skipped"] == 3
+    reasons = sorted(r["reason"] for r in _lines(out / "rejected.jsonl"))
+    assert reasons == ["name_clash", "name_clash", "no_face"]  # no line written twice
