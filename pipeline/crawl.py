@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from hashlib import sha256
 from pathlib import Path
@@ -48,6 +48,7 @@ from pipeline.imaging import MAX_PIXELS, DecodeError, load_image
 from pipeline.jsonl import JsonlLog, read_jsonl
 from pipeline.links import clip, extract_links, normalize_url
 from pipeline.robots import RobotsPolicy, RobotsRefusal, disallow_all, parse_robots
+from pipeline.settings import require
 from pipeline.sources import list_images
 
 log = logging.getLogger(__name__)
@@ -108,25 +109,9 @@ class CrawlConfig:
         _require_http(self.contact_url, "contact_url (a page saying who runs this crawler)")
         if not self.user_agent or any(c.isspace() for c in self.user_agent):
             raise ValueError(f"user_agent {self.user_agent!r} must be one token like 'name/1.0'")
-        self._check_numbers()
+        check_numbers({f.name: getattr(self, f.name) for f in fields(self)})
         netguard.parse_allow_list(self.allow_networks)
         self.host_rules  # noqa: B018  (a bad allowed_hosts entry fails here)
-
-    def _check_numbers(self):
-        positive = ("max_pages", "connect_timeout", "read_timeout", "deadline", "max_image_bytes",
-                    "max_page_bytes", "max_robots_bytes", "max_pixels", "max_crawl_delay")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"CrawlConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("max_depth", "min_delay", "max_hops", "retries", "backoff", "max_backoff"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"CrawlConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.max_images is not None and self.max_images < 1:
-            raise ValueError(f"CrawlConfig.max_images must be >= 1 or None, "
-                             f"got {self.max_images!r}")
-        if not 0 <= self.phash_threshold <= 64:
-            raise ValueError(f"CrawlConfig.phash_threshold must be in 0..64, "
-                             f"got {self.phash_threshold!r}")
 
     @property
     def user_agent_header(self) -> str:
@@ -169,6 +154,24 @@ class CrawlConfig:
         """Whether ``target``'s host (and port) is one the crawl may fetch."""
         rules = self.host_rules
         return (target.host, None) in rules or (target.host, target.port) in rules
+
+
+def check_numbers(values: dict) -> None:
+    """The numeric settings of a crawl in ``values`` (by field name) are in range,
+    else :class:`pipeline.settings.BadSetting` names the first that is not."""
+    positive = ("max_pages", "connect_timeout", "read_timeout", "deadline", "max_image_bytes",
+                "max_page_bytes", "max_robots_bytes", "max_pixels", "max_crawl_delay")
+    for name in positive:
+        if name in values:
+            require(values[name] > 0, name, values[name], "> 0")
+    for name in ("max_depth", "min_delay", "max_hops", "retries", "backoff", "max_backoff"):
+        if name in values:
+            require(values[name] >= 0, name, values[name], ">= 0")
+    if values.get("max_images") is not None:
+        require(values["max_images"] >= 1, "max_images", values["max_images"], ">= 1 or None")
+    if "phash_threshold" in values:
+        require(0 <= values["phash_threshold"] <= 64, "phash_threshold", values["phash_threshold"],
+                "in 0..64")
 
 
 def _require_http(url: str, what: str) -> None:

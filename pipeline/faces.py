@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.settings import one_of, require
+
 # OpenFace's 68-point mean face (openface/align_dlib.py, Apache 2.0), as (x, y).
 TEMPLATE = np.float32([
     (0.0792396913815, 0.339223741112), (0.0829219487236, 0.456955367943),
@@ -259,20 +261,14 @@ class FaceAligner:
     _models: tuple = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.landmarks not in LANDMARK_SETS:
-            raise ValueError(f"landmarks must be one of {tuple(LANDMARK_SETS)}, got {self.landmarks!r}")
-        if self.detector not in DETECTORS:
-            raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
-        if not 0.0 <= self.margin < 0.5:
-            raise ValueError(f"margin must be in [0, 0.5), got {self.margin}")
-        if self.size < 8:
-            raise ValueError(f"size must be at least 8 pixels, got {self.size}")
-        if not 0 <= self.upsample <= 4:
-            raise ValueError(f"upsample must be in 0..4, got {self.upsample}")
-        if self.detect_side < 0 or self.min_face < 0:
-            raise ValueError("detect_side and min_face must be >= 0")
+        one_of("mode", self.mode, MODES)
+        one_of("landmarks", self.landmarks, tuple(LANDMARK_SETS))
+        one_of("detector", self.detector, DETECTORS)
+        require(0.0 <= self.margin < 0.5, "margin", self.margin, "in [0, 0.5)")
+        require(self.size >= 8, "size", self.size, "at least 8 (pixels)")
+        require(0 <= self.upsample <= 4, "upsample", self.upsample, "in 0..4")
+        require(self.detect_side >= 0, "detect_side", self.detect_side, ">= 0 (0 = full resolution)")
+        require(self.min_face >= 0, "min_face", self.min_face, ">= 0 (0 = any face)")
 
     def __getstate__(self):
         # Sent to worker processes without the dlib models; each loads (or,

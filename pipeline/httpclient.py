@@ -37,6 +37,7 @@ from requests.cookies import extract_cookies_to_jar
 
 from pipeline import netguard
 from pipeline.netguard import Deadline, GuardedAdapter, NetGuardError
+from pipeline.settings import require
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +90,10 @@ class Policy:
 
     def __post_init__(self):
         for name in ("connect_timeout", "read_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.deadline is not None and not self.deadline > 0:
-            raise ValueError(f"deadline must be > 0 or None, got {self.deadline!r}")
+            require(getattr(self, name) > 0, name, getattr(self, name), "> 0 (seconds)")
+        require(self.deadline is None or self.deadline > 0, "deadline", self.deadline, "> 0 or None")
         for name in ("max_hops", "retries", "backoff", "max_backoff"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+            require(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
 
     @property
     def timeout(self) -> tuple[float, float]:

@@ -41,6 +41,8 @@ OBJECT_CATEGORIES = ("airplane", "bicycle", "bird", "boat", "bottle", "bus", "ca
                      "chair", "cow", "dining_table", "dog", "horse", "motorbike", "person",
                      "potted_plant", "sheep", "sofa", "train", "tv-monitor")
 EXPORT_INFO = "lsun_export.json"
+#: Images per exported shard folder.
+EXPORT_SHARD_SIZE = 10_000
 REJECTED = "rejected.jsonl"
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
@@ -177,7 +179,8 @@ def _write_shard(cursor, count: int, folder: Path, stats: ExportStats) -> None:
         (folder / REJECTED).write_text("".join(json.dumps(r) + "\n" for r in rejected))
 
 
-def export_lmdb(lmdb_dir: str | os.PathLike, out_dir: str | os.PathLike, shard_size: int = 10_000,
+def export_lmdb(lmdb_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                shard_size: int = EXPORT_SHARD_SIZE,
                 progress: Callable[[int, int], None] | None = None) -> ExportStats:
     """Write every image of the LMDB at ``lmdb_dir`` into shard folders under
     ``out_dir``; resumable. Entries that are not images go to the shard's

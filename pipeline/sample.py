@@ -16,11 +16,17 @@ from __future__ import annotations
 
 import io
 from functools import lru_cache
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from pipeline.atomic import atomic_file, locked
+from pipeline.jsonl import read_jsonl, write_jsonl
+
 PORTRAITS = ("astronaut", "grace_hopper")
+INDEX = "index.jsonl"
 MAX_ROTATION = 25.0  # degrees, either way
 
 
@@ -97,20 +103,29 @@ def index_row(seed: int, index: int, params: dict) -> dict:
             "identity": PORTRAITS.index(params["portrait"]), **params}
 
 
-def write_sample(out_dir, n: int, seed: int, progress=None) -> int:
-    """Write photos ``0..n-1`` and their ``index.jsonl`` into ``out_dir``.
+def write_sample(out_dir, n: int, seed: int,
+                 progress: Callable[[int, int], None] | None = None) -> int:
+    """Make the photos ``0..n-1`` that ``out_dir`` lacks and index them.
 
-    ``progress(done, total)`` is called after each photo. Returns ``n``.
+    Each photo is written atomically; their rows are merged into
+    ``index.jsonl`` (sorted by key) under a lock, so runs asking for
+    different ``n`` may overlap. ``progress(done, total)`` is called after
+    each new photo. Returns how many were made.
     """
-    import json
-    from pathlib import Path
-
     out = Path(out_dir)
-    with open(out / "index.jsonl", "w", encoding="utf-8") as index:
-        for i in range(n):
-            data, params = make_photo(seed, i)
-            (out / sample_key(i)).write_bytes(data)
-            index.write(json.dumps(index_row(seed, i, params)) + "\n")
-            if progress is not None:
-                progress(i + 1, n)
-    return n
+    out.mkdir(parents=True, exist_ok=True)
+    index = out / INDEX
+    known = {row["key"] for row in read_jsonl(index)}
+    todo = [i for i in range(n) if sample_key(i) not in known]
+    rows = {}
+    for done, i in enumerate(todo, 1):
+        data, params = make_photo(seed, i)
+        with atomic_file(out / sample_key(i)) as fh:
+            fh.write(data)
+        rows[sample_key(i)] = index_row(seed, i, params)
+        if progress is not None:
+            progress(done, len(todo))
+    with locked(out / ".index.lock"):
+        merged = {row["key"]: row for row in read_jsonl(index)} | rows
+        write_jsonl(index, (merged[key] for key in sorted(merged)))
+    return len(todo)

@@ -2,9 +2,12 @@
 
 Tasks only declare parameters, dependencies and outputs; ``run()`` calls
 pipeline/ (plain Python) or model/ (TensorFlow, imported inside ``run()``).
+Importing the package makes configuration errors print as one line
+(:mod:`tasks.errors`).
 """
 from tasks.common import paths
 from tasks.crawl import CrawlDays, CrawlImages, RangeDaily
+from tasks.errors import ConfigError, errors, install
 from tasks.evaluate import CompareRuns, EvaluateGenerator
 from tasks.faces import AlignShard, DetectAlignFaces
 from tasks.labeled import DownloadCIFAR10, DownloadMNIST
@@ -14,9 +17,11 @@ from tasks.samples import ExportAttributeSweep, ExportSamples
 from tasks.sources import DownloadCelebA, DownloadLSUN, ImportImageNet, lsun
 from tasks.train import TrainDCGAN, TrainEGAN, TrainGAN
 
-__all__ = ["paths", "Sample", "RAW_TASKS", "raw_task", "AlignShard", "DetectAlignFaces",
-           "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainGAN", "TrainDCGAN", "TrainEGAN", "ExportSamples",
-           "ExportAttributeSweep",
+install()
+
+__all__ = ["paths", "ConfigError", "errors", "Sample", "RAW_TASKS", "raw_task", "AlignShard",
+           "DetectAlignFaces", "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainGAN", "TrainDCGAN",
+           "TrainEGAN", "ExportSamples", "ExportAttributeSweep",
            "EvaluateGenerator", "CompareRuns",
            "CrawlImages", "CrawlDays", "RangeDaily",
            "DownloadCelebA", "DownloadLSUN", "ImportImageNet", "lsun", "DownloadMNIST", "DownloadCIFAR10"]

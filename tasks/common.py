@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import sys
 from pathlib import Path
 
 import luigi
 from luigi.task import flatten
+
+from pipeline.versions import digest
 
 #: Non-public networks (or ``address:port`` entries) that downloads and crawls
 #: may connect to. Empty: public addresses only. Tests on 127.0.0.1 set it; it
@@ -41,6 +41,14 @@ def processed_dir(*parts: str) -> Path:
     return Path(paths().processed, *parts)
 
 
+def upstream(task: luigi.Task) -> list[luigi.Task]:
+    """The tasks whose outputs define ``task``'s: its ``requires()``, or its
+    ``version_inputs()`` where some requirements are only how the work is cut
+    (DetectAlignFaces requires its shard tasks; its raw task defines it)."""
+    inputs = getattr(task, "version_inputs", None)
+    return flatten(inputs() if inputs is not None else task.requires())
+
+
 def version(task: luigi.Task, family: str | None = None) -> str:
     """A short hash of the task's parameters and of everything upstream.
 
@@ -51,15 +59,14 @@ def version(task: luigi.Task, family: str | None = None) -> str:
     mean the same work (TrainDCGAN is TrainGAN with variant dcgan).
     """
     params = task.to_str_params(only_significant=True)
-    upstream = sorted(version(t) for t in flatten(task.requires()))
-    blob = json.dumps([family or task.get_task_family(), params, upstream], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+    return digest([family or task.get_task_family(), params,
+                   sorted(version(t) for t in upstream(task))])
 
 
 def describe(task: luigi.Task) -> dict:
     """Parameters of ``task`` and its upstream tasks, for a ``lineage.json``."""
     return {"task": task.get_task_family(), "params": task.to_str_params(only_significant=True),
-            "requires": [describe(t) for t in flatten(task.requires())]}
+            "requires": [describe(t) for t in upstream(task)]}
 
 
 class Progress:
@@ -82,3 +89,33 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class Report:
+    """Adapts a pipeline ``progress(done, total)`` callback to :class:`Progress`.
+
+    A new Progress starts whenever the total changes (each file of a
+    download); counts are divided by ``unit`` (bytes are shown in MiB) and
+    forwarded only when the scaled count moves, so the scheduler is not
+    called once per 64 KiB chunk.
+    """
+
+    def __init__(self, task: luigi.Task, what: str, unit: int = 1):
+        self.task, self.what, self.unit = task, what, unit
+        self.total: int | None = None
+        self.progress: Progress | None = None
+        self.last = -1
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self.progress is None or total != self.total:
+            self.close()
+            self.total, self.last = total, -1
+            self.progress = Progress(self.task, max(1, (total or 0) // self.unit), self.what)
+        scaled = done // self.unit
+        if scaled != self.last:
+            self.last = scaled
+            self.progress(scaled)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()

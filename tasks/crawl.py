@@ -18,11 +18,11 @@ import luigi
 # registered here: `luigi --module tasks RangeDaily --of CrawlImages` works.
 from luigi.tools.range import RangeDaily
 
-from pipeline.crawl import CrawlConfig
+from pipeline.crawl import CrawlConfig, check_numbers
 from pipeline.sources import DirectorySource, Item, Source
 from tasks import common
 from tasks.common import defaults_of, raw_dir
-from tasks.raw import RAW_TASKS
+from tasks.errors import Checked, ConfigError, settings_of
 
 __all__ = ["CrawlDays", "CrawlImages", "CrawlSource", "RangeDaily"]
 
@@ -31,7 +31,7 @@ __all__ = ["CrawlDays", "CrawlImages", "CrawlSource", "RangeDaily"]
 C = defaults_of(CrawlConfig)
 
 
-class CrawlImages(luigi.Task):
+class CrawlImages(Checked, luigi.Task):
     """Crawls from the seed pages into ``raw/crawl/<date>/`` (see docs/crawl.md).
 
     Only ``date`` is significant: the day's folder is the output whatever the
@@ -101,20 +101,32 @@ class CrawlImages(luigi.Task):
         first), so each day de-duplicates against all the days before it."""
         return dt.date.max.toordinal() - self.date.toordinal()
 
+    def validate(self):
+        numbers = {name: getattr(self, name) for name in C if hasattr(self, name)}
+        numbers["max_images"] = self.max_images or None
+        with settings_of(self):
+            check_numbers(numbers)
+
     def folder(self):
         return raw_dir("crawl", self.date.isoformat())
 
     def output(self):
         return luigi.LocalTarget(str(self.folder() / "summary.json"))
 
+    def complete(self):
+        if self.output().exists():
+            return True
+        self.crawl_config()  # contact_url and the seeds file: fail while scheduling
+        return False
+
     def crawl_config(self):
         """The :class:`pipeline.crawl.CrawlConfig` of these parameters; a one-line
-        ``ValueError`` naming the ``[CrawlImages]`` key when one is unusable."""
+        :class:`ConfigError` naming the ``[CrawlImages]`` key when one is unusable."""
         from pipeline.crawl import read_seeds
         if not self.contact_url.strip():
-            raise ValueError("[CrawlImages] contact_url is empty: set it in luigi.cfg (or pass "
-                             "--CrawlImages-contact-url) to a page saying who runs this crawler "
-                             "and how to reach you")
+            raise ConfigError("[CrawlImages] contact_url is empty: set it in luigi.cfg (or pass "
+                              "--CrawlImages-contact-url) to a page saying who runs this crawler "
+                              "and how to reach you")
         try:
             return CrawlConfig(
                 seeds=read_seeds(self.seeds), contact_url=self.contact_url,
@@ -129,7 +141,7 @@ class CrawlImages(luigi.Task):
                 max_backoff=self.max_backoff, phash_threshold=self.phash_threshold,
                 allow_networks=common.ALLOW_NETWORKS)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"[CrawlImages] {exc}") from None
+            raise ConfigError(f"[CrawlImages] {exc}") from None
 
     def run(self):
         from pipeline.crawl import crawl
@@ -159,10 +171,10 @@ class CrawlImages(luigi.Task):
     def bulk_complete(cls, parameter_tuples):
         """The days already crawled, one stat each. RangeDaily asks this; its
         fallback (globbing output paths) does not work on local folders."""
-        return [day for day in parameter_tuples if cls(date=day).complete()]
+        return [day for day in parameter_tuples if cls(date=day).output().exists()]
 
 
-class CrawlDays(luigi.WrapperTask):
+class CrawlDays(Checked, luigi.WrapperTask):
     """The ``crawl`` data set: the days ``start`` up to ``stop`` of
     :class:`CrawlImages` (crawling missing ones) as one source.
 
@@ -176,16 +188,20 @@ class CrawlDays(luigi.WrapperTask):
     stop = luigi.DateParameter(default=None, description="The day after the last (exclusive); default: "
                                                          "through today (UTC), like RangeDaily.")
 
+    def validate(self):
+        if self.start is None:
+            raise ConfigError("[CrawlDays] start is not set: give the first crawled day of the "
+                              "crawl data set, e.g. --CrawlDays-start 2026-11-01 or "
+                              "'start = 2026-11-01' under [CrawlDays] in luigi.cfg")
+        self.days()
+
     def days(self) -> list[dt.date]:
         """The days covered, oldest first; "today" is fixed when first asked."""
         if getattr(self, "_days", None) is None:
-            if self.start is None:
-                raise ValueError("[CrawlDays] start is not set: give the first crawled day of the "
-                                 "crawl data set, e.g. --CrawlDays-start 2026-11-01 or "
-                                 "'start = 2026-11-01' under [CrawlDays] in luigi.cfg")
             stop = self.stop or dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
             if self.start >= stop:
-                raise ValueError(f"[CrawlDays] start {self.start} is not before stop {stop}")
+                raise ConfigError(f"[CrawlDays] start {self.start} is not before stop {stop}: set "
+                                  f"--CrawlDays-start/--CrawlDays-stop (or under [CrawlDays] in luigi.cfg)")
             self._days = [self.start + dt.timedelta(days=i) for i in range((stop - self.start).days)]
         return self._days
 
@@ -222,6 +238,3 @@ class CrawlSource(Source):
         item = self.days[day].read(rest)
         return Item(key=key, data=item.data, meta={**item.meta, "crawl_date": day})
 
-
-#: `DetectAlignFaces --dataset crawl` (tasks/sources.py registers the other real sources).
-RAW_TASKS.update(crawl=CrawlDays)

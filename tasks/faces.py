@@ -1,16 +1,17 @@
 """Face detection and alignment, one task per shard of source images."""
 from __future__ import annotations
 
-import hashlib
 import json
 
 import luigi
 
+from pipeline import versions
 from pipeline.aligned import keys_digest, parse_shard_name, plan_shards, read_keys, write_keys
 from pipeline.atomic import atomic_dir, write_json
-from pipeline.faces import DETECTORS, LANDMARK_SETS, MODES
-from tasks.common import Progress, describe, processed_dir
-from tasks.raw import raw_task
+from pipeline.faces import DETECTORS, LANDMARK_SETS, MODES, FaceAligner
+from tasks.common import Progress, defaults_of, describe, processed_dir
+from tasks.errors import Checked, at_least, settings_of
+from tasks.raw import check_dataset, raw_task
 
 #: Parameters that say how the work is cut or run, not what it produces.
 LAYOUT_PARAMS = frozenset({"shard", "digest", "shard_size", "jobs"})
@@ -26,32 +27,39 @@ def alignment_version(task: luigi.Task) -> str:
     raw = task.raw()
     growth = set(getattr(raw, "growth_params", ()))
     raw_params = {k: v for k, v in raw.to_str_params(only_significant=True).items() if k not in growth}
-    blob = json.dumps(["DetectAlignFaces", params, raw.get_task_family(), raw_params], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+    return versions.digest(["DetectAlignFaces", params, raw.get_task_family(), raw_params])
 
 
-class AlignmentParams:
+#: FaceAligner's defaults: the alignment parameters take theirs from here.
+A = defaults_of(FaceAligner)
+#: Images per AlignShard task (luigi.cfg and the README state this value too;
+#: tests/test_defaults.py checks they agree).
+SHARD_SIZE = 128
+
+
+class AlignmentParams(Checked):
     """Settings shared by :class:`DetectAlignFaces` and its shards (a mixin, not a task)."""
     dataset = luigi.Parameter(default="sample", description="Data set to align (see tasks.raw.RAW_TASKS).")
-    size = luigi.IntParameter(default=64, description="Side of the aligned square face, in pixels.")
-    mode = luigi.ChoiceParameter(default="openface", choices=MODES,
+    size = luigi.IntParameter(default=A["size"], description="Side of the aligned square face, in pixels.")
+    mode = luigi.ChoiceParameter(default=A["mode"], choices=MODES,
                                  description="openface: OpenFace's 3-point affine; similarity: "
                                              "least-squares rotation+scale+shift of all 68 landmarks.")
-    landmarks = luigi.ChoiceParameter(default="innerEyesAndBottomLip", choices=tuple(LANDMARK_SETS),
+    landmarks = luigi.ChoiceParameter(default=A["landmarks"], choices=tuple(LANDMARK_SETS),
                                       description="Landmark triple of the openface mode.")
-    margin = luigi.FloatParameter(default=0.0, description="Border around the template, as a fraction "
-                                                           "of the output side (0 = OpenFace's crop).")
-    detector = luigi.ChoiceParameter(default="hog", choices=DETECTORS,
+    margin = luigi.FloatParameter(default=A["margin"], description="Border around the template, as a "
+                                                                   "fraction of the output side (0 = "
+                                                                   "OpenFace's crop).")
+    detector = luigi.ChoiceParameter(default=A["detector"], choices=DETECTORS,
                                      description="dlib detector: hog (fast) or cnn (MMOD, slower, more faces).")
-    upsample = luigi.IntParameter(default=1, description="Finest detection scale is 2**upsample "
-                                                         "(1 finds faces down to ~40 px, as OpenFace).")
-    detect_side = luigi.IntParameter(default=640, description="With min_face 0: detect on a copy whose "
-                                                              "longer side is this times 2**upsample "
-                                                              "(0 = full resolution).")
-    min_face = luigi.IntParameter(default=0, description="Ignore faces narrower than this (source px); "
-                                                         "detection then runs at the coarsest scale "
-                                                         "that still finds them.")
-    shard_size = luigi.IntParameter(default=256, description="Images per shard task.")
+    upsample = luigi.IntParameter(default=A["upsample"], description="Finest detection scale is "
+                                  "2**upsample (1 finds faces down to ~40 px, as OpenFace).")
+    detect_side = luigi.IntParameter(default=A["detect_side"], description="With min_face 0: detect on a "
+                                     "copy whose longer side is this times 2**upsample (0 = full "
+                                     "resolution).")
+    min_face = luigi.IntParameter(default=A["min_face"], description="Ignore faces narrower than this "
+                                  "(source px); detection then runs at the coarsest scale that still "
+                                  "finds them.")
+    shard_size = luigi.IntParameter(default=SHARD_SIZE, description="Images per shard task.")
     jobs = luigi.IntParameter(default=1, significant=False,
                               description="Processes per shard task (0 = every usable core). Luigi's "
                                           "--workers runs shards side by side, so keep workers x jobs "
@@ -59,14 +67,18 @@ class AlignmentParams:
                                           "one or few shards (a first small run, an incremental "
                                           "re-run) -> --workers 1 --DetectAlignFaces-jobs 0.")
 
-    def aligner(self):
-        from pipeline.faces import FaceAligner
+    def validate(self):
+        super().validate()
+        check_dataset(self)
+        with settings_of(self):
+            self.aligner()  # FaceAligner's own rules: size, margin, upsample, ...
+        at_least(self, "shard_size", 1)
+        at_least(self, "jobs", 0, "0 = every usable core")
+
+    def aligner(self) -> FaceAligner:
         return FaceAligner(size=self.size, mode=self.mode, landmarks=self.landmarks, margin=self.margin,
                            detector=self.detector, upsample=self.upsample,
                            detect_side=self.detect_side, min_face=self.min_face)
-
-    def requires(self):
-        return raw_task(self.dataset)
 
     def raw(self) -> luigi.Task:
         """The raw task whose ``source()`` is aligned."""
@@ -91,6 +103,9 @@ class AlignShard(AlignmentParams, luigi.Task):
     """
     shard = luigi.IntParameter(description="Shard index (position in the shard plan).")
     digest = luigi.Parameter(description="First 8 hex digits of the hash of the shard's key list.")
+
+    def requires(self):
+        return self.raw()
 
     def name(self) -> str:
         return f"shard-{self.shard:05d}-{self.digest}"
@@ -125,13 +140,28 @@ class AlignShard(AlignmentParams, luigi.Task):
 class DetectAlignFaces(AlignmentParams, luigi.Task):
     """Detects and aligns the faces of a data set, one :class:`AlignShard` per planned shard.
 
-    The shard plan is append-only (:func:`pipeline.aligned.plan_shards`), so
-    after raw data is added only the new keys are decoded and aligned. The
-    output, ``summary-{keys digest}.json`` (counts per shard, rejections by
-    reason), names the source's current key set: the task is complete exactly
-    when that key set is aligned, so new data makes it run again and a re-run
-    with nothing new is a no-op. Every input is either a face or a rejection.
+    Requires the raw task and, once its data is there, one AlignShard per
+    shard of the plan, so every worker of a central scheduler sees the shards
+    and may run them (when the raw data is made in the same run, ``run()``
+    yields them instead). The shard plan is append-only
+    (:func:`pipeline.aligned.plan_shards`), so after raw data is added only
+    the new keys are decoded and aligned. The output, ``summary-{keys
+    digest}.json`` (counts per shard, rejections by reason), names the
+    source's current key set: the task is complete exactly when that key set
+    is aligned, so new data makes it run again and a re-run with nothing new
+    is a no-op. Every input is either a face or a rejection.
     """
+
+    def requires(self):
+        # The plan is cached, so the scheduling and run-time calls agree.
+        if not hasattr(self, "_planned"):
+            raw = self.raw()
+            self._planned = self.shard_tasks(raw.source().keys()) if raw.complete() else []
+        return [self.raw(), *self._planned]
+
+    def version_inputs(self):
+        """What defines the output (tasks.common.version): the raw data, not the plan."""
+        return [self.raw()]
 
     def keys_digest(self) -> str:
         """Hash of the source's current key list (lists the source)."""
@@ -142,16 +172,6 @@ class DetectAlignFaces(AlignmentParams, luigi.Task):
 
     def complete(self):
         return self.raw().complete() and super().complete()
-
-    def _requires(self):
-        # The shards are non-input dependencies, planned at scheduling time when
-        # the raw data is there, so every worker of a central scheduler sees them
-        # and may run them; otherwise run() yields them once the data exists.
-        # requires() stays the raw task: version() must not depend on the plan.
-        # The plan is cached so the scheduling and run-time checks agree.
-        if not hasattr(self, "_planned"):
-            self._planned = self.shard_tasks(self.raw().source().keys()) if self.raw().complete() else []
-        return super()._requires() + self._planned
 
     def plan(self, keys: list[str]) -> list[tuple[str, list[str]]]:
         """The committed plan (``plan.json``) extended to ``keys``, as ``(name, keys)``
@@ -176,7 +196,7 @@ class DetectAlignFaces(AlignmentParams, luigi.Task):
         keys = source.keys()
         digest = keys_digest(keys)
         shard_tasks = self.shard_tasks(keys)
-        yield shard_tasks  # dynamic dependencies: no-ops for the shards done already
+        yield shard_tasks  # no-ops for the shards required already; the rest when planned now
         totals = {"inputs": 0, "faces": 0, "images_with_faces": 0, "rejected": 0}
         by_reason: dict[str, int] = {}
         shards = []
@@ -196,8 +216,3 @@ class DetectAlignFaces(AlignmentParams, luigi.Task):
         write_json(root / f"summary-{digest}.json",
                    {**totals, "keys_digest": digest, "rejected_by_reason": by_reason,
                     "shards": shards, "lineage": describe(self)})
-
-    def shard_folders(self) -> list[str]:
-        """The aligned shard folders, from the finished task's summary."""
-        with self.output().open() as fh:
-            return [s["folder"] for s in json.load(fh)["shards"]]

@@ -18,9 +18,9 @@ import luigi
 from pipeline.atomic import write_json
 from pipeline.download import RemoteFile, download
 from pipeline.labeled import LabeledSource
-from tasks.common import raw_dir, version
-from tasks.raw import RAW_TASKS
-from tasks.sources import MARKER, _FetchParams, _local, _memo, _Report
+from tasks.common import Report, raw_dir, version
+from tasks.errors import ConfigError
+from tasks.sources import MARKER, _FetchParams, _local, _memo
 
 logger = logging.getLogger("luigi-interface")
 
@@ -57,8 +57,8 @@ class _LabeledDownload(_FetchParams):
         family = self.get_task_family()
         if not _local(self.local_dir):
             if not self.remote_files():
-                raise ValueError(f"[{family}] files is empty: set it (see luigi.cfg) or set "
-                                 f"[{family}] local_dir to a copy on disk")
+                raise ConfigError(f"[{family}] files is empty: set it (see luigi.cfg) or set "
+                                  f"[{family}] local_dir to a copy on disk")
             return
         try:
             self.check_local(_local(self.local_dir))
@@ -70,8 +70,8 @@ class _LabeledDownload(_FetchParams):
 
     def _spec_error(self, exc: Exception) -> ValueError:
         family = self.get_task_family()
-        return ValueError(f"[{family}] files: bad entry ({exc}); each needs name, urls and "
-                          f"optionally size, sha256, md5")
+        return ConfigError(f"[{family}] files: bad entry ({exc}); each needs name, urls and "
+                           f"optionally size, sha256, md5")
 
     def source_class(self) -> type[LabeledSource]:
         raise NotImplementedError
@@ -150,7 +150,7 @@ class DownloadMNIST(_LabeledDownload, luigi.Task):
             for name in FILE_NAMES:
                 matched[name] = verify_gz(root / name, published.get(name, GzipFile(RemoteFile(name, ("-",)))))
         else:
-            report = _Report(self, "MiB downloaded", unit=1 << 20)
+            report = Report(self, "MiB downloaded", unit=1 << 20)
             for name in FILE_NAMES:
                 spec = published[name]
                 # The transfer is checked by verify_gz (either checksum), not by the
@@ -160,7 +160,8 @@ class DownloadMNIST(_LabeledDownload, luigi.Task):
                 def check(path, spec=spec):
                     matched[spec.name] = verify_gz(path, spec)
 
-                download(bare, root, policy=self.policy(), check=check, progress=report, max_bytes=MAX_GZ_BYTES)
+                download(bare, root, **self.fetch_options(), check=check, progress=report,
+                         max_bytes=MAX_GZ_BYTES)
             report.close()
         self.finish(matched)
 
@@ -220,8 +221,8 @@ class DownloadCIFAR10(_LabeledDownload, luigi.Task):
         local, root = _local(self.local_dir), self.root()
         archive = None
         if local is None:
-            report = _Report(self, "MiB downloaded", unit=1 << 20)
-            archive = download(self._archive(), root, policy=self.policy(), progress=report)
+            report = Report(self, "MiB downloaded", unit=1 << 20)
+            archive = download(self._archive(), root, **self.fetch_options(), progress=report)
             report.close()
         elif root != local:
             archive = local / ARCHIVE
@@ -239,5 +240,3 @@ class DownloadCIFAR10(_LabeledDownload, luigi.Task):
         from pipeline.cifar import CIFAR10Source
         return CIFAR10Source
 
-
-RAW_TASKS.update(mnist=DownloadMNIST, cifar10=DownloadCIFAR10)

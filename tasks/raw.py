@@ -1,18 +1,21 @@
-"""Raw sources: tasks that put images under raw/, and the dataset registry.
+"""Raw sources: the tasks that put images under raw/, and which data set each one is.
 
 Every raw task's ``source()`` returns a :class:`pipeline.sources.Source` over
-its output; alignment asks nothing else of it.
+its output; alignment asks nothing else of it. :data:`RAW_TASKS` is the one
+table of data sets (``--dataset NAME``): nothing is added to it elsewhere.
 """
 from __future__ import annotations
 
-import json
 from typing import Callable
 
 import luigi
 
-from pipeline.atomic import atomic_file, write_json
 from pipeline.sources import DirectorySource, Source
-from tasks.common import Progress, raw_dir
+from tasks.common import Report, raw_dir
+from tasks.crawl import CrawlDays
+from tasks.errors import Checked, at_least, check
+from tasks.labeled import DownloadCIFAR10, DownloadMNIST
+from tasks.sources import DownloadCelebA, DownloadLSUN, ImportImageNet
 
 
 class SampleSource(DirectorySource):
@@ -27,7 +30,7 @@ class SampleSource(DirectorySource):
         return [sample_key(i) for i in range(self.n)]
 
 
-class Sample(luigi.Task):
+class Sample(Checked, luigi.Task):
     """The embedded smoke data set: ``n`` photos made from two public-domain portraits.
 
     Photos live in ``raw/sample/seed{seed}/`` whatever ``n``: photo ``i``
@@ -41,6 +44,10 @@ class Sample(luigi.Task):
     #: appends keys, so alignment and records reuse what they already made.
     growth_params = ("n",)
 
+    def validate(self):
+        at_least(self, "n", 1, "the number of photos to make")
+        at_least(self, "seed", 0)
+
     def folder(self):
         return raw_dir("sample", f"seed{self.seed}")
 
@@ -48,50 +55,35 @@ class Sample(luigi.Task):
         return luigi.LocalTarget(str(self.folder() / f"n{self.n}.json"))
 
     def run(self):
-        import fcntl
+        from pipeline.atomic import write_json
+        from pipeline.sample import write_sample
 
-        from pipeline.sample import index_row, make_photo, sample_key
-
-        folder = self.folder()
-        folder.mkdir(parents=True, exist_ok=True)
-        index_path = folder / "index.jsonl"
-        known = _read_index(index_path)
-        todo = [i for i in range(self.n) if sample_key(i) not in known]
-        progress = Progress(self, len(todo), "photos", every=16)
-        rows = {}
-        for done, i in enumerate(todo, 1):
-            data, params = make_photo(self.seed, i)
-            with atomic_file(folder / sample_key(i)) as fh:
-                fh.write(data)
-            rows[sample_key(i)] = index_row(self.seed, i, params)
-            progress(done)
-        with open(folder / ".index.lock", "w") as lock:  # concurrent runs with other n
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            merged = {**_read_index(index_path), **rows}
-            with atomic_file(index_path, "w") as fh:
-                for key in sorted(merged):
-                    fh.write(json.dumps(merged[key]) + "\n")
-        progress.close()
-        write_json(self.output().path, {"name": "sample", "n": self.n, "seed": self.seed,
-                                        "made": len(todo)})
+        report = Report(self, "photos")
+        made = write_sample(self.folder(), self.n, self.seed, report)
+        report.close()
+        write_json(self.output().path, {"name": "sample", "n": self.n, "seed": self.seed, "made": made})
 
     def source(self) -> Source:
         return SampleSource(self.folder(), self.n)
 
 
-def _read_index(path) -> dict[str, dict]:
-    """Rows of a sample ``index.jsonl`` by key ({} when there is none yet)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return {row["key"]: row for row in (json.loads(line) for line in fh if line.strip())}
-    except FileNotFoundError:
-        return {}
-
-
 #: dataset name -> raw task class (instantiated with its config defaults), or a
 #: factory returning the task where dataset-level flags pick its parameters
-#: (``lsun``: ``--lsun-category``). tasks/sources.py registers the real sources.
-RAW_TASKS: dict[str, Callable[[], luigi.Task]] = {"sample": Sample}
+#: (``lsun``: ``--lsun-category``).
+RAW_TASKS: dict[str, Callable[[], luigi.Task]] = {
+    "sample": Sample,
+    "celeba": DownloadCelebA,
+    "lsun": DownloadLSUN.for_dataset,
+    "imagenet": ImportImageNet,
+    "crawl": CrawlDays,
+    "mnist": DownloadMNIST,
+    "cifar10": DownloadCIFAR10,
+}
+
+
+def check_dataset(task: luigi.Task) -> None:
+    """``task.dataset`` must name a data set of :data:`RAW_TASKS`."""
+    check(task, "dataset", task.dataset in RAW_TASKS, f"must be one of {', '.join(sorted(RAW_TASKS))}")
 
 
 def raw_task(dataset: str) -> luigi.Task:

@@ -11,7 +11,6 @@ Layout under ``processed/records/{dataset}/{settings hash}/`` (docs/records.md):
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,13 +18,15 @@ import luigi
 
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.records import DEFAULT_SPLITS, IMAGE_FORMATS, parse_splits
+from pipeline.versions import digest
 from tasks.common import Progress, describe, processed_dir
 from tasks.common import version as task_version
+from tasks.errors import Checked, at_least, settings_of
 from tasks.faces import AlignmentParams, AlignShard, DetectAlignFaces
-from tasks.raw import raw_task
+from tasks.raw import check_dataset, raw_task
 
 
-class RecordParams:
+class RecordParams(Checked):
     """How records are split and encoded (a mixin of BuildTFRecords and RecordShard)."""
     splits = luigi.Parameter(default=DEFAULT_SPLITS, description="Split names and fractions, "
                                                                  "e.g. train=0.8,validation=0.1,test=0.1.")
@@ -42,6 +43,12 @@ class RecordParams:
                                          description="raw uint8 bytes (fast to read) or PNG "
                                                      "(smaller); see docs/records.md.")
 
+    def validate(self):
+        super().validate()
+        with settings_of(self, "splits"):
+            parse_splits(self.splits)
+        at_least(self, "min_identities", 0)
+
     def record_settings(self) -> dict:
         return {"splits": parse_splits(self.splits), "split_by": self.split_by,
                 "min_identities": self.min_identities, "official_partition": self.official_partition,
@@ -50,8 +57,7 @@ class RecordParams:
 
 def records_root(dataset: str, aligned_root: Path, settings: dict) -> Path:
     """``processed/records/{dataset}/{hash of the aligned folder and record settings}``."""
-    blob = json.dumps(["BuildTFRecords", Path(aligned_root).name, settings], sort_keys=True)
-    return processed_dir("records", dataset, hashlib.sha256(blob.encode()).hexdigest()[:10])
+    return processed_dir("records", dataset, digest(["BuildTFRecords", Path(aligned_root).name, settings]))
 
 
 class RecordShard(AlignmentParams, RecordParams, luigi.Task):
@@ -104,6 +110,10 @@ class BuildTFRecords(RecordParams, luigi.Task):
     def labeled(self) -> bool:
         """True for a labeled data set (records straight from the raw task)."""
         return getattr(self.raw(), "layout", "faces") == "labeled"
+
+    def validate(self):
+        super().validate()
+        check_dataset(self)
 
     def requires(self):
         return self.raw() if self.labeled() else DetectAlignFaces(dataset=self.dataset)
@@ -198,13 +208,16 @@ class BuildTFRecords(RecordParams, luigi.Task):
         self.set_status_message(f"{build['version']}: " + ", ".join(f"{s} {n}" for s, n in build["splits"].items()))
 
 
-class RecordsDaily(luigi.Task):
+class RecordsDaily(Checked, luigi.Task):
     """A day's build: brings BuildTFRecords up to date and records which version
     was current that day (``daily/{date}.json``). Scheduled by
     ``luigi --module tasks RangeDaily --of RecordsDaily --start 2026-11-01``,
     which runs every missing day (see docs/records.md for the cron line)."""
     date = luigi.DateParameter(description="The day of this build.")
     dataset = luigi.Parameter(default="sample", description="Data set to build.")
+
+    def validate(self):
+        check_dataset(self)
 
     def requires(self):
         return BuildTFRecords(dataset=self.dataset)

@@ -5,13 +5,14 @@ Each task puts (or finds) its images on disk, verifies them, and writes a
 complete. ``source()`` returns the :class:`pipeline.sources.Source` that
 alignment reads, so nothing downstream knows where the images came from.
 
-Configuration errors (no ImageNet archive, a missing or partial local copy,
-an unknown LSUN category) are raised from ``complete()``, i.e. while Luigi
-schedules, before any other task has run; each is one line naming the key.
+Parameter values are checked when a task is built (an unknown LSUN category,
+bad synset ids, ...); what needs the file system (no ImageNet archive, a
+missing or partial local copy) is checked in ``complete()``, i.e. while Luigi
+schedules, before any other task has run. Each is a
+:class:`tasks.errors.ConfigError`: one line naming the key and the fix.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from functools import partial
@@ -37,57 +38,42 @@ from pipeline.download import RemoteFile, download
 from pipeline.httpclient import Policy
 from pipeline.imagenet import (
     HOW_TO_GET,
-    ImageNetNotConfigured,
     ImageNetSource,
     import_imagenet,
     parse_synsets,
 )
-from pipeline.lsun import LSUNSource, export_lmdb, extract_lmdb, find_lmdb, lsun_remote_file, verify_zip
+from pipeline.lsun import (
+    EXPORT_SHARD_SIZE,
+    OBJECTS_URL,
+    SCENES_URL,
+    LSUNSource,
+    export_lmdb,
+    extract_lmdb,
+    find_lmdb,
+    lsun_remote_file,
+    verify_zip,
+)
 from pipeline.sources import Source, list_images
+from pipeline.versions import digest
 from tasks import common
-from tasks.common import Progress, raw_dir, version
-from tasks.raw import RAW_TASKS
+from tasks.common import Progress, Report, raw_dir, version
+from tasks.errors import Checked, ConfigError, at_least, settings_of
 
 MARKER = "source.json"
 
 
-class _Report:
-    """Adapts a pipeline ``progress(done, total)`` callback to :class:`Progress`.
-
-    A new Progress starts whenever the total changes (each file of a
-    download); counts are divided by ``unit`` (bytes are shown in MiB) and
-    forwarded only when the scaled count moves, so the scheduler is not
-    called once per 64 KiB chunk.
-    """
-
-    def __init__(self, task: luigi.Task, what: str, unit: int = 1):
-        self.task, self.what, self.unit = task, what, unit
-        self.total: int | None = None
-        self.progress: Progress | None = None
-        self.last = -1
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if self.progress is None or total != self.total:
-            self.close()
-            self.total, self.last = total, -1
-            self.progress = Progress(self.task, max(1, (total or 0) // self.unit), self.what)
-        scaled = done // self.unit
-        if scaled != self.last:
-            self.last = scaled
-            self.progress(scaled)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.close()
-
-
-class _FetchParams:
+class _FetchParams(Checked):
     """Network settings shared by the download tasks (a mixin, not a task)."""
     retries = luigi.IntParameter(default=Policy.retries, significant=False,
                                  description="Retries of a failed request or broken transfer in a "
                                              "row, with exponential backoff.")
     timeout = luigi.FloatParameter(default=Policy.read_timeout, significant=False,
                                    description="Seconds without data before a request is retried.")
+
+    def validate(self):
+        super().validate()
+        with settings_of(self, rename={"read_timeout": "timeout"}):
+            self.policy()
 
     def policy(self) -> Policy:
         return Policy(retries=self.retries, read_timeout=self.timeout)
@@ -142,12 +128,17 @@ class DownloadCelebA(_FetchParams, luigi.Task):
                                     description="Images (and label rows) of a complete copy; "
                                                 "a copy with fewer is partial.")
 
+    def validate(self):
+        super().validate()
+        at_least(self, "num_images", 1)
+        self.remote_files()
+
     def remote_files(self) -> list[RemoteFile]:
         try:
             return [RemoteFile.from_dict(spec) for spec in self.files]
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"[DownloadCelebA] files: bad entry ({exc}); each needs name, urls "
-                             f"and optionally size, sha256, md5") from None
+            raise ConfigError(f"[DownloadCelebA] files: bad entry ({exc}); each needs name, urls "
+                              f"and optionally size, sha256, md5") from None
 
     def sizes(self) -> dict[str, int]:
         return {f.name: f.size for f in self.remote_files() if f.size}
@@ -180,17 +171,17 @@ class DownloadCelebA(_FetchParams, luigi.Task):
         """What the copy lacks (local_dir only); raises unless ``allow_partial``."""
         if not _local(self.local_dir):
             if not self.remote_files():
-                raise ValueError("[DownloadCelebA] files is empty: set it (see luigi.cfg) or set "
-                                 "[DownloadCelebA] local_dir to a copy on disk")
+                raise ConfigError("[DownloadCelebA] files is empty: set it (see luigi.cfg) or set "
+                                  "[DownloadCelebA] local_dir to a copy on disk")
             return []
         try:
             return check_local_dir(_local(self.local_dir), self.sizes(), self.allow_partial,
                                    self.num_images)
         except IncompleteCopyError as exc:
-            raise IncompleteCopyError(f"{exc} ([DownloadCelebA] allow_partial = true, or "
-                                      f"--DownloadCelebA-allow-partial)") from None
+            raise ConfigError(f"{exc} ([DownloadCelebA] allow_partial = true, or "
+                              f"--DownloadCelebA-allow-partial)") from None
         except FileNotFoundError as exc:
-            raise FileNotFoundError(f"{exc} ([DownloadCelebA] local_dir)") from None
+            raise ConfigError(f"{exc} ([DownloadCelebA] local_dir)") from None
 
     def run(self):
         missing = self.check()
@@ -201,7 +192,7 @@ class DownloadCelebA(_FetchParams, luigi.Task):
                 if (path := find_label_file(local, official)) is not None:
                     shutil.copyfile(path, self.root() / path.name)
         if not local:
-            report = _Report(self, "MiB downloaded", unit=1 << 20)
+            report = Report(self, "MiB downloaded", unit=1 << 20)
             prepare_celeba(self.root(), self.remote_files(), progress=report, **self.fetch_options())
             report.close()
             missing = check_local_dir(self.root(), self.sizes(), self.allow_partial, self.num_images)
@@ -244,14 +235,14 @@ class DownloadLSUN(_FetchParams, luigi.Task):
                                "church_outdoor, ...) or an object (cat, dog, ...).")
     split = luigi.ChoiceParameter(default="train", choices=("train", "val"),
                                   description="Scene split; objects have only one, so it is ignored.")
-    shard_size = luigi.IntParameter(default=10_000, description="Images per exported folder.")
+    shard_size = luigi.IntParameter(default=EXPORT_SHARD_SIZE, description="Images per exported folder.")
     local_dir = luigi.Parameter(default="", significant=False, description="Folder holding the "
                                 "category's zip (e.g. bedroom_train_lmdb.zip) or its extracted LMDB "
                                 "(bedroom_train_lmdb/data.mdb); empty = download.")
-    scenes_url = luigi.Parameter(default="http://dl.yf.io/lsun/scenes/{category}_{split}_lmdb.zip",
-                                 significant=False, description="URL pattern of scene zips.")
-    objects_url = luigi.Parameter(default="http://dl.yf.io/lsun/objects/{category}.zip",
-                                  significant=False, description="URL pattern of object zips.")
+    scenes_url = luigi.Parameter(default=SCENES_URL, significant=False,
+                                 description="URL pattern of scene zips.")
+    objects_url = luigi.Parameter(default=OBJECTS_URL, significant=False,
+                                  description="URL pattern of object zips.")
     max_gib = luigi.IntParameter(default=64, significant=False,
                                  description="Refuse a download larger than this many GiB.")
     keep_lmdb = luigi.BoolParameter(default=False, significant=False,
@@ -265,11 +256,19 @@ class DownloadLSUN(_FetchParams, luigi.Task):
         flags = lsun()
         return cls(**{k: getattr(flags, k) for k in ("category", "split") if getattr(flags, k)})
 
+    def validate(self):
+        super().validate()
+        at_least(self, "shard_size", 1)
+        at_least(self, "max_gib", 1)
+        self.remote_file()
+
     def remote_file(self) -> RemoteFile:
         try:
             return lsun_remote_file(self.category, self.split, self.scenes_url, self.objects_url)
         except ValueError as exc:
-            raise ValueError(f"{exc} ([DownloadLSUN] category, or --lsun-category)") from None
+            raise ConfigError(f"[DownloadLSUN] category = {self.category!r}: {exc}; set "
+                              f"--lsun-category (with --dataset lsun), --DownloadLSUN-category, or "
+                              f"category under [DownloadLSUN] in luigi.cfg") from None
 
     def folder(self) -> Path:
         stem = Path(self.remote_file().name).stem
@@ -282,7 +281,6 @@ class DownloadLSUN(_FetchParams, luigi.Task):
     def complete(self):
         if self.output().exists():
             return True
-        self.remote_file()
         if _local(self.local_dir):
             self._local_input()
         return False
@@ -297,9 +295,9 @@ class DownloadLSUN(_FetchParams, luigi.Task):
             return "lmdb", root
         if (root / stem).is_dir() and any((root / stem).rglob("data.mdb")):
             return "lmdb", find_lmdb(root / stem)
-        raise FileNotFoundError(f"LSUN local_dir {root} holds neither {remote.name} nor an extracted "
-                                f"LMDB ({stem}/data.mdb); download {remote.urls[0]} there or fix "
-                                f"[DownloadLSUN] local_dir")
+        raise ConfigError(f"[DownloadLSUN] local_dir {root} holds neither {remote.name} nor an "
+                          f"extracted LMDB ({stem}/data.mdb); download {remote.urls[0]} there or fix "
+                          f"it")
 
     def run(self):
         remote = self.remote_file()
@@ -310,7 +308,7 @@ class DownloadLSUN(_FetchParams, luigi.Task):
                 verify_zip(path)
         else:
             kind = "zip"
-            report = _Report(self, "MiB downloaded", unit=1 << 20)
+            report = Report(self, "MiB downloaded", unit=1 << 20)
             path = download(remote, raw_dir("lsun", "downloads"), **self.fetch_options(), check=verify_zip,
                             progress=report, max_bytes=self.max_gib << 30)
             report.close()
@@ -319,7 +317,7 @@ class DownloadLSUN(_FetchParams, luigi.Task):
             extracted = raw_dir("lsun", "lmdb", Path(remote.name).stem)
         else:
             lmdb_dir = path
-        report = _Report(self, "shards exported")
+        report = Report(self, "shards exported")
         stats = export_lmdb(lmdb_dir, self.folder(), self.shard_size, report)
         report.close()
         images = len(self.source())
@@ -337,7 +335,7 @@ class DownloadLSUN(_FetchParams, luigi.Task):
 
 # --- ImageNet -------------------------------------------------------------------
 
-class ImportImageNet(luigi.Task):
+class ImportImageNet(Checked, luigi.Task):
     """ILSVRC2012 train images imported from a copy the user has (it cannot be
     downloaded without an account) into ``raw/imagenet/train[-<hash>]/<synset>/``.
     """
@@ -346,15 +344,18 @@ class ImportImageNet(luigi.Task):
     synsets = luigi.Parameter(default="", description="WordNet ids to keep, comma or space "
                               "separated (e.g. n01440764,n02085620); empty = all 1000 classes.")
 
+    def validate(self):
+        self.allow_list()
+
     def allow_list(self) -> frozenset[str] | None:
-        return parse_synsets(self.synsets)
+        with settings_of(self, "synsets"):
+            return parse_synsets(self.synsets)
 
     def folder(self) -> Path:
         keep = self.allow_list()
         if keep is None:
             return raw_dir("imagenet", "train")
-        digest = hashlib.sha256(",".join(sorted(keep)).encode()).hexdigest()[:10]
-        return raw_dir("imagenet", f"train-{digest}")
+        return raw_dir("imagenet", f"train-{digest(','.join(sorted(keep)))}")
 
     def output(self):
         return luigi.LocalTarget(str(self.folder() / MARKER))
@@ -364,10 +365,9 @@ class ImportImageNet(luigi.Task):
             return True
         archive = _local(self.archive)
         if archive is None:
-            raise ImageNetNotConfigured(HOW_TO_GET)
+            raise ConfigError(HOW_TO_GET)
         if not archive.exists():
-            raise ImageNetNotConfigured(f"[ImportImageNet] archive: {archive} does not exist. "
-                                        f"{HOW_TO_GET}")
+            raise ConfigError(f"[ImportImageNet] archive: {archive} does not exist. {HOW_TO_GET}")
         return False
 
     def run(self):
@@ -390,6 +390,3 @@ class ImportImageNet(luigi.Task):
     def source(self) -> Source:
         return _memo(("imagenet", str(self.folder())), partial(ImageNetSource, self.folder()),
                      Path(self.output().path))
-
-
-RAW_TASKS.update(celeba=DownloadCelebA, lsun=DownloadLSUN.for_dataset, imagenet=ImportImageNet)

@@ -16,6 +16,7 @@ import inspect
 import io
 import ipaddress
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -238,20 +239,16 @@ def test_killed_crawl_task_resumes_without_refetching(site, tmp_path):
     assert {row["key"] for row in read_jsonl(day / INDEX)} == {key_of(IMAGES[n]) for n in DAY1_KEPT}
 
 
-def test_missing_contact_url_fails_at_once_with_one_line(site, luigi_config):
+def test_missing_contact_url_fails_at_once_with_one_line(site, luigi_config, caplog):
     luigi_config("CrawlImages", "contact_url", "")
-    failures = []
-
-    @tasks.CrawlImages.event_handler(luigi.Event.FAILURE)
-    def on_failure(task, exc):
-        failures.append(str(exc))
-    try:
+    with caplog.at_level(logging.WARNING, logger="luigi-interface"):
         result = build(tasks.CrawlImages(date=DAY1))
-    finally:
-        luigi.Task._event_callbacks[tasks.CrawlImages][luigi.Event.FAILURE].discard(on_failure)
-    assert result.status == LuigiStatusCode.FAILED
-    assert len(failures) == 1 and "\n" not in failures[0]
-    assert failures[0].startswith("[CrawlImages] contact_url is empty")
+    assert result.status == LuigiStatusCode.SCHEDULING_FAILED      # while scheduling: nothing ran
+    lines = [r.getMessage() for r in caplog.records if "contact_url" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "Traceback" not in caplog.text
+    assert lines[0].endswith("due to error in complete() method: [CrawlImages] contact_url is empty: "
+                             "set it in luigi.cfg (or pass --CrawlImages-contact-url) to a page "
+                             "saying who runs this crawler and how to reach you")
     assert site.log == []                                 # not even robots.txt
 
 

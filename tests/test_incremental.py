@@ -205,4 +205,5 @@ def test_failures_reach_cron_as_configured_return_codes(tmp_path):
                            "--paths-raw", str(tmp_path / "raw"), "--paths-processed", str(tmp_path / "p")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 35, done.stderr[-3000:]
-    assert "unknown dataset 'no-such-dataset'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "[RecordsDaily] dataset = 'no-such-dataset': must be one of" in done.stderr
