@@ -14,7 +14,6 @@ adding raw data never changes (or re-aligns) an existing shard.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -26,8 +25,10 @@ import numpy as np
 
 from pipeline.atomic import atomic_file
 from pipeline.faces import FaceAligner, NoFace
-from pipeline.imaging import DecodeError, decode_reduced
+from pipeline.imaging import DecodeError, Photo
+from pipeline.jsonl import read_jsonl, write_jsonl
 from pipeline.sources import Source, shard_keys
+from pipeline.versions import digest
 
 
 def align_bytes(aligner: FaceAligner, data: bytes) -> dict:
@@ -38,14 +39,13 @@ def align_bytes(aligner: FaceAligner, data: bytes) -> dict:
     from :class:`DecodeError` and :class:`NoFace`).
     """
     try:
-        rgb, factor = decode_reduced(data, aligner.decode_factor)
-        faces = aligner.align(rgb, factor, strict=True)
+        photo = Photo(data)
+        faces = aligner.align_photo(photo, strict=True)
     except (DecodeError, NoFace) as exc:
         return {"reason": exc.reason, "detail": exc.detail}
     except MemoryError:
         return {"reason": "too_large", "detail": "out of memory while decoding or detecting"}
-    h, w = rgb.shape[0] * factor, rgb.shape[1] * factor
-    return {"faces": [(f.image, f.meta()) for f in faces], "width": w, "height": h}
+    return {"faces": [(f.image, f.meta()) for f in faces], "width": photo.width, "height": photo.height}
 
 
 def usable_cores() -> int:
@@ -95,6 +95,11 @@ def align_stream(items: Iterable[tuple[str, bytes | dict]], aligner: FaceAligner
 
     methods = mp.get_all_start_methods()
     if "fork" in methods and not _threaded_runtime_loaded():
+        import cv2
+        # OpenCV's thread pool, once used here, would be inherited without its
+        # threads and hang the children: stop it before forking (the work runs
+        # one process per core anyway).
+        cv2.setNumThreads(1)
         aligner._dlib()  # load before forking: workers share the ~100 MB of models
         context = mp.get_context("fork")
     else:
@@ -153,17 +158,6 @@ def align_keys(source: Source, keys: list[str], aligner: FaceAligner,
     return stack, faces, rejected
 
 
-def _write_jsonl(path: Path, rows) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def write_shard(folder, keys: list[str], images: np.ndarray, faces: list[dict],
                 rejected: list[dict]) -> dict:
     """Write an aligned shard into ``folder`` (normally an atomic temporary)
@@ -174,8 +168,8 @@ def write_shard(folder, keys: list[str], images: np.ndarray, faces: list[dict],
     if missing:
         raise RuntimeError(f"{len(missing)} inputs neither aligned nor rejected, e.g. {sorted(missing)[:3]}")
     np.savez(folder / "faces.npz", images=images)
-    _write_jsonl(folder / "faces.jsonl", faces)
-    _write_jsonl(folder / "rejected.jsonl", rejected)
+    write_jsonl(folder / "faces.jsonl", faces)
+    write_jsonl(folder / "rejected.jsonl", rejected)
     summary = {"inputs": len(keys), "faces": len(faces),
                "images_with_faces": len({f["key"] for f in faces}),
                "rejected": len(rejected),
@@ -195,19 +189,14 @@ def read_shard(folder) -> tuple[np.ndarray, list[dict]]:
     folder = Path(folder)
     with np.load(folder / "faces.npz") as npz:
         images = npz["images"]
-    return images, _read_jsonl(folder / "faces.jsonl")
-
-
-def read_rejected(folder) -> list[dict]:
-    """The rejection lines of an aligned shard folder."""
-    return _read_jsonl(Path(folder) / "rejected.jsonl")
+    return images, read_jsonl(folder / "faces.jsonl")
 
 
 # --- shard planning ----------------------------------------------------------
 
 def keys_digest(keys: list[str]) -> str:
     """A 12-hex-digit hash of a key list (order matters): names a key set."""
-    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:12]
+    return digest("\n".join(keys), 12)
 
 
 def shard_name(index: int, keys: list[str]) -> str:

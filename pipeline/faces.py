@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.imaging import ArrayPhoto, Photo
 from pipeline.settings import one_of, require
 
 # OpenFace's 68-point mean face (openface/align_dlib.py, Apache 2.0), as (x, y).
@@ -233,20 +234,19 @@ class Face:
 class FaceAligner:
     """Detects faces with dlib and warps each to a ``size`` x ``size`` crop.
 
-    Detection runs on a grayscale copy resized by :func:`detection_scale`
-    (``upsample``, ``detect_side``, ``min_face``) and boxes are mapped back.
-    For the largest face only (``all_faces=False``) a pass one octave coarser
-    (a quarter of the pixels) runs first and settles it when it finds a face
-    scoring at least :data:`WEAK_SCORE`. Landmarks are then found on the
-    full-resolution RGB image, or on a JPEG decoded at 1/2, 1/4 or 1/8 size
-    when even the smallest face searched for keeps :data:`LANDMARK_FACE` px
-    there (see :meth:`decode_factor`). Faces narrower than ``min_face`` source
-    pixels (box width) are ignored. The largest face is the largest box, as in
-    OpenFace, among boxes scoring at least :data:`WEAK_SCORE` when there are any.
-
-    ``naive=True`` detects the way OpenFace's ``align-dlib.py`` does (full
-    resolution RGB, dlib's own ``upsample``; ``detect_side`` unused): the
-    reference the benchmark compares against.
+    Works on an encoded :class:`pipeline.imaging.Photo` (:meth:`align_photo`:
+    decoded once, at 1/2, 1/4 or 1/8 size for JPEGs so large that the smallest
+    face searched for keeps :data:`LANDMARK_FACE` px, see :meth:`decode_factor`)
+    or on a decoded RGB array (:meth:`align`). Detection runs on a grayscale
+    copy resized to :func:`detection_scale` (``upsample``, ``detect_side``,
+    ``min_face``) and boxes are mapped back to source pixels. For the largest
+    face only (``all_faces=False``) it runs coarse to fine (:meth:`passes`):
+    up to two octaves coarser first, each a quarter of the pixels of the next,
+    and a pass that finds a face scoring at least :data:`WEAK_SCORE` settles
+    it, since a finer pass only adds smaller faces. Landmarks are found on the
+    decoded RGB image. Faces narrower than ``min_face`` source pixels (box
+    width) are ignored. The largest face is the largest box, as in OpenFace,
+    among boxes scoring at least :data:`WEAK_SCORE` when there are any.
     """
     size: int = 64
     mode: str = "openface"
@@ -257,7 +257,6 @@ class FaceAligner:
     detect_side: int = 640
     min_face: int = 0
     all_faces: bool = False
-    naive: bool = False
     _models: tuple = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -284,17 +283,23 @@ class FaceAligner:
 
     def scale(self, width: int, height: int) -> float:
         """Detection pixels per source pixel for a ``width`` x ``height`` photo."""
-        if self.naive:
-            return 2.0 ** self.upsample
         return detection_scale(width, height, self.upsample, self.detect_side, self.min_face)
+
+    def passes(self, width: int, height: int) -> list[float]:
+        """The detection scales tried, coarsest first: :meth:`scale`, and for
+        the largest face one or two octaves coarser where they can still find
+        a face of three quarters of the shorter side in the detector window."""
+        scales = [self.scale(width, height)]
+        if not self.all_faces:
+            while len(scales) < 3 and DETECTOR_WINDOW / (scales[0] / 2) <= 0.75 * min(width, height):
+                scales.insert(0, scales[0] / 2)
+        return scales
 
     def decode_factor(self, width: int, height: int) -> int:
         """How many times (1, 2, 4 or 8) a ``width`` x ``height`` JPEG may be
-        reduced at decoding: the detection copy must not need upscaling from
-        it, and the smallest face searched for must keep
+        reduced at decoding: the finest detection pass must not need upscaling
+        from it, and the smallest face searched for must keep
         ``max(LANDMARK_FACE, 2 * size)`` px for landmarks and warping."""
-        if self.naive:
-            return 1
         scale = self.scale(width, height)
         smallest = self.min_face or DETECTOR_WINDOW / scale
         limit = min(1.0 / scale, smallest / max(LANDMARK_FACE, 2 * self.size))
@@ -303,71 +308,63 @@ class FaceAligner:
             factor *= 2
         return factor
 
-    def _run_detector(self, img: np.ndarray, upsample: int):
+    def _run_detector(self, img: np.ndarray):
         detector, _ = self._dlib()
         if self.detector == "cnn":
-            return [(d.rect, d.confidence) for d in detector(img, upsample)]
-        rects, scores, _ = detector.run(img, upsample, 0.0)
+            return [(d.rect, d.confidence) for d in detector(img, 0)]
+        rects, scores, _ = detector.run(img, 0, 0.0)
         return list(zip(rects, scores))
 
-    def _detect(self, rgb: np.ndarray, factor: int = 1, coarse_first: bool | None = None):
-        """Deduplicated boxes in ``rgb`` pixels with scores, largest first.
-
-        ``coarse_first`` (default: unless ``all_faces``) may stop after the
-        coarse pass once it has found a strong face (enough for the largest)."""
+    def _detect_at(self, photo: ArrayPhoto, scale: float):
+        """Boxes (source px) and scores of one detection pass at ``scale``
+        detection px per source px."""
         import cv2
-        h, w = rgb.shape[:2]
-        if self.naive:
-            return self._boxes(self._run_detector(rgb, self.upsample), 1.0)
-        # Grayscale: a third of the gradient work of dlib's per-channel HOG;
-        # one cv2 resize replaces dlib's slower pyramid_up.
-        img = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if self.detector == "hog" else rgb
-        scale = self.scale(w * factor, h * factor) * factor
-        if coarse_first is None:
-            coarse_first = not self.all_faces
-        if coarse_first:
-            # Coarse to fine: one octave coarser costs a quarter and finds every
-            # face at least twice the smallest searched for; only the finer
-            # octave's smaller faces are left, and they cannot be the largest.
-            # Weak coarse boxes alone do not settle it: the fine pass runs too and
-            # both passes' boxes count.
-            coarse = self._detect_at(img, scale / 2, w, h)
-            if any(b[0][2] - b[0][0] >= self.min_face / factor and b[1] >= WEAK_SCORE for b in coarse):
-                return coarse
-            if coarse:
-                return self._sorted(dedupe_boxes(self._detect_at(img, scale, w, h) + coarse))
-        return self._detect_at(img, scale, w, h)
-
-    def _detect_at(self, img: np.ndarray, scale: float, w: int, h: int):
-        import cv2
-        if abs(scale - 1.0) > 1e-3:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-            scale = size[0] / w
-        else:
-            scale = 1.0
-        return self._boxes(self._run_detector(img, 0), scale)
-
-    @staticmethod
-    def _boxes(found, scale: float):
+        # Grayscale for HOG: a third of the gradient work of dlib's per-channel
+        # HOG; one cv2 resize replaces dlib's slower pyramid_up.
+        img = photo.gray() if self.detector == "hog" else photo.rgb
+        h, w = img.shape[:2]
+        size = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
+        if size != (w, h):
+            down = size[0] < w
+            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
+        sx, sy = size[0] / photo.width, size[1] / photo.height
         # Not clipped to the image: a face cut by the border keeps its true box
         # (as in OpenFace), and the landmark predictor copes with the outside.
-        boxes = [((round(r.left() / scale), round(r.top() / scale),
-                   round(r.right() / scale), round(r.bottom() / scale)), float(s)) for r, s in found]
-        return FaceAligner._sorted(dedupe_boxes([b for b in boxes if b[0][2] > b[0][0] and b[0][3] > b[0][1]]))
+        boxes = [((round(r.left() / sx), round(r.top() / sy), round(r.right() / sx),
+                   round(r.bottom() / sy)), float(score)) for r, score in self._run_detector(img)]
+        return [b for b in boxes if b[0][2] > b[0][0] and b[0][3] > b[0][1]]
 
     @staticmethod
     def _sorted(boxes):
         """Largest area first (OpenFace's order)."""
         return sorted(boxes, key=lambda b: (b[0][2] - b[0][0]) * (b[0][3] - b[0][1]), reverse=True)
 
+    def find_faces(self, photo: ArrayPhoto) -> list[tuple[tuple[int, int, int, int], float]]:
+        """Deduplicated face boxes ``(left, top, right, bottom)`` in source pixels
+        with scores, largest first. With ``all_faces`` off, the passes stop at
+        the first that finds a face of at least ``min_face`` px scoring
+        :data:`WEAK_SCORE` (weak boxes alone do not settle it: the finer pass
+        runs too and every pass's boxes count)."""
+        found = []
+        scales = self.passes(photo.width, photo.height)
+        for i, scale in enumerate(scales):
+            boxes = self._detect_at(photo, scale)
+            found += boxes
+            last = i == len(scales) - 1
+            if not last and any(b[0][2] - b[0][0] >= self.min_face and b[1] >= WEAK_SCORE for b in boxes):
+                break
+        return self._sorted(dedupe_boxes(found))
+
     def detect(self, rgb: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
-        """Face boxes ``(left, top, right, bottom)`` in ``rgb`` pixels with scores,
-        largest first, at least ``min_face`` wide (every face, whatever ``all_faces``)."""
-        return [b for b in self._detect(rgb, 1, coarse_first=False) if b[0][2] - b[0][0] >= self.min_face]
+        """Every face box ``(left, top, right, bottom)`` in ``rgb`` pixels with
+        scores, largest first, at least ``min_face`` wide (whatever ``all_faces``)."""
+        from dataclasses import replace
+        every = replace(self, all_faces=True)
+        every._models = self._models
+        return [b for b in every.find_faces(ArrayPhoto(rgb)) if b[0][2] - b[0][0] >= self.min_face]
 
     def find_landmarks(self, rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-        """The 68 landmarks ``(68, 2) float32`` of the face in ``box``."""
+        """The 68 landmarks ``(68, 2) float32`` of the face in ``box`` (``rgb`` pixels)."""
         import dlib
         _, predictor = self._dlib()
         shape = predictor(rgb, dlib.rectangle(*(int(v) for v in box)))
@@ -389,43 +386,54 @@ class FaceAligner:
         """All faces (or the largest, unless ``all_faces``) of an RGB image, aligned.
 
         ``rgb`` is ``(H, W, 3) uint8``; ``factor`` says it is the source photo
-        reduced that many times (JPEG draft decoding, :meth:`decode_factor`):
-        boxes, landmarks and transforms are still reported in source pixels.
-        With ``strict``, no face raises :class:`NoFace` (reason ``no_face``,
-        ``too_small`` or ``alignment_failed``) instead of returning ``[]``.
+        reduced that many times: boxes, landmarks and transforms are still
+        reported in source pixels. See :meth:`align_photo`.
         """
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {rgb.shape} {rgb.dtype}")
-        rgb = np.ascontiguousarray(rgb)
-        found = self._detect(rgb, factor)
-        boxes = [b for b in found if (b[0][2] - b[0][0]) * factor >= self.min_face]
+        return self._align(ArrayPhoto(rgb, factor), strict)
+
+    def align_photo(self, photo: Photo, strict: bool = False) -> list[Face]:
+        """All faces (or the largest, unless ``all_faces``) of an encoded photo, aligned.
+
+        The photo is decoded once, at :meth:`decode_factor`. With ``strict``,
+        no face raises :class:`NoFace` (reason ``no_face``, ``too_small`` or
+        ``alignment_failed``) instead of returning ``[]``.
+        """
+        return self._align(ArrayPhoto(*photo.rgb(self.decode_factor(photo.width, photo.height))), strict)
+
+    def _align(self, photo: ArrayPhoto, strict: bool) -> list[Face]:
+        found = self.find_faces(photo)
+        boxes = [b for b in found if b[0][2] - b[0][0] >= self.min_face]
         if not self.all_faces:
             # OpenFace's rule (largest area), but a weak box only when nothing stronger was found
             boxes = ([b for b in boxes if b[1] >= WEAK_SCORE] or boxes)[:1]
         faces, failed = [], []
-        # rgb pixel p is source pixel (p + 0.5) * factor - 0.5
-        to_source = np.float64([[factor, 0, (factor - 1) / 2], [0, factor, (factor - 1) / 2]])
-        for box, score in boxes:
-            points = self.find_landmarks(rgb, box)
-            src_points = np.float32(apply_transform(to_source, points))
-            try:
-                matrix = self.transform(src_points)
-            except ValueError as exc:
-                failed.append(str(exc))
-                continue
-            # source -> output composed with rgb -> source, for warping rgb itself
-            local = matrix.copy()
-            local[:, :2] = matrix[:, :2] * factor
-            local[:, 2] = matrix[:, 2] + matrix[:, :2] @ to_source[:, 2]
-            src_box = tuple(int(round(v * factor + (factor - 1) / 2)) for v in box)
-            faces.append(Face(self.warp(rgb, local), src_box, score, src_points, matrix, self.mode))
+        if boxes:
+            rgb, factor = photo.rgb, photo.factor
+            # rgb pixel p is source pixel (p + 0.5) * factor - 0.5
+            to_source = np.float64([[factor, 0, (factor - 1) / 2], [0, factor, (factor - 1) / 2]])
+            for box, score in boxes:
+                local = [(v - (factor - 1) / 2) / factor for v in box]
+                points = self.find_landmarks(rgb, [round(v) for v in local])
+                src_points = np.float32(apply_transform(to_source, points))
+                try:
+                    matrix = self.transform(src_points)
+                except ValueError as exc:
+                    failed.append(str(exc))
+                    continue
+                # source -> output composed with rgb -> source, for warping rgb itself
+                warp = matrix.copy()
+                warp[:, :2] = matrix[:, :2] * factor
+                warp[:, 2] = matrix[:, 2] + matrix[:, :2] @ to_source[:, 2]
+                faces.append(Face(self.warp(rgb, warp), box, score, src_points, matrix, self.mode))
         if not faces and strict:
-            h, w = rgb.shape[0] * factor, rgb.shape[1] * factor
             if failed:
                 raise NoFace("alignment_failed", failed[0])
             if found:
-                widest = (found[0][0][2] - found[0][0][0]) * factor
+                widest = found[0][0][2] - found[0][0][0]
                 raise NoFace("too_small", f"largest face {widest} px is narrower than min_face {self.min_face}")
+            w, h = photo.width, photo.height
             smallest = self.min_face or round(DETECTOR_WINDOW / self.scale(w, h))
             raise NoFace("no_face", f"no face of >= {smallest} px in {w}x{h}")
         return faces

@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 
 from pipeline.atomic import atomic_file
@@ -36,6 +37,10 @@ USAGE_EXAMPLE = ("python -m pipeline.faces align raw/photos processed/aligned-ph
                  "--size 64 --landmarks innerEyesAndBottomLip --mode openface")
 
 
+#: FaceAligner's defaults: the options take theirs from here.
+A = {f.name: f.default for f in fields(FaceAligner) if f.init}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.faces",
@@ -46,29 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("input_dir", metavar="INPUT_DIR", help="folder of photos (searched recursively)")
     p.add_argument("output_dir", metavar="OUTPUT_DIR", help="where the aligned PNGs and logs go")
-    p.add_argument("--size", type=int, default=64, help="side of the aligned square face, in pixels")
-    p.add_argument("--landmarks", choices=tuple(LANDMARK_SETS), default="innerEyesAndBottomLip",
+    p.add_argument("--size", type=int, default=A["size"], help="side of the aligned square face, in pixels")
+    p.add_argument("--landmarks", choices=tuple(LANDMARK_SETS), default=A["landmarks"],
                    help="landmark triple of the openface mode")
-    p.add_argument("--mode", choices=MODES, default="openface",
+    p.add_argument("--mode", choices=MODES, default=A["mode"],
                    help="openface: OpenFace's 3-point affine; similarity: least-squares rotation, "
                         "scale and shift of all 68 landmarks")
-    p.add_argument("--margin", type=float, default=0.0,
+    p.add_argument("--margin", type=float, default=A["margin"],
                    help="border around the template as a fraction of the side (0 = OpenFace's crop)")
     p.add_argument("--all-faces", action="store_true",
                    help="align every face, not only the largest")
-    p.add_argument("--min-face", type=int, default=0,
+    p.add_argument("--min-face", type=int, default=A["min_face"],
                    help="ignore faces narrower than this many source pixels; detection then runs at "
                         "the coarsest scale that still finds them (0 = any face the detector finds)")
-    p.add_argument("--detector", choices=DETECTORS, default="hog",
+    p.add_argument("--detector", choices=DETECTORS, default=A["detector"],
                    help="dlib detector: hog (fast) or cnn (MMOD, slower, more poses)")
-    p.add_argument("--upsample", type=int, default=1,
+    p.add_argument("--upsample", type=int, default=A["upsample"],
                    help="finest detection scale is 2**upsample; 1 finds faces down to ~40 px")
-    p.add_argument("--detect-side", type=int, default=640,
+    p.add_argument("--detect-side", type=int, default=A["detect_side"],
                    help="with --min-face 0, detect on a copy whose longer side is this times "
                         "2**upsample (never finer than 2**upsample); 0 = full resolution")
-    p.add_argument("--naive-detection", action="store_true",
-                   help="detect exactly as OpenFace's tool does (full-resolution RGB, dlib's "
-                        "upsample): slower, for comparisons")
     p.add_argument("--jobs", type=int, default=0,
                    help="worker processes (0 = every core this process may use)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -188,7 +190,7 @@ def main(argv=None) -> int:
         aligner = FaceAligner(size=args.size, mode=args.mode, landmarks=args.landmarks,
                               margin=args.margin, detector=args.detector, upsample=args.upsample,
                               detect_side=args.detect_side, min_face=args.min_face,
-                              all_faces=args.all_faces, naive=args.naive_detection)
+                              all_faces=args.all_faces)
         if args.jobs < 0:
             raise ValueError(f"--jobs must be >= 0, got {args.jobs}")
         summary = align_folder(args.input_dir, args.output_dir, aligner, args.jobs,

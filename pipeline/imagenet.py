@@ -6,7 +6,9 @@ or a folder holding either per-synset subfolders or the per-class tars.
 Everything is streamed (the tar is 138 GB), checked with the rules of
 :mod:`pipeline.archive`, optionally filtered to a synset allow-list, and
 written one synset folder at a time, atomically: ``out/n01440764/*.JPEG``.
-A re-run skips synsets already imported.
+A re-run skips synsets already imported. The train tar can be checked
+against its published MD5 first (:func:`verify_md5`; opt-in, as it reads all
+138 GB once more).
 """
 from __future__ import annotations
 
@@ -42,6 +44,15 @@ _SYNSET = re.compile(r"^n\d{8}$")
 
 class ImageNetNotConfigured(FileNotFoundError):
     """No ImageNet archive was given; the message says how to get one."""
+
+
+def verify_md5(path: str | os.PathLike, md5: str = TRAIN_TAR_MD5) -> None:
+    """Raise ValueError unless the file at ``path`` has MD5 ``md5``."""
+    from pipeline.download import file_hashes
+    actual = file_hashes(path, ("md5",))["md5"]
+    if actual != md5.lower():
+        raise ValueError(f"{path}: MD5 {actual} is not the published {md5}; the archive is damaged "
+                         f"or another file: download ILSVRC2012_img_train.tar again")
 
 
 def parse_synsets(value: str | Iterable[str] | None) -> frozenset[str] | None:
@@ -150,19 +161,23 @@ class _Importer:
 
 def import_imagenet(archive: str | os.PathLike | None, out_dir: str | os.PathLike,
                     synsets: str | Iterable[str] | None = None,
-                    progress: Callable[[str, int], None] | None = None) -> ImportStats:
+                    progress: Callable[[str, int], None] | None = None,
+                    md5: str | None = None) -> ImportStats:
     """Import ImageNet train images into ``out_dir/<synset>/``.
 
     ``archive`` is ILSVRC2012_img_train.tar or a folder (per-synset subfolders
     and/or per-class tars). ``synsets`` restricts the import; a requested
     synset absent from the archive is an error (after the others are done).
-    ``progress(synset, images)`` is called after each synset.
+    ``progress(synset, images)`` is called after each synset. With ``md5`` a
+    tar archive is verified against it before anything is imported.
     """
     if archive is None or str(archive).strip() == "":
         raise ImageNetNotConfigured(HOW_TO_GET)
     archive = Path(archive)
     if not archive.exists():
         raise ImageNetNotConfigured(f"{archive} does not exist. {HOW_TO_GET}")
+    if md5 is not None and archive.is_file():
+        verify_md5(archive, md5)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     job = _Importer(out, parse_synsets(synsets), progress)

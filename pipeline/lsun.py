@@ -27,6 +27,7 @@ from tqdm import tqdm
 from pipeline.archive import DEFAULT_MAX_RATIO, extract_zip
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.download import RemoteFile
+from pipeline.jsonl import write_jsonl
 from pipeline.sources import DirectorySource
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def _write_shard(cursor, count: int, folder: Path, stats: ExportStats) -> None:
         cursor.next()
     if rejected:
         stats.rejected += len(rejected)
-        (folder / REJECTED).write_text("".join(json.dumps(r) + "\n" for r in rejected))
+        write_jsonl(folder / REJECTED, rejected)
 
 
 def export_lmdb(lmdb_dir: str | os.PathLike, out_dir: str | os.PathLike,

@@ -11,7 +11,6 @@ runs, so shards, splits and de-duplication can be derived from them.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,14 +95,8 @@ class DirectorySource(Source):
 
     def _index_meta(self, key: str) -> dict:
         if self._index is None:
-            self._index = {}
-            index = self.root / "index.jsonl"
-            if index.exists():
-                with open(index, encoding="utf-8") as fh:
-                    for line in fh:
-                        if line.strip():
-                            row = json.loads(line)
-                            self._index[row.pop("key")] = row
+            from pipeline.jsonl import read_jsonl
+            self._index = {row.pop("key"): row for row in read_jsonl(self.root / "index.jsonl")}
         return dict(self._index.get(key, {}))
 
     def read(self, key: str) -> Item:

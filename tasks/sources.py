@@ -38,6 +38,7 @@ from pipeline.download import RemoteFile, download
 from pipeline.httpclient import Policy
 from pipeline.imagenet import (
     HOW_TO_GET,
+    TRAIN_TAR_MD5,
     ImageNetSource,
     import_imagenet,
     parse_synsets,
@@ -343,6 +344,10 @@ class ImportImageNet(Checked, luigi.Task):
                               "or a folder of per-synset subfolders or per-class tars.")
     synsets = luigi.Parameter(default="", description="WordNet ids to keep, comma or space "
                               "separated (e.g. n01440764,n02085620); empty = all 1000 classes.")
+    verify_md5 = luigi.BoolParameter(default=False, significant=False,
+                                     description="Check ILSVRC2012_img_train.tar against its "
+                                                 "published MD5 before importing (reads the "
+                                                 "138 GB once more).")
 
     def validate(self):
         self.allow_list()
@@ -379,7 +384,8 @@ class ImportImageNet(Checked, luigi.Task):
             done[0] += 1
             progress(done[0])
 
-        stats = import_imagenet(_local(self.archive), self.folder(), keep, report)
+        stats = import_imagenet(_local(self.archive), self.folder(), keep, report,
+                                md5=TRAIN_TAR_MD5 if self.verify_md5 else None)
         progress.close()
         write_json(self.output().path, {
             "name": "imagenet", "archive": str(self.archive), "synsets": sorted(keep) if keep else None,

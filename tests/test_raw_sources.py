@@ -25,7 +25,7 @@ from pipeline.celeba import (
 )
 from pipeline.download import RemoteFile
 from pipeline.httpclient import Policy
-from pipeline.imagenet import ImageNetNotConfigured, ImageNetSource, import_imagenet
+from pipeline.imagenet import TRAIN_TAR_MD5, ImageNetNotConfigured, ImageNetSource, import_imagenet
 from pipeline.lsun import LSUNSource, export_lmdb, extract_lmdb, image_format, lsun_remote_file, verify_zip
 from pipeline.records import ATTRIBUTE_NAMES
 
@@ -371,3 +371,13 @@ def test_lsun_extraction_is_verified_before_it_becomes_visible(tmp_path, lsun_en
     (work / "cat" / "cat").mkdir(parents=True)
     assert extract_lmdb(broken, work) == work / "cat" / "cat"
     assert export_lmdb(work / "cat" / "cat", tmp_path / "out", shard_size=10).images == 6
+
+
+def test_imagenet_train_tar_is_checked_against_its_md5_when_asked(tmp_path):
+    archive = train_tar(tmp_path / "ILSVRC2012_img_train.tar",
+                        {s: tar_bytes(f) for s, f in SYNSETS.items()})
+    with pytest.raises(ValueError, match=rf"MD5 [0-9a-f]{{32}} is not the published {TRAIN_TAR_MD5}"):
+        import_imagenet(archive, tmp_path / "out", md5=TRAIN_TAR_MD5)
+    assert not (tmp_path / "out").exists()  # refused before anything was imported
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    assert import_imagenet(archive, tmp_path / "out", md5=md5).images == 4
