@@ -11,7 +11,9 @@ the encoded bytes to the aligned face,
     coarse to fine for the largest face, landmarks on a decode that keeps the
     face at least :data:`pipeline.faces.LANDMARK_FACE` px) in ``--jobs``
     worker processes (default: every usable core), as the CLI runs;
-(b) the same path in one process (to separate the algorithm from the cores);
+(b) the same path in one process (to separate the algorithm from the cores),
+    photo by photo in turn with (c), so load from other jobs on the machine
+    hits both alike; wall and CPU seconds are reported for both;
 (c) the peer, :class:`OpenFace`: OpenFace's ``util/align-dlib.py`` and
     ``openface/align_dlib.py`` step for step (OpenCV decodes to BGR, converts
     to RGB; dlib's HOG detector on the full RGB image with one upsample; the
@@ -60,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pipeline.aligned import align_stream, usable_cores  # noqa: E402
+from pipeline.aligned import align_bytes, align_stream, usable_cores  # noqa: E402
 from pipeline.faces import LANDMARK_SETS, MINMAX_TEMPLATE, FaceAligner, model_path, template_points  # noqa: E402
 from pipeline.imaging import DecodeError, Photo  # noqa: E402
 from pipeline.sources import list_images  # noqa: E402
@@ -163,10 +165,18 @@ def timed(items, aligner, jobs):
     return results, time.perf_counter() - start
 
 
-def timed_peer(items, peer):
-    start = time.perf_counter()
-    results = {key: peer.align(data) for key, data in items}
-    return results, time.perf_counter() - start
+def timed_in_turn(items, runs: dict) -> tuple[dict, dict, dict]:
+    """Each photo through every one-process ``runs`` entry in turn (so a load
+    spike on the shared machine hits them alike): results, wall and CPU seconds."""
+    results = {name: {} for name in runs}
+    wall, cpu = dict.fromkeys(runs, 0.0), dict.fromkeys(runs, 0.0)
+    for key, data in items:
+        for name, run in runs.items():
+            w, c = time.perf_counter(), time.process_time()
+            results[name][key] = run(data)
+            wall[name] += time.perf_counter() - w
+            cpu[name] += time.process_time() - c
+    return results, wall, cpu
 
 
 def count_faces(results, expected, all_faces):
@@ -225,12 +235,13 @@ def main(argv=None) -> int:
     log(f"{len(items)} photos from {args.data}; fast path with {jobs} processes ...")
     fast_res, t_fast = timed(items, fast, jobs)
     log(f"  fast: {t_fast:.2f} s")
-    t_single = None
+    runs = {"openface": peer.align}
     if not args.no_single:
-        _, t_single = timed(items, fast, 1)
-        log(f"  fast, one process: {t_single:.2f} s")
-    peer_res, t_peer = timed_peer(items, peer)
-    log(f"  OpenFace: {t_peer:.2f} s")
+        runs["single"] = lambda data: align_bytes(fast, data)
+    log("one process, photo by photo: ours and OpenFace's in turn ...")
+    results, wall, cpu_s = timed_in_turn(items, runs)
+    peer_res, t_peer, t_single = results["openface"], wall["openface"], wall.get("single")
+    log(f"  fast, one process: {t_single or 0:.2f} s, OpenFace: {t_peer:.2f} s")
 
     correct, total, extra, empty_false = count_faces(fast_res, expected, args.all_faces)
     p_correct, p_total, p_extra, p_empty_false = count_faces(peer_res, expected, args.all_faces)
@@ -284,6 +295,7 @@ def main(argv=None) -> int:
         "speedup": round(t_peer / t_fast, 2),
         "single_process_images_per_s": round(len(items) / t_single, 2) if t_single else None,
         "speedup_single_process": round(t_peer / t_single, 2) if t_single else None,
+        "speedup_single_process_cpu": round(cpu_s["openface"] / cpu_s["single"], 2) if t_single else None,
         "faces_found": correct, "openface_faces_found": p_correct,
         "faces_expected": (sum((e if args.all_faces else min(e, 1)) for e in expected.values()
                                if e is not None) if expected else None),
@@ -298,6 +310,7 @@ def main(argv=None) -> int:
         "landmark_shift_vs_openface": mean(shifts),
         "seconds": {"fast": round(t_fast, 2), "single": round(t_single, 2) if t_single else None,
                     "openface": round(t_peer, 2)},
+        "cpu_seconds": {name: round(value, 2) for name, value in cpu_s.items()},
         "machine": {"cpu": cpu, "usable_cores": usable_cores(), "python": platform.python_version()},
     }
     print(json.dumps(result))

@@ -315,18 +315,16 @@ class FaceAligner:
         rects, scores, _ = detector.run(img, 0, 0.0)
         return list(zip(rects, scores))
 
-    def _detect_at(self, photo: ArrayPhoto, scale: float):
+    def _detect_at(self, photo: ArrayPhoto, scale: float, base: np.ndarray):
         """Boxes (source px) and scores of one detection pass at ``scale``
-        detection px per source px."""
+        detection px per source px, on ``base`` resized."""
         import cv2
-        # Grayscale for HOG: a third of the gradient work of dlib's per-channel
-        # HOG; one cv2 resize replaces dlib's slower pyramid_up.
-        img = photo.gray() if self.detector == "hog" else photo.rgb
-        h, w = img.shape[:2]
+        h, w = base.shape[:2]
         size = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
+        img = base
         if size != (w, h):
             down = size[0] < w
-            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
+            img = cv2.resize(base, size, interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
         sx, sy = size[0] / photo.width, size[1] / photo.height
         # Not clipped to the image: a face cut by the border keeps its true box
         # (as in OpenFace), and the landmark predictor copes with the outside.
@@ -345,10 +343,18 @@ class FaceAligner:
         the first that finds a face of at least ``min_face`` px scoring
         :data:`WEAK_SCORE` (weak boxes alone do not settle it: the finer pass
         runs too and every pass's boxes count)."""
+        import cv2
         found = []
         scales = self.passes(photo.width, photo.height)
+        # Grayscale for HOG: a third of the gradient work of dlib's per-channel
+        # HOG; cv2 resizes replace dlib's slower pyramid_up. The coarser passes
+        # are made from the finest pass's image, the largest resize done once.
+        base = photo.gray() if self.detector == "hog" else photo.as_rgb(photo.pixels)
+        finest = (max(1, round(photo.width * scales[-1])), max(1, round(photo.height * scales[-1])))
+        if len(scales) > 1 and finest[0] < base.shape[1]:
+            base = cv2.resize(base, finest, interpolation=cv2.INTER_AREA)
         for i, scale in enumerate(scales):
-            boxes = self._detect_at(photo, scale)
+            boxes = self._detect_at(photo, scale, base)
             found += boxes
             last = i == len(scales) - 1
             if not last and any(b[0][2] - b[0][0] >= self.min_face and b[1] >= WEAK_SCORE for b in boxes):
@@ -400,7 +406,7 @@ class FaceAligner:
         no face raises :class:`NoFace` (reason ``no_face``, ``too_small`` or
         ``alignment_failed``) instead of returning ``[]``.
         """
-        return self._align(ArrayPhoto(*photo.rgb(self.decode_factor(photo.width, photo.height))), strict)
+        return self._align(ArrayPhoto(*photo.pixels(self.decode_factor(photo.width, photo.height))), strict)
 
     def _align(self, photo: ArrayPhoto, strict: bool) -> list[Face]:
         found = self.find_faces(photo)
@@ -410,12 +416,12 @@ class FaceAligner:
             boxes = ([b for b in boxes if b[1] >= WEAK_SCORE] or boxes)[:1]
         faces, failed = [], []
         if boxes:
-            rgb, factor = photo.rgb, photo.factor
+            pixels, factor = photo.pixels, photo.factor
             # rgb pixel p is source pixel (p + 0.5) * factor - 0.5
             to_source = np.float64([[factor, 0, (factor - 1) / 2], [0, factor, (factor - 1) / 2]])
             for box, score in boxes:
                 local = [(v - (factor - 1) / 2) / factor for v in box]
-                points = self.find_landmarks(rgb, [round(v) for v in local])
+                points = self.find_landmarks(pixels, [round(v) for v in local])  # same in BGR
                 src_points = np.float32(apply_transform(to_source, points))
                 try:
                     matrix = self.transform(src_points)
@@ -426,7 +432,8 @@ class FaceAligner:
                 warp = matrix.copy()
                 warp[:, :2] = matrix[:, :2] * factor
                 warp[:, 2] = matrix[:, 2] + matrix[:, :2] @ to_source[:, 2]
-                faces.append(Face(self.warp(rgb, warp), box, score, src_points, matrix, self.mode))
+                faces.append(Face(photo.as_rgb(self.warp(pixels, warp)), box, score, src_points, matrix,
+                                  self.mode))
         if not faces and strict:
             if failed:
                 raise NoFace("alignment_failed", failed[0])

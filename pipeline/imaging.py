@@ -121,18 +121,34 @@ def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return Photo(data, max_pixels).rgb(1)[0]
 
 
-def upright_size(img: Image.Image) -> tuple[int, int]:
-    """``(width, height)`` of ``img`` once its EXIF orientation is applied."""
+def upright_size(img: Image.Image, orientation: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` of ``img`` once its EXIF ``orientation`` (default:
+    read from ``img``) is applied."""
     w, h = img.size
-    return (h, w) if _orientation(img) in _SWAPS_SIDES else (w, h)
+    orientation = _orientation(img) if orientation is None else orientation
+    return (h, w) if orientation in _SWAPS_SIDES else (w, h)
 
 
-def _orientation(img: Image.Image) -> int:
-    """The EXIF orientation (1 = upright), 1 when the EXIF data cannot be read."""
+def _orientation(img: Image.Image, header_only: bool = False) -> int:
+    """The EXIF orientation (1 = upright), 1 when the EXIF data cannot be read.
+
+    ``header_only``: for a PNG, only an eXIf chunk before the pixel data counts
+    (Pillow would decode the whole image to look for one after it).
+    """
     try:
+        if header_only and img.format == "PNG":
+            return _png_orientation(img.info.get("exif"))
         return int(img.getexif().get(ORIENTATION, 1))
     except Exception:
         return 1
+
+
+def _png_orientation(exif: bytes | None) -> int:
+    if not exif:
+        return 1
+    parsed = Image.Exif()
+    parsed.load(exif)
+    return int(parsed.get(ORIENTATION, 1))
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -180,8 +196,8 @@ class Photo:
         with _decoding(data):
             with _open(data, max_pixels) as img:
                 self.format, self.mode = img.format, img.mode
-                self.orientation = _orientation(img)
-                self.width, self.height = upright_size(img)
+                self.orientation = _orientation(img, header_only=True)
+                self.width, self.height = upright_size(img, self.orientation)
 
     def _by_opencv(self) -> bool:
         return (self.format == "JPEG" and self.mode in ("RGB", "L")
@@ -189,6 +205,16 @@ class Photo:
 
     def rgb(self, factor: int = 1) -> tuple[np.ndarray, int]:
         """``(H, W, 3) uint8`` RGB, ``factor`` times smaller where the format allows."""
+        pixels, scale, order = self.pixels(factor)
+        if order == "BGR":
+            import cv2
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+        return pixels, scale
+
+    def pixels(self, factor: int = 1) -> tuple[np.ndarray, int, str]:
+        """Like :meth:`rgb`, but in the decoder's channel order ("BGR" from
+        OpenCV, "RGB" from Pillow): a conversion saved where the order does
+        not matter until the end (landmarks come out the same either way)."""
         if self._by_opencv():
             import cv2
             scale = factor if factor in (2, 4, 8) else 1
@@ -197,7 +223,7 @@ class Photo:
             bgr = cv2.imdecode(np.frombuffer(self.data, np.uint8), flags)
             if bgr is None:
                 raise DecodeError("undecodable", "the JPEG decoder gave up on it")
-            return _turn_upright(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.orientation), scale
+            return _turn_upright(bgr, self.orientation), scale, "BGR"
         with _decoding(self.data):
             img = Image.open(io.BytesIO(self.data), formats=FORMATS)
             scale = 1
@@ -205,26 +231,34 @@ class Photo:
                 if img.draft(None, (max(1, img.width // factor), max(1, img.height // factor))):
                     scale = img.decoderconfig[0] or 1
             img.load()
+        # Loaded, a PNG's eXIf chunk after the pixel data is known too.
+        self.orientation = _orientation(img)
+        self.width, self.height = upright_size(img, self.orientation)
         if self.orientation != 1:
             try:
                 ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of the pixels
             except Exception:  # a corrupt EXIF block: the pixels are fine, keep them as stored
                 pass
-        return np.asarray(_to_rgb(img)), scale
+        return np.asarray(_to_rgb(img)), scale, "RGB"
 
 
 class ArrayPhoto:
-    """A decoded ``(H, W, 3) uint8`` RGB image of a photo and its grayscale
-    copy; ``factor`` says it is the source reduced that many times, and
-    ``width``/``height`` are the source's."""
+    """A decoded ``(H, W, 3) uint8`` image of a photo (channels in ``order``,
+    "RGB" or "BGR") and its grayscale copy; ``factor`` says it is the source
+    reduced that many times, and ``width``/``height`` are the source's."""
 
-    def __init__(self, rgb: np.ndarray, factor: int = 1):
-        self.rgb, self.factor = np.ascontiguousarray(rgb), factor
-        self.height, self.width = rgb.shape[0] * factor, rgb.shape[1] * factor
+    def __init__(self, pixels: np.ndarray, factor: int = 1, order: str = "RGB"):
+        self.pixels, self.factor, self.order = np.ascontiguousarray(pixels), factor, order
+        self.height, self.width = pixels.shape[0] * factor, pixels.shape[1] * factor
         self._gray: np.ndarray | None = None
 
     def gray(self) -> np.ndarray:
         if self._gray is None:
             import cv2
-            self._gray = cv2.cvtColor(self.rgb, cv2.COLOR_RGB2GRAY)
+            code = cv2.COLOR_BGR2GRAY if self.order == "BGR" else cv2.COLOR_RGB2GRAY
+            self._gray = cv2.cvtColor(self.pixels, code)
         return self._gray
+
+    def as_rgb(self, image: np.ndarray) -> np.ndarray:
+        """``image`` (made from :attr:`pixels`) in RGB order."""
+        return np.ascontiguousarray(image[..., ::-1]) if self.order == "BGR" else image

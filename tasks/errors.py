@@ -215,6 +215,8 @@ class OneLineErrors(logging.Filter):
         if line is None or traceback_wanted():
             return True
         head = message.split("\n", 1)[0].rstrip(":").rstrip()
+        if head == "Uncaught exception in luigi":  # Luigi's words for an error building the task
+            head = "Bad setting, nothing was run"
         record.msg, record.args = f"{head}: {line}", ()
         record.exc_info, record.exc_text = None, None
         return True

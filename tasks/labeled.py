@@ -20,7 +20,7 @@ from pipeline.download import RemoteFile, download
 from pipeline.labeled import LabeledSource
 from tasks.common import Report, raw_dir, version
 from tasks.errors import ConfigError
-from tasks.sources import MARKER, _FetchParams, _local, _memo
+from tasks.sources import _FetchParams, _local, _memo
 
 logger = logging.getLogger("luigi-interface")
 
@@ -42,15 +42,6 @@ class _LabeledDownload(_FetchParams):
 
     def output_dir(self) -> Path:
         return raw_dir(f"{self.raw_name}-local", version(self)) if _local(self.local_dir) else raw_dir(self.raw_name)
-
-    def output(self):
-        return luigi.LocalTarget(str(self.output_dir() / MARKER))
-
-    def complete(self):
-        if self.output().exists():
-            return True
-        self.check()  # fail while scheduling, not after other work
-        return False
 
     def check(self) -> None:
         """Raise a one-line error for a bad configuration or missing local files."""

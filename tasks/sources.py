@@ -63,7 +63,29 @@ from tasks.errors import Checked, ConfigError, at_least, settings_of
 MARKER = "source.json"
 
 
-class _FetchParams(Checked):
+class _Marked(Checked):
+    """A raw task complete when its ``source.json`` marker is in
+    :meth:`output_dir` (a mixin, not a task). While it is not, ``complete()``
+    runs :meth:`check`, so a bad configuration fails while Luigi schedules,
+    before any other work."""
+
+    def output_dir(self) -> Path:
+        raise NotImplementedError
+
+    def check(self) -> object:
+        """Raise :class:`ConfigError` for what the disk says cannot work."""
+
+    def output(self):
+        return luigi.LocalTarget(str(self.output_dir() / MARKER))
+
+    def complete(self):
+        if self.output().exists():
+            return True
+        self.check()
+        return False
+
+
+class _FetchParams(_Marked):
     """Network settings shared by the download tasks (a mixin, not a task)."""
     retries = luigi.IntParameter(default=Policy.retries, significant=False,
                                  description="Retries of a failed request or broken transfer in a "
@@ -158,15 +180,6 @@ class DownloadCelebA(_FetchParams, luigi.Task):
         if _local(self.local_dir):
             return raw_dir("celeba-local", version(self))
         return raw_dir("celeba")
-
-    def output(self):
-        return luigi.LocalTarget(str(self.output_dir() / MARKER))
-
-    def complete(self):
-        if self.output().exists():
-            return True
-        self.check()  # fail while scheduling, not after other work
-        return False
 
     def check(self) -> list[str]:
         """What the copy lacks (local_dir only); raises unless ``allow_partial``."""
@@ -276,15 +289,12 @@ class DownloadLSUN(_FetchParams, luigi.Task):
         name = self.category if stem == self.category else f"{self.category}-{self.split}"
         return raw_dir("lsun", name)
 
-    def output(self):
-        return luigi.LocalTarget(str(self.folder() / MARKER))
+    def output_dir(self) -> Path:
+        return self.folder()
 
-    def complete(self):
-        if self.output().exists():
-            return True
+    def check(self) -> None:
         if _local(self.local_dir):
             self._local_input()
-        return False
 
     def _local_input(self) -> tuple[str, Path]:
         """("zip", path) or ("lmdb", folder) found under ``local_dir``."""
@@ -336,7 +346,7 @@ class DownloadLSUN(_FetchParams, luigi.Task):
 
 # --- ImageNet -------------------------------------------------------------------
 
-class ImportImageNet(Checked, luigi.Task):
+class ImportImageNet(_Marked, luigi.Task):
     """ILSVRC2012 train images imported from a copy the user has (it cannot be
     downloaded without an account) into ``raw/imagenet/train[-<hash>]/<synset>/``.
     """
@@ -362,18 +372,15 @@ class ImportImageNet(Checked, luigi.Task):
             return raw_dir("imagenet", "train")
         return raw_dir("imagenet", f"train-{digest(','.join(sorted(keep)))}")
 
-    def output(self):
-        return luigi.LocalTarget(str(self.folder() / MARKER))
+    def output_dir(self) -> Path:
+        return self.folder()
 
-    def complete(self):
-        if self.output().exists():
-            return True
+    def check(self) -> None:
         archive = _local(self.archive)
         if archive is None:
             raise ConfigError(HOW_TO_GET)
         if not archive.exists():
             raise ConfigError(f"[ImportImageNet] archive: {archive} does not exist. {HOW_TO_GET}")
-        return False
 
     def run(self):
         keep = self.allow_list()

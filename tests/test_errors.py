@@ -52,13 +52,17 @@ def test_a_bad_setting_is_one_line_naming_parameter_value_and_fix(tmp_path, args
     assert not (tmp_path / "raw").exists()  # nothing ran
 
 
-def test_an_upstream_bad_setting_stops_the_run_before_anything_runs(tmp_path):
-    proc = run_luigi(tmp_path, "BuildTFRecords", "--DetectAlignFaces-jobs", "-1", "--Sample-n", "4")
+@pytest.mark.parametrize("flag, value, where", [
+    ("--DetectAlignFaces-jobs", "-1", "[DetectAlignFaces] jobs = -1: must be at least 0"),
+    ("--DetectAlignFaces-mode", "foo", "[DetectAlignFaces] mode = 'foo': foo is not a valid choice"),
+])
+def test_an_upstream_bad_setting_stops_the_run_before_anything_runs(tmp_path, flag, value, where):
+    proc = run_luigi(tmp_path, "BuildTFRecords", flag, value, "--Sample-n", "4")
     output = proc.stdout + proc.stderr
     assert proc.returncode == 35, output  # [retcode] scheduling_error
     assert "Traceback" not in output
-    found = lines_with(proc, "[DetectAlignFaces] jobs = -1")
-    assert len(found) == 1 and "--DetectAlignFaces-jobs" in found[0]
+    found = lines_with(proc, where)
+    assert len(found) == 1 and flag in found[0]
     assert not (tmp_path / "raw").exists()
 
 
@@ -70,6 +74,24 @@ def test_the_traceback_is_printed_when_asked_for(tmp_path, how):
         proc = run_luigi(tmp_path, "Sample", "--Sample-n", "0", FACEGAN_TRACEBACK="1")
     output = proc.stdout + proc.stderr
     assert "Traceback (most recent call last)" in output and "ConfigError" in output
+
+
+def test_luigi_parameter_errors_read_from_a_formatted_traceback(luigi_config):
+    """Luigi logs errors of complete() as text only: the same one line comes from it."""
+    import traceback
+
+    from tasks.errors import one_line_from_text
+    luigi_config("DetectAlignFaces", "mode", "foo")
+    try:
+        tasks.DetectAlignFaces()
+    except ValueError:
+        text = traceback.format_exc()
+    assert one_line_from_text(text).startswith("[DetectAlignFaces] mode: foo is not a valid choice")
+    try:
+        tasks.Sample(n=0)
+    except ConfigError:
+        text = traceback.format_exc()
+    assert one_line_from_text(text).startswith("[Sample] n = 0: must be at least 1")
 
 
 def test_tasks_refuse_bad_values_when_built(luigi_config):
