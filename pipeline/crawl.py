@@ -416,7 +416,7 @@ class Crawler:
     def _attempt(self, entry: Entry) -> Download:
         """One attempt, within one deadline: every hop, the headers and the body."""
         cfg = self.config
-        with netguard.Deadline(cfg.deadline):
+        with self.policy.deadline_context():
             try:
                 response = httpclient.open_url(self.session, entry.url, self.policy,
                                                before_hop=self._before_hop)
@@ -480,7 +480,7 @@ class Crawler:
         4xx allow all; 5xx or a network failure refuse the host for this run."""
         cfg = self.config
         try:
-            with netguard.Deadline(cfg.deadline):
+            with self.policy.deadline_context():
                 response = httpclient.open_url(
                     self.session, origin + "/robots.txt", self.policy,
                     before_hop=lambda url: self._wait_turn(netguard.parse_target(url).host, 0.0))
