@@ -7,6 +7,7 @@ Importing the package makes configuration errors print as one line
 """
 from tasks.common import paths
 from tasks.crawl import CrawlDays, CrawlImages, RangeDaily
+from tasks.downloads import DownloadCelebA, DownloadLSUN, ImportImageNet, lsun
 from tasks.errors import ConfigError, errors, install
 from tasks.evaluate import CompareRuns, EvaluateGenerator
 from tasks.faces import AlignShard, DetectAlignFaces
@@ -14,7 +15,6 @@ from tasks.labeled import DownloadCIFAR10, DownloadMNIST
 from tasks.raw import RAW_TASKS, Sample, raw_task
 from tasks.records import BuildTFRecords, RecordsDaily, RecordShard
 from tasks.samples import ExportAttributeSweep, ExportSamples
-from tasks.sources import DownloadCelebA, DownloadLSUN, ImportImageNet, lsun
 from tasks.train import TrainDCGAN, TrainEGAN, TrainGAN
 
 install()

@@ -19,8 +19,8 @@ from pipeline.atomic import write_json
 from pipeline.download import RemoteFile, download
 from pipeline.labeled import LabeledSource
 from tasks.common import Report, raw_dir, version
+from tasks.downloads import _FetchParams, _local, _memo
 from tasks.errors import ConfigError
-from tasks.sources import _FetchParams, _local, _memo
 
 logger = logging.getLogger("luigi-interface")
 

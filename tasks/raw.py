@@ -13,9 +13,9 @@ import luigi
 from pipeline.sources import DirectorySource, Source
 from tasks.common import Report, raw_dir
 from tasks.crawl import CrawlDays
+from tasks.downloads import DownloadCelebA, DownloadLSUN, ImportImageNet
 from tasks.errors import Checked, at_least, check
 from tasks.labeled import DownloadCIFAR10, DownloadMNIST
-from tasks.sources import DownloadCelebA, DownloadLSUN, ImportImageNet
 
 
 class SampleSource(DirectorySource):
@@ -26,7 +26,7 @@ class SampleSource(DirectorySource):
         self.n = n
 
     def keys(self) -> list[str]:
-        from pipeline.sample import sample_key
+        from pipeline.sample_photos import sample_key
         return [sample_key(i) for i in range(self.n)]
 
 
@@ -56,7 +56,7 @@ class Sample(Checked, luigi.Task):
 
     def run(self):
         from pipeline.atomic import write_json
-        from pipeline.sample import write_sample
+        from pipeline.sample_photos import write_sample
 
         report = Report(self, "photos")
         made = write_sample(self.folder(), self.n, self.seed, report)

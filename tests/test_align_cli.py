@@ -15,7 +15,7 @@ from PIL import Image
 
 from pipeline.faces import LANDMARK_SETS, MINMAX_TEMPLATE
 from pipeline.faces_cli import face_output, main
-from pipeline.sample import portrait
+from pipeline.sample_photos import portrait
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ from pipeline.faces import (
     template_points,
 )
 from pipeline.imaging import DecodeError, Photo, decode_rgb
-from pipeline.sample import portrait
+from pipeline.sample_photos import portrait
 from pipeline.sources import DirectorySource
 
 ROOT = Path(__file__).resolve().parents[1]

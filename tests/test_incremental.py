@@ -15,7 +15,7 @@ import pytest
 from luigi.execution_summary import LuigiStatusCode
 
 from pipeline.records import iter_records, read_info
-from pipeline.sample import make_photo
+from pipeline.sample_photos import make_photo
 from pipeline.sources import DirectorySource
 
 pytestmark = pytest.mark.slow

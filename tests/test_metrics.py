@@ -15,7 +15,7 @@ import pytest
 from scipy import linalg
 
 from model import metrics
-from pipeline.sample import portrait
+from pipeline.sample_photos import portrait
 
 
 def _portrait_crops(n: int, seed: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from pipeline.atomic import Busy, atomic_dir, atomic_file, atomic_path, locked
 from pipeline.jsonl import JsonlLog, read_jsonl, write_jsonl
-from pipeline.sample import MAX_ROTATION, make_photo, write_sample
+from pipeline.sample_photos import MAX_ROTATION, make_photo, write_sample
 from pipeline.sources import DirectorySource, shard_keys
 
 
