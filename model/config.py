@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from model.variants import VARIANTS
+from pipeline.settings import BadSetting, one_of, require
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 Z_DISTS = ("uniform", "uniform01", "normal")  # see model.card.Z_PRIORS
@@ -18,6 +19,14 @@ GENERATORS = ("dcgan",)
 EXTRACTOR_FORMULAS = ("brightness", "sharpness")
 #: Transforms of the differentiable augmentation (model/augment.py).
 AUGMENTATIONS = ("color", "translation", "cutout")
+
+
+def resolution_ok(side: int) -> bool:
+    """Whether a generator can make ``side`` x ``side`` images: 4 or 7 times a power of two."""
+    for start in (4, 7):
+        if side >= start * 2 and side % start == 0 and (side // start) & (side // start - 1) == 0:
+            return True
+    return False
 
 
 def parse_policy(policy: str) -> tuple[str, ...]:
@@ -64,27 +73,29 @@ class TrainConfig:
     labels: list = field(default_factory=list)   # class names of labeled records (set from the data)
 
     def __post_init__(self):
+        # Each rule names its setting (pipeline.settings.BadSetting), so the Luigi tasks can
+        # say which parameter to fix without restating the rule.
         for name, allowed in (("variant", tuple(VARIANTS)), ("discriminator", DISCRIMINATORS),
-                              ("generator", GENERATORS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.z_dist not in Z_DISTS:
-            raise ValueError(f"z_dist must be one of {Z_DISTS}, got {self.z_dist!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+                              ("generator", GENERATORS), ("z_dist", Z_DISTS), ("precision", PRECISIONS)):
+            one_of(name, getattr(self, name), allowed)
         for name in ("steps", "batch_size", "g_steps", "z_dim", "log_every", "checkpoint_every",
                      "base_width", "kernel_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "d_lr", "beta1", "beta2"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
+        for name in ("lr", "d_lr"):
             value = getattr(self, name)
-            if value is not None and not (value > 0 if name.endswith("lr") else 0 <= value < 1):
-                raise ValueError(f"{name} must be {'> 0' if name.endswith('lr') else 'in [0, 1)'}, got {value}")
-        if not 0 <= self.ema < 1:
-            raise ValueError(f"ema must be in [0, 1) (0 = off; e.g. 0.999), got {self.ema}")
-        if not 0 < self.augment_p <= 1:
-            raise ValueError(f"augment_p must be in (0, 1], got {self.augment_p}")
-        parse_policy(self.augment)
+            require(value is None or value > 0, name, value, "> 0 (or empty for the variant's default)")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            require(value is None or 0 <= value < 1, name, value, "in [0, 1) (or empty for the variant's default)")
+        require(0 <= self.ema < 1, "ema", self.ema, "in [0, 1) (0 = off; e.g. 0.999)")
+        require(0 < self.augment_p <= 1, "augment_p", self.augment_p, "in (0, 1]")
+        require(resolution_ok(self.resolution), "resolution", self.resolution,
+                "4 or 7 times a power of two (28, 32, 56, 64, 112, 128, ...): the generator doubles a 4x4 or "
+                "7x7 start")
+        try:
+            parse_policy(self.augment)
+        except ValueError as exc:
+            raise BadSetting("augment", self.augment, str(exc).split(": ", 1)[1]) from None
         self.options = dict(self.options or {})
         self.labels = [str(x) for x in self.labels or ()]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from model.config import resolution_ok
 from model.layers import FusedBatchNormalization, MatmulConv2D, MatmulConv2DTranspose
 
 Z_DIM = 100
@@ -38,12 +39,12 @@ def widths(resolution: int, base_width: int = 128) -> tuple[int, list[int]]:
 
     64 -> (4, [1024, 512, 256, 128]); 32 -> (4, [512, 256, 128]); 28 -> (7, [256, 128]).
     """
+    if not resolution_ok(resolution):
+        raise ValueError(f"resolution {resolution} is not 4 or 7 times a power of two")
     start, ups = resolution, 0
     while start % 2 == 0 and start > 4:
         start //= 2
         ups += 1
-    if ups < 1 or start not in (4, 7):
-        raise ValueError(f"resolution {resolution} is not 4 or 7 times a power of two")
     return start, [base_width * 2 ** k for k in reversed(range(ups))]
 
 

@@ -47,16 +47,15 @@ class EvalSettings:
     weights: str = ""               # "" = what the run exported; "generator" (raw) or "ema" (its average)
 
     def __post_init__(self):
-        if self.n < 2 or self.training_n < 2:
-            raise ValueError(f"n and training_n must be at least 2, got {self.n} and {self.training_n}")
+        from pipeline.settings import one_of, require
+
+        for name in ("n", "training_n"):
+            require(getattr(self, name) >= 2, name, getattr(self, name), "at least 2 (FID needs a covariance)")
         for name in ("face_n", "msssim_pairs"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0 skips it), got {getattr(self, name)}")
-        if self.weights not in ("", "generator", "ema"):
-            raise ValueError(f"weights must be '' (what the run exported), 'generator' or 'ema', got {self.weights!r}")
+            require(getattr(self, name) >= 0, name, getattr(self, name), ">= 0 (0 skips it)")
         for name in ("kid_subsets", "kid_subset_size", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            require(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
+        one_of("weights", self.weights, ("", "generator", "ema"))
 
 
 def choose_split(available: dict[str, int], wanted: str, minimum: int = 2) -> tuple[str, str]:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.atomic import atomic_path
+
 
 def to_uint8(images) -> np.ndarray:
     """Generator output in [-1, 1] -> ``uint8`` in [0, 255]."""
@@ -64,9 +66,8 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(tmp, format="PNG")
 
 
 def save_gif(frames: list[str | os.PathLike], path: str | os.PathLike, ms_per_frame: int = 400) -> None:

@@ -9,11 +9,12 @@ needs no knowledge of the [-1, 1] convention.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import keras
 import tensorflow as tf
+
+from pipeline.atomic import atomic_path
 
 
 def export_saved_model(generator: keras.Model, path: str | os.PathLike, card=None) -> None:
@@ -37,12 +38,8 @@ def export_saved_model(generator: keras.Model, path: str | os.PathLike, card=Non
     archive.add_endpoint("serving_default", serve,
                          input_signature=[tf.TensorSpec((None, k), tf.float32, name=name)
                                           for name, k in zip(names, sizes)])
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    archive.write_out(str(tmp), verbose=False)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        archive.write_out(str(tmp), verbose=False)
 
 
 def load_serving(path: str | os.PathLike):

@@ -156,10 +156,9 @@ def fixed_inputs(model: GANModel, n: int = 64) -> dict[str, np.ndarray]:
 
 def save_keras_atomic(model: keras.Model, path: str | os.PathLike) -> None:
     """Save ``model`` as ``.keras`` under a temporary name, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # Keras insists on the suffix
-    model.save(tmp)
-    os.replace(tmp, path)
+    from pipeline.atomic import atomic_path
+    with atomic_path(path) as tmp:  # keeps the .keras suffix Keras insists on
+        model.save(tmp)
 
 
 def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathLike,
@@ -314,10 +313,10 @@ def plot_losses(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, pane
         ax.set_xlabel("step")
         ax.legend()
     fig.tight_layout()
-    tmp = Path(out_png).with_name(f".tmp-{Path(out_png).name}")
-    fig.savefig(tmp, format="png", dpi=100)
+    from pipeline.atomic import atomic_path
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, out_png)
 
 
 #: Legend labels of scalars whose names are terse.

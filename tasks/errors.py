@@ -150,6 +150,9 @@ def _parameter_error(exc: BaseException) -> str | None:
             local = frame.f_locals
             if frame.f_code.co_name == "get_param_values" and "param_name" in local:
                 family, name = local.get("task_family"), local["param_name"]
+            elif frame.f_code.co_name == "_get_task_kwargs" and "param_name" in local:
+                # the command line task's own flags (--precision foo): parsed by luigi's CmdlineParser
+                family, name = local["self"].known_args.root_task, local["param_name"]
             elif frame.f_code.co_name in ("_parse_or_no_value", "parse", "normalize") and "x" in local:
                 value = local["x"]
     if family is None:

@@ -20,13 +20,14 @@ import luigi
 from model.evaluation import EvalSettings
 from pipeline.atomic import atomic_dir, atomic_file, write_json
 from tasks.common import Progress, describe, processed_dir, version
+from tasks.errors import Checked, settings_of
 from tasks.train import TrainedRun
 
 logger = logging.getLogger("luigi-interface")
 _EVAL = {f.name: f.default for f in fields(EvalSettings)}
 
 
-class EvaluateGenerator(TrainedRun, luigi.Task):
+class EvaluateGenerator(Checked, TrainedRun, luigi.Task):
     """FID, KID, face-detection rate and MS-SSIM diversity of a trained run (any variant),
     for the exported generator and each checkpoint the run kept, against a held-out split
     of the records it trained on (from its model card).
@@ -68,9 +69,9 @@ class EvaluateGenerator(TrainedRun, luigi.Task):
                                     description="Samples for the FID/KID training computes every "
                                                 "eval_every steps (eval.csv); kept small, it runs in training.")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.settings()  # refuse bad settings before anything runs
+    def validate(self):
+        with settings_of(self):
+            self.settings()  # refuse bad settings before anything runs
 
     def settings(self) -> EvalSettings:
         return EvalSettings(**{f.name: getattr(self, f.name) for f in fields(EvalSettings)})

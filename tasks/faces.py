@@ -10,7 +10,7 @@ from pipeline.aligned import keys_digest, parse_shard_name, plan_shards, read_ke
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.faces import DETECTORS, LANDMARK_SETS, MODES, FaceAligner
 from tasks.common import Progress, defaults_of, describe, processed_dir
-from tasks.errors import Checked, at_least, settings_of
+from tasks.errors import Checked, at_least, check, settings_of
 from tasks.raw import check_dataset, raw_task
 
 #: Parameters that say how the work is cut or run, not what it produces.
@@ -70,6 +70,9 @@ class AlignmentParams(Checked):
     def validate(self):
         super().validate()
         check_dataset(self)
+        check(self, "dataset", getattr(self.raw(), "layout", "faces") != "labeled",
+              "holds labeled images (digits, objects), not photos of faces: it needs no alignment; "
+              "BuildTFRecords and TrainGAN take it directly")
         with settings_of(self):
             self.aligner()  # FaceAligner's own rules: size, margin, upsample, ...
         at_least(self, "shard_size", 1)

@@ -6,17 +6,18 @@ from dataclasses import fields
 
 import luigi
 
-from model.config import DISCRIMINATORS, EXTRACTOR_FORMULAS, GENERATORS, PRECISIONS, Z_DISTS, TrainConfig
+from model.config import DISCRIMINATORS, EXTRACTOR_FORMULAS, GENERATORS, PRECISIONS, Z_DISTS, TrainConfig, resolution_ok
 from model.variants import VARIANTS
 from pipeline.atomic import write_json
 from tasks.common import Progress, describe, processed_dir, version
+from tasks.errors import Checked, ConfigError, settings_of
 from tasks.records import BuildTFRecords
 
 #: The one default of each training setting (model/config.py).
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if not callable(f.default_factory)}
 
 
-class TrainGAN(luigi.Task):
+class TrainGAN(Checked, luigi.Task):
     """Trains a GAN variant (G and D, plus any network the variant has), checkpointing as
     it goes; re-running resumes from the last checkpoint.
 
@@ -82,9 +83,20 @@ class TrainGAN(luigi.Task):
                                                 "at the next checkpoint (0: off; settings from "
                                                 "[EvaluateGenerator], e.g. training_n).")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.config(resolution=64, channels=3)  # refuse bad settings before anything runs
+    def validate(self):
+        """Refuse bad settings when the task is built, before anything runs."""
+        side = self.expected_resolution()
+        if side is not None and not resolution_ok(side):
+            raise ConfigError(f"[DetectAlignFaces] size = {side}: a generator makes images 4 or 7 times a "
+                              f"power of two (28, 32, 56, 64, 112, 128, ...); set --DetectAlignFaces-size")
+        with settings_of(self):
+            self.config(resolution=side or 64, channels=3)
+
+    def expected_resolution(self) -> int | None:
+        """The image side the records will have: the aligned size of a face data set (None for a
+        labeled one, whose size is the source's)."""
+        records = self.records()
+        return None if records.labeled() else records.requires().size
 
     def requires(self):
         return self.records()

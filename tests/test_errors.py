@@ -39,6 +39,9 @@ def lines_with(proc: subprocess.CompletedProcess, text: str) -> list[str]:
      "must be at least 8"),
     (["BuildTFRecords", "--BuildTFRecords-splits", "train=0.9"], "[BuildTFRecords] splits",
      "add up to 1"),
+    (["TrainGAN", "--precision", "foo"], "[TrainGAN] precision = 'foo'", "not a valid choice"),
+    (["TrainGAN", "--batch-size", "0"], "[TrainGAN] batch_size = 0", "must be >= 1"),
+    (["Sample", "--n", "x"], "[Sample] n = 'x'", "invalid literal"),
 ])
 def test_a_bad_setting_is_one_line_naming_parameter_value_and_fix(tmp_path, args, where, says):
     proc = run_luigi(tmp_path, *args)

@@ -57,12 +57,20 @@ def test_traindcgan_is_traingan_dcgan_and_any_run_exports(tiny, tmp_path, starte
 
 def test_bad_training_settings_are_refused_when_the_task_is_built(luigi_config):
     import tasks
-    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+    from tasks.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"\[TrainGAN\] batch_size = 0: must be >= 1; set --TrainGAN-batch-size"):
         tasks.TrainGAN(batch_size=0)
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ConfigError, match=r"\[TrainDCGAN\] lr = -1.0: must be > 0"):
         tasks.TrainDCGAN(lr=-1.0)
+    with pytest.raises(ConfigError, match=r"\[TrainGAN\] augment = 'blur': must be .*unknown transform"):
+        tasks.TrainGAN(augment="blur")
     with pytest.raises(ValueError, match="wgan is not a valid choice"):
         tasks.TrainDCGAN(variant="wgan")
+    luigi_config("DetectAlignFaces", "size", 50)
+    with pytest.raises(ConfigError, match=r"\[DetectAlignFaces\] size = 50: .*--DetectAlignFaces-size"):
+        tasks.TrainDCGAN()
+    with pytest.raises(ConfigError, match=r"\[DetectAlignFaces\] dataset = 'mnist': holds labeled images"):
+        tasks.DetectAlignFaces(dataset="mnist", size=64)
 
 
 def test_model_that_is_not_a_run_fails_while_scheduling(luigi_config, tmp_path):
