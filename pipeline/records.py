@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.versions import digest
+
 #: CelebA's 40 attributes in the order of ``list_attr_celeba.txt``; records
 #: store them as an int8 vector in this order (1 yes, 0 no, -1 unknown).
 ATTRIBUTE_NAMES = (
@@ -380,8 +382,7 @@ def file_name(name: str, split: str, index: int, count: int) -> str:
 def version_id(name: str, shards: list[str], settings: dict) -> str:
     """12 hex digits naming a dataset version: a hash of its record shard
     list (shard names are content hashes) and settings."""
-    blob = json.dumps([name, FORMAT_VERSION, shards, settings], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return digest([name, FORMAT_VERSION, shards, settings], 12)
 
 
 def features_json(size: int, image_format: str = "raw", layout: str = "faces", channels: int = 3,
