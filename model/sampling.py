@@ -32,6 +32,29 @@ def generate(generator, inputs, batch_size: int = 64) -> np.ndarray:
     return np.concatenate(out)
 
 
+def compile_generator(generator):
+    """A fast ``forward(inputs) -> (n, H, W, C) uint8`` for serving: one traced TensorFlow
+    graph for any batch size (no per-call Keras overhead), the [-1, 1] -> uint8
+    conversion inside it. ``inputs`` is ``{name: (n, size) float32}`` with every input
+    of the generator (a z-only generator takes ``{"z": z}``)."""
+    import tensorflow as tf
+
+    names = [t.name for t in generator.inputs]
+    spec = {name: tf.TensorSpec((None, t.shape[-1]), tf.float32, name=name)
+            for name, t in zip(names, generator.inputs, strict=True)}
+
+    @tf.function(input_signature=[spec])
+    def forward(inputs):
+        x = generator(inputs[names[0]] if len(names) == 1 else inputs, training=False)
+        return tf.cast(tf.clip_by_value(tf.round((x + 1.0) * 127.5), 0, 255), tf.uint8)
+
+    def call(inputs: dict) -> np.ndarray:
+        return forward({k: np.asarray(inputs[k], np.float32) for k in names}).numpy()
+
+    call.input_names, call.generator = names, generator
+    return call
+
+
 def grid(images: np.ndarray, rows: int, cols: int, pad: int = 2, fill: int = 255) -> np.ndarray:
     """Tile ``rows * cols`` images ``(n, H, W, C)`` into one image with ``pad`` px gaps."""
     n, h, w, c = images.shape

@@ -5,6 +5,7 @@ pipeline/ (plain Python) or model/ (TensorFlow, imported inside ``run()``).
 Importing the package makes configuration errors print as one line
 (:mod:`tasks.errors`).
 """
+from tasks.attributes import FitAttributeDirections, TrainAttributeClassifier
 from tasks.common import paths
 from tasks.crawl import CrawlDays, CrawlImages, RangeDaily
 from tasks.downloads import DownloadCelebA, DownloadLSUN, ImportImageNet, lsun
@@ -22,6 +23,6 @@ install()
 __all__ = ["paths", "ConfigError", "errors", "Sample", "RAW_TASKS", "raw_task", "AlignShard",
            "DetectAlignFaces", "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainGAN", "TrainDCGAN",
            "TrainEGAN", "ExportSamples", "ExportAttributeSweep",
-           "EvaluateGenerator", "CompareRuns",
+           "EvaluateGenerator", "CompareRuns", "TrainAttributeClassifier", "FitAttributeDirections",
            "CrawlImages", "CrawlDays", "RangeDaily",
            "DownloadCelebA", "DownloadLSUN", "ImportImageNet", "lsun", "DownloadMNIST", "DownloadCIFAR10"]

@@ -1,0 +1,84 @@
+"""``facegan-studio``: serve the face studio on 127.0.0.1 (``make studio``).
+
+    facegan-studio                                  # the newest exported generator under processed/models
+    facegan-studio --model processed/models/celeba/dcgan-1a2b3c4d5e --port 8000
+    facegan-studio --host 0.0.0.0                   # listen on every interface (trusted networks only)
+
+A missing or unreadable model, or a missing page dependency, is one line on stderr
+and exit status 2; the server is never started half-working.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="facegan-studio", description="Serve the face studio (edit a face through z).")
+    p.add_argument("--model", help="run folder with generator.keras and model_card.json "
+                                   "(default: the newest under --models-root)")
+    p.add_argument("--models-root", default="processed/models",
+                   help="folder searched for exported generators, listed in the model picker (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--max-batch", type=int, default=32, help="most rows in one generator call (default: %(default)s)")
+    p.add_argument("--batch-wait-ms", type=float, default=0.0,
+                   help="extra wait for requests to join a batch (default: %(default)s: only those already queued)")
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    return p.parse_args(argv)
+
+
+def fail(message: str) -> int:
+    print(f"facegan-studio: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from studio.app import VUE
+
+    if not VUE.is_file():
+        return fail(f"{VUE} is missing: install the page's dependencies with `make studio` "
+                    f"(or `npm ci --prefix studio`)")
+    root = Path(args.models_root)
+    if args.model:
+        run = Path(args.model)
+        if not run.is_dir():
+            return fail(f"--model {run}: no such folder (give a run folder holding generator.keras "
+                        f"and model_card.json)")
+    else:
+        from model.card import find_runs
+
+        runs = find_runs(root) if root.is_dir() else []
+        if not runs:
+            return fail(f"no exported generator with a model card under {root}; train one "
+                        f"(`make run`) or pass --model <run folder>")
+        run = runs[0]
+
+    from studio.app import create_app
+    from studio.models import ModelRegistry
+
+    try:
+        registry = ModelRegistry(root if root.is_dir() else None, run, args.max_batch, args.batch_wait_ms / 1000)
+        model = registry.get(None)
+    except Exception as exc:  # any load failure is one line, not a traceback
+        return fail(f"--model {run}: cannot load the generator: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+
+    import uvicorn
+
+    config = uvicorn.Config(create_app(registry), host=args.host, port=args.port, log_level=args.log_level,
+                            access_log=False)
+    server = uvicorn.Server(config)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"Face studio: http://{host}:{args.port}/  (model {model.id}, {model.card.variant}, "
+          f"{model.card.dataset.get('name', '?')}; Ctrl+C stops)", flush=True)
+    server.run()
+    registry.close()
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

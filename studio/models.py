@@ -1,0 +1,149 @@
+"""The generators the studio serves: a listing of run folders by id, each loaded once.
+
+A model id is a run folder's path relative to the models root (``celeba/dcgan-1a2b3c``),
+or the folder's name for a ``--model`` outside it. Clients only ever name ids from
+the listing; an id is a dictionary key here, never joined onto a path.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from model.card import ModelCard, find_runs, load_generator, read_card, read_evaluation
+from model.directions import move, read_directions
+from studio.batcher import MicroBatcher
+
+#: Offsets along attribute directions, in standard deviations of z along the normal.
+OFFSET_RANGE = (-3.0, 3.0)
+
+
+class UnknownModel(KeyError):
+    """A model id that is not in the listing."""
+
+
+@dataclass
+class LoadedModel:
+    """One served generator: its card, optional directions, compiled forward and batcher."""
+    id: str
+    run_dir: Path
+    card: ModelCard
+    directions: dict | None
+    forward: object
+    batcher: MicroBatcher
+    names: list[str] = field(default_factory=list)     # kept direction names, in order
+    normals: np.ndarray | None = None                  # (k, z size)
+    scales: np.ndarray | None = None                   # (k,)
+
+    @classmethod
+    def load(cls, model_id: str, run_dir: Path, max_rows: int = 32, wait_s: float = 0.0) -> "LoadedModel":
+        from model.sampling import compile_generator
+
+        card, generator = load_generator(run_dir)
+        declared, takes = sorted(s.name for s in card.inputs), sorted(t.name for t in generator.inputs)
+        if declared != takes:
+            raise ValueError(f"{run_dir}: the card declares inputs {declared}, the generator takes {takes}")
+        directions = read_directions(run_dir, card.z.size)
+        forward = compile_generator(generator)
+        forward(_zeros(card, 1))  # trace once now, not on the first request
+        kept = (directions or {}).get("directions", [])
+        return cls(model_id, run_dir, card, directions, forward,
+                   MicroBatcher(forward, max_rows, wait_s, name=model_id),
+                   [d["name"] for d in kept],
+                   np.array([d["normal"] for d in kept], np.float32).reshape(len(kept), card.z.size),
+                   np.array([d["scale"] for d in kept], np.float32))
+
+    def apply_directions(self, z: np.ndarray, offsets: dict[str, float], locks: list[str]) -> np.ndarray:
+        """``z`` ``(d,)`` moved along the named directions (already validated names)."""
+        if not self.names or not (offsets or locks):
+            return z
+        values = np.array([offsets.get(n, 0.0) for n in self.names], np.float32)
+        locked = np.array([n in locks for n in self.names])
+        return move(z, self.normals, self.scales, values, locked)
+
+    def info(self) -> dict:
+        """What the page needs to know about the model (``GET /api/model``)."""
+        d = self.directions or {}
+        z = self.card.z
+        return {"id": self.id, "card": self.card.to_json(), "evaluation": read_evaluation(self.run_dir),
+                "z": {"size": z.size, "distribution": z.distribution, "range": list(z.range),
+                      "gray": {"black": z.range[0], "white": z.range[1], "mapping": "linear"}},
+                "inputs": [s.to_json() for s in self.card.extra_inputs],
+                "directions": [{k: e[k] for k in ("name", "accuracy", "chance", "scale")}
+                               for e in d.get("directions", [])],
+                "dropped": [{k: e[k] for k in ("name", "accuracy", "chance", "reason")}
+                            for e in d.get("dropped", [])],
+                "directions_classifier": d.get("classifier", {}).get("folder"),
+                "offset_range": list(OFFSET_RANGE)}
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+def _zeros(card: ModelCard, n: int) -> dict[str, np.ndarray]:
+    return {s.name: np.zeros((n, s.size), np.float32) for s in card.inputs}
+
+
+def summary(model_id: str, run_dir: Path, card: ModelCard) -> dict:
+    """One line of the model picker: the card's headline figures."""
+    evaluation = read_evaluation(run_dir) or {}
+    return {"id": model_id, "variant": card.variant, "dataset": card.dataset.get("name", ""),
+            "steps": card.steps, "resolution": card.resolution, "z_size": card.z.size,
+            "inputs": [s.name for s in card.extra_inputs], "fid": evaluation.get("fid"),
+            "created": card.created, "directions": (run_dir / "directions.json").exists()}
+
+
+class ModelRegistry:
+    """Run folders under ``root`` (re-listed on demand) plus the ``default`` run; each
+    model is loaded on first use and kept."""
+
+    def __init__(self, root: Path | None, default: Path, max_rows: int = 32, wait_s: float = 0.0):
+        self.root = Path(root).resolve() if root else None
+        self.default_dir = Path(default).resolve()
+        self.max_rows, self.wait_s = max_rows, wait_s
+        self._loaded: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+        self.default_id = self._id(self.default_dir)
+        self._runs: dict[str, Path] = {}
+        self.refresh()
+
+    def _id(self, run_dir: Path) -> str:
+        if self.root is not None and run_dir.is_relative_to(self.root):
+            return run_dir.relative_to(self.root).as_posix()
+        return run_dir.name
+
+    def refresh(self) -> dict[str, Path]:
+        """Re-list the run folders (new exports appear without a restart)."""
+        runs = {self.default_id: self.default_dir}
+        if self.root is not None and self.root.is_dir():
+            for run in find_runs(self.root):
+                runs.setdefault(self._id(run.resolve()), run.resolve())
+        self._runs = runs
+        return runs
+
+    def listing(self) -> list[dict]:
+        out = []
+        for model_id, run in self.refresh().items():
+            try:
+                out.append(summary(model_id, run, read_card(run)))
+            except (OSError, ValueError):
+                continue  # removed or rewritten since it was listed
+        return out
+
+    def get(self, model_id: str | None) -> LoadedModel:
+        """The loaded model ``model_id`` (None: the default); :class:`UnknownModel` otherwise."""
+        model_id = self.default_id if model_id is None else model_id
+        if model_id in self._loaded:
+            return self._loaded[model_id]
+        if model_id not in self._runs and model_id not in self.refresh():
+            raise UnknownModel(model_id)
+        with self._lock:
+            if model_id not in self._loaded:
+                self._loaded[model_id] = LoadedModel.load(model_id, self._runs[model_id], self.max_rows, self.wait_s)
+        return self._loaded[model_id]
+
+    def close(self) -> None:
+        for model in self._loaded.values():
+            model.close()

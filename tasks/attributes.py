@@ -1,0 +1,126 @@
+"""The CelebA attribute classifier and a generator's attribute directions in z."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import luigi
+
+from tasks.common import Progress, processed_dir, version
+from tasks.records import BuildTFRecords
+
+#: Attributes trained and fitted unless told otherwise (the ones the EGAN thesis and
+#: InterFaceGAN edit, plus a few that a face editor is asked for).
+DEFAULT_ATTRIBUTES = ("Male,Smiling,Mouth_Slightly_Open,Eyeglasses,Wearing_Lipstick,Young,"
+                      "Blond_Hair,Black_Hair,Bangs,Heavy_Makeup,No_Beard,Pale_Skin")
+
+
+class TrainAttributeClassifier(luigi.Task):
+    """Trains the CelebA attribute classifier (model/attributes.py) on real records.
+
+    Output: ``processed/classifiers/{dataset}/attributes-{version}/`` with
+    ``classifier.keras`` and ``classifier.json`` (attributes, held-out accuracy per
+    attribute next to the majority-class rate, records version).
+    """
+    dataset = luigi.Parameter(default="celeba", description="Data set whose records carry the attributes.")
+    attributes = luigi.Parameter(default=DEFAULT_ATTRIBUTES,
+                                 description="Comma-separated CelebA attribute names, one sigmoid output each.")
+    epochs = luigi.IntParameter(default=30, description="Passes over the train split; the epoch with the "
+                                                        "best mean validation accuracy is kept.")
+    batch_size = luigi.IntParameter(default=64, description="Batch size.")
+    lr = luigi.FloatParameter(default=1e-3, description="Adam learning rate (beta1 0.5).")
+    width = luigi.IntParameter(default=32, description="Channels of the first conv layer (then 2x, 4x).")
+    seed = luigi.IntParameter(default=0, description="Seed of weights, data order and flips.")
+
+    def requires(self):
+        return BuildTFRecords(dataset=self.dataset)
+
+    def output(self):
+        return luigi.LocalTarget(str(processed_dir("classifiers", self.dataset, f"attributes-{version(self)}")))
+
+    def run(self):
+        from model.attributes import parse_attributes, train_classifier
+
+        names = parse_attributes(self.attributes)
+        progress = Progress(self, self.epochs, "epochs")
+        card = train_classifier(self.requires().folder(), names, self.output().path, epochs=self.epochs,
+                                batch_size=self.batch_size, lr=self.lr, width=self.width, seed=self.seed,
+                                progress=lambda done, total, extra: progress(done, total, extra))
+        progress.close()
+        self.set_status_message(f"mean held-out accuracy {card['mean_test_accuracy']}")
+
+
+def newest_run() -> Path:
+    """The newest run folder with a model card under processed/models."""
+    from model.card import find_runs
+
+    runs = find_runs(processed_dir("models")) if processed_dir("models").exists() else []
+    if not runs:
+        raise FileNotFoundError(f"no exported generator with a model card under {processed_dir('models')}; "
+                                f"train one first, or pass --run <run folder>")
+    return runs[0]
+
+
+class FitAttributeDirections(luigi.Task):
+    """Fits one direction in z per attribute for a run's generator (model/directions.py)
+    and writes ``directions.json`` into the run folder, for the studio's sliders.
+
+    Attributes whose boundary is no better than chance are listed under ``dropped``
+    with the reason. Re-runs when the classifier or the sampling settings change.
+    """
+    run_dir = luigi.Parameter(default="", description="Run folder holding generator.keras and "
+                                                      "model_card.json (default: the newest under "
+                                                      "processed/models).")
+    dataset = luigi.Parameter(default="celeba", description="Data set of the attribute classifier.")
+    attributes = luigi.Parameter(default=DEFAULT_ATTRIBUTES, description="Comma-separated attributes to fit.")
+    n = luigi.IntParameter(default=10_000, description="Inputs sampled and scored.")
+    seed = luigi.IntParameter(default=0, description="Seed of the sampled inputs and the held-out split.")
+    keep = luigi.FloatParameter(default=0.5, description="Fraction of the samples used: the top and bottom "
+                                                         "keep/2 by classifier score (InterFaceGAN).")
+    holdout = luigi.FloatParameter(default=0.2, description="Fraction of the kept samples held out to "
+                                                            "measure each boundary's accuracy.")
+
+    def requires(self):
+        return TrainAttributeClassifier(dataset=self.dataset, attributes=self.attributes)
+
+    def run_path(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else newest_run()
+
+    def output(self):
+        from model.card import DIRECTIONS_FILE
+        return luigi.LocalTarget(str(self.run_path() / DIRECTIONS_FILE))
+
+    def settings(self) -> dict:
+        return {"classifier": str(self.input().path), "n": self.n, "seed": self.seed, "keep": self.keep,
+                "holdout": self.holdout}
+
+    def complete(self):
+        # directions.json from another classifier or other settings is out of date.
+        if not self.output().exists():
+            return False
+        try:
+            stored = json.loads(Path(self.output().path).read_text())
+        except ValueError:
+            return False
+        return {k: stored.get("classifier", {}).get("folder") if k == "classifier" else stored.get(k)
+                for k in self.settings()} == self.settings()
+
+    def run(self):
+        from model.attributes import load_classifier, parse_attributes
+        from model.card import load_generator
+        from model.directions import fit_directions, write_directions
+
+        names = parse_attributes(self.attributes)
+        classifier = load_classifier(self.input().path)
+        card, generator = load_generator(self.run_path())
+        cols = classifier.columns(names)
+        progress = Progress(self, self.n, "faces scored", every=1000)
+        directions = fit_directions(generator, card, lambda images: classifier.predict(images)[:, cols], names,
+                                    n=self.n, seed=self.seed, keep=self.keep, holdout=self.holdout,
+                                    progress=progress)
+        progress.close()
+        directions["classifier"] = {"folder": str(self.input().path), "records": classifier.card["records"],
+                                    "accuracy": {n: classifier.card["accuracy"][n] for n in names}}
+        write_directions(self.run_path(), directions)
+        self.set_status_message(f"kept {[d['name'] for d in directions['directions']]}, "
+                                f"dropped {[d['name'] for d in directions['dropped']]}")

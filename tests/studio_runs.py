@@ -1,0 +1,80 @@
+"""Tiny exported run folders for the studio tests: real Keras generators and model cards.
+
+``make_run(folder)`` saves an untrained DCGAN generator (base width 8) with its card;
+``with_c=True`` makes a two-input functional generator (``z`` and an attribute ``c``)
+instead. ``with_directions=True`` fits real directions for it: the attribute scored is
+the mean brightness of the generated face (a property every image has), plus one
+whose score is noise and must be dropped.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from model.card import InputSpec, ModelCard, noise_spec, write_card
+
+Z = 100
+
+
+def brightness(images: np.ndarray) -> np.ndarray:
+    """``(n, 1)``: mean Rec. 709 luma in [0, 1]."""
+    luma = images[..., :3].astype(np.float32) @ np.float32([0.2126, 0.7152, 0.0722])
+    return (luma.mean(axis=(1, 2)) / 255.0)[:, None]
+
+
+def _generator(with_c: bool, seed: int):
+    import keras
+
+    from model.dcgan import build_generator
+
+    keras.utils.set_random_seed(seed)
+    if with_c:
+        z = keras.Input((Z,), name="z")
+        c = keras.Input((2,), name="c")
+        # c enters through its own projection so that changing it changes every pixel
+        x = keras.layers.Concatenate()([z, keras.layers.Dense(16, activation="relu")(c)])
+        x = keras.layers.Dense(4 * 4 * 32, activation="relu")(x)
+        x = keras.layers.Reshape((4, 4, 32))(x)
+        for width in (16, 8, 8):
+            x = keras.layers.Conv2DTranspose(width, 4, 2, "same", activation="relu")(x)
+        out = keras.layers.Conv2DTranspose(3, 4, 2, "same", activation="tanh", name="to_image")(x)
+        generator = keras.Model({"z": z, "c": c}, out, name="generator")
+    else:
+        generator = build_generator(64, 3, Z, base_width=8, fast=False)
+    # DCGAN's N(0, 0.02) start draws one flat gray face for every z; He-scaled weights
+    # give images (textures) that change with z and c, as a trained generator's do.
+    rng = np.random.default_rng(seed)
+    for layer in generator.layers:
+        if hasattr(layer, "kernel"):
+            shape = layer.kernel.shape
+            fan_in = np.prod(shape[:-2]) * shape[-1] if isinstance(layer, keras.layers.Conv2DTranspose) \
+                else np.prod(shape[:-1])
+            gain = 12.0 if layer.name == "to_image" else 1.0  # contrast: pre-tanh values of order 1
+            layer.kernel.assign(rng.normal(0, gain * np.sqrt(2.0 / fan_in), shape).astype(np.float32))
+    return generator
+
+
+def make_run(folder: Path, with_c: bool = False, with_directions: bool = False, seed: int = 0,
+             dataset: str = "celeba", steps: int = 10) -> Path:
+    """Write ``generator.keras`` + ``model_card.json`` (+ ``directions.json``) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = _generator(with_c, seed)
+    generator.save(folder / "generator.keras")
+    inputs = [noise_spec(Z)]
+    if with_c:
+        inputs.append(InputSpec("c", "attribute", 2, range=(0.0, 2.0), labels=("brightness", "sharpness")))
+    card = ModelCard(variant="egan" if with_c else "dcgan", resolution=64, channels=3, inputs=inputs,
+                     dataset={"name": dataset, "version": "v-test"}, steps=steps)
+    write_card(folder, card)
+    if with_directions:
+        from model.directions import fit_directions, write_directions
+
+        rng = np.random.default_rng(seed)
+
+        def score(images):
+            return np.hstack([brightness(images), rng.uniform(size=(len(images), 1))])
+
+        write_directions(folder, fit_directions(generator, card, score, ["Brightness", "Noise"], n=1000, seed=seed))
+    return folder
