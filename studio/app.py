@@ -320,7 +320,7 @@ def create_app(registry: ModelRegistry) -> FastAPI:
 
     @app.post("/api/project")
     async def project(request: ImageRequest):
-        fn = features.optional("model.project", "project_faces")
+        fn = features.optional(*features.PROJECT)
         if fn is None:
             return _error(501, "projection is not installed (model/project.py)")
         model = await run_in_threadpool(get_model, request.model)
@@ -335,7 +335,7 @@ def create_app(registry: ModelRegistry) -> FastAPI:
 
     @app.post("/api/complete")
     async def complete(request: ImageRequest):
-        fn = features.optional("model.complete", "complete_faces")
+        fn = features.optional(*features.COMPLETE)
         if fn is None:
             return _error(501, "completion is not installed (model/complete.py)")
         model = await run_in_threadpool(get_model, request.model)

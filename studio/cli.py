@@ -26,6 +26,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=32, help="most rows in one generator call (default: %(default)s)")
     p.add_argument("--batch-wait-ms", type=float, default=0.0,
                    help="extra wait for requests to join a batch (default: %(default)s: only those already queued)")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_bfloat16"),
+                   help="inference precision: auto is bfloat16 on CPUs with AVX-512 BF16/AMX (about 2x faster, "
+                        "pixels within a few levels), else float32 (default: %(default)s)")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     return p.parse_args(argv)
 
@@ -58,11 +61,13 @@ def main(argv=None) -> int:
                         f"(`make run`) or pass --model <run folder>")
         run = runs[0]
 
+    from model.train import resolve_precision
     from studio.app import create_app
     from studio.models import ModelRegistry
 
     try:
-        registry = ModelRegistry(root if root.is_dir() else None, run, args.max_batch, args.batch_wait_ms / 1000)
+        registry = ModelRegistry(root if root.is_dir() else None, run, args.max_batch, args.batch_wait_ms / 1000,
+                                 resolve_precision(args.precision))
         model = registry.get(None)
     except Exception as exc:  # any load failure is one line, not a traceback
         return fail(f"--model {run}: cannot load the generator: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
@@ -74,7 +79,7 @@ def main(argv=None) -> int:
     server = uvicorn.Server(config)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"Face studio: http://{host}:{args.port}/  (model {model.id}, {model.card.variant}, "
-          f"{model.card.dataset.get('name', '?')}; Ctrl+C stops)", flush=True)
+          f"{model.card.dataset.get('name', '?')}, {registry.precision}; Ctrl+C stops)", flush=True)
     server.run()
     registry.close()
     return 0 if server.started else 1

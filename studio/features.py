@@ -19,6 +19,9 @@ import numpy as np
 MAX_UPLOAD_PIXELS = 40_000_000
 #: Faces returned by /api/align (the largest first).
 MAX_FACES = 8
+#: Where projection and completion live, when installed: (module, function).
+PROJECT = ("model.project", "project_faces")
+COMPLETE = ("model.complete", "complete_faces")
 
 
 def optional(module: str, function: str):
@@ -33,8 +36,7 @@ def optional(module: str, function: str):
 
 def available() -> dict[str, bool]:
     """Which optional panels the installed code supports."""
-    return {"align": True, "project": optional("model.project", "project_faces") is not None,
-            "complete": optional("model.complete", "complete_faces") is not None}
+    return {"align": True, "project": optional(*PROJECT) is not None, "complete": optional(*COMPLETE) is not None}
 
 
 def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:

@@ -38,7 +38,8 @@ class LoadedModel:
     scales: np.ndarray | None = None                   # (k,)
 
     @classmethod
-    def load(cls, model_id: str, run_dir: Path, max_rows: int = 32, wait_s: float = 0.0) -> "LoadedModel":
+    def load(cls, model_id: str, run_dir: Path, max_rows: int = 32, wait_s: float = 0.0,
+             precision: str = "float32") -> "LoadedModel":
         from model.sampling import compile_generator
 
         card, generator = load_generator(run_dir)
@@ -46,7 +47,7 @@ class LoadedModel:
         if declared != takes:
             raise ValueError(f"{run_dir}: the card declares inputs {declared}, the generator takes {takes}")
         directions = read_directions(run_dir, card.z.size)
-        forward = compile_generator(generator)
+        forward = compile_generator(generator, precision)
         forward(_zeros(card, 1))  # trace once now, not on the first request
         kept = (directions or {}).get("directions", [])
         return cls(model_id, run_dir, card, directions, forward,
@@ -97,12 +98,14 @@ def summary(model_id: str, run_dir: Path, card: ModelCard) -> dict:
 
 class ModelRegistry:
     """Run folders under ``root`` (re-listed on demand) plus the ``default`` run; each
-    model is loaded on first use and kept."""
+    model is loaded on first use and kept, served in ``precision`` (``float32`` or
+    ``mixed_bfloat16``: see model.sampling.serving_copy)."""
 
-    def __init__(self, root: Path | None, default: Path, max_rows: int = 32, wait_s: float = 0.0):
+    def __init__(self, root: Path | None, default: Path, max_rows: int = 32, wait_s: float = 0.0,
+                 precision: str = "float32"):
         self.root = Path(root).resolve() if root else None
         self.default_dir = Path(default).resolve()
-        self.max_rows, self.wait_s = max_rows, wait_s
+        self.max_rows, self.wait_s, self.precision = max_rows, wait_s, precision
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
         self.default_id = self._id(self.default_dir)
@@ -141,7 +144,8 @@ class ModelRegistry:
             raise UnknownModel(model_id)
         with self._lock:
             if model_id not in self._loaded:
-                self._loaded[model_id] = LoadedModel.load(model_id, self._runs[model_id], self.max_rows, self.wait_s)
+                self._loaded[model_id] = LoadedModel.load(model_id, self._runs[model_id], self.max_rows,
+                                                          self.wait_s, self.precision)
         return self._loaded[model_id]
 
     def close(self) -> None:
