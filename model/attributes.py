@@ -209,8 +209,8 @@ def train_classifier(records_folder, names: Sequence[str], out_dir, *, epochs: i
                         "train": len(x_train), "validation": len(x_val),
                         held_out: len(x_test)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    with atomic_dir(out_dir) as tmp:
-        model.save(tmp / MODEL_FILE)
+    with atomic_dir(out_dir) as tmp:  # saved uncompiled: the loss is a training detail
+        keras.Model(model.inputs, model.outputs, name=model.name).save(tmp / MODEL_FILE)
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     return card
 

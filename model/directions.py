@@ -3,9 +3,9 @@
 Any generator, no retraining: sample many z, generate, score every face with an
 attribute classifier (model/attributes.py), and fit a linear boundary per attribute
 in z. As InterFaceGAN, the faces the classifier ranks highest and lowest (``keep``
-of them, half each side) are the positives and negatives, so the classes are
-balanced and chance is 0.5; a logistic regression is fitted on part of them and its
-accuracy measured on the rest (``holdout``). The boundary's unit normal n is the
+of them, half each side) are the positives and negatives; a logistic regression is
+fitted on part of them and its accuracy measured on the rest (``holdout``, the same
+number from each side, so chance is 0.5). The boundary's unit normal n is the
 direction: moving z along n makes the attribute stronger. A boundary no better than
 chance (held-out accuracy within 3 standard errors of it) is dropped, with the reason.
 
@@ -65,20 +65,21 @@ def fit_direction(z: np.ndarray, scores: np.ndarray, keep: float = 0.5, holdout:
     n = len(z)
     order = np.argsort(scores, kind="stable")
     side = max(int(n * keep / 2), 2)
-    idx = np.concatenate([order[:side], order[-side:]])
-    y = np.concatenate([np.zeros(side), np.ones(side)])
-    perm = np.random.default_rng(seed).permutation(len(idx))
-    idx, y = idx[perm], y[perm]
-    n_hold = max(int(len(idx) * holdout), 2)
-    w, b = fit_logistic(z[idx[n_hold:]], y[n_hold:])
+    rng = np.random.default_rng(seed)
+    low, high = rng.permutation(order[:side]), rng.permutation(order[-side:])
+    hold = max(int(side * holdout), 1)  # the same number from each side: chance is exactly 0.5
+    train = np.concatenate([low[hold:], high[hold:]])
+    y_train = np.concatenate([np.zeros(side - hold), np.ones(side - hold)])
+    test = np.concatenate([low[:hold], high[:hold]])
+    y_test = np.concatenate([np.zeros(hold), np.ones(hold)])
+    w, b = fit_logistic(z[train], y_train)
     norm = float(np.linalg.norm(w))
     normal = w / norm if norm > 0 else np.zeros_like(w)
-    pred = (z[idx[:n_hold]] @ w + b) > 0
-    acc = float((pred == (y[:n_hold] > 0.5)).mean())
-    chance = float(max(y[:n_hold].mean(), 1 - y[:n_hold].mean()))
-    margin = MIN_SIGMAS * math.sqrt(chance * (1 - chance) / n_hold)
+    acc = float((((z[test] @ w + b) > 0) == (y_test > 0.5)).mean())
+    chance = 0.5
+    margin = MIN_SIGMAS * math.sqrt(chance * (1 - chance) / len(test))
     return {"normal": normal.astype(np.float32), "bias": b / norm if norm > 0 else 0.0, "accuracy": acc,
-            "chance": chance, "margin": margin, "n_train": len(idx) - n_hold, "n_holdout": n_hold,
+            "chance": chance, "margin": margin, "n_train": len(train), "n_holdout": len(test),
             "scale": float(np.std(z @ normal)), "keep": keep}
 
 

@@ -7,6 +7,11 @@ from pathlib import Path
 import luigi
 
 from tasks.common import Progress, processed_dir, version
+
+
+def parse_names(text: str) -> list[str]:
+    """The comma-separated attribute names of a parameter (checked when the task runs)."""
+    return [n.strip() for n in text.split(",") if n.strip()]
 from tasks.records import BuildTFRecords
 
 #: Attributes trained and fitted unless told otherwise (the ones the EGAN thesis and
@@ -90,10 +95,6 @@ class FitAttributeDirections(luigi.Task):
         from model.card import DIRECTIONS_FILE
         return luigi.LocalTarget(str(self.run_path() / DIRECTIONS_FILE))
 
-    def settings(self) -> dict:
-        return {"classifier": str(self.input().path), "n": self.n, "seed": self.seed, "keep": self.keep,
-                "holdout": self.holdout}
-
     def complete(self):
         # directions.json from another classifier or other settings is out of date.
         if not self.output().exists():
@@ -102,8 +103,11 @@ class FitAttributeDirections(luigi.Task):
             stored = json.loads(Path(self.output().path).read_text())
         except ValueError:
             return False
-        return {k: stored.get("classifier", {}).get("folder") if k == "classifier" else stored.get(k)
-                for k in self.settings()} == self.settings()
+        wanted = {"samples": self.n, "seed": self.seed, "keep": self.keep, "holdout": self.holdout,
+                  "names": sorted(parse_names(self.attributes))}
+        names = sorted(d["name"] for d in stored.get("directions", []) + stored.get("dropped", []))
+        return (stored.get("classifier", {}).get("folder") == self.input().path and names == wanted["names"]
+                and all(stored.get(k) == v for k, v in wanted.items() if k != "names"))
 
     def run(self):
         from model.attributes import load_classifier, parse_attributes

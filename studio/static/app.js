@@ -45,6 +45,8 @@ function floatsFromB64url(text) {
 }
 
 const round = (v, digits = 4) => Number(v.toFixed(digits));
+// z values are kept as float32 numbers (what the generator sees), so a share link,
+// which carries the float32 bytes, reproduces them exactly.
 const clone = (state) => JSON.parse(JSON.stringify(state));
 const blobToDataUrl = (blob) => new Promise((resolve) => {
   const reader = new FileReader();
@@ -119,7 +121,7 @@ const App = {
     // ---- state, history, rendering --------------------------------------------------------
     snapshot() { return clone({ z: this.z, c: this.c, offsets: this.offsets, locks: this.locks }); },
     restore(state) {
-      this.z = state.z.slice(); this.c = clone(state.c || {});
+      this.z = state.z.map(Math.fround); this.c = clone(state.c || {});
       this.offsets = { ...Object.fromEntries(this.directions.map((d) => [d.name, 0])), ...(state.offsets || {}) };
       this.locks = (state.locks || []).filter((n) => n in this.offsets);
       this.changed();
@@ -205,7 +207,7 @@ const App = {
         const r = await api("/api/random", { model: this.modelId });
         if (this.z.length) this.remember();
         this.seed = r.seed;
-        this.z = r.z; this.c = r.c;
+        this.z = r.z.map(Math.fround); this.c = r.c;
         this.offsets = Object.fromEntries(this.directions.map((d) => [d.name, 0]));
         this.base = { z: r.z.slice(), c: clone(r.c), offsets: { ...this.offsets }, locks: [] };
         this.changed();
@@ -220,7 +222,7 @@ const App = {
     },
     setCell(i, value) {
       const [lo, hi] = this.range;
-      this.z[i] = round(Math.min(Math.max(value, lo), hi), 6);
+      this.z[i] = Math.fround(round(Math.min(Math.max(value, lo), hi), 6));
       this.changed();
     },
     step(i, amount) { this.setCell(i, this.z[i] + amount * (this.range[1] - this.range[0])); },
@@ -338,7 +340,7 @@ const App = {
       this.pasteError = "";
       this.remember();
       const [lo, hi] = this.range;
-      this.z = values.map((v) => Math.min(Math.max(v, lo), hi));
+      this.z = values.map((v) => Math.fround(Math.min(Math.max(v, lo), hi)));
       this.changed();
     },
     hashOf() {

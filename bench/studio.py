@@ -1,0 +1,216 @@
+"""Face studio latency and throughput: the real server on loopback, 1 and 8 clients.
+
+    python bench/studio.py                                   # a random-weight 64x64 DCGAN (TrainDCGAN's default size)
+    python bench/studio.py --model processed/models/celeba/dcgan-<v> --seconds 20
+    python bench/studio.py --soak-minutes 10                 # then 10 minutes at 8 clients, server memory sampled
+
+Starts ``python -m studio`` on a free 127.0.0.1 port, drives ``POST /api/generate`` with
+a new random z per request from 1 and then 8 concurrent keep-alive clients for
+``--seconds`` each, and prints one JSON line: p50/p99 latency, requests/s and errors
+per client count, and the same generator's raw batch-1 forward time (the compiled
+forward the server runs, in this process, same precision), so the server's overhead
+is visible. Targets (issue 17, 64x64 on the 2-core CPU): p50 <= 25 ms with one client;
+p99 <= 100 ms and >= 100 requests/s with 8; no errors; in the soak, server memory
+(RSS) grows by less than 10%. Generation speed does not depend on the weights, so the
+default random-weight generator measures the same as a trained one of that size.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGETS = {"p50_ms_1": 25.0, "p99_ms_8": 100.0, "requests_per_s_8": 100.0, "memory_growth": 0.10}
+
+
+def cpu_name() -> str:
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def random_run(folder: Path) -> Path:
+    """A run folder with a random-weight DCGAN generator of TrainDCGAN's default size."""
+    from model.card import ModelCard, noise_spec, write_card
+    from model.dcgan import build_generator
+
+    build_generator(64, 3, 100, base_width=128, fast=False).save(folder / "generator.keras")
+    write_card(folder, ModelCard(variant="dcgan", resolution=64, channels=3, inputs=[noise_spec(100)],
+                                 dataset={"name": "random-weights"}))
+    return folder
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def raw_forward_ms(run: Path, precision: str, repeats: int = 200) -> float:
+    """Median batch-1 time of the compiled forward the server uses."""
+    from model.card import load_generator
+    from model.sampling import compile_generator
+
+    _, generator = load_generator(run)
+    forward = compile_generator(generator, precision)
+    z = np.random.default_rng(0).uniform(-1, 1, (repeats, 100)).astype(np.float32)
+    for i in range(10):
+        forward({"z": z[i:i + 1]})
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        forward({"z": z[i:i + 1]})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def drive(port: int, clients: int, seconds: float, seed: int = 0) -> dict:
+    """``clients`` threads, each one keep-alive connection posting generate requests back to back."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(k: int) -> None:
+        rng = np.random.default_rng(seed * 1000 + k)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while time.monotonic() < stop:
+            body = json.dumps({"z": rng.uniform(-1, 1, 100).round(5).tolist()})
+            start = time.perf_counter()
+            try:
+                conn.request("POST", "/api/generate", body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                data = response.read()
+                ok = response.status == 200 and data[:8] == b"\x89PNG\r\n\x1a\n"
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            if ok:
+                latencies[k].append(time.perf_counter() - start)
+            else:
+                errors[k] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - began
+    lat = np.array([x for per in latencies for x in per]) * 1000
+    return {"clients": clients, "requests": int(lat.size), "errors": int(sum(errors)),
+            "p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
+            "p99_ms": round(float(np.percentile(lat, 99)), 2) if lat.size else None,
+            "requests_per_s": round(lat.size / elapsed, 1)}
+
+
+def start_server(run: Path, port: int, precision: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "studio", "--model", str(run), "--models-root", str(run.parent),
+                             "--port", str(port), "--precision", precision], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"bench/studio.py: the server exited: {proc.stderr.read()[-1500:]}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/api/health")
+            if conn.getresponse().status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("bench/studio.py: the server did not start within 300 s")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="run folder (default: a random-weight 64x64 DCGAN in a temporary folder)")
+    p.add_argument("--seconds", type=float, default=20.0, help="seconds per client count (default: %(default)s)")
+    p.add_argument("--clients", default="1,8", help="client counts (default: %(default)s)")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_bfloat16"))
+    p.add_argument("--soak-minutes", type=float, default=0.0, help="then this long at 8 clients, sampling the "
+                                                                   "server's memory every 10 s (default: off)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from model.train import resolve_precision
+
+    precision = resolve_precision(args.precision)
+    tmp = tempfile.TemporaryDirectory(prefix="bench-studio-")
+    run = Path(args.model).resolve() if args.model else random_run(Path(tmp.name))
+    port = free_port()
+    server = start_server(run, port, precision)
+    result = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "model": str(run) if args.model else "random-weights dcgan 64x64",
+              "precision": precision, "seconds": args.seconds,
+              "load_avg_1min_before": round(os.getloadavg()[0], 2)}
+    try:
+        drive(port, 2, 2.0)  # warm-up: first requests trace nothing, but fill caches and pools
+        for clients in (int(c) for c in args.clients.split(",")):
+            result[f"clients_{clients}"] = drive(port, clients, args.seconds, seed=clients)
+        result["forward_batch1_ms"] = round(raw_forward_ms(run, precision), 2)
+        one = result.get("clients_1")
+        if one and one["p50_ms"] is not None:
+            result["overhead_p50_ms"] = round(one["p50_ms"] - result["forward_batch1_ms"], 2)
+        if args.soak_minutes > 0:
+            start_rss, samples, soak = rss_mb(server.pid), [], {"requests": 0, "errors": 0}
+            end = time.monotonic() + args.soak_minutes * 60
+            while time.monotonic() < end:
+                part = drive(port, 8, min(10.0, end - time.monotonic()), seed=len(samples) + 100)
+                soak["requests"] += part["requests"]
+                soak["errors"] += part["errors"]
+                samples.append(round(rss_mb(server.pid), 1))
+            soak.update({"minutes": args.soak_minutes, "rss_start_mb": round(start_rss, 1),
+                         "rss_end_mb": samples[-1], "rss_max_mb": max(samples),
+                         "memory_growth": round(max(samples) / start_rss - 1, 4)})
+            result["soak"] = soak
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        tmp.cleanup()
+    result["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
+    checks = {}
+    if "clients_1" in result:
+        checks["p50_ms_1"] = result["clients_1"]["p50_ms"] is not None and result["clients_1"]["p50_ms"] <= TARGETS["p50_ms_1"]
+    if "clients_8" in result:
+        c8 = result["clients_8"]
+        checks["p99_ms_8"] = c8["p99_ms"] is not None and c8["p99_ms"] <= TARGETS["p99_ms_8"]
+        checks["requests_per_s_8"] = c8["requests_per_s"] >= TARGETS["requests_per_s_8"]
+    checks["no_errors"] = all(result[k]["errors"] == 0 for k in result if k.startswith("clients_"))
+    if "soak" in result:
+        checks["soak_memory"] = result["soak"]["memory_growth"] < TARGETS["memory_growth"]
+        checks["soak_no_errors"] = result["soak"]["errors"] == 0
+    result["targets"] = TARGETS
+    result["checks"] = checks
+    result["pass"] = all(checks.values())
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
