@@ -36,7 +36,31 @@ first is always the noise ``z``:
 
 Beside the card a run folder may hold ``evaluation.json`` (the latest
 EvaluateGenerator figures: :func:`read_evaluation`) and ``directions.json``
-(attribute directions in z, written by the studio's direction task).
+(attribute directions in z: model/directions.py fits them, ``FitAttributeDirections``
+writes them, the studio's sliders use them; read with
+``model.directions.read_directions``)::
+
+    {
+      "format": "facegan-directions/1",
+      "input": "z", "size": 100,               # the input the normals live in, and its size
+      "samples": 10000, "seed": 0,              # inputs sampled (card distribution) and scored
+      "keep": 0.5, "holdout": 0.2,              # top/bottom keep/2 by score; held-out fraction
+      "offset_range": [-3.0, 3.0],              # slider range, in units of "scale"
+      "directions": [                           # kept: held-out accuracy above chance + 3 s.e.
+        {"name": "Male", "normal": [100 floats, unit length], "bias": 0.01,
+         "scale": 0.577,                         # std of z . normal over the samples
+         "accuracy": 0.91, "chance": 0.5, "n_train": 4000, "n_holdout": 1000,
+         "score_mean": 0.41, "score_std": 0.32}
+      ],
+      "dropped": [{"name": "Eyeglasses", "accuracy": 0.52, "chance": 0.5, ...,
+                   "reason": "held-out accuracy 0.520 is not above chance 0.500 + 3 standard errors (0.547)"}],
+      "classifier": {"folder": "processed/classifiers/celeba/attributes-<v>",
+                     "records": {...}, "accuracy": {"Male": {"test": 0.95, "majority": 0.54, ...}}},
+      "created": "2026-11-30T12:00:00+0000"
+    }
+
+Moving z by offset ``s`` along attribute k is ``z + s * scale_k * normal_k``; locked
+attributes' normals are projected out of the other moves (model.directions.move).
 """
 from __future__ import annotations
 
