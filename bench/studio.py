@@ -73,7 +73,7 @@ def rss_mb(pid: int) -> float:
 def raw_forward_ms(run: Path, precision: str, repeats: int = 200) -> float:
     """Median batch-1 time of the compiled forward the server uses."""
     from model.card import load_generator
-    from model.sampling import compile_generator
+    from model.serving import compile_generator
 
     _, generator = load_generator(run)
     forward = compile_generator(generator, precision)

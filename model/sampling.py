@@ -32,56 +32,6 @@ def generate(generator, inputs, batch_size: int = 64) -> np.ndarray:
     return np.concatenate(out)
 
 
-def serving_copy(generator, precision: str = "float32"):
-    """A copy of ``generator`` for fast inference, same weights: transposed and strided
-    convolutions become model/layers.py's drop-in matmul-route layers, and with
-    ``precision`` ``mixed_bfloat16`` every layer but the output one computes in
-    bfloat16 (measured 2x faster on CPUs with AVX-512 BF16; pixels within 1-2 levels
-    of float32). ``float32`` with no small strided layers returns ``generator`` itself."""
-    import keras
-
-    from model.layers import MatmulConv2D, MatmulConv2DTranspose
-
-    swap = {keras.layers.Conv2DTranspose: MatmulConv2DTranspose, keras.layers.Conv2D: MatmulConv2D}
-    outputs = {id(t._keras_history[0]) for t in generator.outputs}
-
-    def clone(layer):
-        config = layer.get_config()
-        if precision != "float32" and id(layer) not in outputs:
-            config["dtype"] = precision
-        return swap.get(type(layer), type(layer)).from_config(config)
-
-    if precision == "float32" and not any(type(layer) in swap for layer in generator.layers):
-        return generator
-    copy = keras.models.clone_model(generator, clone_function=clone)
-    copy.set_weights(generator.get_weights())
-    return copy
-
-
-def compile_generator(generator, precision: str = "float32"):
-    """A fast ``forward(inputs) -> (n, H, W, C) uint8`` for serving: one traced TensorFlow
-    graph for any batch size (no per-call Keras overhead) over :func:`serving_copy`,
-    the [-1, 1] -> uint8 conversion inside it. ``inputs`` is ``{name: (n, size) float32}``
-    with every input of the generator (a z-only generator takes ``{"z": z}``)."""
-    import tensorflow as tf
-
-    names = [t.name for t in generator.inputs]
-    fast = serving_copy(generator, precision)
-    spec = {name: tf.TensorSpec((None, t.shape[-1]), tf.float32, name=name)
-            for name, t in zip(names, generator.inputs, strict=True)}
-
-    @tf.function(input_signature=[spec])
-    def forward(inputs):
-        x = tf.cast(fast(inputs[names[0]] if len(names) == 1 else inputs, training=False), tf.float32)
-        return tf.cast(tf.clip_by_value(tf.round((x + 1.0) * 127.5), 0, 255), tf.uint8)
-
-    def call(inputs: dict) -> np.ndarray:
-        return forward({k: np.asarray(inputs[k], np.float32) for k in names}).numpy()
-
-    call.input_names, call.generator, call.precision = names, generator, precision
-    return call
-
-
 def grid(images: np.ndarray, rows: int, cols: int, pad: int = 2, fill: int = 255) -> np.ndarray:
     """Tile ``rows * cols`` images ``(n, H, W, C)`` into one image with ``pad`` px gaps."""
     n, h, w, c = images.shape

@@ -40,7 +40,7 @@ class LoadedModel:
     @classmethod
     def load(cls, model_id: str, run_dir: Path, max_rows: int = 32, wait_s: float = 0.0,
              precision: str = "float32") -> "LoadedModel":
-        from model.sampling import compile_generator
+        from model.serving import compile_generator
 
         card, generator = load_generator(run_dir)
         declared, takes = sorted(s.name for s in card.inputs), sorted(t.name for t in generator.inputs)
@@ -99,7 +99,7 @@ def summary(model_id: str, run_dir: Path, card: ModelCard) -> dict:
 class ModelRegistry:
     """Run folders under ``root`` (re-listed on demand) plus the ``default`` run; each
     model is loaded on first use and kept, served in ``precision`` (``float32`` or
-    ``mixed_bfloat16``: see model.sampling.serving_copy)."""
+    ``mixed_bfloat16``: see model.serving.serving_copy)."""
 
     def __init__(self, root: Path | None, default: Path, max_rows: int = 32, wait_s: float = 0.0,
                  precision: str = "float32"):
