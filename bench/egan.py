@@ -113,9 +113,8 @@ def main(argv=None) -> int:
     os.chdir(ROOT)
     configure(args)
 
-    from model.attributes import load_classifier
-
     import tasks
+    from model.attributes import load_classifier
     from model.extractors import FORMULAS
     log = lambda text: print(f"[egan] {text}", file=sys.stderr, flush=True)  # noqa: E731
 

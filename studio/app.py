@@ -291,7 +291,7 @@ def create_app(registry: ModelRegistry) -> FastAPI:
                            for i in range(len(t))]}
 
     @app.post("/api/align")
-    async def align(photo: UploadFile = File(...), model: ModelId = None):
+    async def align(photo: Annotated[UploadFile, File()], model: ModelId = None):
         from pipeline.faces import NoFace
         from pipeline.imaging import DecodeError
 

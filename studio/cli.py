@@ -70,7 +70,8 @@ def main(argv=None) -> int:
                                  resolve_precision(args.precision))
         model = registry.get(None)
     except Exception as exc:  # any load failure is one line, not a traceback
-        return fail(f"--model {run}: cannot load the generator: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return fail(f"--model {run}: cannot load the generator: {reason}")
 
     import uvicorn
 

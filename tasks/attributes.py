@@ -7,11 +7,6 @@ from pathlib import Path
 import luigi
 
 from tasks.common import Progress, processed_dir, version
-
-
-def parse_names(text: str) -> list[str]:
-    """The comma-separated attribute names of a parameter (checked when the task runs)."""
-    return [n.strip() for n in text.split(",") if n.strip()]
 from tasks.records import BuildTFRecords
 
 #: Attributes trained and fitted unless told otherwise (the ones the EGAN thesis and
@@ -53,6 +48,11 @@ class TrainAttributeClassifier(luigi.Task):
                                 progress=lambda done, total, extra: progress(done, total, extra))
         progress.close()
         self.set_status_message(f"mean held-out accuracy {card['mean_test_accuracy']}")
+
+
+def parse_names(text: str) -> list[str]:
+    """The comma-separated attribute names of a parameter (checked when the task runs)."""
+    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def newest_run() -> Path:

@@ -136,9 +136,9 @@ def test_luigi_trains_the_classifier_then_fits_directions(luigi_config, tmp_path
     copy) -> alignment -> records -> TrainAttributeClassifier -> FitAttributeDirections."""
     import luigi
     from luigi.execution_summary import LuigiStatusCode
+    from studio_runs import make_run
     from test_source_tasks import write_celeba
 
-    from studio_runs import make_run
     from tasks import FitAttributeDirections, TrainAttributeClassifier
 
     write_celeba(tmp_path / "celeba")

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-
 from studio_runs import make_run
 
 NO_PROXY = {"http": None, "https": None}

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-
 from studio_runs import brightness, make_run
 from test_studio_api import free_port
 
