@@ -101,6 +101,10 @@ class BadRequest(ValueError):
     """A request that validated as JSON but not against the model (422)."""
 
 
+class NotInstalled(RuntimeError):
+    """An optional feature whose code is not installed (501)."""
+
+
 def _clip(values: np.ndarray, low: float, high: float) -> tuple[np.ndarray, int]:
     clipped = np.clip(values, low, high)
     return clipped, int((clipped != values).sum())
@@ -226,6 +230,10 @@ def create_app(registry: ModelRegistry) -> FastAPI:
     async def bad_request(request: Request, exc: BadRequest):
         return _error(422, str(exc))
 
+    @app.exception_handler(NotInstalled)
+    async def not_installed(request: Request, exc: NotInstalled):
+        return _error(501, str(exc))
+
     @app.exception_handler(UnknownModel)
     async def unknown_model(request: Request, exc: UnknownModel):
         return _error(404, f"unknown model id {exc.args[0]!r}; GET /api/models lists the ids")
@@ -270,8 +278,7 @@ def create_app(registry: ModelRegistry) -> FastAPI:
         seed = request.seed if request.seed is not None else secrets.randbelow(2 ** 32)
         inputs = sample_inputs(model.card, 1, seed)
         image = await model.batcher.submit(inputs, lambda images: features.data_url(images[0]))
-        return {"seed": seed, "z": _floats(inputs["z"][0]),
-                "c": {k: _floats(v[0]) for k, v in inputs.items() if k != "z"}, "image": image}
+        return {"seed": seed, **_state(inputs), "image": image}
 
     @app.post("/api/interpolate")
     async def interpolate(request: InterpolateRequest):
@@ -286,8 +293,7 @@ def create_app(registry: ModelRegistry) -> FastAPI:
             if k != "z":
                 inputs[k] = ((1 - t[:, None]) * a[k] + t[:, None] * b[k]).astype(np.float32)
         urls = await model.batcher.submit(inputs, lambda images: [features.data_url(x) for x in images])
-        return {"frames": [{"t": round(float(t[i]), 4), "z": _floats(inputs["z"][i]),
-                            "c": {k: _floats(v[i]) for k, v in inputs.items() if k != "z"}, "image": urls[i]}
+        return {"frames": [{"t": round(float(t[i]), 4), **_state(inputs, i), "image": urls[i]}
                            for i in range(len(t))]}
 
     @app.post("/api/align")
@@ -318,39 +324,35 @@ def create_app(registry: ModelRegistry) -> FastAPI:
                              f"{size}x{size} face from /api/align")
         return image
 
+    async def prepare(spec: tuple[str, str], what: str, request: ImageRequest):
+        """``(function, model, aligned face)`` for an optional feature, or NotInstalled."""
+        fn = features.optional(*spec)
+        if fn is None:
+            raise NotInstalled(f"{what} is not installed ({spec[0].replace('.', '/')}.py)")
+        model = await run_in_threadpool(get_model, request.model)
+        return fn, model, aligned(model, request.image, "image")
+
     @app.post("/api/project")
     async def project(request: ImageRequest):
-        fn = features.optional(*features.PROJECT)
-        if fn is None:
-            return _error(501, "projection is not installed (model/project.py)")
-        model = await run_in_threadpool(get_model, request.model)
-        image = aligned(model, request.image, "image")
-        generator = model.forward.generator
+        fn, model, image = await prepare(features.PROJECT, "projection", request)
         async with heavy:
-            out = await run_in_threadpool(lambda: fn(generator, model.card, image[None], seed=0))
-        return {"z": _floats(out["inputs"]["z"][0]),
-                "c": {k: _floats(v[0]) for k, v in out["inputs"].items() if k != "z"},
-                "image": features.data_url(out["images"][0]),
+            out = await run_in_threadpool(lambda: fn(model.forward.generator, model.card, image[None], seed=0))
+        return {**_state(out["inputs"]), "image": features.data_url(out["images"][0]),
                 "psnr": _number(out["psnr"][0]), "ssim": _number(out["ssim"][0])}
 
     @app.post("/api/complete")
     async def complete(request: ImageRequest):
-        fn = features.optional(*features.COMPLETE)
-        if fn is None:
-            return _error(501, "completion is not installed (model/complete.py)")
-        model = await run_in_threadpool(get_model, request.model)
-        image = aligned(model, request.image, "image")
+        fn, model, image = await prepare(features.COMPLETE, "completion", request)
         if request.mask is None:
             raise BadRequest("mask is missing: draw the part to complete")
         mask = aligned(model, request.mask, "mask").max(axis=-1) > 127  # white = missing
         if not mask.any():
             raise BadRequest("the mask is empty: draw the part to complete")
-        generator = model.forward.generator
         async with heavy:
-            out = await run_in_threadpool(lambda: fn(generator, None, model.card, image[None], mask[None], seed=0))
-        return {"completed": features.data_url(out["completed"][0]), "blended": features.data_url(out["blended"][0]),
-                "z": _floats(out["inputs"]["z"][0]),
-                "c": {k: _floats(v[0]) for k, v in out["inputs"].items() if k != "z"}}
+            out = await run_in_threadpool(
+                lambda: fn(model.forward.generator, None, model.card, image[None], mask[None], seed=0))
+        return {**_state(out["inputs"]), "completed": features.data_url(out["completed"][0]),
+                "blended": features.data_url(out["blended"][0])}
 
     @app.get("/", include_in_schema=False)
     async def index():
@@ -363,6 +365,11 @@ def create_app(registry: ModelRegistry) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit)
     return app
+
+
+def _state(inputs: dict[str, np.ndarray], i: int = 0) -> dict:
+    """Row ``i`` of generator inputs as the page's ``{"z": [...], "c": {name: [...]}}``."""
+    return {"z": _floats(inputs["z"][i]), "c": {k: _floats(v[i]) for k, v in inputs.items() if k != "z"}}
 
 
 def _floats(values) -> list[float]:

@@ -70,12 +70,10 @@ def test_the_network_has_three_conv_layers_and_a_sigmoid_per_attribute():
     assert out.shape == (2, 3) and ((out > 0) & (out < 1)).all()
 
 
-def synthetic_records(tmp_path, n=96):
+def synthetic_records(tmp_path, n=120):
     """A records version whose 'Male' label is 'the left half is brighter' and whose
     'Smiling' label is unknown for a third of the faces."""
-    from pipeline.aligned import read_shard, write_shard
-    from pipeline.atomic import atomic_dir
-    from pipeline.records import parse_splits, write_record_shard, write_version
+    from test_records import _version
 
     rng = np.random.default_rng(0)
     images = rng.integers(60, 120, (n, 64, 64, 3), dtype=np.uint8)
@@ -89,16 +87,7 @@ def synthetic_records(tmp_path, n=96):
         faces.append({"key": f"img/{i:05d}.jpg", "face": 0, "source": "synthetic",
                       "landmarks": np.zeros((68, 2)).tolist(), "transform": np.eye(2, 3).tolist(),
                       "meta": {"identity": i, "attributes": attributes}})
-    aligned = tmp_path / "aligned"
-    aligned.mkdir()
-    write_shard(aligned, [f["key"] for f in faces], images, faces, [])
-    images, faces = read_shard(aligned)
-    shard = tmp_path / "shard"
-    shard.mkdir()
-    summary = write_record_shard(shard, images, faces, "key", parse_splits("train=0.6,validation=0.2,test=0.2"))
-    with atomic_dir(tmp_path / "v") as tmp:
-        write_version(tmp, "synthetic64", 64, [("key/shard", shard, summary)], version="v-synth")
-    return tmp_path / "v"
+    return _version(tmp_path, images, faces)
 
 
 def test_training_learns_a_visible_attribute_and_reports_held_out_accuracy(tmp_path):
@@ -109,7 +98,7 @@ def test_training_learns_a_visible_attribute_and_reports_held_out_accuracy(tmp_p
     assert epochs == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert (tmp_path / "clf" / MODEL_FILE).exists() and json.loads((tmp_path / "clf" / CARD_FILE).read_text()) == card
     assert card["attributes"] == ["Male", "Smiling"] and card["targets"] == [0.9, 0.1]
-    assert card["records"]["version"] == "v-synth" and card["held_out_split"] == "test"
+    assert card["records"]["version"] == "v-test" and card["held_out_split"] == "test"
     male = card["accuracy"]["Male"]
     assert male["test"] >= 0.9 and male["n_test"] == card["records"]["test"]
     assert card["accuracy"]["Smiling"]["n_test"] < card["records"]["test"]  # unknown labels left out
