@@ -233,20 +233,25 @@ const App = {
       if (event.pointerType === "mouse") this.direction = event.button === 2 ? -1 : 1;
       else this.direction = this.touchDirection;
       if (cell.hasPointerCapture && cell.hasPointerCapture(event.pointerId)) cell.releasePointerCapture(event.pointerId);
-      this.painting = true; this.lastCell = -1;
+      this.painting = true; this.lastCell = -1; this.lastPoint = null;
       this.remember();
       this.lastKey = null;
       this.paintAt(event);
     },
     paintAt(event) {
       if (!this.painting) return;
-      const el = document.elementFromPoint(event.clientX, event.clientY);
-      const cell = el && el.closest && el.closest(".zgrid .cell");
-      if (!cell) return;
-      const i = Number(cell.dataset.index);
-      if (i === this.lastCell) return;
-      this.lastCell = i; this.focused = i;
-      this.step(i, this.direction * this.brush / 2);
+      // Sample the segment since the last event every 4 px: a fast drag skips no cell.
+      const [x0, y0] = this.lastPoint || [event.clientX, event.clientY];
+      const n = Math.max(1, Math.ceil(Math.hypot(event.clientX - x0, event.clientY - y0) / 4));
+      for (let k = 1; k <= n; k++) {
+        const el = document.elementFromPoint(x0 + (event.clientX - x0) * k / n, y0 + (event.clientY - y0) * k / n);
+        const cell = el && el.closest && el.closest(".zgrid .cell");
+        if (!cell || Number(cell.dataset.index) === this.lastCell) continue;
+        const i = Number(cell.dataset.index);
+        this.lastCell = i; this.focused = i;
+        this.step(i, this.direction * this.brush / 2);
+      }
+      this.lastPoint = [event.clientX, event.clientY];
     },
     paintEnd() { this.painting = false; },
     wheel(event, i) {
