@@ -7,10 +7,10 @@
 Starts ``python -m studio`` on a free 127.0.0.1 port, drives ``POST /api/generate`` with
 a new random z per request from 1 and then 8 concurrent keep-alive clients for
 ``--seconds`` each, and prints one JSON line: p50/p99 latency, requests/s and errors
-per client count, and the same generator's raw batch-1 forward time (the compiled
-forward the server runs, in this process, same precision), so the server's overhead
-is visible. Targets (issue 17, 64x64 on the 2-core CPU): p50 <= 25 ms with one client;
-p99 <= 100 ms and >= 100 requests/s with 8; no errors; in the soak, server memory
+per client count (with the mean rows per generator call the server made), and the
+same generator's raw forward time at batch 1 and 8 (the compiled forward the server
+runs, in this process, same precision), so the server's overhead is visible.
+Targets (issue 17, 64x64 on the 2-core CPU): p50 <= 25 ms with one client; p99 <= 100 ms and >= 100 requests/s with 8; no errors; in the soak, server memory
 (RSS) grows by less than 10%. Generation speed does not depend on the weights, so the
 default random-weight generator measures the same as a trained one of that size.
 """
@@ -70,22 +70,29 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def raw_forward_ms(run: Path, precision: str, repeats: int = 200) -> float:
-    """Median batch-1 time of the compiled forward the server uses."""
-    from model.card import load_generator
+def raw_forward_ms(run: Path, precision: str, batch: int = 1, repeats: int = 200) -> float:
+    """Median time of one call of the compiled forward the server uses, on ``batch`` rows."""
+    from model.card import load_generator, sample_inputs
     from model.serving import compile_generator
 
-    _, generator = load_generator(run)
+    card, generator = load_generator(run)
     forward = compile_generator(generator, precision)
-    z = np.random.default_rng(0).uniform(-1, 1, (repeats, 100)).astype(np.float32)
-    for i in range(10):
-        forward({"z": z[i:i + 1]})
+    inputs = sample_inputs(card, batch * (repeats + 10), seed=0)
+    rows = [{k: v[i * batch:(i + 1) * batch] for k, v in inputs.items()} for i in range(repeats + 10)]
+    for chunk in rows[:10]:
+        forward(chunk)
     times = []
-    for i in range(repeats):
+    for chunk in rows[10:]:
         start = time.perf_counter()
-        forward({"z": z[i:i + 1]})
+        forward(chunk)
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000)
+
+
+def server_stats(port: int) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/api/stats")
+    return json.loads(conn.getresponse().read())
 
 
 def drive(port: int, clients: int, seconds: float, seed: int = 0) -> dict:
@@ -172,8 +179,15 @@ def main(argv=None) -> int:
     try:
         drive(port, 2, 2.0)  # warm-up: first requests trace nothing, but fill caches and pools
         for clients in (int(c) for c in args.clients.split(",")):
+            before = next(iter(server_stats(port).values()))
             result[f"clients_{clients}"] = drive(port, clients, args.seconds, seed=clients)
+            after = next(iter(server_stats(port).values()))
+            calls = after["batches"] - before["batches"]
+            result[f"clients_{clients}"]["mean_batch"] = round((after["rows"] - before["rows"]) / max(calls, 1), 2)
+        # the peer: the same compiled forward in this process, no HTTP, no batching queue
         result["forward_batch1_ms"] = round(raw_forward_ms(run, precision), 2)
+        result["forward_batch8_ms"] = round(raw_forward_ms(run, precision, batch=8, repeats=50), 2)
+        result["forward_only_requests_per_s_8"] = round(8000 / result["forward_batch8_ms"], 1)
         one = result.get("clients_1")
         if one and one["p50_ms"] is not None:
             result["overhead_p50_ms"] = round(one["p50_ms"] - result["forward_batch1_ms"], 2)

@@ -2,7 +2,7 @@
 
 Endpoints (JSON errors ``{"error": message}`` with a 4xx code for bad requests):
 
-* ``GET /api/health``: ``{"ok": true}``.
+* ``GET /api/health``: ``{"ok": true}``; ``GET /api/stats``: generator calls and rows per loaded model.
 * ``GET /api/models``: ``{"default": id, "models": [{id, variant, dataset, steps, resolution,
   z_size, inputs, fid, created, directions}]}``: every exported generator under the models root.
 * ``GET /api/model?id=``: the card, z range and gray mapping, extra inputs (c),
@@ -249,6 +249,13 @@ def create_app(registry: ModelRegistry) -> FastAPI:
     @app.get("/api/health")
     async def health():
         return {"ok": True}
+
+    @app.get("/api/stats")
+    async def stats():
+        """Generator calls and rows per loaded model (how well requests are batched)."""
+        return {m.id: {"batches": m.batcher.batches, "rows": m.batcher.rows,
+                       "mean_batch": round(m.batcher.rows / max(m.batcher.batches, 1), 2)}
+                for m in registry.loaded()}
 
     @app.get("/api/models")
     async def models():

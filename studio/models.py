@@ -148,6 +148,9 @@ class ModelRegistry:
                                                           self.wait_s, self.precision)
         return self._loaded[model_id]
 
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._loaded.values())
+
     def close(self) -> None:
         for model in self._loaded.values():
             model.close()

@@ -475,3 +475,12 @@ def test_cli_refuses_a_missing_or_unreadable_model_in_one_line(tmp_path, capsys,
     assert main(["--model", str(broken)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "make studio" in err
+
+
+def test_stats_count_generator_calls_and_rows(server):
+    model_id = server["registry"].default_id
+    before = get(server, "/api/stats").json()[model_id]
+    image(post(server, "/api/generate", {"z": z_of(50)}))
+    after = get(server, "/api/stats").json()[model_id]
+    assert after["batches"] == before["batches"] + 1 and after["rows"] == before["rows"] + 1
+    assert after["mean_batch"] >= 1
