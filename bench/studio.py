@@ -10,8 +10,9 @@ a new random z per request from 1 and then 8 concurrent keep-alive clients for
 per client count (with the mean rows per generator call the server made), and the
 same generator's raw forward time at batch 1 and 8 (the compiled forward the server
 runs, in this process, same precision), so the server's overhead is visible.
-Targets (issue 17, 64x64 on the 2-core CPU): p50 <= 25 ms with one client; p99 <= 100 ms and >= 100 requests/s with 8; no errors; in the soak, server memory
-(RSS) grows by less than 10%. Generation speed does not depend on the weights, so the
+Targets (issue 17, 64x64 on the 2-core CPU): p50 <= 25 ms with one client; p99 <=
+100 ms and >= 100 requests/s with 8; no errors; in the soak, server memory (RSS) grows
+by less than 10%. Generation speed does not depend on the weights, so the
 default random-weight generator measures the same as a trained one of that size.
 """
 from __future__ import annotations
