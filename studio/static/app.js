@@ -72,6 +72,12 @@ const App = {
       complete: { result: null, busy: false, drawing: false },
     };
   },
+  watch: {
+    notice(text) {  // a passing note, not an error: it goes away by itself
+      clearTimeout(this.noticeTimer);
+      if (text) this.noticeTimer = setTimeout(() => { this.notice = ""; }, 5000);
+    },
+  },
   computed: {
     range() { return this.info ? this.info.z.range : [-1, 1]; },
     cols() { return Math.ceil(Math.sqrt(this.z.length || 100)); },
@@ -344,6 +350,7 @@ const App = {
       }
       this.pasteError = "";
       this.remember();
+      this.seed = null;  // no longer the face of a seed
       const [lo, hi] = this.range;
       this.z = values.map((v) => Math.fround(Math.min(Math.max(v, lo), hi)));
       this.changed();
@@ -428,6 +435,7 @@ const App = {
     },
     openFrame(frame) {
       this.remember();
+      this.seed = null;
       this.restore({ z: frame.z, c: frame.c, offsets: {}, locks: [] });
     },
 
