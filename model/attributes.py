@@ -210,7 +210,7 @@ def train_classifier(records_folder, names: Sequence[str], out_dir, *, epochs: i
                         held_out: len(x_test)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with atomic_dir(out_dir) as tmp:  # saved uncompiled: the loss is a training detail
-        keras.Model(model.inputs, model.outputs, name=model.name).save(tmp / MODEL_FILE)
+        keras.Model(model.input, model.output, name=model.name).save(tmp / MODEL_FILE)
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     return card
 
