@@ -7,6 +7,7 @@ from pathlib import Path
 import luigi
 
 from tasks.common import Progress, processed_dir, version
+from tasks.errors import Checked, at_least, check, settings_of
 from tasks.records import BuildTFRecords
 
 #: Attributes trained and fitted unless told otherwise (the ones the EGAN thesis and
@@ -15,7 +16,15 @@ DEFAULT_ATTRIBUTES = ("Male,Smiling,Mouth_Slightly_Open,Eyeglasses,Wearing_Lipst
                       "Blond_Hair,Black_Hair,Bangs,Heavy_Makeup,No_Beard,Pale_Skin")
 
 
-class TrainAttributeClassifier(luigi.Task):
+def check_attributes(task: luigi.Task) -> None:
+    """``task.attributes`` must be CelebA attribute names (one line listing the valid ones)."""
+    from model.attributes import parse_attributes
+
+    with settings_of(task, "attributes"):
+        parse_attributes(task.attributes)
+
+
+class TrainAttributeClassifier(Checked, luigi.Task):
     """Trains the CelebA attribute classifier (model/attributes.py) on real records.
 
     Output: ``processed/classifiers/{dataset}/attributes-{version}/`` with
@@ -31,6 +40,12 @@ class TrainAttributeClassifier(luigi.Task):
     lr = luigi.FloatParameter(default=1e-3, description="Adam learning rate (beta1 0.5).")
     width = luigi.IntParameter(default=32, description="Channels of the first conv layer (then 2x, 4x).")
     seed = luigi.IntParameter(default=0, description="Seed of weights, data order and flips.")
+
+    def validate(self):
+        check_attributes(self)
+        for name in ("epochs", "batch_size", "width"):
+            at_least(self, name, 1)
+        check(self, "lr", self.lr > 0, "must be positive")
 
     def requires(self):
         return BuildTFRecords(dataset=self.dataset)
@@ -66,7 +81,7 @@ def newest_run() -> Path:
     return runs[0]
 
 
-class FitAttributeDirections(luigi.Task):
+class FitAttributeDirections(Checked, luigi.Task):
     """Fits one direction in z per attribute for a run's generator (model/directions.py)
     and writes ``directions.json`` into the run folder, for the studio's sliders.
 
@@ -84,6 +99,16 @@ class FitAttributeDirections(luigi.Task):
                                                          "keep/2 by classifier score (InterFaceGAN).")
     holdout = luigi.FloatParameter(default=0.2, description="Fraction of the kept samples held out to "
                                                             "measure each boundary's accuracy.")
+
+    def validate(self):
+        check_attributes(self)
+        at_least(self, "n", 100, "the boundaries are fitted and tested on a part of the samples")
+        check(self, "keep", 0 < self.keep <= 1, "must be in (0, 1]")
+        check(self, "holdout", 0 < self.holdout < 1, "must be in (0, 1)")
+        if self.run_dir:
+            from model.card import CARD_FILE
+            check(self, "run_dir", (Path(self.run_dir) / CARD_FILE).is_file(),
+                  f"holds no {CARD_FILE}: give a run folder of an exported generator")
 
     def requires(self):
         return TrainAttributeClassifier(dataset=self.dataset, attributes=self.attributes)

@@ -150,3 +150,21 @@ def test_luigi_trains_the_classifier_then_fits_directions(luigi_config, tmp_path
     assert fit.complete()
     assert not FitAttributeDirections(attributes="Male,Smiling", n=401).complete()  # other settings: re-fit
     assert not FitAttributeDirections(attributes="Male,Smiling", seed=1, n=400).complete()
+
+
+def test_the_tasks_refuse_bad_settings_in_one_line_before_running(luigi_config, tmp_path):
+    from tasks import FitAttributeDirections, TrainAttributeClassifier
+    from tasks.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        TrainAttributeClassifier(attributes="Male,Beard")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("[TrainAttributeClassifier] attributes = 'Male,Beard'")
+    assert "unknown CelebA attribute 'Beard'" in message and "Wearing_Necktie" in message
+    assert "--TrainAttributeClassifier-attributes" in message
+    with pytest.raises(ConfigError, match=r"\[TrainAttributeClassifier\] epochs = 0: must be at least 1"):
+        TrainAttributeClassifier(epochs=0)
+    with pytest.raises(ConfigError, match=r"\[FitAttributeDirections\] keep = 1.5: must be in \(0, 1\]"):
+        FitAttributeDirections(keep=1.5)
+    with pytest.raises(ConfigError, match=r"\[FitAttributeDirections\] run_dir = .*holds no model_card.json"):
+        FitAttributeDirections(run_dir=str(tmp_path))
