@@ -10,7 +10,7 @@ from model.config import DISCRIMINATORS, EXTRACTOR_FORMULAS, GENERATORS, PRECISI
 from model.variants import VARIANTS
 from pipeline.atomic import write_json
 from tasks.common import Progress, describe, processed_dir, version
-from tasks.errors import Checked, ConfigError, settings_of
+from tasks.errors import Checked, ConfigError, check, settings_of
 from tasks.records import BuildTFRecords
 
 #: The one default of each training setting (model/config.py).
@@ -206,14 +206,15 @@ class TrainEGAN(TrainGAN):
         out = []
         for name in (e.strip() for e in self.extractor.split(",") if e.strip()):
             if name == "attribute":
-                if not self.attribute:
-                    raise ValueError("TrainEGAN --extractor attribute needs --attribute NAME (a CelebA "
-                                     "attribute such as Male or Mouth_Slightly_Open)")
-                out += parse_attributes(self.attribute)
-            elif name in EXTRACTOR_FORMULAS:
-                out.append(name)
+                check(self, "extractor", bool(self.attribute), "needs --attribute NAME (a CelebA attribute "
+                                                               "such as Male or Mouth_Slightly_Open)")
+                with settings_of(self, "attribute"):
+                    out += parse_attributes(self.attribute)
             else:
-                raise ValueError(f"TrainEGAN --extractor {name!r}: choose brightness, sharpness or attribute")
+                check(self, "extractor", name in EXTRACTOR_FORMULAS,
+                      f"{name!r} is not an extractor: choose brightness, sharpness or attribute")
+                out.append(name)
+        check(self, "extractor", bool(out), "names no extractor: choose brightness, sharpness or attribute")
         return out
 
     def classifier_task(self):

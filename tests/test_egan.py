@@ -115,3 +115,63 @@ def test_a_run_without_c_has_no_sweep(tmp_path):
     train(TrainConfig(**{**SMALL, "variant": "dcgan", "z_dist": "uniform"}), _images(), tmp_path)
     with pytest.raises(ValueError, match="declares no attribute input c"):
         attribute_sweeps(tmp_path, tmp_path, 1.0)
+
+
+def _classifier_folder(tmp_path, names=("Male",)):
+    """A tiny attribute classifier saved as TrainAttributeClassifier writes one."""
+    import json
+
+    from model.attributes import CARD_FILE, FORMAT, MODEL_FILE, build_classifier
+    keras.utils.set_random_seed(0)
+    folder = tmp_path / "classifier"
+    folder.mkdir()
+    build_classifier(len(names), 32, 3, width=4).save(folder / MODEL_FILE)
+    (folder / CARD_FILE).write_text(json.dumps({"format": FORMAT, "attributes": list(names)}))
+    return folder
+
+
+def _with_attributes(n=16):
+    rng = np.random.default_rng(0)
+    data = {"image": rng.uniform(-1, 1, (n, 32, 32, 3)).astype("float32"),
+            "attributes": rng.integers(0, 2, (n, 1)).astype("float32")}
+    return tf.data.Dataset.from_tensor_slices(data).repeat().batch(4)
+
+
+def test_pretrain_mode_trains_g_and_d_through_a_frozen_classifier(tmp_path):
+    folder = _classifier_folder(tmp_path, ("Smiling", "Male"))
+    trainer = GANTrainer(TrainConfig(**SMALL, options={"extractors": ["Male"], "classifier": str(folder)}))
+    model = trainer.model
+    assert model.features == ("image",) and model._columns == [1]  # Male is the classifier's 2nd output
+    frozen = [w.copy() for w in model.classifier.get_weights()]
+    variables = trainer.generator.trainable_variables + trainer.discriminator.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    out = trainer.train_step(next(iter(_images())))
+    assert all(not np.array_equal(a, v.numpy()) for a, v in zip(before, variables))
+    for a, b in zip(frozen, model.classifier.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert float(out["e_loss"]) > 0 and "f_loss" not in out
+
+
+def test_joint_mode_updates_the_classifier_on_real_labels():
+    trainer = GANTrainer(TrainConfig(**SMALL, options={"extractors": ["Male"], "mode": "joint",
+                                                       "classifier_width": 4}))
+    model = trainer.model
+    assert model.features == ("image", "attributes") and model.data_attributes() == ["Male"]
+    before = [w.copy() for w in model.classifier.get_weights()]
+    g_before = trainer.generator.trainable_variables[0].numpy().copy()
+    out = trainer.train_step(next(iter(_with_attributes())))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.classifier.get_weights()))
+    assert not np.array_equal(g_before, trainer.generator.trainable_variables[0].numpy())
+    assert 0 <= float(out["f_acc"]) <= 1 and float(out["f_loss"]) > 0
+
+
+def test_an_attribute_celeba_lacks_is_one_line_listing_the_valid_names(luigi_config):
+    from model.variants.egan import EGAN
+    with pytest.raises(ValueError, match=r"unknown CelebA attribute 'Moustache'; valid names: 5_o_Clock_Shadow, "):
+        EGAN(TrainConfig(**SMALL, options={"extractors": ["Moustache"], "mode": "joint"}))
+    import tasks
+    from tasks.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"\[TrainEGAN\] attribute = 'Moustache': unknown CelebA attribute"):
+        tasks.TrainEGAN(dataset="celeba", extractor="attribute", attribute="Moustache")
+    with pytest.raises(ConfigError, match=r"\[TrainEGAN\] extractor = 'attribute': needs --attribute"):
+        tasks.TrainEGAN(dataset="celeba", extractor="attribute")
