@@ -467,7 +467,14 @@ def test_full_crawl_honours_fractional_crawl_delay(full):
     times = sorted(t for _, t, _ in site.log)
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert len(gaps) > 30
-    assert min(gaps) >= CRAWL_DELAY - 0.05, min(gaps)      # slack: server-side arrival jitter
+    # Arrival times carry scheduling jitter: on a loaded machine one late arrival shortens the
+    # gap after it (0.09 s for a 0.2 s delay seen at load 11). So judge spans: any k gaps
+    # together last at least k delays, less one arrival's jitter; and the typical gap is a delay.
+    jitter = 0.15
+    short = [(i, j) for i in range(len(times)) for j in range(i + 1, len(times))
+             if times[j] - times[i] < (j - i) * CRAWL_DELAY - jitter]
+    assert short == [], short[:5]
+    assert sorted(gaps)[len(gaps) // 2] >= CRAWL_DELAY, gaps
 
 
 def test_metadata_address_is_refused_before_any_connect(full, connects):
