@@ -312,6 +312,45 @@ def kid(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 100
     return float(np.mean(values)), float(np.std(values))
 
 
+# -- reconstruction -------------------------------------------------------------------------------
+
+def _pairs(a, b, mask):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.ndim != 4 or a.dtype != np.uint8 or b.dtype != np.uint8:
+        raise ValueError(f"expected two (n, H, W, C) uint8 arrays of one shape, got {a.shape} {a.dtype} "
+                         f"and {b.shape} {b.dtype}")
+    m = np.ones(a.shape[:3], bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), a.shape[:3])
+    return a, b, m
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """PSNR in dB of image pairs ``(n, H, W, C) uint8`` -> ``(n,)`` over the pixels where
+    ``mask`` ``(n, H, W)`` (or ``(H, W)``) is True (all pixels when None); identical pixels
+    give inf."""
+    a, b, m = _pairs(a, b, mask)
+    err = (a.astype(np.float64) - b.astype(np.float64)) ** 2
+    mse = (err.mean(-1) * m).sum((1, 2)) / np.maximum(m.sum((1, 2)), 1)
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(255.0 ** 2 / mse)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, k1 0.01, k2 0.03) of image
+    pairs ``(n, H, W, C) uint8`` -> ``(n,)``: the SSIM map averaged over the pixels where
+    ``mask`` is True (all pixels when None) and the channels. Inside a hole this scores the
+    structure of a completion with its surroundings in the window, as the inpainting
+    literature reports it."""
+    from skimage.metrics import structural_similarity
+
+    a, b, m = _pairs(a, b, mask)
+    out = np.empty(len(a))
+    for i in range(len(a)):
+        _, full = structural_similarity(a[i], b[i], channel_axis=-1, data_range=255, gaussian_weights=True,
+                                        sigma=1.5, use_sample_covariance=False, full=True)
+        out[i] = full.mean(-1)[m[i]].mean()
+    return out
+
+
 # -- diversity ------------------------------------------------------------------------------------
 
 def ms_ssim(a: np.ndarray, b: np.ndarray, power_factors: tuple[float, ...] | None = None) -> np.ndarray:

@@ -251,11 +251,13 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
 
 def restore_networks(run_dir: str | os.PathLike, checkpoint: str | None = None,
                      which: tuple[str, ...] = ("generator", "discriminator"),
-                     weights: str = "generator") -> dict[str, keras.Model]:
-    """Float32 plain-Keras networks of a run, from its model card and a checkpoint (default:
+                     weights: str = "generator", precision: str = "float32") -> dict[str, keras.Model]:
+    """Plain-Keras networks of a run, from its model card and a checkpoint (default:
     the latest in ``run_dir/ckpt``): ``{"generator": G, "discriminator": D}`` (as asked by
     ``which``); with ``weights="ema"`` G holds the checkpoint's weight average. Optimizers
-    are not restored. Completion needs D; evaluation of a kept checkpoint needs G."""
+    are not restored. Completion needs D; evaluation of a kept checkpoint needs G.
+    ``precision`` is the Keras dtype policy they compute in (float32 weights either way;
+    ``mixed_bfloat16`` runs completion's many forward and backward passes faster)."""
     from model.card import read_card
 
     card = read_card(run_dir)
@@ -265,7 +267,12 @@ def restore_networks(run_dir: str | os.PathLike, checkpoint: str | None = None,
         raise FileNotFoundError(f"{Path(run_dir) / 'ckpt'} holds no checkpoint: the run folder was "
                                 f"copied without ckpt/, or training never saved one")
     builders = {"generator": model.inference_generator, "discriminator": model.inference_discriminator}
-    nets = {name: builders[name]() for name in which}
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        nets = {name: builders[name]() for name in which}
+    finally:
+        keras.config.set_dtype_policy(previous)
     averaged = weights == "ema" and "generator" in nets
     plain = {k: v for k, v in nets.items() if not (averaged and k == "generator")}
     if plain:

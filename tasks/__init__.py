@@ -7,6 +7,7 @@ Importing the package makes configuration errors print as one line
 """
 from tasks.attributes import FitAttributeDirections, TrainAttributeClassifier
 from tasks.common import paths
+from tasks.complete import CompleteFaces
 from tasks.crawl import CrawlDays, CrawlImages, RangeDaily
 from tasks.downloads import DownloadCelebA, DownloadLSUN, ImportImageNet, lsun
 from tasks.errors import ConfigError, errors, install
@@ -23,6 +24,6 @@ install()
 __all__ = ["paths", "ConfigError", "errors", "Sample", "RAW_TASKS", "raw_task", "AlignShard",
            "DetectAlignFaces", "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainGAN", "TrainDCGAN",
            "TrainEGAN", "ExportSamples", "ExportAttributeSweep",
-           "EvaluateGenerator", "CompareRuns", "TrainAttributeClassifier", "FitAttributeDirections",
+           "EvaluateGenerator", "CompareRuns", "TrainAttributeClassifier", "FitAttributeDirections", "CompleteFaces",
            "CrawlImages", "CrawlDays", "RangeDaily",
            "DownloadCelebA", "DownloadLSUN", "ImportImageNet", "lsun", "DownloadMNIST", "DownloadCIFAR10"]

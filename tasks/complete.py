@@ -1,0 +1,108 @@
+"""Completing the faces of a folder of photos with a trained run (model/complete.py does the work)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import luigi
+
+from model.complete import BLENDS, MASKS
+from model.inversion import FitSettings
+from pipeline.atomic import atomic_dir
+from tasks.common import Progress, describe, processed_dir, version
+from tasks.train import TrainedRun
+
+_FIT = {f.name: f.default for f in fields(FitSettings)}
+
+
+class CompleteFaces(TrainedRun, luigi.Task):
+    """Completes the largest face of every photo in ``--input-dir`` (detected and aligned by the
+    pipeline's own aligner, with the run's alignment settings) under ``--mask``, and pastes
+    each result back into its photo through the inverse alignment transform.
+
+    Output: ``processed/completions/{dataset}/{variant}-{version}/``: per photo
+    ``<photo>/completed.png`` (G(z)), ``aligned.png`` (blended aligned face), ``photo.png``
+    (the photo, only the hole changed), ``report.png`` (input, mask, completion, blended,
+    original, loss curve) and ``loss.json``; ``index.json`` and ``index.md`` list every
+    photo with its figures and flags, and the photos without a face with the reason.
+    Re-runs when the photos in the folder change. See docs/completion.md.
+    """
+    input_dir = luigi.Parameter(description="Folder of photos (every image file under it, by suffix).")
+    mask = luigi.ChoiceParameter(default="center", choices=MASKS, description="Which part of the aligned face "
+                                                                              "is missing.")
+    mask_file = luigi.Parameter(default="", description="A mask image of the aligned size (white = missing) "
+                                                        "instead of --mask.")
+    blend = luigi.ChoiceParameter(default="poisson", choices=BLENDS, description="poisson (OpenCV "
+                                                                                 "seamlessClone) or paste.")
+    steps = luigi.IntParameter(default=_FIT["steps"], description="Adam iterations per restart.")
+    restarts = luigi.IntParameter(default=_FIT["restarts"], description="Optimised starting points per face.")
+    candidates = luigi.IntParameter(default=_FIT["candidates"], description="Random draws scored to pick "
+                                                                            "the restarts.")
+    lr = luigi.FloatParameter(default=_FIT["lr"], description="Adam learning rate.")
+    lam = luigi.FloatParameter(default=_FIT["lam"], description="Weight of the perceptual loss "
+                                                                "log(1 - D(G(z))) (Yeh et al.: 0.003).")
+    seed = luigi.IntParameter(default=0, description="Seed of the starting points (and random masks).")
+    precision = luigi.Parameter(default="auto", significant=False,
+                                description="float32, mixed_bfloat16, or auto (bfloat16 where the CPU has it).")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        FitSettings(steps=self.steps, restarts=self.restarts, candidates=self.candidates, lr=self.lr,
+                    lam=self.lam)  # refuse bad settings before anything runs
+        if not Path(self.input_dir).is_dir():
+            raise ValueError(f"CompleteFaces: --input-dir {self.input_dir!r} is not a folder")
+
+    def photos(self) -> list[tuple[str, Path]]:
+        from pipeline.sources import list_images
+        return [(key, Path(self.input_dir) / key) for key in list_images(self.input_dir)]
+
+    def _inputs_digest(self) -> str:
+        """What the output depends on besides the parameters: the photos and the mask file."""
+        items = []
+        for key, path in self.photos():
+            stat = path.stat()
+            items.append([key, stat.st_size, stat.st_mtime_ns])
+        if self.mask_file:
+            items.append(["mask", hashlib.sha256(Path(self.mask_file).read_bytes()).hexdigest()])
+        return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+    def output(self):
+        folder = processed_dir("completions", self.run_dataset(), f"{self.run_variant()}-{version(self)}")
+        return {"json": luigi.LocalTarget(str(folder / "index.json")),
+                "md": luigi.LocalTarget(str(folder / "index.md"))}
+
+    def complete(self):
+        path = Path(self.output()["json"].path)
+        if not path.exists():
+            return super().complete()
+        try:
+            return json.loads(path.read_text()).get("inputs_digest") == self._inputs_digest()
+        except (OSError, ValueError):
+            return False
+
+    def run(self):
+        from model.complete import complete_photos, read_mask_file
+        from model.inversion import aligner_for, load_networks
+
+        run_dir = self.run_folder()
+        card, generator, discriminator, note = load_networks(run_dir, self.precision)
+        aligner = aligner_for(card)
+        mask = read_mask_file(self.mask_file, card.resolution) if self.mask_file else self.mask
+        photos = self.photos()
+        digest = self._inputs_digest()
+        self.set_status_message(f"aligning {len(photos)} photos")
+        progress = Progress(self, len(photos), "faces")
+        folder = Path(self.output()["json"].path).parent
+        with atomic_dir(folder) as tmp:
+            index = complete_photos(photos, tmp, generator, discriminator, card, aligner, mask,
+                                    blend_method=self.blend, seed=self.seed, progress=progress, note=note,
+                                    extra={"inputs_digest": digest, "run": str(run_dir), "lineage": describe(self),
+                                           "mask_file": self.mask_file or None},
+                                    steps=self.steps, restarts=self.restarts, candidates=self.candidates,
+                                    lr=self.lr, lam=self.lam)
+        progress(len(photos))
+        progress.close()
+        c = index["counts"]
+        self.set_status_message(f"{c['completed']} completed ({c['flagged']} flagged), {c['rejected']} without a face")
