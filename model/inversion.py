@@ -50,8 +50,8 @@ class FitSettings:
     ``lr`` Adam's step size (betas 0.9, 0.999), ``lam`` the weight of the
     perceptual loss (Yeh et al.: 0.003; ignored without a discriminator),
     ``batch`` rows (images x restarts) per graph call."""
-    steps: int = 100
-    restarts: int = 4
+    steps: int = 50
+    restarts: int = 2
     candidates: int = 32
     lr: float = 0.05
     lam: float = 0.003
@@ -225,9 +225,12 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
     * ``loss``: ``(steps, n)`` the loss per iteration of the restart kept, and
       ``loss_restarts`` ``(steps, n, restarts)`` of every restart;
     * ``total``, ``contextual``, ``perceptual`` ``(n,)`` at the inputs kept, ``d_score``
-      ``(n,)`` D's probability that G(inputs) is real (NaN without D), ``restart``
+      ``(n,)`` D's probability that G(inputs) is real (NaN without D; ``sample_d_scores``
+      holds D's scores of the random candidates, the generator's usual level), ``restart``
       ``(n,)`` the restart kept, and ``start_contextual`` ``(n,)`` the best candidate's
-      contextual loss before optimisation (how much the search gained).
+      contextual loss before optimisation (how much the search gained);
+    * ``restart_inputs`` ``{name: (n, restarts, size)}`` and ``restart_loss``
+      ``(n, restarts)``: every restart's best inputs and loss (alternative completions).
     """
     import tensorflow as tf
 
@@ -246,15 +249,17 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
     # 1. Score every candidate (forward passes only); keep the `restarts` best per image.
     cand_loss = np.empty((n, count), np.float32)
     cand_context = np.empty((n, count), np.float32)
+    cand_logit = np.empty((n, count), np.float32)
     flat = {k: v.reshape(n * count, -1) for k, v in cand.items()}
     rows = max(s.batch, 1)
     for lo, hi in _chunks(n * count, rows):
         img = np.arange(lo, hi) // count
         feed = {k: tf.constant(_pad(v[lo:hi], rows)) for k, v in flat.items()}
-        total, context, *_ = objective.score(feed, tf.constant(_pad(targets[img], rows)),
-                                             tf.constant(_pad(w4[img], rows)))
+        total, context, _, logit, _ = objective.score(feed, tf.constant(_pad(targets[img], rows)),
+                                                      tf.constant(_pad(w4[img], rows)))
         cand_loss.reshape(-1)[lo:hi] = total.numpy()[:hi - lo]
         cand_context.reshape(-1)[lo:hi] = context.numpy()[:hi - lo]
+        cand_logit.reshape(-1)[lo:hi] = logit.numpy()[:hi - lo]
     order = np.argsort(cand_loss, axis=1, kind="stable")[:, :s.restarts]
     start = {k: np.take_along_axis(v, order[..., None], axis=1) for k, v in cand.items()}  # (n, R, size)
 
@@ -289,9 +294,16 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
         for name, value in zip(("total", "contextual", "perceptual", "logit"), (total, context, perceptual, logit)):
             terms[name][lo:hi] = value.numpy()[:hi - lo]
         images[lo:hi] = generated.numpy()[:hi - lo]
-    d_score = 1.0 / (1.0 + np.exp(-terms.pop("logit"))) if objective.lam else np.full(n, np.nan, np.float32)
+    if objective.lam:
+        d_score = 1.0 / (1.0 + np.exp(-terms.pop("logit")))
+        sample_d = (1.0 / (1.0 + np.exp(-cand_logit))).reshape(-1)
+    else:
+        terms.pop("logit")
+        d_score, sample_d = np.full(n, np.nan, np.float32), np.full(0, np.nan, np.float32)
     return {"inputs": inputs, "images": images, "loss": history[:, np.arange(n), keep],
+            "sample_d_scores": sample_d.astype(np.float32),
             "loss_restarts": history, "restart": keep, "d_score": d_score.astype(np.float32),
+            "restart_inputs": found, "restart_loss": best_loss,
             "start_contextual": cand_context[np.arange(n), order[:, 0]], **terms}
 
 

@@ -17,6 +17,7 @@ import luigi  # noqa: E402
 
 from model.card import InputSpec, ModelCard, noise_spec  # noqa: E402
 from model.complete import (  # noqa: E402
+    QualityLimits,
     align_photo,
     blend,
     build_masks,
@@ -237,6 +238,26 @@ def test_a_poor_fit_is_flagged(run32):
     image[..., 0] = 255  # a red square: nothing this generator makes
     result = complete_faces(G, D, card, image, make_mask("center", 32), **FAST)
     assert not result["ok"][0] and "poor fit" in result["flags"][0][0]
+    assert result["context_error"][0] > QualityLimits().max_context_error
+    # unrealistic: below the chosen quantile of D's scores for the generator's random draws
+    faces = generate(G, np.random.default_rng(0).uniform(-1, 1, (4, 16)).astype("float32"))
+    strict = complete_faces(G, D, card, faces, make_mask("center", 32), limits=QualityLimits(1e9, 0.5), **FAST)
+    assert strict["d_floor"] == pytest.approx(np.median(strict["sample_d_scores"]))
+    for d, flags in zip(strict["d_score"], strict["flags"]):
+        assert any(f.startswith("unrealistic") for f in flags) == (d < strict["d_floor"])
+    assert complete_faces(G, None, card, faces, make_mask("center", 32), **FAST)["d_floor"] is None
+
+
+def test_luigi_cfg_holds_the_search_defaults():
+    import configparser
+    from pathlib import Path
+
+    from model.inversion import FitSettings
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).parent.parent / "luigi.cfg")
+    d = FitSettings()
+    for key in ("steps", "restarts", "candidates", "lr", "lam"):
+        assert float(cfg["CompleteFaces"][key]) == getattr(d, key), key
 
 
 def test_every_kind_of_generator_input_is_handled():
