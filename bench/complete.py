@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 
 from model import metrics  # noqa: E402
 from model.complete import blend, build_masks, complete_faces, show_mask  # noqa: E402
-from model.inversion import FitSettings, load_networks  # noqa: E402
+from model.inversion import FitSettings, load_networks, records_folder  # noqa: E402
 
 DEFAULT_RUNS = "/work/main/processed/models/celeba"
 
@@ -100,7 +100,9 @@ def main(argv=None) -> int:
 
     run = Path(args.run) if args.run else newest_run(DEFAULT_RUNS)
     card, G, D, note = load_networks(run, args.precision)
-    records = args.records or card.dataset.get("records", "")
+    records = args.records or records_folder(card, run)
+    if not records:
+        raise SystemExit(f"the records {card.dataset.get('records')!r} of {run} are not here: pass --records FOLDER")
     info = read_info(records)
     sizes = split_sizes(records)
     real = read_split_images(records, "test", args.n, args.seed)

@@ -545,7 +545,7 @@ def _complete_cli(args) -> int:
 
     run = Path(args.model) if args.model else newest_run()
     card, generator, discriminator, note = load_networks(run, args.precision)
-    aligner = aligner_for(card)
+    aligner = aligner_for(card, run)
     S = card.resolution
     base = read_mask_file(args.mask_file, S) if args.mask_file else make_mask(args.mask, S, margin=aligner.margin,
                                                                                seed=args.seed)

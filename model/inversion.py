@@ -350,13 +350,26 @@ def newest_run(root: str | os.PathLike = "processed/models") -> Path:
     return runs[0]
 
 
-def alignment_settings(card) -> dict:
+def records_folder(card, run_dir: str | os.PathLike | None = None) -> Path | None:
+    """The records version folder the card names, or None when it is not on this machine. A
+    relative path (training writes ``processed/records/...``) is tried from the working
+    directory, then from each folder above ``run_dir`` (the project the run was trained in)."""
+    named = (card.dataset or {}).get("records")
+    if not named:
+        return None
+    path = Path(named)
+    candidates = [path] + ([] if path.is_absolute() or run_dir is None else
+                           [parent / path for parent in Path(run_dir).resolve().parents])
+    return next((c for c in candidates if (c / "manifest.json").exists()), None)
+
+
+def alignment_settings(card, run_dir: str | os.PathLike | None = None) -> dict:
     """The DetectAlignFaces settings (size, mode, landmarks, margin) the run's training faces
     were aligned with, read from its records' lineage; ``{"size": resolution}`` when unknown."""
-    records = card.dataset.get("records") if card.dataset else None
+    records = records_folder(card, run_dir)
     settings = {"size": card.resolution}
     try:
-        lineage = json.loads((Path(records) / "manifest.json").read_text()).get("lineage", {}) if records else {}
+        lineage = json.loads((records / "manifest.json").read_text()).get("lineage", {}) if records else {}
     except (OSError, ValueError):
         lineage = {}
     stack = [lineage]
@@ -372,12 +385,12 @@ def alignment_settings(card) -> dict:
     return settings
 
 
-def aligner_for(card, **overrides):
+def aligner_for(card, run_dir: str | os.PathLike | None = None, **overrides):
     """A :class:`pipeline.faces.FaceAligner` that aligns photos the way the run's training faces
     were aligned (:func:`alignment_settings`), at the generator's resolution."""
     from pipeline.faces import FaceAligner
 
-    settings = {**alignment_settings(card), **overrides}
+    settings = {**alignment_settings(card, run_dir), **overrides}
     if settings["size"] != card.resolution:
         settings["size"] = card.resolution  # the generator's side wins over a stale lineage
     return FaceAligner(**settings)

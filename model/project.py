@@ -83,7 +83,7 @@ def _project_cli(args) -> int:
         except (OSError, DecodeError) as exc:
             raise ValueError(f"{args.image}: cannot read it as an image ({exc})") from None
     else:
-        found = align_photo(args.image, aligner_for(card))
+        found = align_photo(args.image, aligner_for(card, run))
         if "reason" in found:
             raise ValueError(f"{args.image}: {found['reason']} ({found['detail']})")
         face = found["face"]

@@ -88,7 +88,7 @@ class CompleteFaces(TrainedRun, luigi.Task):
 
         run_dir = self.run_folder()
         card, generator, discriminator, note = load_networks(run_dir, self.precision)
-        aligner = aligner_for(card)
+        aligner = aligner_for(card, run_dir)
         mask = read_mask_file(self.mask_file, card.resolution) if self.mask_file else self.mask
         photos = self.photos()
         digest = self._inputs_digest()

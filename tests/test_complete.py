@@ -313,6 +313,14 @@ def test_alignment_settings_come_from_the_records_lineage(tmp_path):
     assert alignment_settings(card) == {"size": 64, "mode": "similarity", "margin": 0.1,
                                         "landmarks": "outerEyesAndNose"}
     assert alignment_settings(_card()) == {"size": 32}
+    # a relative records path (as training writes it) is found from the run's project folder
+    project = tmp_path / "project"
+    (project / "processed" / "records").mkdir(parents=True)
+    records.rename(project / "processed" / "records" / "v-1")
+    card.dataset["records"] = "processed/records/v-1"
+    run = project / "processed" / "models" / "celeba" / "dcgan-x"
+    assert alignment_settings(card, run)["mode"] == "similarity"
+    assert "mode" not in alignment_settings(card)  # not found from the working directory
 
 
 # -- photos: the aligner, the CLI and the task ----------------------------------------------------
