@@ -340,6 +340,33 @@ def align_photo(path: str | os.PathLike, aligner) -> dict:
             "width": result["width"], "height": result["height"]}
 
 
+def read_face(path: str | os.PathLike, card, aligner, aligned: bool = False) -> dict:
+    """The face of one image file for the CLIs: ``{"face": (S, S, C) uint8, "photo": the decoded
+    photo or None, "transform": (2, 3) or None}``; with ``aligned`` the file is taken as an
+    aligned face of the generator's size. One clear ``ValueError`` for any bad input."""
+    from pipeline.imaging import DecodeError, decode_rgb
+
+    if aligned:
+        try:
+            face = decode_rgb(Path(path).read_bytes())
+        except (OSError, DecodeError) as exc:
+            raise ValueError(f"{path}: cannot read it as an image ({exc})") from None
+        return {"face": check_images(face[None], card, f"aligned face {path}")[0], "photo": None, "transform": None}
+    found = align_photo(path, aligner)
+    if "reason" in found:
+        raise ValueError(f"{path}: {found['reason']} ({found['detail']})")
+    face = check_images(found["face"][None], card, f"aligned face of {path}")[0]
+    return {"face": face, "photo": decode_rgb(Path(path).read_bytes()), "transform": found["transform"]}
+
+
+def cli(run: Callable, args) -> int:
+    """Run a CLI body; bad input ends in one ``error: ...`` line on stderr and exit code 2."""
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
 def report_figure(panels: list[tuple[str, np.ndarray]], loss: np.ndarray | None, title: str,
                   flags: list[str], out_png: str | os.PathLike) -> None:
     """One row of labelled images and the loss curve (a completion's report grid), as PNG."""
@@ -530,39 +557,23 @@ def main(argv=None) -> int:
     parser.add_argument("--lam", type=float, default=FitSettings.lam,
                         help=f"weight of the perceptual loss (default {FitSettings.lam})")
     add_fit_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return _complete_cli(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cli(_complete_cli, parser.parse_args(argv))
 
 
 def _complete_cli(args) -> int:
     from model.inversion import aligner_for, load_networks, newest_run
     from model.sampling import save_png
-    from pipeline.imaging import DecodeError, decode_rgb
 
     run = Path(args.model) if args.model else newest_run()
     card, generator, discriminator, note = load_networks(run, args.precision)
     aligner = aligner_for(card, run)
     S = card.resolution
-    base = read_mask_file(args.mask_file, S) if args.mask_file else make_mask(args.mask, S, margin=aligner.margin,
+    hole = read_mask_file(args.mask_file, S) if args.mask_file else make_mask(args.mask, S, margin=aligner.margin,
                                                                                seed=args.seed)
-    if args.aligned:
-        try:
-            face = decode_rgb(Path(args.image).read_bytes())
-        except (OSError, DecodeError) as exc:
-            raise ValueError(f"{args.image}: cannot read it as an image ({exc})") from None
-        face = check_images(face[None], card, f"aligned face {args.image}")[0]
-        transform, photo, hole = None, None, base
-    else:
-        found = align_photo(args.image, aligner)
-        if "reason" in found:
-            raise ValueError(f"{args.image}: {found['reason']} ({found['detail']})")
-        face, transform = found["face"], found["transform"]
-        photo = decode_rgb(Path(args.image).read_bytes())
-        hole = base | ~inside_photo(transform, photo.shape, S)
+    found = read_face(args.image, card, aligner, args.aligned)
+    face, photo, transform = found["face"], found["photo"], found["transform"]
+    if photo is not None:
+        hole = hole | ~inside_photo(transform, photo.shape, S)
     settings = dict(steps=args.steps, restarts=args.restarts, candidates=args.candidates, lr=args.lr, lam=args.lam)
     result = complete_faces(generator, discriminator, card, face[None], hole[None], seed=args.seed,
                             blend_method=args.blend, **settings)

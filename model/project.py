@@ -54,40 +54,24 @@ def project_faces(generator, card, images, *, steps: int = PROJECT_STEPS, restar
 
 def main(argv=None) -> int:
     """``python -m model.project IMAGE``: prints one JSON line with the inputs found, PSNR and SSIM."""
-    from model.complete import add_fit_arguments
+    from model.complete import add_fit_arguments, cli
 
     parser = argparse.ArgumentParser(prog="python -m model.project", description=__doc__.split("\n")[0])
     parser.add_argument("image", help="a photo (its largest face is projected), or an aligned face with --aligned")
     parser.add_argument("--out", default="", help="also write G(inputs), the projected face, as PNG here")
     add_fit_arguments(parser)
     parser.set_defaults(steps=PROJECT_STEPS)
-    args = parser.parse_args(argv)
-    try:
-        return _project_cli(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cli(_project_cli, parser.parse_args(argv))
 
 
 def _project_cli(args) -> int:
-    from model.complete import align_photo
+    from model.complete import read_face
     from model.inversion import aligner_for, load_networks, newest_run
     from model.sampling import save_png
-    from pipeline.imaging import DecodeError, decode_rgb
 
     run = Path(args.model) if args.model else newest_run()
     card, generator, _, _ = load_networks(run, args.precision, discriminator=False)
-    if args.aligned:
-        try:
-            face = decode_rgb(Path(args.image).read_bytes())
-        except (OSError, DecodeError) as exc:
-            raise ValueError(f"{args.image}: cannot read it as an image ({exc})") from None
-    else:
-        found = align_photo(args.image, aligner_for(card, run))
-        if "reason" in found:
-            raise ValueError(f"{args.image}: {found['reason']} ({found['detail']})")
-        face = found["face"]
-    face = check_images(face[None], card, f"aligned face {args.image}")[0]
+    face = read_face(args.image, card, aligner_for(card, run), args.aligned)["face"]
     result = project_faces(generator, card, face[None], steps=args.steps, restarts=args.restarts, seed=args.seed,
                            lr=args.lr, candidates=args.candidates)
     if args.out:

@@ -351,6 +351,20 @@ def test_cli_completes_a_photo_and_names_bad_input(run32, astronaut, tmp_path, c
     changed = (result != astronaut).any(-1)
     assert 0 < changed.mean() < 0.2                                     # only the hole, within the face
     assert (tmp_path / "report.png").exists()
+    # projection of the same photo, and completion of an already aligned face
+    from model.project import main as project_main
+    fast = ["--model", str(run32), "--steps", "5", "--restarts", "2", "--candidates", "2", "--precision", "float32"]
+    assert project_main([str(photo), "--out", str(tmp_path / "projected.png"), *fast]) == 0
+    projected = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(projected["inputs"]["z"]) == 16 and projected["psnr"] > 0 and 0 < projected["ssim"] <= 1
+    assert cv2.imread(str(tmp_path / "projected.png")).shape == (32, 32, 3)
+    face = tmp_path / "face.png"
+    cv2.imwrite(str(face), cv2.imread(str(tmp_path / "projected.png")))
+    assert main([str(face), "--aligned", "--mask", "eyes", "--out", str(tmp_path / "face_done.png"), *fast]) == 0
+    capsys.readouterr()
+    assert project_main([str(photo), "--aligned", *fast]) == 2                 # a whole photo is no aligned face
+    assert re.fullmatch(r"error: aligned face .*astronaut.png must be \(n, 32, 32, 3\) .* got \(1, 512, 512, 3\) "
+                        r"uint8\n", capsys.readouterr().err)
     wall = tmp_path / "wall.png"
     cv2.imwrite(str(wall), np.full((120, 160, 3), 90, np.uint8))
     for argv, message in (([str(wall)], "wall.png: no_face"),
