@@ -482,8 +482,9 @@ def _write_photo(out_dir: Path, key: str, path, face: dict, image: np.ndarray, h
     save_png(paste_back(photo, result["blended"][i], hole, face["transform"], blend_method), folder / files["photo"])
     d = float(result["d_score"][i])
     metrics = {"known_error": round(float(result["known_error"][i]), 2),
-               "context_error": round(float(result["context_error"][i]), 2), "d_score": round(d, 4) if np.isfinite(d)
-               else None, "hole_psnr": round(float(result["hole_psnr"][i]), 2),
+               "context_error": round(float(result["context_error"][i]), 2),
+               "d_score": float(f"{d:.3g}") if np.isfinite(d) else None,
+               "hole_psnr": round(float(result["hole_psnr"][i]), 2),
                "hole_ssim": round(float(result["hole_ssim"][i]), 4), "hole_pixels": int(hole.sum()),
                "loss_start": round(float(result["loss"][0, i]), 3), "loss_end": round(float(result["loss"][-1, i]), 3)}
     write_json(folder / files["loss"], {"loss": np.round(result["loss"][:, i], 4).tolist(),
@@ -587,7 +588,7 @@ def _complete_cli(args) -> int:
     print(json.dumps({"image": args.image, "out": args.out, "report": args.report or None, "model": str(run),
                       "known_error": round(float(result["known_error"][0]), 2),
                       "context_error": round(float(result["context_error"][0]), 2),
-                      "d_score": round(d, 4) if np.isfinite(d) else None, "flags": result["flags"][0],
+                      "d_score": float(f"{d:.3g}") if np.isfinite(d) else None, "flags": result["flags"][0],
                       "loss_start": float(result["loss"][0, 0]), "loss_end": float(result["loss"][-1, 0]),
                       "seconds": round(result["seconds"], 2), "note": note or None}))
     return 0
