@@ -37,7 +37,7 @@ from model.sampling import generate  # noqa: E402
 from model.train import train  # noqa: E402
 from pipeline.faces import FaceAligner, template_points  # noqa: E402
 from pipeline.imaging import decode_rgb  # noqa: E402
-from pipeline.sample import portrait  # noqa: E402
+from pipeline.sample_photos import portrait  # noqa: E402
 
 FAST = dict(steps=10, restarts=2, candidates=4)
 
