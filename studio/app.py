@@ -357,9 +357,11 @@ def create_app(registry: ModelRegistry) -> FastAPI:
             raise BadRequest("the mask is empty: draw the part to complete")
         async with heavy:
             out = await run_in_threadpool(
-                lambda: fn(model.forward.generator, None, model.card, image[None], mask[None], seed=0))
+                lambda: fn(model.forward.generator, model.discriminator(), model.card, image[None], mask[None],
+                           seed=0))
         return {**_state(out["inputs"]), "completed": features.data_url(out["completed"][0]),
-                "blended": features.data_url(out["blended"][0])}
+                "blended": features.data_url(out["blended"][0]), "flags": out["flags"][0],
+                "perceptual": model.discriminator() is not None}
 
     @app.get("/", include_in_schema=False)
     async def index():

@@ -36,6 +36,7 @@ class LoadedModel:
     names: list[str] = field(default_factory=list)     # kept direction names, in order
     normals: np.ndarray | None = None                  # (k, z size)
     scales: np.ndarray | None = None                   # (k,)
+    _critic: tuple | None = None                       # (discriminator or None,) once looked up
 
     @classmethod
     def load(cls, model_id: str, run_dir: Path, max_rows: int = 32, wait_s: float = 0.0,
@@ -78,6 +79,18 @@ class LoadedModel:
                             for e in d.get("dropped", [])],
                 "directions_classifier": d.get("classifier", {}).get("folder"),
                 "offset_range": list(OFFSET_RANGE)}
+
+    def discriminator(self):
+        """The run's discriminator from its checkpoint, for completion's perceptual loss
+        (model.complete), loaded on first use; None when the folder has no checkpoint
+        (a generator copied without ``ckpt/``): completion then uses the context alone."""
+        if self._critic is None:
+            from model.train import restore_networks
+
+            has_ckpt = (self.run_dir / "ckpt" / "checkpoint").exists()
+            self._critic = (restore_networks(self.run_dir, which=("discriminator",))["discriminator"]
+                            if has_ckpt else None,)
+        return self._critic[0]
 
     def close(self) -> None:
         self.batcher.close()

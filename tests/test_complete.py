@@ -301,6 +301,21 @@ def test_bfloat16_networks_restore_from_the_checkpoint(run32):
     assert np.abs(D32(a).numpy() - D16(a).numpy()).max() < 0.05
 
 
+def test_the_studio_completes_with_the_runs_discriminator(run32):
+    """A served run with a checkpoint gives completion its discriminator (the perceptual
+    loss), the same network load_networks restores."""
+    from studio.models import LoadedModel
+
+    model = LoadedModel.load("tiny", run32)
+    try:
+        _, _, D, _ = load_networks(run32, "float32")
+        x = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+        assert model.discriminator() is model.discriminator()  # loaded once
+        np.testing.assert_allclose(model.discriminator()(x).numpy(), D(x).numpy(), atol=1e-6)
+    finally:
+        model.close()
+
+
 def test_alignment_settings_come_from_the_records_lineage(tmp_path):
     records = tmp_path / "v-1"
     records.mkdir()

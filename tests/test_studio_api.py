@@ -429,6 +429,45 @@ def test_projection_and_completion_say_when_they_are_not_installed(server, monke
     assert r.status_code == 501 and "completion is not installed" in r.json()["error"]
 
 
+def test_projection_finds_a_z_that_reproduces_a_generated_face(server):
+    """The installed model.project: a face the generator made is found again, and the z
+    returned makes the image returned (the page can keep editing from it)."""
+    from studio import features
+
+    assert get(server, "/api/model").json()["features"]["project"] is True
+    face = image(post(server, "/api/generate", {"z": z_of(5)}))
+    r = post(server, "/api/project", {"image": features.data_url(face)})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert len(out["z"]) == 100 and max(abs(v) for v in out["z"]) <= 1.0  # inside the prior's range
+    found = data_image(out["image"])
+    assert np.array_equal(found, image(post(server, "/api/generate", {"z": out["z"]})))
+    assert out["psnr"] > 15 and 0 < out["ssim"] <= 1
+
+
+def test_completion_fills_the_hole_and_keeps_every_known_pixel(server):
+    """The installed model.complete: the blended face equals the upload outside the mask
+    (Poisson blending changes the hole only); a run without a checkpoint completes from
+    the context alone and says so."""
+    from studio import features
+
+    assert get(server, "/api/model").json()["features"]["complete"] is True
+    face = image(post(server, "/api/generate", {"z": z_of(6)}))
+    mask = np.zeros((64, 64, 3), np.uint8)
+    mask[32:48, 16:48] = 255
+    hole = mask[..., 0] > 0
+    photo = face.copy()
+    photo[hole] = 0  # what is under the hole must not matter
+    r = post(server, "/api/complete", {"image": features.data_url(photo), "mask": features.data_url(mask)})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    blended, completed = data_image(out["blended"]), data_image(out["completed"])
+    assert np.array_equal(blended[~hole], photo[~hole])
+    assert not np.array_equal(blended[hole], photo[hole])
+    assert np.array_equal(completed, image(post(server, "/api/generate", {"z": out["z"]})))
+    assert out["perceptual"] is False and isinstance(out["flags"], list)
+
+
 def test_projection_and_completion_check_the_face_size(server, monkeypatch):
     from studio import features
 

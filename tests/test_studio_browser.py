@@ -303,6 +303,37 @@ def test_model_picker_switches_to_a_model_with_c_sliders(page):
     assert "no attribute directions yet" in page.inner_text("#directions")
 
 
+def test_complete_a_photo_then_start_from_it(page, tmp_path):
+    """Upload a real photo: the face is aligned, the lower half masked from the keyboard
+    path, completed; then the same face projected, and its z becomes the edited face."""
+    from pipeline.sample_photos import portrait
+
+    photo = tmp_path / "astronaut.png"
+    portrait("astronaut").save(photo)
+    page.click("#tab-complete")
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_selector("canvas.mask")
+    page.get_by_role("button", name="Mask the lower half").click()
+    page.wait_for_timeout(200)
+    page.click("#complete")
+    page.wait_for_selector("img[alt='Completed face']", timeout=120_000)
+    assert page.locator("img[alt='Blended face']").get_attribute("src").startswith("data:image/png;base64,")
+    shot(page, "completed")
+    before = z(page)
+    page.get_by_role("button", name="Edit this face").click()
+    wait_rendered(page)
+    after = z(page)
+    assert after != before and page.locator("#tab-edit").get_attribute("aria-selected") == "true"
+
+    page.click("#tab-photo")
+    page.click("#project")
+    page.wait_for_selector("img[alt='Closest generated face']", timeout=120_000)
+    assert re.search(r"PSNR [0-9.]+, SSIM [0-9.]+", page.content())
+    wait_rendered(page)
+    assert z(page) != after
+    shot(page, "projected")
+
+
 def test_phone_width_is_readable(browser, studio):
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, has_touch=True)
     pg = context.new_page()

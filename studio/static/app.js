@@ -701,6 +701,9 @@ const App = {
           <figure><img :src="complete.result.blended" alt="Blended face"><figcaption>blended into the photo</figcaption></figure>
           <button @click="useCompleted">Edit this face</button>
         </div>
+        <ul class="flags" v-if="complete.result && complete.result.flags.length" role="status" id="complete-flags">
+          <li v-for="(f, k) in complete.result.flags" :key="k">Check this result: {{ f }}</li>
+        </ul>
       </template>
       <template v-if="upload.faces.length && tab === 'photo'">
         <div class="results"><figure><img :src="upload.faces[upload.chosen].image" alt="Aligned face from the photo"><figcaption>aligned</figcaption></figure>
