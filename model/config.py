@@ -12,9 +12,9 @@ from pipeline.settings import BadSetting, one_of, require
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 Z_DISTS = ("uniform", "uniform01", "normal")  # see model.card.Z_PRIORS
-#: Discriminator and generator network families (model/dcgan.py, ...).
-DISCRIMINATORS = ("cnn",)
-GENERATORS = ("dcgan",)
+#: Discriminator and generator network families (model/networks.py).
+DISCRIMINATORS = ("cnn", "capsnet")
+GENERATORS = ("dcgan", "seed")
 #: EGAN extractors computed by formula (model/extractors.py); other names are CelebA attributes.
 EXTRACTOR_FORMULAS = ("brightness", "sharpness")
 #: Transforms of the differentiable augmentation (model/augment.py).
@@ -44,9 +44,9 @@ class TrainConfig:
     """A run's settings; each default here is the one default of that setting (the
     Luigi tasks take theirs from these fields). None optimizer settings take the
     variant's paper defaults (``GANModel.defaults``)."""
-    variant: str = "dcgan"      # model/variants: dcgan, ...
-    discriminator: str = "cnn"  # the discriminator network family
-    generator: str = "dcgan"    # the generator network family
+    variant: str = "dcgan"      # model/variants: dcgan, wgan, wgan-gp, acgan, infogan
+    discriminator: str = "cnn"  # the discriminator network family: cnn (DCGAN) or capsnet (the seed report's)
+    generator: str = "dcgan"    # the generator network family: dcgan or seed (the seed report's)
     resolution: int = 64
     channels: int = 3
     z_dim: int = 100

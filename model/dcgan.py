@@ -27,10 +27,18 @@ def _init():
     return keras.initializers.RandomNormal(0.0, 0.02)
 
 
-def _bn(fast: bool):
-    # momentum 0.9 / epsilon 1e-5 are Torch's BatchNorm defaults (0.1 update rate).
+def batch_norm(fast: bool, momentum: float = 0.9, epsilon: float = 1e-5, gamma_std: float = 0.02,
+               name: str | None = None) -> layers.BatchNormalization:
+    """Batch norm (the fused one of model/layers.py when ``fast``). The defaults, momentum 0.9
+    and epsilon 1e-5, are Torch's (0.1 update rate), scales ~ N(1, ``gamma_std``) as the DCGAN
+    reference code (``gamma_std=0``: ones, Keras' default)."""
     cls = FusedBatchNormalization if fast else layers.BatchNormalization
-    return cls(momentum=0.9, epsilon=1e-5, gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
+    gamma = keras.initializers.RandomNormal(1.0, gamma_std) if gamma_std else "ones"
+    return cls(momentum=momentum, epsilon=epsilon, gamma_initializer=gamma, name=name)
+
+
+def _bn(fast: bool):
+    return batch_norm(fast)
 
 
 def widths(resolution: int, base_width: int = 128) -> tuple[int, list[int]]:
@@ -82,18 +90,35 @@ def build_generator(resolution: int = 64, channels: int = 3, z_dim: int = Z_DIM,
     return keras.Model(z, out, name=name)
 
 
-def build_discriminator(resolution: int = 64, channels: int = 3, base_width: int = 128,
-                        kernel_size: int = 4, name: str = "discriminator", fast: bool = True) -> keras.Model:
-    """D: ``(n, resolution, resolution, channels)`` in [-1, 1] -> ``(n, 1)`` float32 logits."""
+def discriminator_body(resolution: int = 64, channels: int = 3, base_width: int = 128, kernel_size: int = 4,
+                       fast: bool = True, norm: str = "batch"):
+    """``(image input, features)``: the DCGAN discriminator up to its last feature map,
+    flattened to ``(n, d)``. ``norm`` is ``batch`` (the paper), ``layer`` (per example over
+    the whole feature map, as the WGAN-GP reference critic) or ``none``; never on the input
+    layer."""
+    from model.heads import apply_norm, check_norm
+
+    check_norm(norm)
     _, chans = widths(resolution, base_width)
     conv = MatmulConv2D if fast else layers.Conv2D
     img = keras.Input((resolution, resolution, channels), name="image")
     x = img
     for i, w in enumerate(reversed(chans)):
-        x = conv(w, kernel_size, 2, "same", use_bias=i == 0, kernel_initializer=_init())(x)
-        if i > 0:  # no batch norm on the input layer
-            x = _bn(fast)(x)
+        # a bias only where no normalisation follows (its shift would cancel it)
+        x = conv(w, kernel_size, 2, "same", use_bias=i == 0 or norm == "none", kernel_initializer=_init())(x)
+        if i > 0:  # no normalisation on the input layer
+            x = _bn(fast)(x) if norm == "batch" else apply_norm(x, norm, fast, axis=[1, 2, 3])
         x = layers.LeakyReLU(0.2)(x)
-    x = layers.Flatten()(x)
-    out = layers.Dense(1, kernel_initializer=_init(), dtype="float32", name="logit")(x)
-    return keras.Model(img, out, name=name)
+    return img, layers.Flatten()(x)
+
+
+def build_discriminator(resolution: int = 64, channels: int = 3, base_width: int = 128,
+                        kernel_size: int = 4, name: str = "discriminator", fast: bool = True,
+                        heads: dict[str, int] | None = None, hidden: dict | None = None,
+                        norm: str = "batch") -> keras.Model:
+    """D: ``(n, resolution, resolution, channels)`` in [-1, 1] -> ``(n, 1)`` float32 logits,
+    or ``{head: (n, size)}`` with ``heads`` (model/heads.py)."""
+    from model.heads import add_heads
+
+    img, x = discriminator_body(resolution, channels, base_width, kernel_size, fast, norm)
+    return keras.Model(img, add_heads(x, heads, hidden, norm, fast, _init), name=name)

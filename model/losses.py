@@ -36,3 +36,80 @@ def discriminator_stats(real_logits: tf.Tensor, fake_logits: tf.Tensor, global_b
     return {"d_real": _mean(tf.sigmoid(real), global_batch), "d_fake": _mean(tf.sigmoid(fake), global_batch),
             "d_acc_real": _mean(tf.cast(real > 0, tf.float32), global_batch),
             "d_acc_fake": _mean(tf.cast(fake < 0, tf.float32), global_batch)}
+
+
+# -- Wasserstein critics (WGAN, WGAN-GP) ----------------------------------------------------------
+
+def critic_loss(real_scores: tf.Tensor, fake_scores: tf.Tensor, global_batch: int) -> tf.Tensor:
+    """The critic's loss E[f(G(z))] - E[f(x)]: minus the Wasserstein estimate (Arjovsky et al.)."""
+    return _mean(tf.cast(fake_scores, tf.float32), global_batch) - _mean(tf.cast(real_scores, tf.float32),
+                                                                         global_batch)
+
+
+def critic_generator_loss(fake_scores: tf.Tensor, global_batch: int) -> tf.Tensor:
+    """The generator's loss -E[f(G(z))]."""
+    return -_mean(tf.cast(fake_scores, tf.float32), global_batch)
+
+
+def critic_stats(real_scores: tf.Tensor, fake_scores: tf.Tensor, global_batch: int) -> dict[str, tf.Tensor]:
+    """Mean critic score on real (``d_real``) and fake (``d_fake``) images, the Wasserstein
+    estimate ``w_dist`` = E[f(x)] - E[f(G(z))], and an accuracy for a critic that has no
+    decision threshold: the scores are split at the midpoint between this batch's mean
+    real and mean fake score; ``d_acc_real`` is the share of real scores above it,
+    ``d_acc_fake`` the share of fake scores below it (0.5 each when the critic cannot
+    tell them apart; under several replicas each replica takes its own midpoint)."""
+    real = tf.reshape(tf.cast(real_scores, tf.float32), [-1])
+    fake = tf.reshape(tf.cast(fake_scores, tf.float32), [-1])
+    threshold = tf.stop_gradient(0.5 * (tf.reduce_mean(real) + tf.reduce_mean(fake)))
+    d_real, d_fake = _mean(real, global_batch), _mean(fake, global_batch)
+    return {"d_real": d_real, "d_fake": d_fake, "w_dist": d_real - d_fake,
+            "d_acc_real": _mean(tf.cast(real > threshold, tf.float32), global_batch),
+            "d_acc_fake": _mean(tf.cast(fake < threshold, tf.float32), global_batch)}
+
+
+def gradient_penalty(critic, real: tf.Tensor, fake: tf.Tensor, fraction: tf.Tensor, global_batch: int,
+                     target: float = 1.0) -> tf.Tensor:
+    """WGAN-GP's penalty E[(||grad_x f(x_hat)||_2 - target)^2] (Gulrajani et al. 2017).
+
+    ``x_hat = fraction * real + (1 - fraction) * fake`` with ONE ``fraction`` per example,
+    ``(n,)`` in [0, 1] (a fraction per pixel would not sample the straight lines between
+    pairs the paper's argument is about), and the norm taken over each example's whole
+    gradient (every pixel and channel). ``critic(x)`` returns ``(n, 1)`` scores."""
+    real = tf.cast(real, tf.float32)
+    eps = tf.reshape(tf.cast(fraction, tf.float32), [-1, 1, 1, 1])
+    x_hat = eps * real + (1.0 - eps) * tf.cast(fake, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x_hat)
+        scores = tf.cast(critic(x_hat), tf.float32)
+    grad = tf.cast(tape.gradient(scores, x_hat), tf.float32)
+    norm = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]) + 1e-12)
+    return _mean(tf.square(norm - target), global_batch)
+
+
+# -- auxiliary heads (ACGAN, InfoGAN) -------------------------------------------------------------
+
+def class_loss(labels_onehot: tf.Tensor, logits: tf.Tensor, global_batch: int) -> tf.Tensor:
+    """Softmax cross-entropy of class ``logits`` against one-hot ``labels_onehot``."""
+    per_example = tf.nn.softmax_cross_entropy_with_logits(tf.cast(labels_onehot, tf.float32),
+                                                          tf.cast(logits, tf.float32))
+    return _mean(per_example, global_batch)
+
+
+def class_accuracy(labels_onehot: tf.Tensor, logits: tf.Tensor, global_batch: int) -> tf.Tensor:
+    """Share of examples whose arg-max logit is the labelled class."""
+    hit = tf.equal(tf.argmax(logits, -1), tf.argmax(labels_onehot, -1))
+    return _mean(tf.cast(hit, tf.float32), global_batch)
+
+
+def gaussian_nll(codes: tf.Tensor, outputs: tf.Tensor, global_batch: int, fixed_std: bool = True) -> tf.Tensor:
+    """Negative log-likelihood of continuous ``codes`` ``(n, k)`` under a factored Gaussian
+    Q(c|x), constants dropped: with ``fixed_std`` ``outputs`` are the means (unit
+    variance, as the InfoGAN reference code): sum 0.5 (c - mu)^2; else ``outputs`` are
+    ``(n, 2k)`` means and log standard deviations: sum log sigma + 0.5 ((c - mu) / sigma)^2."""
+    codes, outputs = tf.cast(codes, tf.float32), tf.cast(outputs, tf.float32)
+    if fixed_std:
+        per_example = tf.reduce_sum(0.5 * tf.square(codes - outputs), -1)
+    else:
+        mu, log_std = tf.split(outputs, 2, axis=-1)
+        per_example = tf.reduce_sum(log_std + 0.5 * tf.square((codes - mu) * tf.exp(-log_std)), -1)
+    return _mean(per_example, global_batch)

@@ -101,8 +101,13 @@ def input_grids(card, generator, seed: int = 0, rows: int = 8, columns: int = 10
     """What each declared extra input does, as grids ``{file name: (image, caption)}``:
     a ``onehot`` input gives one row per class (the same noise down each column); a
     ``continuous`` or ``attribute`` input gives, per component, ``rows`` draws with that
-    component swept over its range along the row (an InfoGAN traversal, an EGAN sweep)."""
+    component swept along the row (an EGAN sweep). A ``continuous`` input of a generator
+    that also takes a ``onehot`` input (InfoGAN's codes) gives the paper's traversal
+    instead: one row per value of the one-hot input, z and the other codes fixed across
+    the whole grid. A sweep spans the input's ``meta["sweep"]`` when the card gives one
+    (InfoGAN: [-2, 2], beyond the training range [-1, 1]), else its ``range``."""
     grids = {}
+    onehot = next((s for s in card.extra_inputs if s.kind == "onehot"), None)
     for spec in card.extra_inputs:
         if spec.kind == "onehot":
             classes = min(spec.size, 16)
@@ -114,11 +119,22 @@ def input_grids(card, generator, seed: int = 0, rows: int = 8, columns: int = 10
                                               f"one row per value of {spec.name} ({names}); the same draw "
                                               f"of the other inputs down each column")
             continue
-        low, high = spec.range
+        low, high = spec.meta.get("sweep", spec.range)
+        values = np.linspace(low, high, columns)
         for dim in range(spec.size):
             label = spec.labels[dim] if spec.labels else str(dim)
+            if onehot is not None and spec.kind == "continuous":
+                classes = min(onehot.size, 16)
+                one = vary_input(card, spec.name, values, 1, seed, dim)  # one draw, swept along the row
+                inputs = {k: np.tile(v, (classes, 1)) for k, v in one.items()}
+                inputs[onehot.name] = np.repeat(np.eye(onehot.size, dtype=np.float32)[:classes], columns, axis=0)
+                grids[f"{spec.name}_{label}_sweep.png"] = (
+                    grid(generate(generator, inputs), classes, columns),
+                    f"{spec.name}[{label}] from {low:g} to {high:g} along each row, one row per value of "
+                    f"{onehot.name}; z and the other codes fixed for the whole grid")
+                continue
             grids[f"{spec.name}_{label}_sweep.png"] = (
-                sweep(card, generator, spec.name, dim, np.linspace(low, high, columns), rows, seed),
+                sweep(card, generator, spec.name, dim, values, rows, seed),
                 f"{spec.name}[{label}] from {low:g} to {high:g} along each row; the other inputs fixed per row")
     return grids
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import fields
 
 import luigi
@@ -70,7 +71,9 @@ class TrainGAN(Checked, luigi.Task):
                                                   "else float32), float32, mixed_bfloat16, or mixed_float16 "
                                                   "(GPUs, loss-scaled). Outputs stay float32.")
     options = luigi.DictParameter(default={}, description="The variant's own constants as JSON, e.g. "
-                                                          "'{\"clip\": 0.01}' (docs/variants.md).")
+                                                          "'{\"clip\": 0.01}' for wgan or "
+                                                          "'{\"routing\": \"dynamic\"}' for the CapsNet "
+                                                          "(docs/variants.md).")
     sample_every = luigi.IntParameter(default=DEFAULTS["sample_every"], significant=False,
                                       description="Steps between fixed-noise grids in progress/ and "
                                                   "TensorBoard (0: only at the end).")
@@ -115,7 +118,8 @@ class TrainGAN(Checked, luigi.Task):
 
     def config(self, resolution: int | None = None, channels: int | None = None,
                labels: list | None = None) -> TrainConfig:
-        """The run's :class:`TrainConfig`; image size and channels from the records."""
+        """The run's :class:`TrainConfig`; image size, channels and class names (labeled
+        records) from the records."""
         if resolution is None:
             from pipeline.records import read_info
             resolution, _, channels = read_info(self.records().folder())["image_shape"]
@@ -148,10 +152,12 @@ class TrainGAN(Checked, luigi.Task):
             on_checkpoint = training_evaluator(run_dir, folder, settings, self.eval_every, config.steps,
                                                processed_dir("evaluations", self.dataset, "reference"),
                                                status=self.set_status_message)
+        start = time.time()
         result = train(config, data, run_dir, progress, on_checkpoint=on_checkpoint, model=model,
                        dataset_card=dataset_card(self.dataset, folder))
         progress.close()
-        write_json(run_dir / "result.json", result)
+        # wall-clock of this invocation (a resumed run counts only its own part)
+        write_json(run_dir / "result.json", {**result, "seconds": round(time.time() - start, 1)})
 
 
 def training_data(folder, config: TrainConfig, model):

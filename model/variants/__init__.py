@@ -11,6 +11,10 @@ import importlib
 VARIANTS = {
     "dcgan": "model.variants.dcgan:DCGAN",
     "egan": "model.variants.egan:EGAN",
+    "wgan": "model.variants.wgan:WGAN",
+    "wgan-gp": "model.variants.wgan_gp:WGANGP",
+    "acgan": "model.variants.acgan:ACGAN",
+    "infogan": "model.variants.infogan:InfoGAN",
 }
 
 

@@ -1,12 +1,16 @@
-"""DCGAN (Radford et al. 2015): the networks of model/dcgan.py, Adam 2e-4 / beta1 0.5,
-the discriminator's binary cross-entropy and the non-saturating generator loss."""
+"""DCGAN (Radford et al. 2015): the networks of model/dcgan.py (or another family of
+model/networks.py: ``--generator seed``, ``--discriminator capsnet``), Adam 2e-4 / beta1
+0.5, the discriminator's binary cross-entropy and the non-saturating generator loss.
+
+The other variants of this project build their networks through the same methods
+(:meth:`DCGAN.heads`, :meth:`DCGAN.norm` say what their discriminator needs)."""
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
 from model import losses
-from model.dcgan import build_discriminator, build_generator
+from model.networks import NetworkOptions, build_discriminator, build_generator
 from model.variants.base import GANModel
 
 
@@ -22,19 +26,30 @@ class DCGAN(GANModel):
     scalars = ("d_loss", "g_loss", "d_real", "d_fake", "d_acc_real", "d_acc_fake")
     plots = (("losses", ("d_loss", "g_loss"), None),
              ("discriminator outputs", ("d_real", "d_fake"), (0.0, 1.0)))
+    #: The network families' settings (CapsNet routing); a variant's Options extends it.
+    Options = NetworkOptions
 
     def extra_inputs(self) -> dict[str, int]:
         """Generator inputs beyond z, name -> size (none for the plain DCGAN)."""
         return {s.name: s.size for s in self.inputs()[1:]}
 
+    def heads(self) -> dict[str, int] | None:
+        """The discriminator's outputs (model/heads.py): None, one logit tensor."""
+        return None
+
+    def hidden(self) -> dict | None:
+        """Shared hidden layers of the heads (model/heads.py); none here."""
+        return None
+
+    def norm(self) -> str:
+        """The discriminator's normalisation: batch norm, as in the paper."""
+        return "batch"
+
     def _generator(self, fast: bool) -> keras.Model:
-        c = self.config
-        return build_generator(c.resolution, c.channels, c.z_dim, c.base_width, c.kernel_size, fast=fast,
-                               extra_inputs=self.extra_inputs())
+        return build_generator(self.config, self.extra_inputs(), fast=fast)
 
     def _discriminator(self, fast: bool) -> keras.Model:
-        c = self.config
-        return build_discriminator(c.resolution, c.channels, c.base_width, c.kernel_size, fast=fast)
+        return build_discriminator(self.config, self.options, self.heads(), self.hidden(), self.norm(), fast=fast)
 
     def build(self) -> None:
         self.generator = self._generator(fast=True)
