@@ -1,6 +1,8 @@
-"""DCGAN training throughput against the machine's own matmul rate.
+"""DCGAN training throughput against the machine's own matmul rate, and every variant x
+discriminator at 64x64 RGB and 28x28 gray.
 
     python bench/train_throughput.py [--steps 6] [--repeats 3] [--batch 64] [--resolution 64]
+                                     [--variant-steps 1] [--variants all|none|wgan,acgan]
 
 Times the full training step (model.train.GANTrainer.train_step, a D update
 and a G update) in float32 and mixed bfloat16 on an in-memory batch, counts
@@ -13,6 +15,15 @@ stretch of machine time. The line has
 images_per_s_fp32/_bf16, gflop_per_image, matmul_gflops_fp32/_bf16,
 utilization_fp32/_bf16 (achieved GFLOP/s over the matmul rate of that
 precision), and images_per_s/utilization for TrainDCGAN's default precision.
+
+Then, in the default precision, ``variants`` times one step of every variant x
+discriminator (model/variants, model/networks.py) at 64x64 RGB and 28x28 gray
+(batch ``--batch``; a timed block of ``--variant-steps`` steps after one warm-up step,
+a matmul block right before it): per entry ``images_per_s`` (real images read per
+second: a WGAN step reads n_critic batches), ``steps_per_s``, ``gflop_per_step`` and
+``utilization``. ``capsnet_convs`` times the CapsNet's two 9x9 convolutions alone
+(forward and both gradients, native kernels) against the same matmul rate, and says
+whether model/layers.py's matmul route would take them (``routed``).
 """
 from __future__ import annotations
 
@@ -33,10 +44,17 @@ from model.train import GANTrainer, TrainConfig, resolve_precision  # noqa: E402
 
 
 def forward_macs(model: keras.Model) -> int:
-    """Multiply-accumulates of one forward pass of one image (dense and conv layers)."""
+    """Multiply-accumulates of one forward pass of one image (dense and conv layers, and the
+    CapsNet's routing-by-agreement)."""
+    from model.capsnet import DynamicRouting
+
     macs = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Dense):
+        if isinstance(layer, DynamicRouting):
+            n_in, caps, dim, d_in = layer.w.shape
+            # predictions u_hat, then per round the weighted sum and (but the last) the agreement
+            macs += n_in * caps * dim * d_in + n_in * caps * dim * (2 * layer.iterations - 1)
+        elif isinstance(layer, keras.layers.Dense):
             macs += int(np.prod(layer.kernel.shape))
         elif isinstance(layer, keras.layers.Conv2DTranspose):
             # each input pixel scatters a k x k x Cout patch
@@ -60,6 +78,23 @@ def step_flops_per_image(trainer: GANTrainer) -> float:
     g, d = forward_macs(trainer.generator), forward_macs(trainer.discriminator)
     extra = trainer.config.g_steps - 1
     return 2.0 * ((3 + 3 * extra) * g + (8 + 2 * extra) * d)
+
+
+def variant_step_flops(trainer: GANTrainer) -> float:
+    """FLOPs of one training step of any variant (all its images), from the layer shapes.
+
+    DCGAN, ACGAN, InfoGAN: as :func:`step_flops_per_image` per image (the heads are
+    counted in D). WGAN: per critic update 1 G + 2 D forward and 4 D for the backward
+    of both batches; the generator update 3 G + 2 D. WGAN-GP adds per critic update
+    about 6 D for the penalty (a forward on the interpolates, the gradient to the input,
+    and the double backward through both): an estimate, stated as such.
+    """
+    c = trainer.config
+    if not trainer.model.name.startswith("wgan"):
+        return step_flops_per_image(trainer) * c.batch_size
+    g, d = forward_macs(trainer.generator), forward_macs(trainer.discriminator)
+    critic = g + 6 * d + (6 * d if trainer.model.name == "wgan-gp" else 0)
+    return 2.0 * c.batch_size * (trainer.model.options.n_critic * critic + 3 * g + 2 * d)
 
 
 def seconds(run) -> float:
@@ -103,12 +138,74 @@ def measure(precision: str, batch: int, resolution: int, steps: int, repeats: in
     return batch * steps / best_train, flops / best_mm / 1e9, trainer
 
 
+def measure_variant(variant: str, discriminator: str, resolution: int, channels: int, batch: int,
+                    steps: int, precision: str) -> dict:
+    """One variant x discriminator: a warm-up step, a matmul block, ``steps`` timed steps."""
+    labels = [str(i) for i in range(10)]
+    config = TrainConfig(variant=variant, discriminator=discriminator, resolution=resolution, channels=channels,
+                         batch_size=batch, precision=precision, labels=labels)
+    trainer = GANTrainer(config)
+    n = trainer.model.images_per_step()
+    rng = np.random.default_rng(0)
+    data = {"image": tf.constant(rng.uniform(-1, 1, (n, resolution, resolution, channels)), tf.float32),
+            "label": tf.constant(rng.integers(0, 10, n), tf.int64)}
+    float(trainer.train_step(data)["d_loss"])  # trace + warm up
+    matmul, flops = matmul_block(tf.bfloat16 if "bfloat16" in precision else tf.float32)
+    mm = flops / seconds(matmul) / 1e9
+
+    def train():
+        for _ in range(steps):
+            out = trainer.train_step(data)
+        float(out["d_loss"])
+    t = seconds(train)
+    step_flops = variant_step_flops(trainer)
+    return {"images_per_s": round(n * steps / t, 2), "steps_per_s": round(steps / t, 4),
+            "gflop_per_step": round(step_flops / 1e9, 1), "matmul_gflops": round(mm, 1),
+            "utilization": round(step_flops * steps / t / 1e9 / mm, 3),
+            "d_params": trainer.discriminator.count_params()}
+
+
+def capsnet_convs(resolution: int, channels: int, batch: int, precision: str) -> list[dict]:
+    """The CapsNet's two 9x9 'valid' convolutions (model/capsnet.py), forward + both gradients
+    on the native kernels, against the matmul rate; ``routed``: whether model/layers.py's
+    rule (strided, 'same', output side <= MATMUL_MAX_SIDE) would take them."""
+    from model.layers import matmul_route_for
+
+    dtype = tf.bfloat16 if "bfloat16" in precision else tf.float32
+    matmul, flops = matmul_block(dtype)
+    mm = flops / seconds(matmul) / 1e9
+    out, side, cin, padding = [], resolution, channels, "valid"
+    for name, stride, cout in (("conv1 9x9 stride 1", 1, 256), ("primary caps 9x9 stride 2", 2, 256)):
+        out_side = (side - 9) // stride + 1
+        x = tf.cast(tf.random.normal((batch, side, side, cin)), dtype)
+        w = tf.cast(tf.random.normal((9, 9, cin, cout)) * 0.01, dtype)
+
+        @tf.function
+        def run(x, w, stride=stride):
+            with tf.GradientTape() as tape:
+                tape.watch([x, w])
+                y = tf.nn.conv2d(x, w, stride, "VALID")
+            return tape.gradient(y, [x, w], output_gradients=tf.ones_like(y))
+        run(x, w)[0].numpy()
+        t = min(seconds(lambda x=x, w=w, run=run: run(x, w)[0].numpy()) for _ in range(3))
+        conv_flops = 3 * 2.0 * batch * out_side * out_side * 81 * cin * cout  # forward + 2 gradients
+        out.append({"layer": name, "input": [side, side, cin], "output": [out_side, out_side, cout],
+                    "ms": round(1e3 * t, 1), "gflops": round(conv_flops / t / 1e9, 1),
+                    "of_matmul": round(conv_flops / t / 1e9 / mm, 3),
+                    # the route takes 'same' strided layers with a small output; these are 'valid'
+                    "routed": stride > 1 and matmul_route_for(dtype.name, out_side) and padding == "same"})
+        side, cin = out_side, cout
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=6, help="training steps per timed block")
     p.add_argument("--repeats", type=int, default=3, help="timed blocks; the best one counts")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--variant-steps", type=int, default=1, help="timed steps per variant x discriminator")
+    p.add_argument("--variants", default="all", help="'all', 'none', or variant names, comma separated")
     args = p.parse_args()
 
     ips32, mm32, trainer = measure("float32", args.batch, args.resolution, args.steps, args.repeats)
@@ -128,6 +225,18 @@ def main() -> None:
     bf16 = default == "mixed_bfloat16"
     result["images_per_s"] = result["images_per_s_bf16" if bf16 else "images_per_s_fp32"]
     result["utilization"] = result["utilization_bf16" if bf16 else "utilization_fp32"]
+    if args.variants != "none":
+        from model.variants import VARIANTS
+        names = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
+        result["variants"] = {}
+        for resolution, channels in ((64, 3), (28, 1)):
+            for name in names:
+                for disc in ("cnn", "capsnet"):
+                    key = f"{name}/{disc}/{resolution}"
+                    result["variants"][key] = measure_variant(name, disc, resolution, channels, args.batch,
+                                                              args.variant_steps, default)
+                    print(key, json.dumps(result["variants"][key]), file=sys.stderr, flush=True)
+            result["capsnet_convs_" + str(resolution)] = capsnet_convs(resolution, channels, args.batch, default)
     print(json.dumps(result))
 
 

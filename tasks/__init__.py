@@ -6,7 +6,9 @@ Importing the package makes configuration errors print as one line
 (:mod:`tasks.errors`).
 """
 from tasks.attributes import FitAttributeDirections, TrainAttributeClassifier
+from tasks.classifier import TrainClassifier
 from tasks.common import paths
+from tasks.compare import CompareGANs
 from tasks.complete import CompleteFaces
 from tasks.crawl import CrawlDays, CrawlImages, RangeDaily
 from tasks.downloads import DownloadCelebA, DownloadLSUN, ImportImageNet, lsun
@@ -23,7 +25,7 @@ install()
 
 __all__ = ["paths", "ConfigError", "errors", "Sample", "RAW_TASKS", "raw_task", "AlignShard",
            "DetectAlignFaces", "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainGAN", "TrainDCGAN",
-           "TrainEGAN", "ExportSamples", "ExportAttributeSweep",
+           "TrainEGAN", "ExportSamples", "ExportAttributeSweep", "TrainClassifier", "CompareGANs",
            "EvaluateGenerator", "CompareRuns", "TrainAttributeClassifier", "FitAttributeDirections", "CompleteFaces",
            "CrawlImages", "CrawlDays", "RangeDaily",
            "DownloadCelebA", "DownloadLSUN", "ImportImageNet", "lsun", "DownloadMNIST", "DownloadCIFAR10"]

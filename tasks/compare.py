@@ -1,0 +1,175 @@
+"""Comparing GAN variants side by side: every variant x discriminator trained as an ordinary
+TrainGAN run (same data, step budget and seed), then curves, sample grids and one table
+(model/comparison.py does the work)."""
+from __future__ import annotations
+
+import json
+import logging
+
+import luigi
+
+from model.config import DISCRIMINATORS, GENERATORS
+from model.variants import VARIANTS
+from pipeline.atomic import atomic_dir, write_json
+from tasks.classifier import TrainClassifier
+from tasks.common import describe, processed_dir, version
+from tasks.records import BuildTFRecords
+from tasks.train import TrainGAN
+
+logger = logging.getLogger("luigi-interface")
+
+
+def is_labeled(dataset: str) -> bool:
+    """Whether ``dataset``'s records carry class labels (MNIST, CIFAR-10), not faces."""
+    records = BuildTFRecords(dataset=dataset)
+    return bool(getattr(records, "labeled", lambda: False)())
+
+
+class CompareGANs(luigi.Task):
+    """Trains every variant x discriminator pair on one data set with the same step budget,
+    seed and generator family (each an ordinary ``TrainGAN`` run: reused when it exists,
+    trained in parallel with ``--workers``), then writes, in
+    ``processed/comparisons/{dataset}/compare-{version}/``:
+
+    - ``{variant}_curves.png``: G loss, D loss and D accuracy over steps, CNN and CapsNet
+      overlaid (``{variant}_curves_zoom.png`` for the WGAN critics);
+    - ``{variant}_samples.png``: 5x5 grids of the fixed inputs at ``intervals`` steps;
+    - ``report.md`` / ``report.json``: one table of final figures. Labeled data (MNIST,
+      CIFAR-10): FID and KID on the features of the project's classifier
+      (``TrainClassifier``, its test accuracy reported), ACGAN's class accuracy and
+      InfoGAN's code accuracy (best one-to-one mapping). Faces: FID and KID on the
+      Inception-v3 features and the face-detection rate.
+    """
+    dataset = luigi.Parameter(default="mnist", description="Data set all runs train on.")
+    steps = luigi.IntParameter(default=300, description="Training steps of every run (a WGAN step is n_critic "
+                                                        "critic updates and one generator update).")
+    batch_size = luigi.IntParameter(default=64, description="Batch size of every run.")
+    seed = luigi.IntParameter(default=0, description="Seed of every run (weights, noise, data order).")
+    generator = luigi.ChoiceParameter(default="dcgan", choices=GENERATORS, description="Generator family of "
+                                                                                         "every run.")
+    variants = luigi.ListParameter(default=list(VARIANTS), description="Variants to compare.")
+    discriminators = luigi.ListParameter(default=list(DISCRIMINATORS), description="Discriminator families.")
+    acgan_attributes = luigi.ListParameter(default=["Male"], description="Face data: CelebA attributes whose "
+                                                                         "combinations are ACGAN's classes "
+                                                                         "(labeled data uses its labels).")
+    intervals = luigi.IntParameter(default=4, description="Sample grids at this many evenly spaced steps.")
+    n = luigi.IntParameter(default=2000, description="Samples (and real test images) per run for FID/KID, "
+                                                     "capped at the test split's size.")
+    face_n = luigi.IntParameter(default=200, description="Face data: samples checked for a face.")
+    feature_network = luigi.Parameter(default="", description="Face data: a TorchScript or .keras feature "
+                                                              "network for FID/KID; empty: the FID Inception-v3.")
+    log_every = luigi.IntParameter(default=5, significant=False, description="Steps between metrics rows of "
+                                                                             "the runs (their curves).")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        bad = [v for v in self.variants if v not in VARIANTS] + \
+              [d for d in self.discriminators if d not in DISCRIMINATORS]
+        if bad or not self.variants or not self.discriminators:
+            raise ValueError(f"CompareGANs: unknown or no variants/discriminators {bad}; variants are "
+                             f"{sorted(VARIANTS)}, discriminators {list(DISCRIMINATORS)}")
+        if self.intervals < 1 or self.steps < self.intervals:
+            raise ValueError(f"CompareGANs: intervals must be in [1, steps], got {self.intervals} "
+                             f"(steps {self.steps})")
+
+    def complete(self):
+        if not self.labeled() and not self.output()["json"].exists():
+            from model.metrics import check_feature_network
+            check_feature_network(self.feature_network or None)  # fail while scheduling, before training
+        return super().complete()
+
+    def labeled(self) -> bool:
+        return is_labeled(self.dataset)
+
+    def run_task(self, variant: str, discriminator: str) -> TrainGAN:
+        options = {}
+        if variant == "acgan" and not self.labeled():
+            options = {"attributes": list(self.acgan_attributes)}
+        return TrainGAN(dataset=self.dataset, variant=variant, discriminator=discriminator,
+                        generator=self.generator, steps=self.steps, batch_size=self.batch_size, seed=self.seed,
+                        options=options, sample_every=max(1, self.steps // self.intervals),
+                        log_every=self.log_every, checkpoint_every=self.steps)
+
+    def requires(self):
+        runs = {f"{v}/{d}": self.run_task(v, d) for v in self.variants for d in self.discriminators}
+        if self.labeled():
+            runs["classifier"] = TrainClassifier(dataset=self.dataset)
+        return runs
+
+    def folder(self):
+        return processed_dir("comparisons", self.dataset, f"compare-{version(self)}")
+
+    def output(self):
+        return {"md": luigi.LocalTarget(str(self.folder() / "report.md")),
+                "json": luigi.LocalTarget(str(self.folder() / "report.json"))}
+
+    def run(self):
+        from pathlib import Path
+
+        from model.comparison import compare_runs, render_markdown
+
+        tasks = self.requires()
+        records = tasks[next(iter(k for k in tasks if k != "classifier"))].requires().folder()
+        runs = [{"variant": v, "discriminator": d, "run_dir": tasks[f"{v}/{d}"].run_dir()}
+                for v in self.variants for d in self.discriminators]
+        evaluate, notes = self.evaluator(records, tasks.get("classifier"))
+
+        def status(text):
+            logger.info("CompareGANs %s: %s", self.dataset, text)
+            self.set_status_message(text)
+
+        with atomic_dir(self.folder()) as tmp:
+            report = compare_runs(runs, tmp, evaluate, self.intervals, status=status)
+            report.update({"dataset": self.dataset, "records": str(records), "notes": notes,
+                           "params": self.to_str_params(only_significant=True), "lineage": describe(self)})
+            if "classifier" in tasks:
+                report["classifier"] = json.loads((Path(tasks["classifier"].output().path) / "report.json")
+                                                  .read_text())
+            write_json(tmp / "report.json", report)
+            title = f"GAN variants compared on {self.dataset} ({self.steps} steps, batch {self.batch_size}, " \
+                    f"seed {self.seed}, {self.generator} generator)"
+            (tmp / "report.md").write_text(render_markdown(report, title, notes))
+
+    def evaluator(self, records, classifier_task):
+        """``(evaluate(run_dir) -> figures, notes)`` for this data set's kind."""
+        from pathlib import Path
+
+        import keras
+
+        from model.card import load_generator
+        from model.comparison import classifier_figures, inception_figures
+        from model.evaluation import choose_split, read_split_images, split_sizes, to_rgb
+        from model.metrics import compute_features, load_feature_network
+
+        split, note = choose_split(split_sizes(records), "test")
+        notes = [f"> {note}."] if note else []
+        if classifier_task is not None:
+            folder = Path(classifier_task.output().path)
+            info = json.loads((folder / "report.json").read_text()) if (folder / "report.json").exists() else {}
+            classifier = keras.models.load_model(folder / "classifier.keras", compile=False)
+            features = load_feature_network(str(folder / "features.keras"))
+            real = read_split_images(records, split, self.n, self.seed)
+            real_features = compute_features(features, to_rgb(real))
+            notes.append(f"FID and KID on the {info.get('feature_dim', 128)}-d features of the project's "
+                         f"classifier (TrainClassifier, test accuracy {info.get('test_accuracy', float('nan')):.4f}"
+                         f"), {len(real)} samples per run against {len(real)} real `{split}` images. Class acc: "
+                         f"the classifier's accuracy on ACGAN samples of the requested class; code acc: InfoGAN's "
+                         f"categorical code against the classifier's label under the best one-to-one mapping.")
+
+            def evaluate(run_dir):
+                card, g = load_generator(run_dir)
+                return classifier_figures(g, card, classifier, features, real_features, len(real), self.seed)
+        else:
+            features = load_feature_network(self.feature_network or None)
+            real = to_rgb(read_split_images(records, split, self.n, self.seed))
+            real_features = compute_features(features, real)
+            name = self.feature_network or "FID Inception-v3"
+            notes.append(f"FID and KID on the {name} features, {len(real)} samples per run against "
+                         f"{len(real)} real `{split}` images (FID at this n is biased upwards: compare runs, "
+                         f"not papers); face rate: dlib's detector on {self.face_n} samples.")
+
+            def evaluate(run_dir):
+                card, g = load_generator(run_dir)
+                return inception_figures(g, card, features, real_features, len(real), self.face_n, self.seed)
+        return evaluate, notes
+
