@@ -41,7 +41,8 @@ def build_discriminator(config, options: NetworkOptions | None = None, heads: di
                         hidden: dict | None = None, norm: str = "batch", fast: bool = True) -> keras.Model:
     """The discriminator family ``config.discriminator`` with ``heads`` (and ``hidden``
     shared head layers) and normalisation ``norm`` (model/heads.py)."""
-    c, o = config, options or NetworkOptions()
+    # A variant whose Options does not extend NetworkOptions gets the families' defaults.
+    c, o = config, options if isinstance(options, NetworkOptions) else NetworkOptions()
     if c.discriminator == "capsnet":
         from model.capsnet import build_capsnet_discriminator
         return build_capsnet_discriminator(c.resolution, c.channels, c.base_width, fast, heads, hidden, norm,
