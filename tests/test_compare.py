@@ -149,3 +149,32 @@ def test_compare_gans_on_faces_end_to_end(tiny_faces):
     # The runs are ordinary TrainGAN runs: asking for one finds it done.
     run = tasks.TrainGAN(dataset="sample", variant="wgan-gp", discriminator="capsnet", steps=2, batch_size=4)
     assert run.complete()
+
+
+@pytest.mark.slow
+def test_compare_gans_on_mnist_uses_the_trained_classifier(luigi_config, tmp_path):
+    """Labeled records: TrainClassifier runs first, its features score every run, ACGAN
+    gets a class accuracy and InfoGAN a code accuracy; ExportSamples shows their codes."""
+    from labeled_data import use_mnist, write_mnist
+
+    import tasks
+
+    use_mnist(luigi_config, write_mnist(tmp_path / "mnist", n_train=40, n_test=20))
+    for key, value in (("base_width", 8), ("precision", "float32"), ("z_dim", 8)):
+        luigi_config("TrainGAN", key, value)
+    luigi_config("TrainClassifier", "steps", 5)
+    task = tasks.CompareGANs(dataset="mnist", steps=2, batch_size=4, intervals=1, n=20,
+                             variants=["acgan", "infogan"], discriminators=["cnn"])
+    result = luigi.build([task], local_scheduler=True, detailed_summary=True)
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    report = json.loads(Path(task.output()["json"].path).read_text())
+    assert 0 <= report["classifier"]["test_accuracy"] <= 1 and report["classifier"]["test_n"] == 20
+    acgan, infogan = report["runs"]
+    assert 0 <= acgan["class_acc"] <= 1 and "code_acc" not in acgan
+    assert 0 <= infogan["code_acc"] <= 1 and len(infogan["code_map"]) == 10
+    assert "classifier" in report["notes"][0]
+    header = Path(task.output()["md"].path).read_text().split("\n| ---")[0]
+    assert "| class acc | code acc |" in header and "face rate" not in header
+    export = tasks.ExportSamples(model=infogan["run"])
+    assert luigi.build([export], local_scheduler=True)
+    assert (Path(export.output().path) / "cont_c1_sweep.png").exists()
