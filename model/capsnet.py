@@ -35,7 +35,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from model.heads import check_norm
+from model.heads import apply_norm, check_norm
 
 #: The seed's constants.
 CAPSULE_DIM = 8          # primary capsule size
@@ -93,12 +93,8 @@ class DynamicRouting(layers.Layer):
 
 
 def _norm(x, norm: str, fast: bool, axis):
-    if norm == "batch":
-        from model.dcgan import batch_norm
-        return batch_norm(fast and len(x.shape) == 4, momentum=BN_MOMENTUM, epsilon=1e-3, gamma_std=0)(x)
-    if norm == "layer":
-        return layers.LayerNormalization(axis=axis)(x)
-    return x
+    # the reference's batch norm: Keras' defaults but momentum 0.8 (scales start at one)
+    return apply_norm(x, norm, fast, axis=axis, momentum=BN_MOMENTUM, epsilon=1e-3, gamma_std=0)
 
 
 def capsnet_body(resolution: int = 64, channels: int = 3, base_width: int = 128, fast: bool = True,

@@ -37,10 +37,6 @@ def batch_norm(fast: bool, momentum: float = 0.9, epsilon: float = 1e-5, gamma_s
     return cls(momentum=momentum, epsilon=epsilon, gamma_initializer=gamma, name=name)
 
 
-def _bn(fast: bool):
-    return batch_norm(fast)
-
-
 def widths(resolution: int, base_width: int = 128) -> tuple[int, list[int]]:
     """``(start, channels)``: the generator's first feature-map side and the
     widths of its feature maps from ``start`` up to ``resolution / 2``.
@@ -80,10 +76,10 @@ def build_generator(resolution: int = 64, channels: int = 3, z_dim: int = Z_DIM,
     z, x = generator_inputs(z_dim, extra_inputs)
     x = layers.Dense(start * start * chans[0], use_bias=False, kernel_initializer=_init(), name="project")(x)
     x = layers.Reshape((start, start, chans[0]))(x)
-    x = layers.ReLU()(_bn(fast)(x))
+    x = layers.ReLU()(batch_norm(fast)(x))
     for w in chans[1:]:
         x = conv_t(w, kernel_size, 2, "same", use_bias=False, kernel_initializer=_init())(x)
-        x = layers.ReLU()(_bn(fast)(x))
+        x = layers.ReLU()(batch_norm(fast)(x))
     x = conv_t(channels, kernel_size, 2, "same", kernel_initializer=_init(), name="to_image")(x)
     # float32 output even under a mixed-precision policy: tanh saturates badly in bf16.
     out = layers.Activation("tanh", dtype="float32", name="tanh")(x)
@@ -107,7 +103,7 @@ def discriminator_body(resolution: int = 64, channels: int = 3, base_width: int 
         # a bias only where no normalisation follows (its shift would cancel it)
         x = conv(w, kernel_size, 2, "same", use_bias=i == 0 or norm == "none", kernel_initializer=_init())(x)
         if i > 0:  # no normalisation on the input layer
-            x = _bn(fast)(x) if norm == "batch" else apply_norm(x, norm, fast, axis=[1, 2, 3])
+            x = apply_norm(x, norm, fast, axis=[1, 2, 3])
         x = layers.LeakyReLU(0.2)(x)
     return img, layers.Flatten()(x)
 

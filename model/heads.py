@@ -34,8 +34,6 @@ def add_heads(features, heads: dict[str, int] | None, hidden: dict[str, tuple[in
     """The discriminator's output(s) on ``features`` ``(n, d)``: a ``(n, 1)`` logit tensor
     when ``heads`` is None, else ``{name: (n, size)}`` (see the module docstring).
     ``initializer()`` (default: Keras' Glorot uniform) makes each head's kernel initializer."""
-    from model.dcgan import batch_norm
-
     def init():
         return initializer() if initializer else "glorot_uniform"
     if heads is None:
@@ -47,10 +45,7 @@ def add_heads(features, heads: dict[str, int] | None, hidden: dict[str, tuple[in
     shared = {}
     for group, (width, _) in (hidden or {}).items():
         x = layers.Dense(width, kernel_initializer=init(), use_bias=norm != "batch", name=f"{group}_hidden")(features)
-        if norm == "batch":
-            x = batch_norm(fast, name=f"{group}_norm")(x)
-        elif norm == "layer":
-            x = layers.LayerNormalization(name=f"{group}_norm")(x)
+        x = apply_norm(x, norm, fast, name=f"{group}_norm")
         shared[group] = layers.LeakyReLU(0.2, name=f"{group}_lrelu")(x)
     return {name: layers.Dense(size, kernel_initializer=init(), dtype="float32", name=name)(
                 shared[grouped[name]] if name in grouped else features)
