@@ -17,6 +17,8 @@ from tasks.records import BuildTFRecords
 from tasks.train import TrainGAN
 
 logger = logging.getLogger("luigi-interface")
+#: The variants of the seed report's comparison.
+COMPARED = ("dcgan", "wgan", "wgan-gp", "acgan", "infogan")
 
 
 def is_labeled(dataset: str) -> bool:
@@ -48,7 +50,8 @@ class CompareGANs(luigi.Task):
     seed = luigi.IntParameter(default=0, description="Seed of every run (weights, noise, data order).")
     generator = luigi.ChoiceParameter(default="dcgan", choices=GENERATORS, description="Generator family of "
                                                                                          "every run.")
-    variants = luigi.ListParameter(default=list(VARIANTS), description="Variants to compare.")
+    variants = luigi.ListParameter(default=list(COMPARED), description="Variants to compare (any of "
+                                                                       "model/variants).")
     discriminators = luigi.ListParameter(default=list(DISCRIMINATORS), description="Discriminator families.")
     acgan_attributes = luigi.ListParameter(default=["Male"], description="Face data: CelebA attributes whose "
                                                                          "combinations are ACGAN's classes "

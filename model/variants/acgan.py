@@ -3,7 +3,9 @@ discriminator with two heads, the source (real or fake) and an auxiliary classif
 over the classes. With L_S the log-likelihood of the correct source and L_C that of
 the correct class (on real and generated images), D maximises L_S + L_C and G
 maximises L_C - L_S (here: the non-saturating source loss, as DCGAN). Adam 2e-4,
-beta1 0.5, as the paper.
+beta1 0.5, as the paper. The step is DCGAN's (model/variants/dcgan.py) with the class
+terms added through its ``discriminator_terms`` / ``generator_terms`` hooks; ``d_loss``
+and ``g_loss`` are the source terms, ``d_class`` and ``g_class`` the class terms.
 
 Classes are the labels of labeled records (MNIST digits, CIFAR-10 classes: the
 ``label`` feature, names from the records) or, for face records, the 2^k
@@ -47,8 +49,6 @@ class ACGAN(DCGAN):
 
     def __init__(self, config):
         super().__init__(config)
-        if config.g_steps != 1:
-            raise ValueError(f"acgan: g_steps must be 1, got {config.g_steps}")
         attributes = [str(a) for a in self.options.attributes]
         if attributes:
             from pipeline.records import ATTRIBUTE_NAMES
@@ -91,24 +91,15 @@ class ACGAN(DCGAN):
         bits = tf.cast(batch["attributes"] > 0.5, tf.int32)
         return tf.one_hot(tf.reduce_sum(bits * (2 ** tf.range(tf.shape(bits)[1])), -1), self.classes)
 
-    def train_step(self, batch):
-        c, w = self.config, self.options.class_weight
-        real, real_label = batch["image"], self.real_labels(batch)
-        G, D, aug = self.generator, self.discriminator, self.augment
-        with tf.GradientTape() as g_tape:
-            inputs = self.sample_inputs(tf.shape(real)[0])
-            fake = G(inputs, training=True)
-            with g_tape.stop_recording(), tf.GradientTape() as d_tape:
-                r, f = D(aug(real), training=True), D(aug(fake), training=True)
-                d_class = (losses.class_loss(real_label, r["classes"], c.batch_size)
-                           + losses.class_loss(inputs["label"], f["classes"], c.batch_size))
-                d_loss = losses.discriminator_loss(r["logit"], f["logit"], c.batch_size) + w * d_class
-                self.apply(self.d_opt, d_tape, d_loss, D.trainable_variables)
-            out = D(aug(fake), training=True)
-            g_class = losses.class_loss(inputs["label"], out["classes"], c.batch_size)
-            g_loss = losses.generator_loss(out["logit"], c.batch_size) + w * g_class
-        self.apply(self.g_opt, g_tape, g_loss, G.trainable_variables)
-        return {"d_loss": d_loss, "g_loss": g_loss, "d_class": d_class, "g_class": g_class,
-                "class_acc_real": losses.class_accuracy(real_label, r["classes"], c.batch_size),
-                "class_acc_fake": losses.class_accuracy(inputs["label"], f["classes"], c.batch_size),
-                **losses.discriminator_stats(r["logit"], f["logit"], c.batch_size)}
+    def discriminator_terms(self, batch, inputs, real_out, fake_out):
+        c, real_label = self.config, self.real_labels(batch)
+        d_class = (losses.class_loss(real_label, real_out["classes"], c.batch_size)
+                   + losses.class_loss(inputs["label"], fake_out["classes"], c.batch_size))
+        return self.options.class_weight * d_class, {
+            "d_class": d_class,
+            "class_acc_real": losses.class_accuracy(real_label, real_out["classes"], c.batch_size),
+            "class_acc_fake": losses.class_accuracy(inputs["label"], fake_out["classes"], c.batch_size)}
+
+    def generator_terms(self, inputs, out):
+        g_class = losses.class_loss(inputs["label"], out["classes"], self.config.batch_size)
+        return self.options.class_weight * g_class, {"g_class": g_class}

@@ -62,6 +62,23 @@ class DCGAN(GANModel):
     def inference_discriminator(self) -> keras.Model:
         return self._discriminator(fast=False)
 
+    def source(self, out):
+        """The real-or-fake logit in the discriminator's output (its ``logit`` head when the
+        variant's discriminator has several)."""
+        return out["logit"] if isinstance(out, dict) else out
+
+    def discriminator_terms(self, batch: dict[str, tf.Tensor], inputs: dict[str, tf.Tensor], real_out, fake_out):
+        """A term added to D's loss from its outputs on the real ``batch`` and on the fake
+        images made from ``inputs``, and its scalars: ``(loss or None, {name: tensor})``.
+        None for the plain DCGAN; ACGAN adds its class loss, InfoGAN its information loss."""
+        return None, {}
+
+    def generator_terms(self, inputs: dict[str, tf.Tensor], out):
+        """A term added to G's loss from D's outputs ``out`` on the fake images made from
+        ``inputs``, and its scalars: ``(loss or None, {name: tensor})`` (ACGAN's class loss,
+        InfoGAN's information loss); None here."""
+        return None, {}
+
     def extra_generator_loss(self, fake: tf.Tensor, inputs: dict[str, tf.Tensor]):
         """A term added to the generator's loss for the ``fake`` images made from ``inputs``,
         and its scalars: ``(loss or None, {name: tensor})``. None for the plain DCGAN; EGAN
@@ -73,6 +90,16 @@ class DCGAN(GANModel):
         returns their scalars."""
         return {}
 
+    def generator_objective(self, fake: tf.Tensor, inputs: dict[str, tf.Tensor]):
+        """``(g_loss, total, scalars)``: the non-saturating loss of D's verdict on ``fake``,
+        and with every term the variant adds (:meth:`generator_terms`,
+        :meth:`extra_generator_loss`) what G minimises."""
+        out = self.discriminator(self.augment(fake), training=True)
+        g_loss = losses.generator_loss(self.source(out), self.config.batch_size)
+        head, head_scalars = self.generator_terms(inputs, out)
+        extra, extra_scalars = self.extra_generator_loss(fake, inputs)
+        return g_loss, _plus(_plus(g_loss, head), extra), {**head_scalars, **extra_scalars}
+
     def train_step(self, batch):
         c = self.config
         real = batch["image"]
@@ -82,21 +109,22 @@ class DCGAN(GANModel):
             inputs = self.sample_inputs(n)
             fake = G(self.generator_input(inputs), training=True)
             with g_tape.stop_recording(), tf.GradientTape() as d_tape:
-                real_logits = D(aug(real), training=True)
-                fake_logits = D(aug(fake), training=True)
-                d_loss = losses.discriminator_loss(real_logits, fake_logits, c.batch_size)
-                self.apply(self.d_opt, d_tape, d_loss, D.trainable_variables)
-            g_loss = losses.generator_loss(D(aug(fake), training=True), c.batch_size)
-            extra, extra_scalars = self.extra_generator_loss(fake, inputs)
-            total = g_loss if extra is None else g_loss + extra
+                real_out = D(aug(real), training=True)
+                fake_out = D(aug(fake), training=True)
+                d_loss = losses.discriminator_loss(self.source(real_out), self.source(fake_out), c.batch_size)
+                d_extra, d_scalars = self.discriminator_terms(batch, inputs, real_out, fake_out)
+                self.apply(self.d_opt, d_tape, _plus(d_loss, d_extra), D.trainable_variables)
+            g_loss, total, g_scalars = self.generator_objective(fake, inputs)
         self.apply(self.g_opt, g_tape, total, G.trainable_variables)
         for _ in range(c.g_steps - 1):
             with tf.GradientTape() as g_tape:
                 inputs = self.sample_inputs(n)
                 fake = G(self.generator_input(inputs), training=True)
-                g_loss = losses.generator_loss(D(aug(fake), training=True), c.batch_size)
-                extra, extra_scalars = self.extra_generator_loss(fake, inputs)
-                total = g_loss if extra is None else g_loss + extra
+                g_loss, total, g_scalars = self.generator_objective(fake, inputs)
             self.apply(self.g_opt, g_tape, total, G.trainable_variables)
-        stats = losses.discriminator_stats(real_logits, fake_logits, c.batch_size)
-        return {"d_loss": d_loss, "g_loss": g_loss, **stats, **extra_scalars, **self.extra_updates(batch)}
+        stats = losses.discriminator_stats(self.source(real_out), self.source(fake_out), c.batch_size)
+        return {"d_loss": d_loss, "g_loss": g_loss, **stats, **d_scalars, **g_scalars, **self.extra_updates(batch)}
+
+
+def _plus(loss: tf.Tensor, term: tf.Tensor | None) -> tf.Tensor:
+    return loss if term is None else loss + term

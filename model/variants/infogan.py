@@ -12,7 +12,9 @@ reference code; otherwise means and log standard deviations: a factored Gaussian
 lambda = 1 for the categorical code; 0.1 for the continuous ones (the paper uses a
 smaller lambda for continuous codes so the term is on the scale of the GAN loss).
 As the reference code, the information term is added to both the discriminator's
-loss (Q and the shared body) and the generator's. Adam 2e-4, beta1 0.5.
+loss (Q and the shared body) and the generator's: DCGAN's step (model/variants/dcgan.py)
+with the term added through its ``discriminator_terms`` / ``generator_terms`` hooks;
+``d_loss`` and ``g_loss`` are the GAN terms. Adam 2e-4, beta1 0.5.
 
 ExportSamples draws a grid per code: one row per categorical value, and for each
 continuous code the traversal of the paper's figures (one row per categorical value,
@@ -58,8 +60,6 @@ class InfoGAN(DCGAN):
         if o.categorical < 0 or o.continuous < 0 or o.categorical + o.continuous == 0 or o.categorical == 1:
             raise ValueError(f"infogan: options categorical ({o.categorical}) and continuous ({o.continuous}) "
                              f"must be >= 0 with at least one code (and a categorical code has >= 2 values)")
-        if config.g_steps != 1:
-            raise ValueError(f"infogan: g_steps must be 1, got {config.g_steps}")
 
     def inputs(self):
         o = self.options
@@ -104,22 +104,9 @@ class InfoGAN(DCGAN):
         return {"q_loss": o.lambda_cat * q_cat + o.lambda_cont * q_cont, "q_cat": q_cat, "q_cont": q_cont,
                 "code_acc": acc}
 
-    def train_step(self, batch):
-        c = self.config
-        real = batch["image"]
-        G, D, aug = self.generator, self.discriminator, self.augment
-        with tf.GradientTape() as g_tape:
-            inputs = self.sample_inputs(tf.shape(real)[0])
-            fake = G(inputs, training=True)
-            with g_tape.stop_recording(), tf.GradientTape() as d_tape:
-                r, f = D(aug(real), training=True), D(aug(fake), training=True)
-                d_gan = losses.discriminator_loss(r["logit"], f["logit"], c.batch_size)
-                info = self.information_loss(inputs, f)
-                self.apply(self.d_opt, d_tape, d_gan + info["q_loss"], D.trainable_variables)
-            out = D(aug(fake), training=True)
-            g_gan = losses.generator_loss(out["logit"], c.batch_size)
-            g_info = self.information_loss(inputs, out)
-            g_loss = g_gan + g_info["q_loss"]
-        self.apply(self.g_opt, g_tape, g_loss, G.trainable_variables)
-        return {"d_loss": d_gan, "g_loss": g_gan, **g_info,
-                **losses.discriminator_stats(r["logit"], f["logit"], c.batch_size)}
+    def discriminator_terms(self, batch, inputs, real_out, fake_out):
+        return self.information_loss(inputs, fake_out)["q_loss"], {}
+
+    def generator_terms(self, inputs, out):
+        info = self.information_loss(inputs, out)
+        return info["q_loss"], info
