@@ -35,7 +35,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from model.heads import apply_norm, check_norm
+from model.heads import add_heads, apply_norm, check_norm
 
 #: The seed's constants.
 CAPSULE_DIM = 8          # primary capsule size
@@ -139,7 +139,5 @@ def build_capsnet_discriminator(resolution: int = 64, channels: int = 3, base_wi
                                 name: str = "discriminator") -> keras.Model:
     """The CapsNet discriminator: image in [-1, 1] -> ``(n, 1)`` float32 logit, or
     ``{head: (n, size)}`` with ``heads`` (model/heads.py)."""
-    from model.heads import add_heads
-
     img, x = capsnet_body(resolution, channels, base_width, fast, norm, routing, iterations, capsules, capsule_dim)
     return keras.Model(img, add_heads(x, heads, hidden, norm, fast), name=name)
