@@ -6,10 +6,11 @@ import luigi
 
 from pipeline.atomic import atomic_dir
 from tasks.common import Progress, processed_dir, version
+from tasks.errors import Checked, at_least, check
 from tasks.records import BuildTFRecords
 
 
-class TrainClassifier(luigi.Task):
+class TrainClassifier(Checked, luigi.Task):
     """A small CNN classifier of a labeled data set's records (MNIST, CIFAR-10), trained on
     ``train`` and measured on ``test``.
 
@@ -23,6 +24,14 @@ class TrainClassifier(luigi.Task):
     batch_size = luigi.IntParameter(default=64, description="Batch size.")
     lr = luigi.FloatParameter(default=1e-3, description="Adam learning rate.")
     seed = luigi.IntParameter(default=0, description="Seed of weights and data order.")
+
+    def validate(self):
+        """Refuse bad settings when the task is built, before anything runs."""
+        for name in ("steps", "batch_size"):
+            at_least(self, name, 1)
+        check(self, "lr", self.lr > 0, "must be positive")
+        check(self, "dataset", self.requires().labeled(), "needs labeled records (mnist, cifar10): a classifier "
+                                                          "learns the records' class labels")
 
     def requires(self):
         return BuildTFRecords(dataset=self.dataset)

@@ -13,6 +13,7 @@ from model.variants import VARIANTS
 from pipeline.atomic import atomic_dir, write_json
 from tasks.classifier import TrainClassifier
 from tasks.common import describe, processed_dir, version
+from tasks.errors import Checked, at_least, check, settings_of
 from tasks.records import BuildTFRecords
 from tasks.train import TrainGAN
 
@@ -21,13 +22,7 @@ logger = logging.getLogger("luigi-interface")
 COMPARED = ("dcgan", "wgan", "wgan-gp", "acgan", "infogan")
 
 
-def is_labeled(dataset: str) -> bool:
-    """Whether ``dataset``'s records carry class labels (MNIST, CIFAR-10), not faces."""
-    records = BuildTFRecords(dataset=dataset)
-    return bool(getattr(records, "labeled", lambda: False)())
-
-
-class CompareGANs(luigi.Task):
+class CompareGANs(Checked, luigi.Task):
     """Trains every variant x discriminator pair on one data set with the same step budget,
     seed and generator family (each an ordinary ``TrainGAN`` run: reused when it exists,
     trained in parallel with ``--workers``), then writes, in
@@ -65,16 +60,22 @@ class CompareGANs(luigi.Task):
     log_every = luigi.IntParameter(default=5, significant=False, description="Steps between metrics rows of "
                                                                              "the runs (their curves).")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        bad = [v for v in self.variants if v not in VARIANTS] + \
-              [d for d in self.discriminators if d not in DISCRIMINATORS]
-        if bad or not self.variants or not self.discriminators:
-            raise ValueError(f"CompareGANs: unknown or no variants/discriminators {bad}; variants are "
-                             f"{sorted(VARIANTS)}, discriminators {list(DISCRIMINATORS)}")
-        if self.intervals < 1 or self.steps < self.intervals:
-            raise ValueError(f"CompareGANs: intervals must be in [1, steps], got {self.intervals} "
-                             f"(steps {self.steps})")
+    def validate(self):
+        """Refuse bad settings when the task is built, before any run trains."""
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        check(self, "variants", bool(self.variants) and not unknown,
+              f"unknown or no variants {unknown}; choose from {', '.join(VARIANTS)}")
+        unknown = [d for d in self.discriminators if d not in DISCRIMINATORS]
+        check(self, "discriminators", bool(self.discriminators) and not unknown,
+              f"unknown or no discriminators {unknown}; choose from {', '.join(DISCRIMINATORS)}")
+        for name in ("steps", "batch_size", "intervals", "n", "face_n", "log_every"):
+            at_least(self, name, 1)
+        check(self, "intervals", self.intervals <= self.steps, f"must be at most steps ({self.steps})")
+        if "acgan" in self.variants and not self.labeled():
+            from model.attributes import parse_attributes
+
+            with settings_of(self, "acgan_attributes"):
+                parse_attributes(list(self.acgan_attributes))
 
     def complete(self):
         if not self.labeled() and not self.output()["json"].exists():
@@ -83,7 +84,8 @@ class CompareGANs(luigi.Task):
         return super().complete()
 
     def labeled(self) -> bool:
-        return is_labeled(self.dataset)
+        """Whether the records carry class labels (MNIST, CIFAR-10), not faces."""
+        return BuildTFRecords(dataset=self.dataset).labeled()
 
     def run_task(self, variant: str, discriminator: str) -> TrainGAN:
         options = {}

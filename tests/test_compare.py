@@ -177,3 +177,21 @@ def test_compare_gans_on_mnist_uses_the_trained_classifier(luigi_config, tmp_pat
     export = tasks.ExportSamples(model=infogan["run"])
     assert luigi.build([export], local_scheduler=True)
     assert (Path(export.output().path) / "cont_c1_sweep.png").exists()
+
+
+def test_compare_and_classifier_settings_are_checked_when_built(luigi_config):
+    """One line naming the parameter, before anything trains."""
+    import tasks
+    from tasks.errors import ConfigError
+
+    for params, where in [({"variants": ["wgan", "bigan"]}, "variants"), ({"variants": []}, "variants"),
+                          ({"discriminators": ["resnet"]}, "discriminators"), ({"steps": 0}, "steps"),
+                          ({"steps": 2, "intervals": 3}, "intervals"), ({"n": 0}, "n")]:
+        with pytest.raises(ConfigError, match=rf"^\[CompareGANs\] {where} = .*--CompareGANs-{where}"):
+            tasks.CompareGANs(**params)
+    with pytest.raises(ConfigError, match=r"^\[CompareGANs\] acgan_attributes = .*'Beard'"):
+        tasks.CompareGANs(dataset="sample", acgan_attributes=["Beard"])
+    with pytest.raises(ConfigError, match=r"^\[TrainClassifier\] dataset = 'sample': needs labeled records"):
+        tasks.TrainClassifier(dataset="sample")
+    with pytest.raises(ConfigError, match=r"^\[TrainClassifier\] lr = 0"):
+        tasks.TrainClassifier(lr=0)

@@ -197,7 +197,8 @@ def test_acgan_class_input_changes_the_image_and_attributes_make_classes():
 
 @pytest.mark.parametrize("variant,options,match", [
     ("acgan", {}, "acgan needs classes"),
-    ("acgan", {"attributes": ["Male", "Beard"]}, "unknown: \\['Beard'\\]"),
+    ("acgan", {"attributes": ["Male", "Beard"]}, "unknown CelebA attribute 'Beard'"),
+    ("acgan", {"attributes": ["Male", "Young", "Smiling", "Bangs", "Bald"]}, "at most 4"),
     ("wgan-gp", {"critic_norm": "batch"}, "critic_norm must be 'layer' or 'none'"),
     ("wgan", {"n_critic": 0}, "n_critic must be >= 1"),
     ("infogan", {"categorical": 0, "continuous": 0}, "at least one code"),

@@ -51,12 +51,14 @@ class ACGAN(DCGAN):
         super().__init__(config)
         attributes = [str(a) for a in self.options.attributes]
         if attributes:
-            from pipeline.records import ATTRIBUTE_NAMES
-            unknown = [a for a in attributes if a not in ATTRIBUTE_NAMES]
-            if unknown or len(attributes) > MAX_ATTRIBUTES:
-                raise ValueError(f"acgan: option attributes {attributes}: give 1 to {MAX_ATTRIBUTES} CelebA "
-                                 f"attribute names{f' (unknown: {unknown})' if unknown else ''}; valid names: "
-                                 f"{', '.join(ATTRIBUTE_NAMES)}")
+            from model.attributes import parse_attributes
+            try:
+                parse_attributes(attributes)
+            except ValueError as exc:
+                raise ValueError(f"acgan: option attributes {attributes}: {exc}") from None
+            if len(attributes) > MAX_ATTRIBUTES:
+                raise ValueError(f"acgan: option attributes {attributes}: give at most {MAX_ATTRIBUTES} "
+                                 f"(2^{MAX_ATTRIBUTES} classes)")
             self.features = ("image", "attributes")
             self.class_names = [" ".join(("+" if bit else "-") + a for bit, a in zip(bits, attributes))
                                 for bits in (tuple(reversed(p)) for p in product((0, 1), repeat=len(attributes)))]
