@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import time
 from pathlib import Path
 
@@ -62,11 +61,11 @@ def _plt():
 
 
 def _save(fig, path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, format="png", dpi=100)
+    from pipeline.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     _plt().close(fig)
-    os.replace(tmp, path)
 
 
 def plot_curves(variant: str, runs: dict[str, dict[str, np.ndarray]], out_png, zoom: bool = False) -> None:
