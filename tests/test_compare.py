@@ -120,7 +120,8 @@ def tiny_faces(luigi_config, tmp_path):
     net = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
                             keras.layers.GlobalAveragePooling2D()])
     net.save(tmp_path / "features.keras")
-    luigi_config("Sample", "n", 24)
+    luigi_config("Sample", "n", 16)
+    luigi_config("DetectAlignFaces", "size", 32)  # the smallest face RGB size the variants support
     for key, value in (("base_width", 8), ("precision", "float32"), ("z_dim", 8)):
         luigi_config("TrainGAN", key, value)
     return tmp_path / "features.keras"

@@ -258,9 +258,9 @@ def _dataset(model, resolution=32, channels=3, n=48):
 
 @pytest.mark.slow
 def test_wgan_gp_resume_equals_uninterrupted_run(tmp_path):
-    kw = dict(resolution=32, channels=3, steps=4, checkpoint_every=2, log_every=1)
+    kw = dict(resolution=28, channels=1, steps=4, checkpoint_every=2, log_every=1)
     config = _config("wgan-gp", **kw)
-    data = _dataset(build_variant(config))
+    data = _dataset(build_variant(config), 28, 1)
     train(config, data, tmp_path / "whole")
     train(_config("wgan-gp", **{**kw, "steps": 2}), data, tmp_path / "split")
     train(config, data, tmp_path / "split")
