@@ -147,6 +147,8 @@ class _Objective:
             logit = self.D(feed, training=False)
         else:
             logit = self.D(images, training=False)
+        if isinstance(logit, dict):  # a D with heads (ACGAN, InfoGAN): "logit" is the source head
+            logit = logit["logit"]
         return tf.reshape(tf.cast(logit, tf.float32), [-1])
 
     def _losses(self, inputs: dict, targets, weights):

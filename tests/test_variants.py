@@ -303,3 +303,19 @@ def test_infogan_and_acgan_exports_show_their_codes(tmp_path):
             for name in ("cont_c1_sweep.png", "cont_c2_sweep.png"):
                 assert Image.open(out / name).size == (10 * side + 2, 10 * side + 2)
                 assert "one row per value of code" in index[name] and "-2 to 2" in index[name]
+
+
+def test_completion_reads_the_source_head_of_a_discriminator_with_heads():
+    """Face completion's perceptual loss scores with D's "logit" head when D has several
+    (ACGAN's class head, InfoGAN's Q), as with a one-logit D."""
+    from model.card import ModelCard
+    from model.complete import complete_faces, make_mask
+
+    keras.config.set_dtype_policy("float32")
+    model = build_variant(_config("infogan", resolution=32, channels=3))
+    g, d = model.inference_generator(), model.inference_discriminator()
+    assert set(d.output) == {"logit", "code", "cont"}
+    card = ModelCard(variant="infogan", resolution=32, channels=3, inputs=model.inputs())
+    faces = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    result = complete_faces(g, d, card, faces, make_mask("center", 32), steps=2, restarts=1, candidates=2)
+    assert np.isfinite(result["d_score"]).all() and np.isfinite(result["perceptual"]).all()
