@@ -132,22 +132,22 @@ def test_compare_gans_on_faces_end_to_end(tiny_faces):
     import tasks
 
     task = tasks.CompareGANs(dataset="sample", steps=2, batch_size=4, intervals=2, n=8, face_n=4,
-                             variants=["wgan-gp"], feature_network=str(tiny_faces))
+                             variants=["wgan"], feature_network=str(tiny_faces))
     result = luigi.build([task], local_scheduler=True, detailed_summary=True, workers=1)
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     folder = Path(task.output()["json"].path).parent
     report = json.loads((folder / "report.json").read_text())
-    assert [(r["variant"], r["discriminator"]) for r in report["runs"]] == [("wgan-gp", "cnn"),
-                                                                            ("wgan-gp", "capsnet")]
+    assert [(r["variant"], r["discriminator"]) for r in report["runs"]] == [("wgan", "cnn"),
+                                                                            ("wgan", "capsnet")]
     for row in report["runs"]:
         assert row["steps"] == 2 and row["fid"] >= 0 and 0 <= row["face_detect_rate"] <= 1
         assert {"g_loss", "d_loss", "d_acc", "seconds_per_step"} <= set(row)
     assert report["grid_steps"] == [1, 2]
     markdown = (folder / "report.md").read_text()
-    for name in ("wgan-gp_curves.png", "wgan-gp_curves_zoom.png", "wgan-gp_samples.png"):
+    for name in ("wgan_curves.png", "wgan_curves_zoom.png", "wgan_samples.png"):
         assert f"]({name})" in markdown and Image.open(folder / name).format == "PNG"
     # The runs are ordinary TrainGAN runs: asking for one finds it done.
-    run = tasks.TrainGAN(dataset="sample", variant="wgan-gp", discriminator="capsnet", steps=2, batch_size=4)
+    run = tasks.TrainGAN(dataset="sample", variant="wgan", discriminator="capsnet", steps=2, batch_size=4)
     assert run.complete()
 
 
