@@ -79,6 +79,8 @@ def half_pixel_features(network: metrics.FeatureNetwork, images: np.ndarray) -> 
     for i in range(0, len(images), network.batch_size):
         x = torch.from_numpy(images[i:i + network.batch_size]).permute(0, 3, 1, 2).float()
         x = F.interpolate(x, (299, 299), mode="bilinear", align_corners=False, antialias=False)
+        if network.layout == "NHWC":
+            x = x.permute(0, 2, 3, 1).contiguous()
         out.append(network.net(metrics.to_inception_range(x.numpy())))
     return np.concatenate(out).astype(np.float64)
 
@@ -156,7 +158,7 @@ def main(argv=None) -> int:
                        "monotonic": bool(all(x < y for x, y in zip(values, values[1:])))}
 
     if args.resize_check:
-        if not isinstance(network, metrics.FeatureNetwork) or network.layout != "NCHW":
+        if not isinstance(network, metrics.FeatureNetwork) or network.input_size != metrics.INCEPTION_SIZE:
             raise SystemExit("--resize-check needs the TorchScript Inception network")
         fa, fb = half_pixel_features(network, images[a]), half_pixel_features(network, images[b])
         result["resize_check"] = {

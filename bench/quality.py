@@ -1,25 +1,32 @@
-"""Quality benchmark: the whole DAG on a CelebA copy for a fixed wall-clock training budget.
+"""Quality benchmark: training recipes side by side on a CelebA copy, each for the same
+wall-clock budget, scored against the same held-out faces.
 
-    python bench/quality.py --data ../shared/data/celeba [--minutes 60] [--workdir processed/bench-quality]
-        [--precision auto] [--batch-size 64] [--steps N] [--publish docs/images]
+    python bench/quality.py --data ../shared/data/celeba [--recipes paper,ema,ema+augment]
+        [--minutes 20] [--workdir processed/bench-quality] [--precision auto] [--batch-size 64]
+        [--steps N] [--points 6] [--publish docs/images --prefix quality]
 
 Runs the project's own Luigi tasks through a local scheduler, in a work folder
 of its own (``[paths]`` raw/processed under ``--workdir``):
 
 1. ``BuildTFRecords --dataset celeba`` (DownloadCelebA with ``local_dir=--data``,
-   ``allow_partial=true``, then DetectAlignFaces): align and write records;
-2. measures the training step on this machine (a few steps of the same
-   configuration after a warm-up) and sets ``TrainDCGAN --steps`` so that
-   training takes about ``--minutes`` (or takes ``--steps`` as given); checkpoints
-   at a third, two thirds and the end;
-3. ``TrainDCGAN``, then ``EvaluateGenerator`` (defaults: the held-out split, all of
-   it up to 10k images, every kept checkpoint).
+   ``allow_partial=true``, then DetectAlignFaces): align and write records, once for all
+   recipes;
+2. times a training step of every recipe (model.train.step_seconds: interleaved rounds,
+   so a change of machine load hits them alike) and gives each recipe the steps that fill
+   ``--minutes`` at its own speed (or exactly ``--steps``);
+3. per recipe (model/recipes.py), ``TrainDCGAN`` with the recipe's settings, checkpointing
+   and scoring FID/KID every steps/``--points`` steps (``eval_every``: the curve, with all of
+   the held-out split, so at the same n as the final figure), then ``EvaluateGenerator`` of
+   that run (FID, KID, face-detection rate, MS-SSIM of the exported generator against the
+   held-out split, all of it up to 10k images).
 
-Prints one JSON line last: fid, kid, face_detect_rate, ms_ssim (and the real
-split's face rate and MS-SSIM for scale), steps, minutes (training wall clock),
-the split and n, and where the report is. ``--publish DIR`` copies the sample
-grid and the FID-over-steps plot there as ``quality_grid.png`` and
-``quality_fid_over_steps.png``. There is no threshold: the figure is the baseline.
+Prints one JSON line last: per recipe its figures, steps, seconds per step, training minutes
+(with and without the evaluations during training) and its FID-over-steps curve; the
+winner (lowest FID) and its figures at the top level (the single-recipe output of
+earlier versions); the split, n, CPU model and load average. ``--publish DIR`` writes
+``{prefix}_recipes.png`` (the recipes' 8x8 sample grids side by side) and
+``{prefix}_fid_curves.png`` (FID against steps and against training minutes); with one
+recipe also ``{prefix}_grid.png`` and ``{prefix}_fid_over_steps.png``.
 """
 from __future__ import annotations
 
@@ -35,6 +42,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from model.recipes import parse_recipes, recipe  # noqa: E402
+
 
 def configure(args) -> None:
     """Point Luigi at the repository's luigi.cfg plus this benchmark's settings."""
@@ -45,8 +54,9 @@ def configure(args) -> None:
     settings = {
         "paths": {"raw": work / "raw", "processed": work / "processed"},
         "DownloadCelebA": {"local_dir": Path(args.data).resolve(), "allow_partial": "true"},
-        "TrainDCGAN": {"batch_size": args.batch_size, "precision": args.precision, "sample_every": 0,
-                       "eval_every": 0},
+        "TrainDCGAN": {"batch_size": args.batch_size, "precision": args.precision, "sample_every": 0},
+        # The curve during training at the final figure's n: all of the held-out split.
+        "EvaluateGenerator": {"training_n": 10_000},
     }
     for section, values in settings.items():
         if not config.has_section(section):
@@ -66,46 +76,103 @@ def build(task, workers: int = 1) -> float:
     return (time.time() - start) / 60
 
 
-def seconds_per_step(train_task, warmup: int = 3, timed: int = 8) -> float:
-    """Wall-clock seconds of one training step of ``train_task``'s configuration
-    on its records (the input pipeline included), after ``warmup`` steps."""
-    from model.data import image_dataset
-    from model.train import GANTrainer, make_strategy
+def recipe_task(name: str, steps: int, points: int):
+    """The ``TrainDCGAN`` of recipe ``name`` for ``steps`` steps, scored ``points`` times."""
+    import tasks
+    every = max(1, steps // points)
+    return tasks.TrainDCGAN(dataset="celeba", steps=steps, checkpoint_every=every, eval_every=every,
+                            **recipe(name))
 
-    config = train_task.config()
-    strategy = make_strategy()
-    trainer = GANTrainer(config, strategy)
-    data = image_dataset(train_task.requires().folder(), "train", config.batch_size,
-                         config.shuffle_buffer, config.seed)
-    batches = iter(strategy.experimental_distribute_dataset(data.take(warmup + timed)))
-    for _ in range(warmup):
-        trainer.train_step(next(batches))["d_loss"].numpy()
-    start = time.time()
-    for _ in range(timed):
-        out = trainer.train_step(next(batches))
-    out["d_loss"].numpy()
-    return (time.time() - start) / timed
+
+def time_recipes(names: list[str], folder) -> dict[str, float]:
+    """Seconds per training step of each recipe on this machine, now."""
+    from model.data import image_dataset
+    from model.train import step_seconds
+
+    configs = [recipe_task(name, 10, 1).config() for name in names]
+    seconds = step_seconds(configs, lambda c: image_dataset(folder, "train", c.batch_size, c.shuffle_buffer,
+                                                            c.seed))
+    return dict(zip(names, seconds))
+
+
+def publish(results: dict, folders: dict, out_dir: Path, prefix: str) -> list[str]:
+    """The recipes' sample grids side by side and their FID curves, as PNGs in ``out_dir``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = list(results)
+    written = []
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        r = results[name]
+        ax.imshow(Image.open(folders[name] / "grid.png"))
+        ax.set_title(f"{name}\nFID {r['fid']:.1f}, faces {r['face_detect_rate']:.2f}, {r['steps']} steps",
+                     fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out_dir / f"{prefix}_recipes.png", dpi=100)
+    plt.close(fig)
+    written.append(f"{prefix}_recipes.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name in names:
+        curve = results[name]["fid_over_steps"]
+        steps = [s for s, _ in curve]
+        fids = [f for _, f in curve]
+        axes[0].plot(steps, fids, "o-", label=name)
+        axes[1].plot([s * results[name]["seconds_per_step"] / 60 for s in steps], fids, "o-", label=name)
+    for ax, label in zip(axes, ("step", "training minutes (steps x measured s/step)")):
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"FID (n={next(iter(results.values()))['n']})")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("FID over training, per recipe (lower is better)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out_dir / f"{prefix}_fid_curves.png", dpi=100)
+    plt.close(fig)
+    written.append(f"{prefix}_fid_curves.png")
+    if len(names) == 1:
+        folder = folders[names[0]]
+        shutil.copyfile(folder / "grid.png", out_dir / f"{prefix}_grid.png")
+        shutil.copyfile(folder / "fid_over_steps.png", out_dir / f"{prefix}_fid_over_steps.png")
+        written += [f"{prefix}_grid.png", f"{prefix}_fid_over_steps.png"]
+    return written
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="CelebA copy (img_align_celeba/ and label files)")
-    parser.add_argument("--minutes", type=float, default=60.0, help="training wall-clock budget (default 60)")
+    parser.add_argument("--recipes", default="paper",
+                        help="comma-separated recipes of model/recipes.py (default paper)")
+    parser.add_argument("--minutes", type=float, default=60.0,
+                        help="training wall-clock budget per recipe (default 60)")
     parser.add_argument("--workdir", default=str(ROOT / "processed" / "bench-quality"),
                         help="folder for this benchmark's raw/ and processed/")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precision", default="auto",
                         help="TrainDCGAN precision (default auto, TrainDCGAN's default)")
     parser.add_argument("--steps", type=int, default=0,
-                        help="train exactly this many steps instead of timing --minutes (re-runs of a "
-                             "finished benchmark then find every output in place)")
+                        help="train every recipe exactly this many steps instead of timing --minutes "
+                             "(re-runs of a finished benchmark then find every output in place)")
+    parser.add_argument("--points", type=int, default=6, help="FID evaluations during training per recipe")
     parser.add_argument("--workers", type=int, default=2, help="Luigi workers for alignment")
-    parser.add_argument("--publish", default="", help="copy the grid and FID plot into this folder")
+    parser.add_argument("--publish", default="", help="write the grids and FID curves into this folder")
+    parser.add_argument("--prefix", default="quality", help="file name prefix of the published images")
     args = parser.parse_args(argv)
+    try:
+        names = parse_recipes(args.recipes)
+    except ValueError as exc:
+        raise SystemExit(f"--recipes: {exc}") from None
     os.chdir(ROOT)
     configure(args)
+    load_before = os.getloadavg()
 
     import tasks
+    from model.cpu import cpu_model
+    from model.evaluation import read_eval_csv
     log = lambda text: print(f"[quality] {text}", file=sys.stderr, flush=True)  # noqa: E731
 
     records = tasks.BuildTFRecords(dataset="celeba")
@@ -114,40 +181,53 @@ def main(argv=None) -> int:
     log(f"records ready in {prep_minutes:.1f} min: {splits}")
 
     if args.steps:
-        step_s, steps = None, args.steps
+        step_s, steps = dict.fromkeys(names), dict.fromkeys(names, args.steps)
     else:
-        step_s = seconds_per_step(tasks.TrainDCGAN(dataset="celeba"))
-        steps = max(3, int(args.minutes * 60 / step_s))
-        log(f"{step_s:.3f} s/step -> {steps} steps for {args.minutes} min")
-    import luigi.configuration
-    config = luigi.configuration.get_config()
-    config.set("TrainDCGAN", "steps", str(steps))
-    config.set("TrainDCGAN", "checkpoint_every", str(max(1, steps // 3)))
-    from luigi.task_register import Register
-    Register.clear_instance_cache()
+        step_s = time_recipes(names, records.folder())
+        steps = {n: max(3, int(args.minutes * 60 / s)) for n, s in step_s.items()}
+        log(", ".join(f"{n}: {s:.3f} s/step -> {steps[n]} steps" for n, s in step_s.items())
+            + f" for {args.minutes} min each")
 
-    train = tasks.TrainDCGAN(dataset="celeba")
-    train_minutes = build(train)
-    log(f"trained {steps} steps in {train_minutes:.1f} min")
-    evaluate = tasks.EvaluateGenerator(dataset="celeba")
-    eval_minutes = build(evaluate)
-    report = json.loads(Path(evaluate.output()["json"].path).read_text())
-    folder = Path(evaluate.output()["json"].path).parent
+    results, folders = {}, {}
+    for name in names:
+        train = recipe_task(name, steps[name], args.points)
+        train_minutes = build(train)
+        evals = read_eval_csv(train.run_dir() / "eval.csv")
+        eval_minutes_in_training = sum(e["seconds"] for e in evals) / 60
+        log(f"{name}: trained {steps[name]} steps in {train_minutes:.1f} min "
+            f"({eval_minutes_in_training:.1f} of them evaluating)")
+        evaluate = tasks.EvaluateGenerator(dataset="celeba", model=str(train.run_dir()), checkpoints=False)
+        eval_minutes = build(evaluate)
+        report = json.loads(Path(evaluate.output()["json"].path).read_text())
+        folders[name] = Path(evaluate.output()["json"].path).parent
+        results[name] = {
+            "settings": recipe(name),
+            **{k: report[k] for k in ("fid", "kid", "face_detect_rate", "ms_ssim", "steps", "n", "weights")},
+            "seconds_per_step": round(step_s[name], 4) if step_s[name] else None,
+            "minutes": round(train_minutes, 2),
+            "minutes_training_only": round(train_minutes - eval_minutes_in_training, 2),
+            "eval_minutes": round(eval_minutes, 2),
+            "fid_over_steps": [[e["step"], round(e["fid"], 2)] for e in evals],
+            "report": str(folders[name] / "report.md"),
+        }
+        log(f"{name}: FID {report['fid']:.2f}, face rate {report['face_detect_rate']:.3f}")
+
+    winner = min(results, key=lambda n: results[n]["fid"])
+    best, real = results[winner], report["real"]
+    out = {
+        "recipes": results, "winner": winner,
+        "fid": best["fid"], "kid": best["kid"], "face_detect_rate": best["face_detect_rate"],
+        "ms_ssim": best["ms_ssim"], "steps": best["steps"], "minutes": best["minutes"],
+        "real_face_detect_rate": real.get("face_detect_rate"), "real_ms_ssim": real.get("ms_ssim"),
+        "budget_minutes": None if args.steps else args.minutes, "batch_size": args.batch_size,
+        "precision": report["precision"], "split": report["split"], "n": report["n"],
+        "split_note": report["split_note"], "feature_runner": report.get("feature_runner"),
+        "cpu": cpu_model(), "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()], "prep_minutes": round(prep_minutes, 2),
+    }
     if args.publish:
-        Path(args.publish).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / "grid.png", Path(args.publish) / "quality_grid.png")
-        shutil.copyfile(folder / "fid_over_steps.png", Path(args.publish) / "quality_fid_over_steps.png")
-    print(json.dumps({
-        "fid": report["fid"], "kid": report["kid"], "face_detect_rate": report["face_detect_rate"],
-        "ms_ssim": report["ms_ssim"], "real_face_detect_rate": report["real"].get("face_detect_rate"),
-        "real_ms_ssim": report["real"].get("ms_ssim"), "steps": report["steps"],
-        "minutes": round(train_minutes, 2), "budget_minutes": args.minutes,
-        "seconds_per_step": round(step_s, 4) if step_s else None, "batch_size": args.batch_size,
-        "precision": report["precision"],
-        "split": report["split"], "n": report["n"], "split_note": report["split_note"],
-        "fid_over_steps": [[p["step"], round(p["fid"], 2)] for p in report["checkpoints"]],
-        "prep_minutes": round(prep_minutes, 2), "eval_minutes": round(eval_minutes, 2),
-        "report": str(folder / "report.md")}))
+        out["published"] = publish(results, folders, Path(args.publish), args.prefix)
+    print(json.dumps(out))
     return 0
 
 

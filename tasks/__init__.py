@@ -5,6 +5,7 @@ pipeline/ (plain Python) or model/ (TensorFlow, imported inside ``run()``).
 Importing the package makes configuration errors print as one line
 (:mod:`tasks.errors`).
 """
+import tasks.console  # noqa: F401, I001  (first: quiets TensorFlow's start-up and Luigi's scheduling lines)
 from tasks.attributes import FitAttributeDirections, TrainAttributeClassifier
 from tasks.classifier import TrainClassifier
 from tasks.common import paths
@@ -20,12 +21,14 @@ from tasks.raw import RAW_TASKS, Sample, raw_task
 from tasks.records import BuildTFRecords, RecordsDaily, RecordShard
 from tasks.samples import ExportAttributeSweep, ExportSamples
 from tasks.train import TrainDCGAN, TrainEGAN, TrainGAN
+from tasks.tune import EvaluateTrial, TuneGAN
 
 install()
 
 __all__ = ["paths", "ConfigError", "errors", "Sample", "RAW_TASKS", "raw_task", "AlignShard",
            "DetectAlignFaces", "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainGAN", "TrainDCGAN",
            "TrainEGAN", "ExportSamples", "ExportAttributeSweep", "TrainClassifier", "CompareGANs",
-           "EvaluateGenerator", "CompareRuns", "TrainAttributeClassifier", "FitAttributeDirections", "CompleteFaces",
+           "EvaluateGenerator", "CompareRuns", "TuneGAN", "EvaluateTrial",
+           "TrainAttributeClassifier", "FitAttributeDirections", "CompleteFaces",
            "CrawlImages", "CrawlDays", "RangeDaily",
            "DownloadCelebA", "DownloadLSUN", "ImportImageNet", "lsun", "DownloadMNIST", "DownloadCIFAR10"]

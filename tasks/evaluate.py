@@ -18,6 +18,7 @@ from pathlib import Path
 import luigi
 
 from model.evaluation import EvalSettings
+from model.metrics import FEATURE_PRECISIONS
 from pipeline.atomic import atomic_dir, atomic_file, write_json
 from tasks.common import Progress, describe, processed_dir, version
 from tasks.errors import Checked, settings_of
@@ -50,6 +51,11 @@ class EvaluateGenerator(Checked, TrainedRun, luigi.Task):
     feature_network = luigi.Parameter(default=_EVAL["feature_network"],
                                       description="TorchScript (.pt) or .keras feature network; empty: the "
                                                   "FID Inception-v3 of the [metrics] extra.")
+    feature_precision = luigi.ChoiceParameter(default=_EVAL["feature_precision"], choices=FEATURE_PRECISIONS,
+                                              description="How the FID Inception-v3 computes: auto (fused "
+                                                          "bfloat16 on CPUs with bfloat16 units, else fused "
+                                                          "float32), bfloat16, float32, or reference (the "
+                                                          "TorchScript module as it is).")
     checkpoints = luigi.BoolParameter(default=_EVAL["checkpoints"], parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                       description="Also evaluate every checkpoint kept in ckpt/ "
                                                   "(the FID-over-steps plot).")

