@@ -13,7 +13,9 @@ of its own (``[paths]`` raw/processed under ``--workdir``):
    recipes;
 2. times a training step of every recipe (model.train.step_seconds: interleaved rounds,
    so a change of machine load hits them alike) and gives each recipe the steps that fill
-   ``--minutes`` at its own speed (or exactly ``--steps``);
+   ``--minutes`` at its own speed (or exactly ``--steps``); the times are kept in the
+   workdir's ``step_seconds.json`` (``--retime`` measures again), so a second run plans the
+   same steps and finds the trained runs in place;
 3. per recipe (model/recipes.py), ``TrainDCGAN`` with the recipe's settings, checkpointing
    and scoring FID/KID every steps/``--points`` steps (``eval_every``: the curve, with all of
    the held-out split, so at the same n as the final figure), then ``EvaluateGenerator`` of
@@ -95,6 +97,20 @@ def time_recipes(names: list[str], folder) -> dict[str, float]:
     return dict(zip(names, seconds))
 
 
+def planned_seconds(names: list[str], folder, path: Path, retime: bool = False) -> dict[str, float]:
+    """Seconds per step of each recipe: measured (:func:`time_recipes`) for the recipes ``path``
+    does not hold yet (all of them with ``retime``), then kept there, so that running the
+    benchmark again plans the same steps and finds the trained runs in place."""
+    from pipeline.atomic import write_json
+
+    known = {} if retime or not path.exists() else json.loads(path.read_text())
+    missing = [n for n in names if n not in known]
+    if missing:
+        known.update(time_recipes(missing, folder))
+        write_json(path, known)
+    return {n: known[n] for n in names}
+
+
 def publish(results: dict, folders: dict, out_dir: Path, prefix: str) -> list[str]:
     """The recipes' sample grids side by side and their FID curves, as PNGs in ``out_dir``."""
     import matplotlib
@@ -157,6 +173,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=0,
                         help="train every recipe exactly this many steps instead of timing --minutes "
                              "(re-runs of a finished benchmark then find every output in place)")
+    parser.add_argument("--retime", action="store_true",
+                        help="measure the step times again instead of using those kept in the workdir's "
+                             "step_seconds.json (new times: new step counts, new runs)")
     parser.add_argument("--points", type=int, default=6, help="FID evaluations during training per recipe")
     parser.add_argument("--workers", type=int, default=2, help="Luigi workers for alignment")
     parser.add_argument("--publish", default="", help="write the grids and FID curves into this folder")
@@ -183,7 +202,7 @@ def main(argv=None) -> int:
     if args.steps:
         step_s, steps = dict.fromkeys(names), dict.fromkeys(names, args.steps)
     else:
-        step_s = time_recipes(names, records.folder())
+        step_s = planned_seconds(names, records.folder(), Path(args.workdir) / "step_seconds.json", args.retime)
         steps = {n: max(3, int(args.minutes * 60 / s)) for n, s in step_s.items()}
         log(", ".join(f"{n}: {s:.3f} s/step -> {steps[n]} steps" for n, s in step_s.items())
             + f" for {args.minutes} min each")

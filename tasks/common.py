@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def describe(task: luigi.Task) -> dict:
 
 
 class Progress:
-    """Reports ``done / total`` to the Luigi scheduler and, on a terminal, as a tqdm bar."""
+    """Reports ``done / total`` to the Luigi scheduler and, on a terminal, as a tqdm bar;
+    elsewhere (a log, a pipe) as a log line at each quarter."""
 
     def __init__(self, task: luigi.Task, total: int, what: str, every: int = 1):
         from tqdm import tqdm
@@ -81,6 +83,9 @@ class Progress:
 
     def __call__(self, done: int, total: int | None = None, extra: dict | None = None) -> None:
         self.bar.update(done - self.done)
+        if self.bar.disable and 4 * done // self.total > 4 * self.done // self.total:
+            logging.getLogger("luigi-interface").info("%s %s: %d/%d", self.task.get_task_family(), self.what,
+                                                      done, self.total)
         self.done = done
         if done % self.every == 0 or done == self.total:
             self.task.set_progress_percentage(round(100 * done / self.total, 1))

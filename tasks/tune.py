@@ -20,6 +20,7 @@ from model.variants import VARIANTS
 from pipeline.atomic import atomic_dir, write_json
 from tasks.common import processed_dir, version
 from tasks.evaluate import EvaluateGenerator
+from tasks.records import BuildTFRecords
 from tasks.train import training_task
 
 
@@ -89,6 +90,11 @@ class TuneGAN(luigi.Task):
     seed = luigi.IntParameter(default=0, description="Seed of the random draws (not of the training runs).")
     steps = luigi.IntParameter(default=0, description="Training steps of each trial (0: the training task's "
                                                       "own steps).")
+    minutes = luigi.FloatParameter(default=0.0,
+                                   description="Training wall-clock minutes per trial instead of steps (0: off): "
+                                               "steps = minutes / the trial's seconds per step, measured once "
+                                               "on this machine and kept in processed/tuning/<dataset>/"
+                                               "step_seconds.json; the trials are then planned in run().")
     recipe = luigi.ChoiceParameter(default="paper", choices=tuple(RECIPES),
                                    description="Settings every trial starts from (model/recipes.py).")
     metric = luigi.ChoiceParameter(default="fid", choices=METRICS, description="Selection figure (lower wins).")
@@ -103,26 +109,66 @@ class TuneGAN(luigi.Task):
         if self.select_split == self.report_split:
             raise ValueError(f"TuneGAN: select_split and report_split are both {self.select_split!r}: the "
                              f"winner's reported figure must come from a split it was not selected on")
-        if self.steps < 0:
-            raise ValueError(f"TuneGAN: steps must be >= 0 (0 = the training task's), got {self.steps}")
+        if self.steps < 0 or self.minutes < 0:
+            raise ValueError(f"TuneGAN: steps and minutes must be >= 0 (0 = the training task's steps), "
+                             f"got {self.steps} and {self.minutes}")
+        if self.steps and self.minutes:
+            raise ValueError("TuneGAN: give a step budget (--steps) or a time budget (--minutes), not both")
         self.trial_params()  # a bad space is an error before anything runs
 
     def trial_params(self) -> list[dict]:
         return expand_space(_plain(self.space), self.search, self.trials, self.seed, recipe(self.recipe))
 
-    def trial_steps(self) -> int:
-        return self.steps or training_task(self.dataset, self.variant).steps
+    def trial_steps(self) -> list[int]:
+        """Each trial's training steps: ``steps`` (or the training task's), or with ``minutes``
+        what fills them at the trial's measured speed (:meth:`step_seconds`)."""
+        params = self.trial_params()
+        if not self.minutes:
+            return [self.steps or training_task(self.dataset, self.variant).steps] * len(params)
+        return [max(1, int(self.minutes * 60 / s)) for s in self.step_seconds(params)]
 
-    def evaluation(self, params: dict, split: str) -> EvaluateTrial:
-        """The EvaluateTrial of trial ``params`` (on top of the recipe) on ``split``, with
-        ``[EvaluateGenerator]``'s settings; the exported generator only (no checkpoints)."""
+    def step_seconds(self, params: list[dict]) -> list[float]:
+        """Seconds per training step of each trial on this machine: measured once
+        (model.train.step_seconds, interleaved) and kept, so that a re-run, or a worker sharing
+        ``processed/``, plans the very same trials (and finds them done)."""
+        from model.cpu import cpu_model
+        from pipeline.atomic import write_json
+
+        path = processed_dir("tuning", self.dataset, "step_seconds.json")
+        known = json.loads(path.read_text()) if path.exists() else {}
+        configs = [trial_task(self.dataset, self.variant, {**recipe(self.recipe), **p}, 1).config() for p in params]
+        keys = [json.dumps([cpu_model(), {k: v for k, v in asdict(c).items()
+                                          if k not in ("steps", "log_every", "checkpoint_every", "sample_every")}],
+                           sort_keys=True) for c in configs]
+        missing = [k for k in range(len(keys)) if keys[k] not in known]
+        if missing:
+            from model.data import image_dataset
+            from model.train import step_seconds
+
+            folder = BuildTFRecords(dataset=self.dataset).folder()
+            self.set_status_message(f"timing a training step of {len(missing)} trial(s)")
+            measured = step_seconds([configs[k] for k in missing],
+                                    lambda c: image_dataset(folder, "train", c.batch_size, c.shuffle_buffer, c.seed))
+            known.update({keys[k]: s for k, s in zip(missing, measured)})
+            write_json(path, known)
+        return [known[k] for k in keys]
+
+    def evaluation(self, params: dict, steps: int, split: str) -> EvaluateTrial:
+        """The EvaluateTrial of trial ``params`` (on top of the recipe), trained ``steps``
+        steps, on ``split``, with ``[EvaluateGenerator]``'s settings; the exported generator
+        only (no checkpoints)."""
         settings = asdict(EvaluateGenerator(dataset=self.dataset).settings())
         settings.update(split=split, checkpoints=False)
         return EvaluateTrial(dataset=self.dataset, variant=self.variant, trial={**recipe(self.recipe), **params},
-                             trial_steps=self.trial_steps(), **settings)
+                             trial_steps=steps, **settings)
+
+    def evaluations(self, split: str) -> list[EvaluateTrial]:
+        return [self.evaluation(p, s, split) for p, s in zip(self.trial_params(), self.trial_steps())]
 
     def requires(self):
-        return [self.evaluation(params, self.select_split) for params in self.trial_params()]
+        if self.minutes:  # the steps need a measurement on the records: planned in run()
+            return BuildTFRecords(dataset=self.dataset)
+        return self.evaluations(self.select_split)
 
     def folder(self) -> Path:
         return processed_dir("tuning", self.dataset, f"{self.variant}-{version(self)}")
@@ -134,8 +180,11 @@ class TuneGAN(luigi.Task):
     def run(self):
         from model.tuning import rank, render_table
 
+        evaluations = self.evaluations(self.select_split)
+        if self.minutes:
+            yield evaluations  # dynamic: trained and scored now, by this worker's processes
         scores = []
-        for params, evaluation in zip(self.trial_params(), self.requires()):
+        for params, evaluation in zip(self.trial_params(), evaluations):
             report = json.loads(Path(evaluation.output()["json"].path).read_text())
             if report["split"] != self.select_split:  # EvaluateTrial refuses this; a guard for old reports
                 raise ValueError(f"TuneGAN: trial {params} was scored on {report['split']!r}, not "
@@ -146,7 +195,7 @@ class TuneGAN(luigi.Task):
                            **{k: report[k] for k in ("fid", "kid", "face_detect_rate", "ms_ssim", "n")}})
         ranked = rank(scores, self.metric)
         winner = ranked[0]
-        final = self.evaluation(winner["params"], self.report_split)
+        final = self.evaluation(winner["params"], winner["steps"], self.report_split)
         yield final  # scored after the selection, on a split the selection never saw
         test = json.loads(Path(final.output()["json"].path).read_text())
         if test["split"] != self.report_split or test["split"] == winner["split"]:
@@ -156,7 +205,9 @@ class TuneGAN(luigi.Task):
         report = {
             "dataset": self.dataset, "variant": self.variant, "search": self.search, "seed": self.seed,
             "space": space, "searched": sorted(space), "base": recipe(self.recipe), "recipe": self.recipe,
-            "steps": self.trial_steps(), "steps_note": f"{self.trial_steps()} steps per trial",
+            "steps": self.steps, "minutes": self.minutes,
+            "steps_note": (f"{self.minutes} training minutes per trial" if self.minutes
+                           else f"{self.trial_steps()[0]} steps per trial"),
             "metric": self.metric, "select_split": self.select_split, "report_split": self.report_split,
             "trials": ranked, "winner": winner,
             "test": {**{k: test[k] for k in ("fid", "kid", "face_detect_rate", "ms_ssim", "n", "split")},

@@ -3,6 +3,9 @@ augmentation of the discriminator's inputs, and the two time-scale learning rate
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -164,3 +167,37 @@ def test_two_time_scale_learning_rates():
     trainer = GANTrainer(TrainConfig(**SMALL, lr=1e-4, d_lr=4e-4))
     assert float(trainer.model.g_opt.learning_rate) == pytest.approx(1e-4)
     assert float(trainer.model.d_opt.learning_rate) == pytest.approx(4e-4)
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_augmentation_and_average_under_a_two_device_mirrored_strategy(precision):
+    """Each replica augments its own half of the batch with its own draws; the average follows
+    the (mirrored) generator weights."""
+    code = textwrap.dedent("""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from model.train import GANTrainer, TrainConfig, make_strategy
+        strategy = make_strategy()
+        assert strategy.num_replicas_in_sync == 2, strategy
+        trainer = GANTrainer(TrainConfig(base_width=8, batch_size=8, seed=1, precision=PRECISION, ema=0.9,
+                                         augment="translation,cutout,color"), strategy)
+        images = np.random.default_rng(0).uniform(-1, 1, (16, 64, 64, 3)).astype("float32")
+        ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(images).batch(8))
+        before = trainer.ema.values()
+        for batch in ds:
+            out = trainer.train_step(batch)
+        assert int(trainer.step.numpy()) == 2 and int(trainer.ema.updates.numpy()) == 2
+        assert all(np.isfinite(float(v)) for v in out.values()), out
+        assert 0.0 <= float(out["d_real"]) <= 1.0, out  # a global mean, not a sum over replicas
+        after, weights = trainer.ema.values(), trainer.generator.get_weights()
+        assert not np.array_equal(before[0], after[0]) and not np.allclose(after[0], weights[0])
+        # Two replicas, two different augmentations of the same images.
+        aug = strategy.run(lambda x: trainer.model.augment(x), args=(tf.constant(images[:4]),))
+        a, b = (v.numpy() for v in strategy.experimental_local_results(aug))
+        assert a.shape == b.shape == (4, 64, 64, 3) and not np.array_equal(a, b)
+        print("OK", {k: round(float(v), 4) for k, v in out.items()})
+    """).replace("PRECISION", repr(precision))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
