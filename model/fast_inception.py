@@ -9,7 +9,11 @@ same module tree and runs each ``Conv2dLayer`` as ONE oneDNN convolution with th
 batch norm folded into its weights and bias (folded in float32, then cast) and the
 ReLU fused, on channels-last tensors throughout, in float32 or bfloat16. The pools
 are the module's own; the last one runs in float32, so the 2048 features are
-averaged at float32 precision whatever the compute type.
+averaged at float32 precision whatever the compute type. In bfloat16 the first
+:data:`FLOAT32_LAYERS` layers stay float32: the rounding of the first layers is what
+the features carry furthest (on 24 CelebA faces, mean feature error 2.2% with every
+layer in bfloat16, 1.6% with the first two in float32, for 5% of the speed), and that
+noise lowers FID (it adds the same spread to both sets).
 
 Measured on the 2-core AMD EPYC (AVX-512 BF16), one thread, per CPU-second: the
 TorchScript module 5.1 images, fused float32 8.4, fused bfloat16 16.3; the float32
@@ -29,6 +33,9 @@ KINDS = frozenset({"WrapNet", "InceptionV3", "Sequential", "Conv2dLayer", "MaxPo
 BN_EPS = 1e-3
 #: Output features of the network.
 FEATURES = 2048
+#: Top-level layers kept in float32 when the rest runs in bfloat16 (the first two 3x3
+#: convolutions, about 8% of the FLOPs).
+FLOAT32_LAYERS = 2
 
 
 def fusable(script) -> bool:
@@ -49,13 +56,15 @@ class FusedInception:
     an NHWC array's ``permute(0, 3, 1, 2)`` view is already channels-last) it returns
     the ``(n, 2048)`` float32 features."""
 
-    def __init__(self, script, dtype):
+    def __init__(self, script, dtype, float32_layers: int = 0):
         import torch
 
         self.torch, self.dtype, self.layers = torch, dtype, script.net.layers
+        self.float32_layers = float32_layers
         fused = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
         self._fused = fused if fused is not None and torch.backends.mkldnn.is_available() else None
         self._convs = {}
+        first = {id(m) for child in list(self.layers.children())[:float32_layers] for _, m in child.named_modules()}
         with torch.no_grad():
             for _, mod in script.named_modules():
                 if mod.original_name != "Conv2dLayer":
@@ -63,8 +72,9 @@ class FusedInception:
                 scale = 1.0 / torch.sqrt(mod.var.float() + BN_EPS)
                 weight = mod.weight.float() * scale[:, None, None, None]
                 bias = mod.beta.float() - mod.mean.float() * scale
-                self._convs[id(mod)] = (weight.to(dtype).contiguous(memory_format=torch.channels_last),
-                                        bias.to(dtype), _pair(mod.padding), _pair(mod.stride))
+                kind = torch.float32 if id(mod) in first else dtype
+                self._convs[id(mod)] = (weight.to(kind).contiguous(memory_format=torch.channels_last),
+                                        bias.to(kind), _pair(mod.padding), _pair(mod.stride))
 
     def conv(self, mod, x):
         """One ``Conv2dLayer``: relu(conv(x, W') + b') with the batch norm folded into W', b'."""
@@ -101,9 +111,11 @@ class FusedInception:
 
     def __call__(self, x):
         torch = self.torch
-        x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        x = x.float().contiguous(memory_format=torch.channels_last)
         children = list(self.layers.children())
-        for child in children[:-1]:
+        for k, child in enumerate(children[:-1]):
+            if k == self.float32_layers:
+                x = x.to(self.dtype)
             x = self.run(child, x)
         # The final average pool in float32: the features keep float32 precision.
         return self.run(children[-1], x.float()).reshape(-1, FEATURES)

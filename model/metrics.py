@@ -197,9 +197,10 @@ def load_torchscript(path: str, batch_size: int = 50, threads: int | None = None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise FeatureNetworkMissing(f"cannot load feature network {path} as TorchScript: {first}") from None
 
-    from model.fast_inception import FusedInception, fusable
+    from model.fast_inception import FLOAT32_LAYERS, FusedInception, fusable
     if precision != "reference" and fusable(module):
-        fused = FusedInception(module, torch.bfloat16 if precision == "bfloat16" else torch.float32)
+        fused = (FusedInception(module, torch.bfloat16, FLOAT32_LAYERS) if precision == "bfloat16"
+                 else FusedInception(module, torch.float32))
 
         def fast(x: np.ndarray) -> np.ndarray:  # NHWC: its NCHW view is channels-last, no copy
             with torch.inference_mode():
