@@ -52,3 +52,16 @@ def started_tasks():
     luigi.Task.event_handler(luigi.Event.START)(on_start)
     yield started
     luigi.Task._event_callbacks[luigi.Task][luigi.Event.START].discard(on_start)
+
+
+@pytest.fixture
+def tiny_feature_network(tmp_path):
+    """A small random-weight ``.keras`` feature network (16x16 RGB -> 8 features, seeded) for
+    EvaluateGenerator settings, so that neither torch nor the Inception file is needed."""
+    import keras
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                            keras.layers.GlobalAveragePooling2D()])
+    path = tmp_path / "features.keras"
+    net.save(path)
+    return path

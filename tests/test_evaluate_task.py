@@ -13,13 +13,8 @@ from PIL import Image
 
 
 @pytest.fixture
-def tiny(luigi_config, tmp_path):
-    import keras
-    keras.utils.set_random_seed(0)
-    net = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
-                            keras.layers.GlobalAveragePooling2D()])
-    network = tmp_path / "features.keras"
-    net.save(network)
+def tiny(luigi_config, tiny_feature_network):
+    network = tiny_feature_network
     luigi_config("Sample", "n", 24)
     luigi_config("TrainDCGAN", "steps", 2)
     luigi_config("TrainDCGAN", "batch_size", 8)

@@ -77,13 +77,8 @@ def test_a_trial_is_the_same_run_as_the_training_task_with_those_settings(luigi_
 
 
 @pytest.fixture
-def tiny(luigi_config, tmp_path):
-    import keras
-    keras.utils.set_random_seed(0)
-    net = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
-                            keras.layers.GlobalAveragePooling2D()])
-    network = tmp_path / "features.keras"
-    net.save(network)
+def tiny(luigi_config, tiny_feature_network):
+    network = tiny_feature_network
     luigi_config("Sample", "n", 40)
     luigi_config("BuildTFRecords", "splits", "train=0.5,validation=0.25,test=0.25")
     for key, value in (("batch_size", 4), ("base_width", 8), ("checkpoint_every", 1), ("precision", "float32")):
