@@ -322,6 +322,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
+    if not rows:  # killed before its header reached the disk: start it again
+        path.unlink()
+        return
     kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
     if len(kept) != len(rows):
         with open(path, "w", newline="") as fh:

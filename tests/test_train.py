@@ -63,6 +63,13 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert list((tmp_path / "whole" / "tb").iterdir())  # TensorBoard event file
 
 
+def test_a_run_killed_before_its_first_log_line_starts_again(tmp_path):
+    (tmp_path / "metrics.csv").write_text("")  # created, killed before the header was flushed
+    train(TrainConfig(**{**SMALL, "steps": 1}), _dataset(), tmp_path)
+    rows = list(csv.reader(open(tmp_path / "metrics.csv")))
+    assert rows[0][0] == "step" and [r[0] for r in rows[1:]] == ["1"]
+
+
 def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     config = TrainConfig(**{**SMALL, "steps": 6})
     data = tf.data.Dataset.from_tensor_slices(np.concatenate(
