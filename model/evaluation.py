@@ -312,7 +312,7 @@ def training_evaluator(run_dir, records, settings: EvalSettings, eval_every: int
     state: dict = {}
 
     def setup(trainer):
-        from model.metrics import load_feature_network, statistics
+        from model.metrics import load_feature_network
 
         split, note = choose_split(split_sizes(records), settings.split)
         if note:
@@ -321,7 +321,7 @@ def training_evaluator(run_dir, records, settings: EvalSettings, eval_every: int
         features = load_feature_network(network, settings.batch_size, settings.feature_precision)
         real, images = reference_features(records, split, settings.training_n, settings.seed, network,
                                           features, cache_dir)
-        state.update(features=features, real=real, real_stats=statistics(real), split=split,
+        state.update(features=features, real=real, split=split,
                      inputs=sample_inputs(trainer.model.inputs(), len(images), settings.seed))
 
     def on_checkpoint(step: int, trainer) -> None:
@@ -329,7 +329,7 @@ def training_evaluator(run_dir, records, settings: EvalSettings, eval_every: int
         last = max((s for s in rows if s < step), default=0)
         if not (step // eval_every > last // eval_every or step == steps):
             return
-        from model.metrics import compute_features, frechet_distance, kid, statistics
+        from model.metrics import compute_features, fid_from_features, kid
         from model.sampling import generate
 
         t0 = time.time()
@@ -338,10 +338,9 @@ def training_evaluator(run_dir, records, settings: EvalSettings, eval_every: int
         # What the run would export at this step: the weight average when it keeps one.
         images = to_rgb(generate(trainer.export_generator(), state["inputs"]))
         fake = compute_features(state["features"], images)
-        gen, real = statistics(fake), state["real_stats"]
         kid_mean, kid_std = kid(fake, state["real"], settings.kid_subsets, settings.kid_subset_size, settings.seed)
         rows[step] = {"step": step, "n": len(images), "split": state["split"],
-                      "fid": round(frechet_distance(gen.mu, gen.sigma, real.mu, real.sigma), 4),
+                      "fid": round(fid_from_features(fake, state["real"]), 4),
                       "kid": round(kid_mean, 6), "kid_std": round(kid_std, 6),
                       "seconds": round(time.time() - t0, 1)}
         _write_eval_csv(path, list(rows.values()))

@@ -323,9 +323,33 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
-    """FID between two ``(n, d)`` feature sets."""
+    """FID between two ``(n, d)`` feature sets.
+
+    With fewer samples than dimensions (345 test faces against 2048 Inception features)
+    it takes :func:`frechet_distance_low_rank`: the same number, in milliseconds instead
+    of the 20-60 s of a 2048-d ``sqrtm`` on this CPU."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim == b.ndim == 2 and a.shape[1] == b.shape[1] and max(len(a), len(b)) < a.shape[1]:
+        return frechet_distance_low_rank(a, b)
     sa, sb = statistics(a), statistics(b)
     return frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
+
+
+def frechet_distance_low_rank(a: np.ndarray, b: np.ndarray) -> float:
+    """FID of ``(n1, d)`` and ``(n2, d)`` features from the samples themselves, exact when
+    n < d. With centred ``A``, ``B``, ``S1 = A^T A / (n1 - 1)`` and ``S2 = B^T B / (n2 - 1)``;
+    the non-zero eigenvalues of ``S1 S2`` are those of ``(A B^T)(A B^T)^T / ((n1-1)(n2-1))``,
+    so ``tr sqrt(S1 S2)`` is the sum of the singular values (nuclear norm) of the
+    ``(n1, n2)`` matrix ``A B^T`` over ``sqrt((n1-1)(n2-1))``, and ``tr S1 = |A|_F^2 / (n1-1)``."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"need (n >= 2, d) feature sets of one d, got {a.shape} and {b.shape}")
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    ca, cb = a - mu_a, b - mu_b
+    na, nb = len(a) - 1, len(b) - 1
+    cross = np.linalg.svd(ca @ cb.T, compute_uv=False).sum() / math.sqrt(na * nb)
+    diff = mu_a - mu_b
+    return float(diff @ diff + (ca * ca).sum() / na + (cb * cb).sum() / nb - 2.0 * cross)
 
 
 # -- KID ------------------------------------------------------------------------------------------
@@ -499,10 +523,8 @@ def evaluate_samples(images: np.ndarray, real_features: np.ndarray, features: Fe
     start = time.time()
     report = (lambda what: (lambda done, total: progress(what, done, total))) if progress else (lambda what: None)
     fake = compute_features(features, images, report("features"))
-    real = statistics(real_features)
-    gen = statistics(fake)
     kid_mean, kid_std = kid(fake, real_features, kid_subsets, kid_subset_size, seed)
-    out = {"n": len(images), "fid": frechet_distance(gen.mu, gen.sigma, real.mu, real.sigma),
+    out = {"n": len(images), "fid": fid_from_features(fake, real_features),
            "kid": kid_mean, "kid_std": kid_std}
     if face_n:
         out["face_detect_rate"], _ = face_detection_rate(images[:face_n], progress=report("face detection"))

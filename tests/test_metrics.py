@@ -98,6 +98,24 @@ def test_fid_with_fewer_samples_than_dimensions_is_finite_and_consistent():
     assert value == pytest.approx(symmetric, rel=1e-3)
 
 
+def test_low_rank_fid_equals_the_covariance_route():
+    """The nuclear-norm form (n < d) is the same number as the d x d route, on sets of
+    different sizes, and fid_from_features takes it only when n < d."""
+    rng = np.random.default_rng(7)
+    scale = np.diag(rng.uniform(0.1, 2, 96))
+    x, y = rng.gamma(1.0, 1.0, (40, 96)) @ scale, rng.gamma(1.3, 1.0, (55, 96)) @ scale + 0.2
+    sx, sy = metrics.statistics(x), metrics.statistics(y)
+    symmetric = (np.sum((sx.mu - sy.mu) ** 2) + np.trace(sx.sigma) + np.trace(sy.sigma)
+                 - 2 * metrics._trace_sqrt_product_symmetric(sx.sigma, sy.sigma))
+    assert metrics.frechet_distance_low_rank(x, y) == pytest.approx(symmetric, rel=1e-6)
+    assert metrics.fid_from_features(x, y) == pytest.approx(metrics.frechet_distance(sx.mu, sx.sigma, sy.mu,
+                                                                                     sy.sigma), rel=1e-6)
+    assert abs(metrics.frechet_distance_low_rank(x, x)) < 1e-9
+    wide = rng.standard_normal((300, 16))  # n > d: the covariance route, unchanged
+    assert metrics.frechet_distance_low_rank(wide, wide + 1) == pytest.approx(metrics.fid_from_features(wide, wide + 1),
+                                                                              rel=1e-6)
+
+
 def _mmd2_direct(x, y):
     """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, written out as double sums."""
     d = x.shape[1]
