@@ -21,6 +21,7 @@ from dataclasses import fields
 import numpy as np
 
 from model.config import TrainConfig
+from pipeline.settings import one_of, require
 
 SEARCHES = ("grid", "random")
 #: Settings a search may not vary: what the run is (variant, networks, image shape, labels),
@@ -33,8 +34,7 @@ METRICS = ("fid", "kid")
 
 
 def _check_space(space: dict, search: str) -> dict[str, list | dict]:
-    if search not in SEARCHES:
-        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+    one_of("search", search, SEARCHES)
     if not space:
         raise ValueError(f"the search space is empty: give settings and their values, e.g. "
                          f'{{"lr": [0.0001, 0.0002]}} (tunable: {", ".join(TUNABLE)})')
@@ -83,14 +83,12 @@ def expand_space(space: dict, search: str = "grid", trials: int = 0, seed: int =
     rng = np.random.default_rng(seed)
     if search == "grid":
         grid = [dict(zip(names, combo)) for combo in itertools.product(*space.values())]
-        if trials < 0:
-            raise ValueError(f"trials must be >= 0 (0 = the whole grid), got {trials}")
+        require(trials >= 0, "trials", trials, ">= 0 (0 = the whole grid)")
         if trials and trials < len(grid):
             grid = [grid[i] for i in sorted(rng.choice(len(grid), trials, replace=False))]
         out = grid
     else:
-        if trials < 1:
-            raise ValueError(f"a random search needs trials >= 1, got {trials}")
+        require(trials >= 1, "trials", trials, ">= 1 for a random search")
         out, seen = [], set()
         for _ in range(100 * trials):
             trial = {name: _draw(space[name], rng) for name in names}

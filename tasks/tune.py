@@ -19,6 +19,7 @@ from model.tuning import METRICS, SEARCHES, expand_space
 from model.variants import VARIANTS
 from pipeline.atomic import atomic_dir, write_json
 from tasks.common import processed_dir, version
+from tasks.errors import Checked, at_least, check, settings_of
 from tasks.evaluate import EvaluateGenerator
 from tasks.records import BuildTFRecords
 from tasks.train import training_task
@@ -66,7 +67,7 @@ class EvaluateTrial(EvaluateGenerator):
         super().run()
 
 
-class TuneGAN(luigi.Task):
+class TuneGAN(Checked, luigi.Task):
     """A search over training settings: every trial of ``space`` (``search`` grid or random,
     ``trials``, ``seed``) trained for ``steps`` steps on top of ``recipe``, scored on
     ``select_split`` by ``metric``; the best trial alone is scored on ``report_split``.
@@ -104,17 +105,18 @@ class TuneGAN(luigi.Task):
                                          description="Split the winner alone is scored on (the reported "
                                                      "figure); never the selection split.")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.select_split == self.report_split:
-            raise ValueError(f"TuneGAN: select_split and report_split are both {self.select_split!r}: the "
-                             f"winner's reported figure must come from a split it was not selected on")
-        if self.steps < 0 or self.minutes < 0:
-            raise ValueError(f"TuneGAN: steps and minutes must be >= 0 (0 = the training task's steps), "
-                             f"got {self.steps} and {self.minutes}")
-        if self.steps and self.minutes:
-            raise ValueError("TuneGAN: give a step budget (--steps) or a time budget (--minutes), not both")
-        self.trial_params()  # a bad space is an error before anything runs
+    def validate(self):
+        """Refuse bad settings when the task is built, before anything runs."""
+        check(self, "report_split", self.report_split != self.select_split,
+              "is the select_split too: the winner's reported figure must come from a split it was not "
+              "selected on (e.g. select on validation, report on test)")
+        at_least(self, "steps", 0, "0 = the training task's steps")
+        at_least(self, "minutes", 0, "0 = off")
+        check(self, "minutes", not (self.steps and self.minutes),
+              "cannot be set together with steps: give a step budget (--steps) or a time budget "
+              "(--minutes), not both")
+        with settings_of(self, "space"):
+            self.trial_params()
 
     def trial_params(self) -> list[dict]:
         return expand_space(_plain(self.space), self.search, self.trials, self.seed, recipe(self.recipe))

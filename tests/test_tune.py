@@ -39,7 +39,7 @@ def test_random_search_draws_distinct_seeded_trials_in_range():
     ({"steps": [10, 20]}, "grid", 0, "'steps' cannot be tuned"),
     ({"lr": {"log_uniform": [1e-5, 1e-3]}}, "grid", 0, "needs a list of values"),
     ({"lr": {"log_uniform": [0, 1e-3]}}, "random", 2, "bounds must be"),
-    ({"lr": [1e-4]}, "random", 0, "needs trials >= 1"),
+    ({"lr": [1e-4]}, "random", 0, "trials must be >= 1 for a random search"),
     ({"ema": [0.5, 1.5]}, "grid", 0, "ema must be in"),
     ({"augment": ["blur"]}, "grid", 0, "unknown transform"),
     ({"lr": 0.1}, "grid", 0, "must be a list of values"),
@@ -57,10 +57,16 @@ def test_rank_is_best_first():
 
 def test_selection_and_reported_figure_never_share_a_split(luigi_config):
     import tasks
-    with pytest.raises(ValueError, match="must come from a split it was not selected on"):
+    from tasks.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"\[TuneGAN\] report_split = 'test': .*not selected on.*"
+                                          r"--TuneGAN-report-split"):
         tasks.TuneGAN(space={"lr": [1e-4]}, select_split="test", report_split="test")
-    with pytest.raises(ValueError, match="'variant' cannot be tuned"):
+    with pytest.raises(ConfigError, match=r"\[TuneGAN\] space = .*'variant' cannot be tuned"):
         tasks.TuneGAN(space={"variant": ["dcgan"]})
+    with pytest.raises(ConfigError, match=r"\[TuneGAN\] trials = 0: must be >= 1 for a random search"):
+        tasks.TuneGAN(space={"lr": [1e-4]}, search="random")
+    with pytest.raises(ConfigError, match=r"\[TuneGAN\] minutes = 1.0: cannot be set together with steps"):
+        tasks.TuneGAN(space={"lr": [1e-4]}, steps=5, minutes=1.0)
     tune = tasks.TuneGAN(space={"lr": [1e-4, 2e-4]}, steps=3)
     assert {e.split for e in tune.requires()} == {"validation"}
     assert not any(e.checkpoints for e in tune.requires())
