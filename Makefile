@@ -27,14 +27,14 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 # training settings are given here, on its one command line, not in luigi.cfg (where they
 # would apply to every data set's TrainDCGAN); README "Two commands" says why these.
 SAMPLE_RUN := --TrainDCGAN-steps 800 --TrainDCGAN-batch-size 32 --TrainDCGAN-base-width 64 \
-	--TrainDCGAN-ema 0.999 --TrainDCGAN-augment translation,cutout --TrainDCGAN-checkpoint-every 200
+	--TrainDCGAN-ema 0.999 --TrainDCGAN-augment translation,cutout --TrainDCGAN-checkpoint-every 200 \
+	--TrainDCGAN-sample-every 50
 # `make run LOG_LEVEL=DEBUG` prints everything (Luigi's scheduling, TensorFlow's start-up).
 LOG_LEVEL ?= INFO
 
 run: venv
 	$(BIN)/luigi --module tasks ExportSamples --local-scheduler --workers 2 --log-level $(LOG_LEVEL) $(SAMPLE_RUN)
-	@$(BIN)/python -c "import sys, tasks; from luigi.cmdline_parser import CmdlineParser; \
-	print('sample grid:', CmdlineParser(['ExportSamples', *sys.argv[1:]]).get_task_obj().grid_path())" $(SAMPLE_RUN)
+	@$(BIN)/python -c "import sys, tasks; print('sample grid:', tasks.ExportSamples.grid_of(sys.argv[1:]))" $(SAMPLE_RUN)
 
 $(NODE_STAMP): studio/package.json studio/package-lock.json
 	cd studio && npm ci --no-audit --no-fund

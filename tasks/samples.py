@@ -36,6 +36,15 @@ class ExportSamples(TrainedRun, luigi.Task):
     def grid_path(self) -> str:
         return f"{self.output().path}/grid.png"
 
+    @classmethod
+    def grid_of(cls, args: list[str]) -> str:
+        """The ``grid.png`` of ``luigi --module tasks ExportSamples ARGS``: the task built as
+        that command line builds it, its upstream flags (``--TrainDCGAN-steps 800``) included
+        (what ``make run`` prints)."""
+        from luigi.cmdline_parser import CmdlineParser
+        with CmdlineParser.global_instance([cls.get_task_family(), *args]) as parser:
+            return parser.get_task_obj().grid_path()
+
 
 class ExportAttributeSweep(TrainedRun, luigi.Task):
     """What each attribute code c of an EGAN run (or any run whose card declares

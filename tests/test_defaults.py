@@ -125,3 +125,12 @@ def test_task_parameters_take_their_defaults_from_pipeline():
     assert dict(tasks.CrawlImages.get_params())["max_pixels"]._default == crawl["max_pixels"]
     fetch = dict(tasks.DownloadCelebA.get_params())
     assert (fetch["retries"]._default, fetch["timeout"]._default) == (Policy.retries, Policy.read_timeout)
+
+
+def test_readme_shows_the_command_make_run_runs():
+    make = (ROOT / "Makefile").read_text()
+    sample_run = re.search(r"^SAMPLE_RUN := (.*?)(?<!\\)\n", make, re.M | re.S).group(1)
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"```sh\n(luigi --module tasks ExportSamples .*?)\n```", readme, re.S).group(1)
+    flags = sample_run.replace("\\\n", " ").split()
+    assert flags and " ".join(flags) in " ".join(command.replace("\\\n", " ").split())

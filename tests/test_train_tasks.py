@@ -79,3 +79,16 @@ def test_model_that_is_not_a_run_fails_while_scheduling(luigi_config, tmp_path):
     with pytest.raises(FileNotFoundError, match="not an exported run folder"):
         task.complete()
     assert not luigi.build([task], local_scheduler=True)
+
+
+def test_make_run_prints_the_grid_its_command_line_writes(luigi_config):
+    """`make run` passes the sample run's settings as upstream flags; the path it prints is
+    that task's grid, not the grid of the same task with luigi.cfg's settings."""
+    import tasks
+    args = ["--TrainDCGAN-steps", "7", "--TrainDCGAN-ema", "0.5", "--n", "3"]
+    with_defaults = tasks.ExportSamples(n=3).grid_path()
+    printed = tasks.ExportSamples.grid_of(args)
+    assert printed != with_defaults and printed.endswith("/grid.png")
+    luigi_config("TrainDCGAN", "steps", 7)
+    luigi_config("TrainDCGAN", "ema", 0.5)
+    assert printed == tasks.ExportSamples(n=3).grid_path()
