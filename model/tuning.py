@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
 import numpy as np
 
@@ -113,10 +113,25 @@ def rank(scores: list[dict], metric: str = "fid") -> list[dict]:
     return sorted(scores, key=lambda s: s[metric])
 
 
+def _settings(settings: dict) -> str:
+    if not settings:
+        return "keeps every other setting at its default"
+    return "has " + ", ".join(f"`{k}={v}`" for k, v in sorted(settings.items())) + " (the rest at the defaults)"
+
+
 def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return ""
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def shared_settings(training: dict, searched) -> dict:
+    """The settings every trial shares that are not their defaults: a trial run's
+    ``TrainConfig`` as a dict (its model card's ``training``) less the ``searched`` settings,
+    the run's identity and budget (:data:`FIXED`) and every setting at its default."""
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default_factory is MISSING}
+    return {k: v for k, v in training.items()
+            if k in defaults and k not in FIXED and k not in searched and v != defaults[k]}
 
 
 def render_table(report: dict) -> str:
@@ -126,7 +141,8 @@ def render_table(report: dict) -> str:
     winner = report["winner"]
     lines = [f"# Tuning {report['variant']} on {report['dataset']}", "",
              f"{len(report['trials'])} trials ({report['search']} search, seed {report['seed']}), "
-             f"{report['steps_note']}, base settings {report['base'] or 'the defaults'}. Selected on the "
+             f"{report['steps_note']}, recipe `{report['recipe']}`; every trial also "
+             f"{_settings(report.get('shared', report['base']))}. Selected on the "
              f"`{val}` split by {report['metric'].upper()} (n={report['trials'][0]['n']}); the winner alone "
              f"re-scored on the `{test}` split.", "",
              "| rank | " + " | ".join(names) + f" | steps | {val} FID | {val} KID | face rate | MS-SSIM | run |",

@@ -180,7 +180,7 @@ class TuneGAN(Checked, luigi.Task):
                 "md": luigi.LocalTarget(str(self.folder() / "tuning.md"))}
 
     def run(self):
-        from model.tuning import rank, render_table
+        from model.tuning import rank, render_table, shared_settings
 
         evaluations = self.evaluations(self.select_split)
         if self.minutes:
@@ -204,9 +204,11 @@ class TuneGAN(Checked, luigi.Task):
             raise ValueError(f"TuneGAN: the winner was scored on {test['split']!r}, expected "
                              f"{self.report_split!r}")
         space = _plain(self.space)
+        card = json.loads((Path(winner["run"]) / "model_card.json").read_text())
         report = {
             "dataset": self.dataset, "variant": self.variant, "search": self.search, "seed": self.seed,
             "space": space, "searched": sorted(space), "base": recipe(self.recipe), "recipe": self.recipe,
+            "shared": shared_settings(card["training"], space),
             "steps": self.steps, "minutes": self.minutes,
             "steps_note": (f"{self.minutes} training minutes per trial" if self.minutes
                            else f"{self.trial_steps()[0]} steps per trial"),

@@ -49,6 +49,15 @@ def test_bad_search_spaces_are_one_clear_error(space, search, trials, message):
         expand_space(space, search, trials)
 
 
+def test_shared_settings_are_the_unsearched_settings_off_their_defaults():
+    from dataclasses import asdict
+
+    from model.config import TrainConfig
+    from model.tuning import shared_settings
+    training = asdict(TrainConfig(batch_size=32, ema=0.5, augment="cutout", steps=7, checkpoint_every=3))
+    assert shared_settings(training, ["ema"]) == {"batch_size": 32, "augment": "cutout"}
+
+
 def test_rank_is_best_first():
     scores = [{"fid": 3.0, "kid": 0.1}, {"fid": 1.0, "kid": 0.3}, {"fid": 2.0, "kid": 0.2}]
     assert [s["fid"] for s in rank(scores)] == [1.0, 2.0, 3.0]
@@ -123,6 +132,9 @@ def test_tune_selects_on_validation_reports_on_test_and_reuses_trials(tiny, star
     assert card["training"]["lr"] == report["winner"]["params"]["lr"] and card["steps"] == 2
     markdown = (folder / "tuning.md").read_text()
     assert "| 1 (winner) |" in markdown and "## Winner on the `test` split" in markdown
+    # What every trial shares beyond the search (luigi.cfg / command line), stated with the table.
+    assert report["shared"] == {"batch_size": 4, "base_width": 8, "precision": "float32"}
+    assert "`base_width=8`" in markdown and "`batch_size=4`" in markdown
 
     # A wider search trains and scores only the new trial.
     started_tasks.clear()
