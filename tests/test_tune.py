@@ -89,6 +89,11 @@ def test_a_trial_is_the_same_run_as_the_training_task_with_those_settings(luigi_
     assert trial_task("sample", "dcgan", {"lr": 0.0002}, 60).run_dir() == \
         tasks.TrainDCGAN(lr=0.0002).run_dir() != tasks.TrainDCGAN().run_dir()
     assert trial_task("sample", "dcgan", {"ema": 0.999}, 7).run_dir() == tasks.TrainDCGAN(ema=0.999, steps=7).run_dir()
+    # Every variant: its own training task (TrainEGAN for egan, with its own parameters kept).
+    egan = trial_task("sample", "egan", {"lr": 0.0001, "augment": "cutout"}, 5)
+    assert type(egan) is tasks.TrainEGAN and (egan.lr, egan.augment, egan.steps) == (0.0001, "cutout", 5)
+    assert egan.run_dir() == tasks.TrainEGAN(lr=0.0001, augment="cutout", steps=5).run_dir()
+    assert tasks.TuneGAN(variant="egan", space={"ema": [0, 0.999]}, steps=3).requires()[0].variant == "egan"
 
 
 @pytest.fixture
