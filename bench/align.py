@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from model.cpu import cpu_model  # noqa: E402
 from pipeline.aligned import align_bytes, align_stream, usable_cores  # noqa: E402
 from pipeline.faces import LANDMARK_SETS, MINMAX_TEMPLATE, FaceAligner, model_path, template_points  # noqa: E402
 from pipeline.imaging import DecodeError, Photo  # noqa: E402
@@ -281,12 +282,7 @@ def main(argv=None) -> int:
     def mean(xs):
         return round(float(np.mean(xs)), 4) if xs else None
 
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     result = {
         "data": str(args.data), "images": len(items), "jobs": jobs, "all_faces": args.all_faces,
         "mode": args.mode, "detector": args.detector,

@@ -32,32 +32,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from model import metrics  # noqa: E402
 from model.complete import blend, build_masks, complete_faces, show_mask  # noqa: E402
+from model.cpu import cpu_model  # noqa: E402
 from model.inversion import FitSettings, load_networks, records_folder  # noqa: E402
 
-DEFAULT_RUNS = "/work/main/processed/models/celeba"
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+DEFAULT_RUNS = ROOT / "processed" / "models" / "celeba"
 
 
 def telea(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -109,7 +100,7 @@ def main(argv=None) -> int:
     mean_face = read_split_images(records, "train", sizes["train"], 0).astype(np.float64).mean(0)
     mean_face = np.rint(mean_face).astype(np.uint8)
     real_rate, _ = metrics.face_detection_rate(real)
-    out = {"cpu": cpu_name(), "cores": os.cpu_count(), "load_avg_start": round(os.getloadavg()[0], 2),
+    out = {"cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_start": round(os.getloadavg()[0], 2),
            "run": str(run), "steps_trained": card.steps, "records": str(records),
            "split_rule": info.get("settings", {}).get("rule"), "n": len(real), "precision": G.dtype_policy.name,
            "settings": {"steps": args.steps, "restarts": args.restarts, "candidates": args.candidates,

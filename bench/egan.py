@@ -29,47 +29,28 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import luigi_bench  # noqa: E402
+from luigi_bench import build  # noqa: E402
+
 DEFAULT_GROUPS = "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"
 TARGETS = {"brightness": 0.9, "sharpness": 0.9, "Male": 0.5, "Mouth_Slightly_Open": 0.5}
 
 
 def configure(args) -> None:
-    """Point Luigi at the repository's luigi.cfg plus this benchmark's settings."""
-    import luigi.configuration
-    luigi.configuration.add_config_path(str(ROOT / "luigi.cfg"))
-    config = luigi.configuration.get_config()
-    work = Path(args.workdir).resolve()
+    """The repository's luigi.cfg plus this benchmark's settings, in ``--workdir``."""
     common = {"steps": args.steps, "batch_size": args.batch_size, "checkpoint_every": max(1, args.steps // 4),
               "sample_every": max(1, args.steps // 8), "eval_every": 0, "seed": args.seed}
-    settings = {
-        "paths": {"raw": work / "raw", "processed": work / "processed"},
+    luigi_bench.configure(args.workdir, {
         "DownloadCelebA": {"local_dir": Path(args.data).resolve(), "allow_partial": "true"},
         "DetectAlignFaces": {"jobs": 0},
         "TrainDCGAN": common, "TrainEGAN": {**common, "mode": args.mode, "weight": args.weight},
-    }
-    for section, values in settings.items():
-        if not config.has_section(section):
-            config.add_section(section)
-        for key, value in values.items():
-            config.set(section, key, str(value))
-
-
-def build(task, workers: int = 1) -> float:
-    """Run ``task`` (and what it needs) with a local scheduler; minutes taken."""
-    import luigi
-    from luigi.execution_summary import LuigiStatusCode
-    start = time.time()
-    result = luigi.build([task], local_scheduler=True, workers=workers, detailed_summary=True)
-    if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
-        raise SystemExit(f"{task.task_id} failed:\n{result.summary_text}")
-    return (time.time() - start) / 60
+    })
 
 
 def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, seed: int) -> dict:

@@ -37,45 +37,26 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import luigi_bench  # noqa: E402
+from luigi_bench import build  # noqa: E402
+
 from model.recipes import parse_recipes, recipe  # noqa: E402
 
 
 def configure(args) -> None:
-    """Point Luigi at the repository's luigi.cfg plus this benchmark's settings."""
-    import luigi.configuration
-    luigi.configuration.add_config_path(str(ROOT / "luigi.cfg"))
-    config = luigi.configuration.get_config()
-    work = Path(args.workdir).resolve()
-    settings = {
-        "paths": {"raw": work / "raw", "processed": work / "processed"},
+    """The repository's luigi.cfg plus this benchmark's settings, in ``--workdir``."""
+    luigi_bench.configure(args.workdir, {
         "DownloadCelebA": {"local_dir": Path(args.data).resolve(), "allow_partial": "true"},
         "TrainDCGAN": {"batch_size": args.batch_size, "precision": args.precision, "sample_every": 0},
         # The curve during training at the final figure's n: all of the held-out split.
         "EvaluateGenerator": {"training_n": 10_000},
-    }
-    for section, values in settings.items():
-        if not config.has_section(section):
-            config.add_section(section)
-        for key, value in values.items():
-            config.set(section, key, str(value))
-
-
-def build(task, workers: int = 1) -> float:
-    """Run ``task`` (and what it needs) with a local scheduler; minutes taken."""
-    import luigi
-    from luigi.execution_summary import LuigiStatusCode
-    start = time.time()
-    result = luigi.build([task], local_scheduler=True, workers=workers, detailed_summary=True)
-    if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
-        raise SystemExit(f"{task.task_id} failed:\n{result.summary_text}")
-    return (time.time() - start) / 60
+    })
 
 
 def recipe_task(name: str, steps: int, points: int):

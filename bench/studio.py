@@ -34,17 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from model.cpu import cpu_model  # noqa: E402
+
 TARGETS = {"p50_ms_1": 25.0, "p99_ms_8": 100.0, "requests_per_s_8": 100.0, "memory_growth": 0.10}
-
-
-def cpu_name() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "?"
 
 
 def free_port() -> int:
@@ -174,7 +166,7 @@ def main(argv=None) -> int:
     run = Path(args.model).resolve() if args.model else random_run(Path(tmp.name))
     port = free_port()
     server = start_server(run, port, precision)
-    result = {"cpu": cpu_name(), "cpu_count": os.cpu_count(),
+    result = {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
               "model": str(run) if args.model else "random-weights dcgan 64x64", "precision": precision,
               "seconds": args.seconds,              "load_avg_1min_before": round(os.getloadavg()[0], 2)}
     try:
