@@ -2,7 +2,7 @@
 
     python bench/egan.py --data ../shared/data/celeba [--steps 1200] [--workdir processed/bench-egan]
         [--groups "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"]
-        [--mode pretrain] [--samples 512] [--sweep-max 1] [--publish docs/images]
+        [--mode pretrain] [--samples 512] [--sweep-max 1] [--publish docs/images] [--no-baseline]
 
 Runs the project's own Luigi tasks through a local scheduler in a work folder of its
 own (``--workdir``; ``.`` reuses the repository's raw/ and processed/):
@@ -17,7 +17,8 @@ own (``--workdir``; ``.`` reuses the repository's raw/ and processed/):
    11 values from 0 to ``--sweep-max``, the attribute of every image measured independently
    (brightness and sharpness by their formulas, attributes by the measurer), and the
    Spearman correlation between c and the measurement over all of them;
-5. ``EvaluateGenerator`` (held-out test faces, same n) of every EGAN run and of the DCGAN.
+5. ``EvaluateGenerator`` (held-out test faces, same n) of every EGAN run and of the DCGAN
+   (``--no-baseline`` skips the DCGAN: control only, no answer to what control costs).
 
 Prints one JSON line last: ``rho`` per extractor, the classifiers' accuracies, FID/KID/face
 rate of each run, steps and minutes. Targets (issue 15): brightness and sharpness
@@ -90,6 +91,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep-max", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--publish", default="", help="copy one sweep grid per extractor into this folder")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="train and score the plain DCGAN at the same budget (--no-baseline: control only)")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     configure(args)
@@ -121,16 +124,18 @@ def main(argv=None) -> int:
         if task.classifier_task() is not None:
             classifiers["training"] = load_classifier(task.classifier_task().output().path).card["accuracy"]
         runs["+".join(group)] = (task.run_dir(), group)
-    dcgan = tasks.TrainDCGAN(dataset="celeba")
-    log(f"training the plain DCGAN for {args.steps} steps")
-    minutes["dcgan"] = build(dcgan)
+    dcgan = tasks.TrainDCGAN(dataset="celeba") if args.baseline else None
+    if dcgan is not None:
+        log(f"training the plain DCGAN for {args.steps} steps")
+        minutes["dcgan"] = build(dcgan)
 
     rho, quality = {}, {}
     for run_dir, group in runs.values():
         for extractor in group:
             rho[extractor] = control(run_dir, extractor, measurer, args.samples, args.sweep_max, args.seed)
             log(f"{extractor}: rho {rho[extractor]['rho']}")
-    for name, run_dir in [*((f"egan {k}", v[0]) for k, v in runs.items()), ("dcgan", dcgan.run_dir())]:
+    scored = [(f"egan {k}", v[0]) for k, v in runs.items()] + ([("dcgan", dcgan.run_dir())] if dcgan else [])
+    for name, run_dir in scored:
         evaluate = tasks.EvaluateGenerator(model=str(run_dir), checkpoints=False, msssim_pairs=0)
         build(evaluate)
         report = json.loads(Path(evaluate.output()["json"].path).read_text())
@@ -149,7 +154,7 @@ def main(argv=None) -> int:
         "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "weight": args.weight,
         "samples": args.samples, "sweep_max": args.sweep_max,
         "minutes": {k: round(v, 2) for k, v in minutes.items()},
-        "runs": {k: str(v[0]) for k, v in runs.items()}, "dcgan_run": str(dcgan.run_dir())}))
+        "runs": {k: str(v[0]) for k, v in runs.items()}, "dcgan_run": str(dcgan.run_dir()) if dcgan else None}))
     return 0
 
 
