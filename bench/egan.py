@@ -106,13 +106,13 @@ def main(argv=None) -> int:
     attributes = sorted({e for g in groups for e in g if e not in FORMULAS})
     minutes = {"records": build(tasks.BuildTFRecords(dataset="celeba"), 2)}
     log(f"records ready in {minutes['records']:.1f} min")
-    measurer_task = tasks.TrainAttributeClassifier(dataset="celeba", attributes=",".join(attributes), seed=1,
-                                                   width=48)
-    classifiers = {}
-    if attributes:
+    classifiers, measurer = {}, None
+    if attributes:  # formulas measure themselves; attributes need the independent classifier
+        measurer_task = tasks.TrainAttributeClassifier(dataset="celeba", attributes=",".join(attributes), seed=1,
+                                                       width=48)
         minutes["measurer"] = build(measurer_task)
         classifiers["measurer"] = load_classifier(measurer_task.output().path).card["accuracy"]
-    measurer = load_classifier(measurer_task.output().path) if attributes else None
+        measurer = load_classifier(measurer_task.output().path)
 
     runs = {}
     for group in groups:
