@@ -219,6 +219,15 @@ def read_card(run_dir: str | os.PathLike) -> ModelCard:
         raise ValueError(f"{path} is not a readable model card ({exc})") from None
 
 
+def newest_run(root: str | os.PathLike, advice: str) -> Path:
+    """The newest run folder under ``root`` (find_runs), or FileNotFoundError naming
+    ``root`` with ``advice`` (what the caller's user should do)."""
+    runs = find_runs(root) if Path(root).is_dir() else []
+    if not runs:
+        raise FileNotFoundError(f"no exported generator with a model card under {root}; {advice}")
+    return runs[0]
+
+
 def find_runs(root: str | os.PathLike) -> list[Path]:
     """Run folders under ``root`` (any depth) that hold a card and its generator, newest first."""
     runs = [p.parent for p in Path(root).glob(f"**/{CARD_FILE}")

@@ -341,15 +341,10 @@ def load_networks(run_dir: str | os.PathLike, precision: str = "float32", discri
 
 
 def newest_run(root: str | os.PathLike = "processed/models") -> Path:
-    """The newest run folder with a model card under ``root`` (model.card.find_runs), or one
-    clear error."""
-    from model.card import find_runs
+    """The newest run folder with a model card under ``root``, or one clear error."""
+    from model.card import newest_run as newest
 
-    runs = find_runs(root) if Path(root).is_dir() else []
-    if not runs:
-        raise FileNotFoundError(f"no trained run with a model card under {root}: train one "
-                                f"(luigi --module tasks TrainDCGAN --local-scheduler) or pass --model RUN_FOLDER")
-    return runs[0]
+    return newest(root, "train one (luigi --module tasks TrainDCGAN --local-scheduler) or pass --model RUN_FOLDER")
 
 
 def records_folder(card, run_dir: str | os.PathLike | None = None) -> Path | None:

@@ -53,13 +53,12 @@ def main(argv=None) -> int:
             return fail(f"--model {run}: no such folder (give a run folder holding generator.keras "
                         f"and model_card.json)")
     else:
-        from model.card import find_runs
+        from model.card import newest_run
 
-        runs = find_runs(root) if root.is_dir() else []
-        if not runs:
-            return fail(f"no exported generator with a model card under {root}; train one "
-                        f"(`make run`) or pass --model <run folder>")
-        run = runs[0]
+        try:
+            run = newest_run(root, "train one (`make run`) or pass --model <run folder>")
+        except FileNotFoundError as exc:
+            return fail(str(exc))
 
     from model.train import resolve_precision
     from studio.app import create_app

@@ -72,13 +72,9 @@ def parse_names(text: str) -> list[str]:
 
 def newest_run() -> Path:
     """The newest run folder with a model card under processed/models."""
-    from model.card import find_runs
+    from model.card import newest_run as newest
 
-    runs = find_runs(processed_dir("models")) if processed_dir("models").exists() else []
-    if not runs:
-        raise FileNotFoundError(f"no exported generator with a model card under {processed_dir('models')}; "
-                                f"train one first, or pass --run <run folder>")
-    return runs[0]
+    return newest(processed_dir("models"), "train one first, or pass --run <run folder>")
 
 
 class FitAttributeDirections(Checked, luigi.Task):
