@@ -336,8 +336,17 @@ def load_networks(run_dir: str | os.PathLike, precision: str = "float32", discri
     note = "" if has_ckpt or not discriminator else (
         f"{ckpt} holds no checkpoint, so there is no discriminator: no perceptual loss, and the float32 "
         f"exported generator")
-    disc = restore_networks(run_dir, which=which)["discriminator"] if discriminator and has_ckpt else None
-    return card, generator, disc, note
+    return card, generator, checkpoint_discriminator(run_dir) if discriminator else None, note
+
+
+def checkpoint_discriminator(run_dir: str | os.PathLike):
+    """The float32 discriminator from the run's latest checkpoint, or None when the run
+    folder has no checkpoint (a generator copied without ``ckpt/``)."""
+    from model.train import restore_networks
+
+    if not (Path(run_dir) / "ckpt" / "checkpoint").exists():
+        return None
+    return restore_networks(run_dir, which=("discriminator",))["discriminator"]
 
 
 def newest_run(root: str | os.PathLike = "processed/models") -> Path:

@@ -85,11 +85,9 @@ class LoadedModel:
         (model.complete), loaded on first use; None when the folder has no checkpoint
         (a generator copied without ``ckpt/``): completion then uses the context alone."""
         if self._critic is None:
-            from model.train import restore_networks
+            from model.inversion import checkpoint_discriminator
 
-            has_ckpt = (self.run_dir / "ckpt" / "checkpoint").exists()
-            self._critic = (restore_networks(self.run_dir, which=("discriminator",))["discriminator"]
-                            if has_ckpt else None,)
+            self._critic = (checkpoint_discriminator(self.run_dir),)
         return self._critic[0]
 
     def close(self) -> None:
