@@ -80,6 +80,10 @@ def parse_examples(serialized: tf.Tensor, size: int, image_format: str = "raw", 
 def _records(folder, split: str, shuffle: int, seed: int, repeat: bool,
              deterministic: bool, cycle_length: int | None) -> tf.data.Dataset:
     files = record_files(folder, split)
+    # tf.data's shuffle seeds pair the op seed with the global seed, which a training run
+    # sets (weight init); fixing it here makes the order ``seed``'s alone, so a run reads the
+    # same batches whether it is the first in its process or follows another run.
+    tf.random.set_seed(seed)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
