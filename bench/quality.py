@@ -3,7 +3,7 @@ wall-clock budget, scored against the same held-out faces.
 
     python bench/quality.py --data ../shared/data/celeba [--recipes paper,ema,ema+augment]
         [--minutes 20] [--workdir processed/bench-quality] [--precision auto] [--batch-size 64]
-        [--steps N] [--points 6] [--publish docs/images --prefix quality]
+        [--steps N] [--points 6] [--extend] [--publish docs/images --prefix quality]
 
 Runs the project's own Luigi tasks through a local scheduler, in a work folder
 of its own (``[paths]`` raw/processed under ``--workdir``):
@@ -21,6 +21,10 @@ of its own (``[paths]`` raw/processed under ``--workdir``):
    the held-out split, so at the same n as the final figure), then ``EvaluateGenerator`` of
    that run (FID, KID, face-detection rate, MS-SSIM of the exported generator against the
    held-out split, all of it up to 10k images).
+
+With ``--extend`` a recipe's run starts from its finished shorter run in the workdir
+(model.train.continue_run; ``continued_from`` names it, ``minutes`` then count this
+invocation's training only): the winner's 40 minutes reuse its first 20.
 
 Prints one JSON line last: per recipe its figures, steps, seconds per step, training minutes
 (with and without the evaluations during training) and its FID-over-steps curve; the
@@ -92,6 +96,23 @@ def planned_seconds(names: list[str], folder, path: Path, retime: bool = False) 
     return {n: known[n] for n in names}
 
 
+def shorter_run(train) -> Path | None:
+    """The finished run of ``train``'s settings with the most steps below its own, if any
+    (a ``lineage.json`` equal but for ``steps``, and its ``generator.keras`` written)."""
+    from tasks.common import describe
+
+    mine = describe(train)
+    steps = int(mine["params"].pop("steps"))
+    best, best_steps = None, 0
+    for lineage in train.run_dir().parent.glob("*/lineage.json"):
+        other = json.loads(lineage.read_text())
+        theirs = int(other["params"].pop("steps", 0))
+        if (other == mine and best_steps < theirs < steps
+                and (lineage.parent / "generator.keras").is_file()):
+            best, best_steps = lineage.parent, theirs
+    return best
+
+
 def publish(results: dict, folders: dict, out_dir: Path, prefix: str) -> list[str]:
     """The recipes' sample grids side by side and their FID curves, as PNGs in ``out_dir``."""
     import matplotlib
@@ -157,6 +178,10 @@ def main(argv=None) -> int:
     parser.add_argument("--retime", action="store_true",
                         help="measure the step times again instead of using those kept in the workdir's "
                              "step_seconds.json (new times: new step counts, new runs)")
+    parser.add_argument("--extend", action="store_true",
+                        help="start each recipe's run from its finished shorter run in the workdir (same "
+                             "settings, fewer steps) when there is one: after --minutes 20, --minutes 40 "
+                             "trains only the second 20 minutes (resume is exact: model.train.continue_run)")
     parser.add_argument("--points", type=int, default=6, help="FID evaluations during training per recipe")
     parser.add_argument("--workers", type=int, default=2, help="Luigi workers for alignment")
     parser.add_argument("--publish", default="", help="write the grids and FID curves into this folder")
@@ -191,6 +216,10 @@ def main(argv=None) -> int:
     results, folders = {}, {}
     for name in names:
         train = recipe_task(name, steps[name], args.points)
+        shorter = shorter_run(train) if args.extend and not train.complete() else None
+        if shorter is not None and not (train.run_dir() / "ckpt").exists():
+            from model.train import continue_run
+            log(f"{name}: continues {shorter.name} from step {continue_run(shorter, train.run_dir())}")
         train_minutes = build(train)
         evals = read_eval_csv(train.run_dir() / "eval.csv")
         eval_minutes_in_training = sum(e["seconds"] for e in evals) / 60
@@ -204,6 +233,7 @@ def main(argv=None) -> int:
             "settings": recipe(name),
             **{k: report[k] for k in ("fid", "kid", "face_detect_rate", "ms_ssim", "steps", "n", "weights")},
             "seconds_per_step": round(step_s[name], 4) if step_s[name] else None,
+            "continued_from": str(shorter) if shorter else None,
             "minutes": round(train_minutes, 2),
             "minutes_training_only": round(train_minutes - eval_minutes_in_training, 2),
             "eval_minutes": round(eval_minutes, 2),

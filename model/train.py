@@ -331,6 +331,32 @@ def _truncate_metrics(path: Path, step: int) -> None:
             csv.writer(fh).writerows(kept)
 
 
+def continue_run(shorter: str | os.PathLike, run_dir: str | os.PathLike) -> int:
+    """Start the empty ``run_dir`` where the finished run ``shorter`` (same settings, fewer
+    steps) ended: its last checkpoint, ``metrics.csv`` and ``eval.csv`` are copied over, so
+    :func:`train` resumes at that step exactly as an uninterrupted longer run would be there.
+    Returns the step it starts from."""
+    import shutil
+
+    shorter, run_dir = Path(shorter), Path(run_dir)
+    latest = tf.train.latest_checkpoint(str(shorter / "ckpt"))
+    if latest is None:
+        raise FileNotFoundError(f"{shorter}: no checkpoint in ckpt/ to continue from")
+    if (run_dir / "ckpt").exists():
+        raise FileExistsError(f"{run_dir}/ckpt exists: continue_run only starts an empty run folder")
+    (run_dir / "ckpt").mkdir(parents=True)
+    name = Path(latest).name
+    for f in Path(latest).parent.glob(name + ".*"):
+        shutil.copy2(f, run_dir / "ckpt" / f.name)
+    # A relative path: the state file names the copy, never the shorter run's files.
+    (run_dir / "ckpt" / "checkpoint").write_text(
+        f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
+    for f in ("metrics.csv", "eval.csv"):
+        if (shorter / f).exists():
+            shutil.copy2(shorter / f, run_dir / f)
+    return int(name.rsplit("-", 1)[1])
+
+
 def plot_losses(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, panels) -> None:
     """Draw the scalar curves of ``metrics.csv`` into a PNG, one panel per
     ``(title, scalar names, y limits or None)`` of ``panels`` (a variant's ``plots``)."""

@@ -15,7 +15,7 @@ keras = pytest.importorskip("keras")
 
 from model.sampling import to_uint8  # noqa: E402
 from model.serving import load_serving  # noqa: E402
-from model.train import DivergenceError, GANTrainer, TrainConfig, train  # noqa: E402
+from model.train import DivergenceError, GANTrainer, TrainConfig, continue_run, train  # noqa: E402
 
 SMALL = dict(base_width=8, batch_size=4, steps=4, checkpoint_every=2, log_every=1, seed=3, precision="float32")
 
@@ -26,6 +26,7 @@ def _images(n=16, seed=0):
 
 
 def _dataset(seed=0):
+    tf.random.set_seed(seed)  # as model.data does: the order is the seed's alone
     return tf.data.Dataset.from_tensor_slices(_images()).shuffle(16, seed=seed).repeat().batch(4)
 
 
@@ -61,6 +62,27 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     for name in ("losses.png", "progress/step-0000004.png", "saved_model/saved_model.pb"):
         assert (tmp_path / "whole" / name).is_file(), name
     assert list((tmp_path / "whole" / "tb").iterdir())  # TensorBoard event file
+
+
+def test_a_longer_run_continued_from_a_shorter_one_equals_the_longer_run(tmp_path):
+    train(TrainConfig(**SMALL), _dataset(), tmp_path / "whole")
+    train(TrainConfig(**{**SMALL, "steps": 2}), _dataset(), tmp_path / "short")
+    assert continue_run(tmp_path / "short", tmp_path / "long") == 2
+    assert not (tmp_path / "long" / "generator.keras").exists()
+    train(TrainConfig(**SMALL), _dataset(), tmp_path / "long")
+
+    a = keras.models.load_model(tmp_path / "whole" / "generator.keras", compile=False)
+    b = keras.models.load_model(tmp_path / "long" / "generator.keras", compile=False)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
+    rows = list(csv.reader(open(tmp_path / "long" / "metrics.csv")))
+    assert [r[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+    # The shorter run is left as it was; a started folder is refused.
+    assert (tmp_path / "short" / "generator.keras").is_file()
+    with pytest.raises(FileExistsError, match="long/ckpt exists"):
+        continue_run(tmp_path / "short", tmp_path / "long")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        continue_run(tmp_path / "nothing", tmp_path / "other")
 
 
 def test_a_run_killed_before_its_first_log_line_starts_again(tmp_path):
