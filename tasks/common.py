@@ -70,6 +70,17 @@ def describe(task: luigi.Task) -> dict:
             "requires": [describe(t) for t in upstream(task)]}
 
 
+def report_records(path: str | Path, key: str, value) -> bool:
+    """Whether the JSON report at ``path`` exists and holds ``value`` under ``key``: a
+    report made from other inputs (photos, runs, settings) is out of date."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text()).get(key) == value
+    except (OSError, ValueError):
+        return False
+
+
 class Progress:
     """Reports ``done / total`` to the Luigi scheduler and, on a terminal, as a tqdm bar;
     elsewhere (a log, a pipe) as a log line at each quarter."""

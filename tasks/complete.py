@@ -11,7 +11,7 @@ import luigi
 from model.complete import BLENDS, MASKS
 from model.inversion import FitSettings
 from pipeline.atomic import atomic_dir
-from tasks.common import Progress, describe, processed_dir, version
+from tasks.common import Progress, describe, processed_dir, report_records, version
 from tasks.train import TrainedRun
 
 _FIT = {f.name: f.default for f in fields(FitSettings)}
@@ -77,10 +77,7 @@ class CompleteFaces(TrainedRun, luigi.Task):
         path = Path(self.output()["json"].path)
         if not path.exists():
             return super().complete()
-        try:
-            return json.loads(path.read_text()).get("inputs_digest") == self._inputs_digest()
-        except (OSError, ValueError):
-            return False
+        return report_records(path, "inputs_digest", self._inputs_digest())
 
     def run(self):
         from model.complete import complete_photos, read_mask_file

@@ -20,7 +20,7 @@ import luigi
 from model.evaluation import EvalSettings
 from model.metrics import FEATURE_PRECISIONS
 from pipeline.atomic import atomic_dir, atomic_file, write_json
-from tasks.common import Progress, describe, processed_dir, version
+from tasks.common import Progress, describe, processed_dir, report_records, version
 from tasks.errors import Checked, settings_of
 from tasks.train import TrainedRun
 
@@ -157,13 +157,8 @@ class CompareRuns(luigi.Task):
         return [[p, hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16]] for p in self.paths()]
 
     def complete(self):
-        path = Path(self.output()["json"].path)
-        if not (path.exists() and Path(self.output()["md"].path).exists()):
-            return False
-        try:
-            return json.loads(path.read_text()).get("inputs") == self._inputs()
-        except (FileNotFoundError, ValueError):
-            return False
+        return (Path(self.output()["md"].path).exists()
+                and report_records(self.output()["json"].path, "inputs", self._inputs()))
 
     def run(self):
         from model.evaluation import compare_reports
