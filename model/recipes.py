@@ -4,21 +4,26 @@ fields, i.e. ``TrainGAN``/``TrainDCGAN`` parameters), declared here and only her
 ``bench/quality.py --recipes paper,ema,ema+augment`` trains and scores them side by side;
 ``TuneGAN --recipe NAME`` searches around one; on the command line a recipe is just its
 parameters, e.g. ``--TrainDCGAN-ema 0.999 --TrainDCGAN-augment translation,cutout,color``.
-A recipe holds only what it changes: every other setting keeps its one default.
+Every recipe states ``ema`` and ``augment``, because ``TrainDCGAN``'s defaults of the two are
+a recipe's (:data:`DCGAN_DEFAULT`); every other setting keeps its one default.
 """
 from __future__ import annotations
 
 #: name -> settings it changes (docs/training.md explains each option).
 RECIPES: dict[str, dict] = {
     # Radford et al. (2015) as they are: Adam 2e-4, beta1 0.5, batch 64, no averaging.
-    "paper": {},
+    "paper": {"ema": 0.0, "augment": ""},
     # + an exponential moving average of the generator's weights (Yazici et al. 2019).
-    "ema": {"ema": 0.999},
+    "ema": {"ema": 0.999, "augment": ""},
     # + differentiable augmentation of every discriminator input (Zhao et al. 2020).
     "ema+augment": {"ema": 0.999, "augment": "translation,cutout,color"},
     # + the two time-scale update rule (Heusel et al. 2017): a slower G, a faster D.
     "ema+augment+ttur": {"ema": 0.999, "augment": "translation,cutout,color", "lr": 1e-4, "d_lr": 4e-4},
 }
+
+#: ``TrainDCGAN``'s defaults: the recipe that scored best in ``bench/quality.py`` at the same
+#: 20-minute budget (README, "Quality per CPU-minute"). ``TrainGAN`` keeps the paper's.
+DCGAN_DEFAULT = "ema+augment"
 
 
 def recipe(name: str) -> dict:

@@ -96,8 +96,10 @@ class TuneGAN(Checked, luigi.Task):
                                                "steps = minutes / the trial's seconds per step, measured once "
                                                "on this machine and kept in processed/tuning/<dataset>/"
                                                "step_seconds.json; the trials are then planned in run().")
-    recipe = luigi.ChoiceParameter(default="paper", choices=tuple(RECIPES),
-                                   description="Settings every trial starts from (model/recipes.py).")
+    recipe = luigi.ChoiceParameter(default="", choices=("", *RECIPES),
+                                   description="Settings every trial starts from (model/recipes.py); empty: "
+                                               "the training task's own (its defaults, luigi.cfg, the command "
+                                               "line).")
     metric = luigi.ChoiceParameter(default="fid", choices=METRICS, description="Selection figure (lower wins).")
     select_split = luigi.ChoiceParameter(default="validation", choices=SPLIT_ORDER,
                                          description="Split the trials are scored and selected on.")
@@ -118,8 +120,12 @@ class TuneGAN(Checked, luigi.Task):
         with settings_of(self, "space"):
             self.trial_params()
 
+    def base(self) -> dict:
+        """The settings of ``recipe`` (none when it is empty)."""
+        return recipe(self.recipe) if self.recipe else {}
+
     def trial_params(self) -> list[dict]:
-        return expand_space(_plain(self.space), self.search, self.trials, self.seed, recipe(self.recipe))
+        return expand_space(_plain(self.space), self.search, self.trials, self.seed, self.base())
 
     def trial_steps(self) -> list[int]:
         """Each trial's training steps: ``steps`` (or the training task's), or with ``minutes``
@@ -138,7 +144,7 @@ class TuneGAN(Checked, luigi.Task):
 
         path = processed_dir("tuning", self.dataset, "step_seconds.json")
         known = json.loads(path.read_text()) if path.exists() else {}
-        configs = [trial_task(self.dataset, self.variant, {**recipe(self.recipe), **p}, 1).config() for p in params]
+        configs = [trial_task(self.dataset, self.variant, {**self.base(), **p}, 1).config() for p in params]
         keys = [json.dumps([cpu_model(), {k: v for k, v in asdict(c).items()
                                           if k not in ("steps", "log_every", "checkpoint_every", "sample_every")}],
                            sort_keys=True) for c in configs]
@@ -161,7 +167,7 @@ class TuneGAN(Checked, luigi.Task):
         only (no checkpoints)."""
         settings = asdict(EvaluateGenerator(dataset=self.dataset).settings())
         settings.update(split=split, checkpoints=False)
-        return EvaluateTrial(dataset=self.dataset, variant=self.variant, trial={**recipe(self.recipe), **params},
+        return EvaluateTrial(dataset=self.dataset, variant=self.variant, trial={**self.base(), **params},
                              trial_steps=steps, **settings)
 
     def evaluations(self, split: str) -> list[EvaluateTrial]:
@@ -207,7 +213,7 @@ class TuneGAN(Checked, luigi.Task):
         card = json.loads((Path(winner["run"]) / "model_card.json").read_text())
         report = {
             "dataset": self.dataset, "variant": self.variant, "search": self.search, "seed": self.seed,
-            "space": space, "searched": sorted(space), "base": recipe(self.recipe), "recipe": self.recipe,
+            "space": space, "searched": sorted(space), "base": self.base(), "recipe": self.recipe,
             "shared": shared_settings(card["training"], space),
             "steps": self.steps, "minutes": self.minutes,
             "steps_note": (f"{self.minutes} training minutes per trial" if self.minutes

@@ -28,8 +28,13 @@ def tiny(luigi_config):
 def test_traindcgan_is_traingan_dcgan_and_any_run_exports(tiny, tmp_path, started_tasks):
     import tasks
 
-    dcgan, gan = tasks.TrainDCGAN(), tasks.TrainGAN(variant="dcgan")
+    from model.recipes import DCGAN_DEFAULT, recipe
+
+    # TrainDCGAN's defaults are a recipe's; with the paper's settings it is TrainGAN's run.
+    dcgan, gan = tasks.TrainDCGAN(), tasks.TrainGAN(variant="dcgan", **recipe(DCGAN_DEFAULT))
     assert dcgan.run_dir() == gan.run_dir() and dcgan.run_dir().name.startswith("dcgan-")
+    assert tasks.TrainDCGAN(**recipe("paper")).run_dir() == tasks.TrainGAN(variant="dcgan").run_dir() \
+        != dcgan.run_dir()
     result = luigi.build([tasks.ExportSamples()], local_scheduler=True, detailed_summary=True)
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     assert gan.complete()  # the same run: TrainGAN --variant dcgan finds it done

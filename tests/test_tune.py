@@ -85,10 +85,11 @@ def test_a_trial_is_the_same_run_as_the_training_task_with_those_settings(luigi_
     import tasks
     from tasks.tune import trial_task
     luigi_config("TrainDCGAN", "steps", 60)
-    assert trial_task("sample", "dcgan", {"ema": 0}, 60).run_dir() == tasks.TrainDCGAN().run_dir()
+    assert trial_task("sample", "dcgan", {"ema": 0.999}, 60).run_dir() == tasks.TrainDCGAN().run_dir()
+    assert trial_task("sample", "dcgan", {"ema": 0}, 60).run_dir() == tasks.TrainDCGAN(ema=0.0).run_dir()
     assert trial_task("sample", "dcgan", {"lr": 0.0002}, 60).run_dir() == \
         tasks.TrainDCGAN(lr=0.0002).run_dir() != tasks.TrainDCGAN().run_dir()
-    assert trial_task("sample", "dcgan", {"ema": 0.999}, 7).run_dir() == tasks.TrainDCGAN(ema=0.999, steps=7).run_dir()
+    assert trial_task("sample", "dcgan", {"ema": 0.5}, 7).run_dir() == tasks.TrainDCGAN(ema=0.5, steps=7).run_dir()
     # Every variant: its own training task (TrainEGAN for egan, with its own parameters kept).
     egan = trial_task("sample", "egan", {"lr": 0.0001, "augment": "cutout"}, 5)
     assert type(egan) is tasks.TrainEGAN and (egan.lr, egan.augment, egan.steps) == (0.0001, "cutout", 5)
@@ -138,7 +139,9 @@ def test_tune_selects_on_validation_reports_on_test_and_reuses_trials(tiny, star
     markdown = (folder / "tuning.md").read_text()
     assert "| 1 (winner) |" in markdown and "## Winner on the `test` split" in markdown
     # What every trial shares beyond the search (luigi.cfg / command line), stated with the table.
-    assert report["shared"] == {"batch_size": 4, "base_width": 8, "precision": "float32"}
+    # (TrainDCGAN's own defaults too: its ema and augment are a recipe's, not TrainConfig's.)
+    assert report["shared"] == {"batch_size": 4, "base_width": 8, "precision": "float32",
+                                "ema": 0.999, "augment": "translation,cutout,color"}
     assert "`base_width=8`" in markdown and "`batch_size=4`" in markdown
 
     # A wider search trains and scores only the new trial.
