@@ -27,7 +27,6 @@ def tiny(luigi_config):
 @pytest.mark.slow
 def test_traindcgan_is_traingan_dcgan_and_any_run_exports(tiny, tmp_path, started_tasks):
     import tasks
-
     from model.recipes import DCGAN_DEFAULT, recipe
 
     # TrainDCGAN's defaults are a recipe's; with the paper's settings it is TrainGAN's run.
