@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 import luigi_bench  # noqa: E402
 from luigi_bench import build  # noqa: E402
 
+from model.recipes import recipe  # noqa: E402
+
 DEFAULT_GROUPS = "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"
 TARGETS = {"brightness": 0.9, "sharpness": 0.9, "Male": 0.5, "Mouth_Slightly_Open": 0.5}
 
@@ -124,7 +126,9 @@ def main(argv=None) -> int:
         if task.classifier_task() is not None:
             classifiers["training"] = load_classifier(task.classifier_task().output().path).card["accuracy"]
         runs["+".join(group)] = (task.run_dir(), group)
-    dcgan = tasks.TrainDCGAN(dataset="celeba") if args.baseline else None
+    # The EGAN trains as TrainGAN does, without averaging or augmentation; so does its baseline
+    # (TrainDCGAN's own defaults are the ema+augment recipe).
+    dcgan = tasks.TrainDCGAN(dataset="celeba", **recipe("paper")) if args.baseline else None
     if dcgan is not None:
         log(f"training the plain DCGAN for {args.steps} steps")
         minutes["dcgan"] = build(dcgan)
