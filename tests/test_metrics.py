@@ -222,6 +222,23 @@ def test_auto_feature_precision_follows_the_cpu():
         metrics.resolve_feature_precision("int8")
 
 
+def test_feature_streams_keep_the_images_order():
+    """Several worker threads give the same features in the same order as one, each worker
+    set up once, and progress counts every image once, up to n."""
+    weights = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    net = lambda x: x.mean(axis=(1, 2)) @ weights  # noqa: E731  (n, S, S, 3) -> (n, 5)
+    images = np.random.default_rng(1).integers(0, 256, (23, 8, 8, 3), dtype=np.uint8)
+    one = metrics.FeatureNetwork(net, 16, "NHWC", batch_size=4)(images)
+    started, seen = [], []
+    streams = metrics.FeatureNetwork(net, 16, "NHWC", batch_size=4, workers=3,
+                                     worker_init=lambda: started.append(1))
+    np.testing.assert_array_equal(streams(images, progress=lambda done, n: seen.append((done, n))), one)
+    assert 1 <= len(started) <= 3
+    assert seen == [(min(4 * k, 23), 23) for k in range(1, 7)]
+    with pytest.raises(ValueError, match="workers"):
+        metrics.FeatureNetwork(net, workers=0)
+
+
 def test_fused_inception_gives_the_reference_features():
     """Fused float32 equals the TorchScript module to round-off; fused bfloat16 stays close
     (its FID is within 1% on real faces: bench/fid_speed.py)."""
@@ -230,9 +247,12 @@ def test_fused_inception_gives_the_reference_features():
     reference = metrics.load_feature_network(None, batch_size=3, precision="reference")
     assert "TorchScript float32" in reference.name and reference.layout == "NCHW"
     ref = reference(images)
+    import torch
+    threads = torch.get_num_threads()
     fused = metrics.load_feature_network(None, batch_size=3, precision="float32")
-    assert fused.name.endswith("(fused float32)")
+    assert "(fused float32, " in fused.name
     np.testing.assert_allclose(fused(images), ref, rtol=1e-3, atol=1e-4)
+    assert torch.get_num_threads() == threads  # the streams set their own thread counts only
     bf16 = metrics.load_feature_network(None, batch_size=4, precision="bfloat16")(images)
     assert bf16.shape == ref.shape and bf16.dtype == np.float64
     assert np.abs(bf16 - ref).mean() / np.abs(ref).mean() < 0.06

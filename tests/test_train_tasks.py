@@ -24,6 +24,20 @@ def tiny(luigi_config):
     return luigi_config
 
 
+def test_every_recipe_is_training_settings():
+    """A recipe only names TrainDCGAN parameters, and its task's config takes them."""
+    import tasks
+    from model.recipes import RECIPES, recipe
+
+    names = set(tasks.TrainDCGAN.get_param_names())
+    for name in RECIPES:
+        task = tasks.TrainDCGAN(**recipe(name))
+        for key, value in recipe(name).items():
+            assert key in names and getattr(task, key) == value, (name, key)
+    with pytest.raises(ValueError, match="choose from paper"):
+        recipe("fast")
+
+
 @pytest.mark.slow
 def test_traindcgan_is_traingan_dcgan_and_any_run_exports(tiny, tmp_path, started_tasks):
     import tasks
