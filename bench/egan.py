@@ -2,7 +2,7 @@
 
     python bench/egan.py --data ../shared/data/celeba [--steps 1200] [--workdir processed/bench-egan]
         [--groups "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"]
-        [--mode pretrain] [--samples 512] [--sweep-max 1] [--publish docs/images] [--no-baseline]
+        [--mode pretrain] [--samples 512] [--sweep-max 1,2,5] [--publish docs/images] [--no-baseline]
 
 Runs the project's own Luigi tasks through a local scheduler in a work folder of its
 own (``--workdir``; ``.`` reuses the repository's raw/ and processed/):
@@ -14,14 +14,17 @@ own (``--workdir``; ``.`` reuses the repository's raw/ and processed/):
 3. one ``TrainEGAN`` run per group of extractors (one c per extractor) and a plain
    ``TrainDCGAN`` run, all for the same ``--steps`` with the same seed and settings;
 4. per extractor: ``--samples`` draws of z (and the other c, as in training), c swept over
-   11 values from 0 to ``--sweep-max``, the attribute of every image measured independently
-   (brightness and sharpness by their formulas, attributes by the measurer), and the
-   Spearman correlation between c and the measurement over all of them;
+   11 values from 0 to ``--sweep-max`` (training draws c from {0, 1}; the thesis' figures
+   sweep to 1, 2 or 5, and a comma-separated list measures each), the attribute of every
+   image measured independently (brightness and sharpness by their formulas, attributes by
+   the measurer), and the Spearman correlation between c and the measurement over all of
+   them (``rho``, the target) and along each z's own sweep (``rho_within_z``);
 5. ``EvaluateGenerator`` (held-out test faces, same n) of every EGAN run and of the DCGAN
    (``--no-baseline`` skips the DCGAN: control only, no answer to what control costs).
 
-Prints one JSON line last: ``rho`` per extractor, the classifiers' accuracies, FID/KID/face
-rate of each run, steps and minutes. Targets (issue 15): brightness and sharpness
+Prints one JSON line last: ``rho`` per extractor at the first ``--sweep-max``
+(``rho_by_sweep``: at each), the classifiers' accuracies, FID/KID/face rate of each run,
+steps and minutes. Targets (issue 15): brightness and sharpness
 rho >= 0.9, Male and Mouth_Slightly_Open rho >= 0.5; the others are reported as they come.
 """
 from __future__ import annotations
@@ -56,12 +59,26 @@ def configure(args) -> None:
     })
 
 
+def correlations(values, rows) -> dict:
+    """``rows`` ``(samples, len(values))``: the attribute measured along each z's sweep of c
+    over ``values``. Spearman's rho over all images (``rho``) and the mean rho of each z's
+    own sweep (``rho_within_z``; a sweep that does not change the measure counts as 0), and
+    the mean measure at each value."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    rows = np.asarray(rows, np.float64)
+    rho = float(spearmanr(np.tile(values, len(rows)), rows.ravel()).statistic)
+    within = [spearmanr(values, row).statistic if np.ptp(row) > 0 else 0.0 for row in rows]
+    return {"rho": round(rho, 4), "rho_within_z": round(float(np.mean(within)), 4),
+            "mean_by_c": [round(float(v), 4) for v in rows.mean(axis=0)]}
+
+
 def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, seed: int) -> dict:
     """Spearman's rho between c (swept) and the independently measured attribute, over all
     ``samples`` x 11 images (``rho``: the target) and per z (``rho_within_z``: the mean rho of
     each face's own sweep)."""
     import numpy as np
-    from scipy.stats import spearmanr
 
     from model.card import load_generator
     from model.extractors import FORMULAS, measure
@@ -74,14 +91,7 @@ def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, s
     images = generate(generator, vary_input(card, "c", values, samples, seed, dim), batch_size=256)
     measured = measure(extractor, images) if extractor in FORMULAS else \
         measurer.predict(images, [extractor])[:, 0].astype(np.float64)
-    c = np.tile(values, samples)
-    rho = float(spearmanr(c, measured).statistic)
-    rows = measured.reshape(samples, len(values))
-    # Within one z: does the attribute follow c along that face's own sweep? (A face whose
-    # measure does not change at all counts as 0.)
-    within = [spearmanr(values, row).statistic if np.ptp(row) > 0 else 0.0 for row in rows]
-    return {"rho": round(rho, 4), "rho_within_z": round(float(np.mean(within)), 4),
-            "mean_by_c": [round(float(v), 4) for v in rows.mean(axis=0)],
+    return {**correlations(values, measured.reshape(samples, len(values))),
             "c": [round(float(v), 3) for v in values], "n": int(len(measured))}
 
 
@@ -96,12 +106,19 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", default="pretrain", choices=("pretrain", "joint"))
     parser.add_argument("--weight", type=float, default=1.0, help="lambda of the extractor loss")
     parser.add_argument("--samples", type=int, default=512)
-    parser.add_argument("--sweep-max", type=float, default=1.0)
+    parser.add_argument("--sweep-max", default="1", help="largest c of the sweep; a comma-separated list "
+                        "measures each (the first is the one `rho` and the targets report)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--publish", default="", help="copy one sweep grid per extractor into this folder")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="train and score the plain DCGAN at the same budget (--no-baseline: control only)")
     args = parser.parse_args(argv)
+    try:
+        sweep_maxima = [float(v) for v in args.sweep_max.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--sweep-max: numbers separated by commas, e.g. 1,2,5; got {args.sweep_max!r}")
+    if not sweep_maxima or min(sweep_maxima) <= 0:
+        parser.error(f"--sweep-max: every maximum must be > 0, got {args.sweep_max!r}")
     os.chdir(ROOT)
     configure(args)
 
@@ -139,11 +156,14 @@ def main(argv=None) -> int:
         log(f"training the plain DCGAN for {args.steps} steps")
         minutes["dcgan"] = build(dcgan)
 
-    rho, quality = {}, {}
+    rho, by_sweep, quality = {}, {}, {}
     for run_dir, group in runs.values():
         for extractor in group:
-            rho[extractor] = control(run_dir, extractor, measurer, args.samples, args.sweep_max, args.seed)
-            log(f"{extractor}: rho {rho[extractor]['rho']}")
+            for high in sweep_maxima:
+                result = control(run_dir, extractor, measurer, args.samples, high, args.seed)
+                rho.setdefault(extractor, result)
+                by_sweep.setdefault(extractor, {})[f"{high:g}"] = {k: result[k] for k in ("rho", "rho_within_z")}
+                log(f"{extractor}, c in [0, {high:g}]: rho {result['rho']}, within z {result['rho_within_z']}")
     scored = [(f"egan {k}", v[0]) for k, v in runs.items()] + ([("dcgan", dcgan.run_dir())] if dcgan else [])
     for name, run_dir in scored:
         evaluate = tasks.EvaluateGenerator(model=str(run_dir), checkpoints=False, msssim_pairs=0)
@@ -157,12 +177,12 @@ def main(argv=None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             attribute_sweeps(run_dir, out, high=2.0, rows=6, columns=11, seed=args.seed)
     print(json.dumps({
-        "rho": {k: v["rho"] for k, v in rho.items()},
+        "rho": {k: v["rho"] for k, v in rho.items()}, "rho_by_sweep": by_sweep,
         "targets": {k: {"rho": rho[k]["rho"], "target": t, "met": rho[k]["rho"] >= t}
                     for k, t in TARGETS.items() if k in rho},
         "control": rho, "classifiers": classifiers, "quality": quality,
         "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "weight": args.weight,
-        "samples": args.samples, "sweep_max": args.sweep_max,
+        "samples": args.samples, "sweep_max": sweep_maxima,
         "minutes": {k: round(v, 2) for k, v in minutes.items()},
         "runs": {k: str(v[0]) for k, v in runs.items()}, "dcgan_run": str(dcgan.run_dir()) if dcgan else None}))
     return 0
