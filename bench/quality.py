@@ -169,7 +169,7 @@ def main(argv=None) -> int:
                         help="training wall-clock budget per recipe (default 60)")
     parser.add_argument("--workdir", default=str(ROOT / "processed" / "bench-quality"),
                         help="folder for this benchmark's raw/ and processed/")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="batch of the recipes that do not set their own")
     parser.add_argument("--precision", default="auto",
                         help="TrainDCGAN precision (default auto, TrainDCGAN's default)")
     parser.add_argument("--steps", type=int, default=0,
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
         report = json.loads(Path(evaluate.output()["json"].path).read_text())
         folders[name] = Path(evaluate.output()["json"].path).parent
         results[name] = {
-            "settings": recipe(name),
+            "settings": recipe(name), "batch_size": train.config().batch_size,  # a recipe may set its own
             **{k: report[k] for k in ("fid", "kid", "face_detect_rate", "ms_ssim", "steps", "n", "weights")},
             "seconds_per_step": round(step_s[name], 4) if step_s[name] else None,
             "continued_from": str(shorter) if shorter else None,
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
         "fid": best["fid"], "kid": best["kid"], "face_detect_rate": best["face_detect_rate"],
         "ms_ssim": best["ms_ssim"], "steps": best["steps"], "minutes": best["minutes"],
         "real_face_detect_rate": real.get("face_detect_rate"), "real_ms_ssim": real.get("ms_ssim"),
-        "budget_minutes": None if args.steps else args.minutes, "batch_size": args.batch_size,
+        "budget_minutes": None if args.steps else args.minutes, "batch_size": best["batch_size"],
         "precision": report["precision"], "split": report["split"], "n": report["n"],
         "split_note": report["split_note"], "feature_runner": report.get("feature_runner"),
         "cpu": cpu_model(), "load_before": [round(x, 2) for x in load_before],
