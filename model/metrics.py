@@ -230,13 +230,14 @@ def load_torchscript(path: str, batch_size: int = 50, threads: int | None = None
             with torch.inference_mode():
                 return fused(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
 
-            # Two streams of whole batches, each on its share of the cores: the pools, concatenations
+        # Two streams of whole batches, each on its share of the cores: the pools, concatenations
         # and the resize between the convolutions are serial work that one stream leaves the
-        # other cores idle for (2 x 1 thread: 28.3 images/s against 26.6 with 2 threads in one
-        # stream on the 2-core EPYC; bench/fid_speed.py). Each thread sets its own count
-        # (OpenMP's is per thread), so the caller's stays as it is.
-        streams = min(FEATURE_STREAMS, torch.get_num_threads())
-        per_stream = max(1, torch.get_num_threads() // streams)
+        # other cores idle for (bench/fid_speed.py, quiet 2-core EPYC: 2 x 1 thread 27.0 images/s
+        # against 24.1 with 2 threads in one stream). Each thread sets its own count (OpenMP's
+        # is per thread), so the caller's stays as it is.
+        total = torch.get_num_threads()
+        streams = min(FEATURE_STREAMS, total)
+        per_stream = max(1, total // streams)
         return FeatureNetwork(fast, INCEPTION_SIZE, "NHWC", batch_size,
                               name=f"{Path(path).name} (fused {precision}, {streams} x {per_stream} threads)",
                               workers=streams, worker_init=lambda: torch.set_num_threads(per_stream))

@@ -25,7 +25,7 @@ def tiny(luigi_config):
 
 
 def test_every_recipe_is_training_settings():
-    """A recipe only names TrainDCGAN parameters, and its task's config takes them."""
+    """A recipe only names TrainDCGAN parameters, and a TrainDCGAN made with it holds its values."""
     import tasks
     from model.recipes import RECIPES, recipe
 
