@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 import luigi_bench  # noqa: E402
 from luigi_bench import build  # noqa: E402
 
+from model.config import C_DISTRIBUTIONS  # noqa: E402
 from model.recipes import recipe  # noqa: E402
 
 DEFAULT_GROUPS = "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"
@@ -55,7 +56,8 @@ def configure(args) -> None:
     luigi_bench.configure(args.workdir, {
         "DownloadCelebA": {"local_dir": Path(args.data).resolve(), "allow_partial": "true"},
         "DetectAlignFaces": {"jobs": 0},
-        "TrainDCGAN": common, "TrainEGAN": {**common, "mode": args.mode, "weight": args.weight},
+        "TrainDCGAN": common, "TrainEGAN": {**common, "mode": args.mode, "weight": args.weight,
+                      "c_distribution": args.c_distribution},
     })
 
 
@@ -105,6 +107,8 @@ def main(argv=None) -> int:
                                                                 "EGAN run per group, one c per extractor")
     parser.add_argument("--mode", default="pretrain", choices=("pretrain", "joint"))
     parser.add_argument("--weight", type=float, default=1.0, help="lambda of the extractor loss")
+    parser.add_argument("--c-distribution", default="bernoulli", choices=C_DISTRIBUTIONS,
+                        help="how training draws c: 0/1 (the thesis) or U(0, 1)")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--sweep-max", default="1", help="largest c of the sweep; a comma-separated list "
                         "measures each (the first is the one `rho` and the targets report)")
@@ -182,7 +186,7 @@ def main(argv=None) -> int:
                     for k, t in TARGETS.items() if k in rho},
         "control": rho, "classifiers": classifiers, "quality": quality,
         "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "weight": args.weight,
-        "samples": args.samples, "sweep_max": sweep_maxima,
+        "c_distribution": args.c_distribution, "samples": args.samples, "sweep_max": sweep_maxima,
         "minutes": {k: round(v, 2) for k, v in minutes.items()},
         "runs": {k: str(v[0]) for k, v in runs.items()}, "dcgan_run": str(dcgan.run_dir()) if dcgan else None}))
     return 0

@@ -31,8 +31,9 @@ first is always the noise ``z``:
   uniformly (a class label, or InfoGAN's categorical code);
 * ``continuous``: ``size`` values uniform on ``range`` (InfoGAN's continuous codes);
 * ``attribute``: ``size`` attribute codes c (``labels`` names them, one per extractor),
-  drawn 0 or 1 with probability 1/2 in training; ``range`` is the span a user may
-  set (EGAN's sweeps go beyond 1).
+  drawn in training 0 or 1 with probability 1/2 (``distribution`` ``bernoulli``) or
+  from U(0, 1) (``uniform``); ``range`` is the span a user may set (EGAN's sweeps go
+  beyond 1).
 
 Beside the card a run folder may hold ``evaluation.json`` (the latest
 EvaluateGenerator figures: :func:`read_evaluation`) and ``directions.json``
@@ -271,6 +272,8 @@ def sample_input(spec: InputSpec, n: int, rng: np.random.Generator) -> np.ndarra
     if spec.kind == "onehot":
         return np.eye(spec.size, dtype=np.float32)[rng.integers(0, spec.size, n)]
     if spec.kind == "attribute":
+        if spec.distribution == "uniform":  # training's span, not the wider range a user may set
+            return rng.uniform(0.0, 1.0, (n, spec.size)).astype(np.float32)
         return rng.integers(0, 2, (n, spec.size)).astype(np.float32)
     if spec.distribution == "normal":
         return rng.standard_normal((n, spec.size)).astype(np.float32)

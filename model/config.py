@@ -17,6 +17,8 @@ DISCRIMINATORS = ("cnn", "capsnet")
 GENERATORS = ("dcgan", "seed")
 #: EGAN extractors computed by formula (model/extractors.py); other names are CelebA attributes.
 EXTRACTOR_FORMULAS = ("brightness", "sharpness")
+#: How EGAN training draws c (model/variants/egan.py): the thesis' 0/1 coin, or U(0, 1).
+C_DISTRIBUTIONS = ("bernoulli", "uniform")
 #: Transforms of the differentiable augmentation (model/augment.py).
 AUGMENTATIONS = ("color", "translation", "cutout")
 

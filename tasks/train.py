@@ -7,7 +7,16 @@ from dataclasses import fields
 
 import luigi
 
-from model.config import DISCRIMINATORS, EXTRACTOR_FORMULAS, GENERATORS, PRECISIONS, Z_DISTS, TrainConfig, resolution_ok
+from model.config import (
+    C_DISTRIBUTIONS,
+    DISCRIMINATORS,
+    EXTRACTOR_FORMULAS,
+    GENERATORS,
+    PRECISIONS,
+    Z_DISTS,
+    TrainConfig,
+    resolution_ok,
+)
 from model.recipes import DCGAN_DEFAULT, recipe
 from model.variants import VARIANTS
 from pipeline.atomic import write_json
@@ -208,7 +217,10 @@ class TrainEGAN(TrainGAN):
                                              "then freeze it) or joint (update it each step on real images).")
     weight = luigi.FloatParameter(default=1.0, description="lambda, the weight of the extractor loss.")
     c_max = luigi.FloatParameter(default=2.0, description="Largest c a user may set (the card's range; "
-                                                          "training draws 0 or 1).")
+                                                          "training draws c in [0, 1]).")
+    c_distribution = luigi.ChoiceParameter(default="bernoulli", choices=C_DISTRIBUTIONS,
+                                           description="How training draws c: bernoulli (0 or 1, p = 1/2, "
+                                                       "the thesis) or uniform (U(0, 1)).")
 
     def extractors(self) -> list[str]:
         """One extractor per c: the formulas by name, ``attribute`` expanded to ``--attribute``."""
@@ -245,7 +257,8 @@ class TrainEGAN(TrainGAN):
 
     def config(self, resolution=None, channels=None, labels=None):
         options = {"extractors": self.extractors(), "weight": self.weight, "mode": self.mode,
-                   "c_max": self.c_max, **json.loads(luigi.DictParameter().serialize(self.options))}
+                   "c_max": self.c_max, "c_distribution": self.c_distribution,
+                   **json.loads(luigi.DictParameter().serialize(self.options))}
         classifier = self.classifier_task()
         if classifier is not None:
             options["classifier"] = classifier.output().path

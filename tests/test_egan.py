@@ -109,6 +109,26 @@ def test_bad_egan_options_are_clear():
         EGAN(TrainConfig(**SMALL, options={"mode": "both"}))
     with pytest.raises(ValueError, match="at least one extractor"):
         EGAN(TrainConfig(**SMALL, options={"extractors": []}))
+    with pytest.raises(ValueError, match=r"c_distribution must be one of \('bernoulli', 'uniform'\), got 'normal'"):
+        EGAN(TrainConfig(**SMALL, options={"c_distribution": "normal"}))
+
+
+@pytest.mark.parametrize("distribution", ["bernoulli", "uniform"])
+def test_training_draws_c_as_the_card_declares(distribution):
+    """The 0/1 coin gives only 0 and 1; uniform gives values spread over [0, 1] (not the wider
+    range a user may set), in the training loop (TensorFlow) and in numpy alike."""
+    from model.variants.egan import EGAN
+    variant = EGAN(TrainConfig(**SMALL, options={"c_distribution": distribution, "c_max": 5.0}))
+    spec = variant.inputs()[-1]
+    assert spec.name == "c" and spec.distribution == distribution and spec.range == (0.0, 5.0)
+    variant.rng = tf.random.Generator.from_seed(0)
+    drawn = [variant.sample_inputs(2000)["c"].numpy(), sample_inputs([spec], 2000, seed=0)["c"]]
+    for c in drawn:
+        assert c.shape == (2000, 1) and c.min() >= 0.0 and c.max() <= 1.0
+        if distribution == "bernoulli":
+            assert set(np.unique(c)) == {0.0, 1.0} and abs(c.mean() - 0.5) < 0.05
+        else:
+            assert len(np.unique(c)) > 1900 and abs(c.mean() - 0.5) < 0.05 and c.max() > 0.95
 
 
 def test_a_run_without_c_has_no_sweep(tmp_path):

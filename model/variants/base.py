@@ -181,6 +181,8 @@ def sample_input_tf(rng: tf.random.Generator, spec: InputSpec, n) -> tf.Tensor:
     if spec.kind == "onehot":
         return tf.one_hot(rng.uniform((n,), 0, spec.size, dtype=tf.int32), spec.size)
     if spec.kind == "attribute":
+        if spec.distribution == "uniform":  # training's span, not the wider range a user may set
+            return rng.uniform((n, spec.size), 0.0, 1.0)
         return tf.cast(rng.uniform((n, spec.size), 0, 2, dtype=tf.int32), tf.float32)
     if spec.distribution == "normal":
         return rng.normal((n, spec.size))

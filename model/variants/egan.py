@@ -3,6 +3,7 @@ Possible Extensions of GANs": DCGAN whose generator takes attribute codes c besi
 with a loss that ties what an extractor F measures on G(z, c) to c.
 
     w = [z, c], z ~ U(0, 1) (the thesis' default), each c_i drawn 0 or 1 with p = 1/2
+        (``c_distribution = "bernoulli"``, the thesis) or from U(0, 1) (``"uniform"``)
     D: the DCGAN discriminator and loss
     G: the DCGAN fooling loss + weight * sum_i BCE(c_i, F_i(G(w)))
 
@@ -20,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from model.card import InputSpec
+from model.config import C_DISTRIBUTIONS
 from model.extractors import FORMULAS, formula
 from model.variants.dcgan import DCGAN
 
@@ -34,7 +36,12 @@ class EGANOptions:
     classifier: str = ""         # pretrain: folder of a trained attribute classifier
     classifier_width: int = 32   # joint: width of the classifier's first layer
     classifier_lr: float = 1e-3  # joint: the classifier's Adam learning rate (beta1 0.5)
-    c_max: float = 2.0           # the largest c a user may set (sweeps run 0..c_max; training sees 0/1)
+    c_max: float = 2.0           # the largest c a user may set (sweeps run 0..c_max)
+    # Training's c: 0/1 with p = 1/2 (the thesis) or U(0, 1). With the coin the discriminator
+    # only asks that the c = 0 and c = 1 faces together look real, so c can at best split the
+    # attribute at its median (rho <= sqrt(3)/2 over c in [0, 1], docs/egan.md); a uniform c
+    # lets every c name its own quantile of the attribute.
+    c_distribution: str = "bernoulli"
 
     def __post_init__(self):
         self.extractors = [str(e) for e in (self.extractors or [])]
@@ -51,6 +58,8 @@ class EGANOptions:
         if attributes and self.mode == "pretrain" and not self.classifier:
             raise ValueError("EGAN with an attribute extractor in pretrain mode needs options.classifier "
                              "(the folder of a TrainAttributeClassifier run); TrainEGAN sets it")
+        if self.c_distribution not in C_DISTRIBUTIONS:
+            raise ValueError(f"EGAN c_distribution must be one of {C_DISTRIBUTIONS}, got {self.c_distribution!r}")
         if self.weight < 0 or self.c_max <= 0:
             raise ValueError(f"EGAN weight must be >= 0 and c_max > 0, got {self.weight} and {self.c_max}")
 
@@ -88,7 +97,8 @@ class EGAN(DCGAN):
 
     def inputs(self):
         o = self.options
-        c = InputSpec("c", "attribute", len(o.extractors), labels=tuple(o.extractors), range=(0.0, o.c_max),
+        c = InputSpec("c", "attribute", len(o.extractors), distribution=o.c_distribution,
+                      labels=tuple(o.extractors), range=(0.0, o.c_max),
                       meta={"extractors": list(o.extractors), "weight": o.weight, "mode": o.mode,
                             "train_values": [0.0, 1.0]})
         return [*super().inputs(), c]
