@@ -2,18 +2,20 @@
 
     python bench/complete.py [--run RUN] [--n 200] [--masks center,eyes,mouth]
         [--records FOLDER] [--steps S] [--restarts R] [--candidates C] [--lr LR] [--lam L] [--precision auto]
-        [--grid docs/images/completion_grid.png]
+        [--keep best|mean] [--grid docs/images/completion_grid.png]
 
 Takes ``n`` aligned faces of the test split of the run's records (the records its model
 card names; with an identity split, people the generator never saw), hides each mask
 and fills it three ways, all in this run:
 
 * ``gan``: this project's completion (model/complete.py: the search of Yeh et al. 2017,
-  Poisson blending);
+  Poisson blending), keeping the restarts as ``--keep`` says; ``gan_best`` or
+  ``gan_mean`` is the other way of keeping them, from the same search;
 * ``telea``: OpenCV's ``cv2.inpaint`` (Telea 2004, radius 3);
 * ``mean``: the mean face of the training split pasted into the hole (and
   ``mean_poisson``: the same, Poisson-blended like ours, to separate what blending
-  alone brings).
+  alone brings); ``harmonic``: Poisson blending of a flat image (the smoothest fill
+  of the hole from its border, what the blend gives without any generator).
 
 For each: PSNR and SSIM inside the hole (model/metrics.py, against the real face),
 the face-detection rate of the completed images (model/metrics.py
@@ -44,7 +46,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from model import metrics  # noqa: E402
-from model.complete import blend, build_masks, complete_faces, show_mask  # noqa: E402
+from model.complete import KEEP, KEEPS, blend, build_masks, complete_faces, show_mask  # noqa: E402
 from model.cpu import cpu_model  # noqa: E402
 from model.inversion import FitSettings, load_networks, records_folder  # noqa: E402
 
@@ -79,6 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--candidates", type=int, default=d.candidates)
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--lam", type=float, default=d.lam)
+    parser.add_argument("--keep", default=KEEP, choices=KEEPS, help=f"restarts kept (default {KEEP})")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", default="", help="write an example grid (PNG) here")
@@ -104,7 +107,7 @@ def main(argv=None) -> int:
            "run": str(run), "steps_trained": card.steps, "records": str(records),
            "split_rule": info.get("settings", {}).get("rule"), "n": len(real), "precision": G.dtype_policy.name,
            "settings": {"steps": args.steps, "restarts": args.restarts, "candidates": args.candidates,
-                        "lr": args.lr, "lam": args.lam, "discriminator": D is not None},
+                        "lr": args.lr, "lam": args.lam, "keep": args.keep, "discriminator": D is not None},
            "real_face_rate": round(real_rate, 3), "masks": {}}
     if note:
         out["note"] = note
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
         row = {"hole_fraction": round(float(masks.mean()), 4)}
         start, cpu = time.time(), time.process_time()
         result = complete_faces(G, D, card, real, masks, steps=args.steps, restarts=args.restarts,
-                                candidates=args.candidates, lr=args.lr, lam=args.lam, seed=args.seed)
+                                candidates=args.candidates, lr=args.lr, lam=args.lam, keep=args.keep, seed=args.seed)
         gan_seconds, gan_cpu = time.time() - start, time.process_time() - cpu
         row["gan"] = {**scores(result["blended"], real, masks, gan_seconds),
                       # CPU seconds of all threads: what a face costs, whoever else shares the cores
@@ -129,6 +132,12 @@ def main(argv=None) -> int:
                       "loss_end": round(float(result["loss"][-1].mean()), 2),
                       "raw_psnr": round(float(np.mean(metrics.psnr(result["completed"], real, masks))), 3),
                       "raw_ssim": round(float(np.mean(metrics.ssim(result["completed"], real, masks))), 4)}
+        other = next(k for k in KEEPS if k != args.keep)
+        alternative = result["restart_completed"].astype(np.float32)
+        alternative = alternative.mean(1) if other == "mean" else \
+            alternative[np.arange(len(real)), result["restart"]]
+        alternative = blend(real, np.rint(alternative).astype(np.uint8), masks, "poisson")
+        row[f"gan_{other}"] = scores(alternative, real, masks, gan_seconds)
         start = time.time()
         inpainted = telea(real, masks)
         row["telea"] = scores(inpainted, real, masks, time.time() - start)
@@ -138,6 +147,9 @@ def main(argv=None) -> int:
         start = time.time()
         mean_poisson = blend(real, np.repeat(mean_face[None], len(real), 0), masks, "poisson")
         row["mean_poisson"] = scores(mean_poisson, real, masks, time.time() - start)
+        start = time.time()
+        harmonic = blend(real, np.full_like(real, 128), masks, "poisson")
+        row["harmonic"] = scores(harmonic, real, masks, time.time() - start)
         out["masks"][kind] = row
         print(json.dumps({kind: row}), flush=True)
         k = min(args.grid_rows, len(real))

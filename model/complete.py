@@ -6,7 +6,7 @@
 * masks (:func:`make_mask`): ``True`` = missing, in aligned-face pixels;
 * :func:`context_weights`: Yeh et al.'s importance weights of the known pixels;
 * :func:`complete_faces`: the search (model/inversion.py) and the blend, arrays in/out;
-* :func:`blend`: Poisson blending (OpenCV ``seamlessClone``) or a plain paste, given the
+* :func:`blend`: Poisson blending (an exact sparse solve) or a plain paste, given the
   known pixels and the completion only: the hole's original pixels never reach it;
 * :func:`paste_back`: the aligned result into the original photo through the inverse
   of the aligner's source->aligned transform (only the hole changes);
@@ -43,6 +43,11 @@ FEATURE_PAD = 0.0625
 #: Landmark indices (dlib's 68) of the ``eyes`` and ``mouth`` masks.
 FEATURE_LANDMARKS = {"eyes": range(36, 48), "mouth": range(48, 68)}
 BLENDS = ("poisson", "paste")
+#: What fills the hole from the optimised restarts: ``best``, the restart with the lowest
+#: loss (Yeh et al.), or ``mean``, the mean of every restart's G(z): where the restarts
+#: disagree (details the known pixels do not decide) the mean keeps what they share.
+KEEPS = ("best", "mean")
+KEEP = "best"
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,7 @@ def blend(images: np.ndarray, completed: np.ndarray, masks: np.ndarray, method: 
 
     ``paste``: completed pixels in the hole, the known pixels as they are. ``poisson``:
     the hole gets the completion's gradients with the known pixels around it as the
-    boundary (OpenCV ``seamlessClone``, NORMAL_CLONE). Either way the hole's own pixels
+    boundary (:func:`_poisson`). Either way the hole's own pixels
     in ``images`` are never read (they are replaced by the completion before OpenCV sees
     the image) and every known pixel comes out exactly as it went in."""
     if method not in BLENDS:
@@ -181,28 +186,49 @@ def blend(images: np.ndarray, completed: np.ndarray, masks: np.ndarray, method: 
 
 
 def _poisson(known: np.ndarray, completed: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    import cv2
+    """``known`` ``(H, W, C) uint8`` with the hole filled by the Poisson equation (Pérez et
+    al. 2003): inside ``hole`` ``(H, W) bool`` the Laplacian of ``completed``, on the hole's
+    border the known pixels (Dirichlet), at the image's edge no flux (Neumann).
+
+    Solved exactly on the hole's pixels (one sparse LU, every channel at once). OpenCV's
+    ``seamlessClone`` is not used: it reads the destination under the mask, so with the
+    hole's pixels hidden from it (the completion pasted there) it returned the completion
+    unchanged, a paste (docs/completion.md)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import splu
 
     if not hole.any():
         return known
-    gray = known.shape[-1] == 1
-    dst = np.repeat(known, 3, -1) if gray else known
-    src = np.repeat(completed, 3, -1) if gray else completed
-    # seamlessClone keeps the mask's outer ring fixed (its Dirichlet boundary): grow the
-    # hole by a pixel so that ring is known pixels. A border keeps the region off the image
-    # edge, where OpenCV's solver misplaces it.
-    pad = 2
-    dst = cv2.copyMakeBorder(dst, pad, pad, pad, pad, cv2.BORDER_REFLECT)
-    src = cv2.copyMakeBorder(src, pad, pad, pad, pad, cv2.BORDER_REFLECT)
-    region = np.pad(hole, pad).astype(np.uint8) * 255
-    region = cv2.dilate(region, np.ones((3, 3), np.uint8))
-    ys, xs = np.nonzero(region)
-    x0, y0 = xs.min(), ys.min()
-    center = (int(x0 + (xs.max() - x0 + 1) // 2), int(y0 + (ys.max() - y0 + 1) // 2))
-    out = cv2.seamlessClone(np.ascontiguousarray(src), np.ascontiguousarray(dst), region, center,
-                            cv2.NORMAL_CLONE)[pad:-pad, pad:-pad]
-    out = out[..., :1] if gray else out
-    return np.where(hole[..., None], out, known)
+    if hole.all():  # every other hole (a 4-connected part) borders a known pixel: one solution
+        raise ValueError("Poisson blending needs known pixels around the hole; the mask hides the whole image")
+    h, w = hole.shape
+    ys, xs = np.nonzero(hole)
+    count = len(ys)
+    index = np.full((h, w), -1)
+    index[ys, xs] = np.arange(count)
+    known_f, guide = known.astype(np.float64), completed.astype(np.float64)
+    diagonal = np.zeros(count)
+    b = np.zeros((count, known.shape[-1]))
+    rows, cols = [], []
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        ny, nx = ys + dy, xs + dx
+        p = np.nonzero((ny >= 0) & (ny < h) & (nx >= 0) & (nx < w))[0]  # the edge's neighbour is in the image
+        qy, qx = ny[p], nx[p]
+        diagonal[p] += 1
+        b[p] += guide[ys[p], xs[p]] - guide[qy, qx]  # the completion's gradient across this edge
+        q = index[qy, qx]
+        inner = q >= 0
+        rows.append(p[inner])
+        cols.append(q[inner])
+        np.add.at(b, p[~inner], known_f[qy[~inner], qx[~inner]])  # a known neighbour: the boundary value
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    matrix = coo_matrix((np.concatenate([diagonal, -np.ones(len(rows))]),
+                         (np.concatenate([np.arange(count), rows]), np.concatenate([np.arange(count), cols]))),
+                        shape=(count, count)).tocsc()
+    solved = splu(matrix).solve(b)
+    out = known.copy()
+    out[ys, xs] = np.clip(np.rint(solved), 0, 255).astype(known.dtype)
+    return out
 
 
 # -- completion ---------------------------------------------------------------------------------
@@ -210,8 +236,8 @@ def _poisson(known: np.ndarray, completed: np.ndarray, hole: np.ndarray) -> np.n
 def complete_faces(generator, discriminator, card, images, masks, *, steps: int = FitSettings.steps,
                    restarts: int = FitSettings.restarts, seed: int = 0, lr: float = FitSettings.lr,
                    lam: float = FitSettings.lam, candidates: int = FitSettings.candidates,
-                   window: int = WINDOW, blend_method: str = "poisson", fixed: dict | None = None,
-                   batch: int = FitSettings.batch, limits: QualityLimits | None = None,
+                   window: int = WINDOW, blend_method: str = "poisson", keep: str = KEEP,
+                   fixed: dict | None = None, batch: int = FitSettings.batch, limits: QualityLimits | None = None,
                    progress: Callable[[int, int], None] | None = None) -> dict:
     """Complete aligned faces.
 
@@ -221,7 +247,9 @@ def complete_faces(generator, discriminator, card, images, masks, *, steps: int 
     z at given values (see model/inversion.py for how each kind of input is handled).
     Returns
 
-    * ``completed`` ``(n, S, S, C) uint8``: G(inputs), the whole generated face;
+    * ``completed`` ``(n, S, S, C) uint8``: the whole generated face, G(inputs) of the
+      best restart (``keep`` ``best``) or the mean of every restart's (``mean``);
+    * ``restart_completed`` ``(n, restarts, S, S, C) uint8``: every restart's G(z);
     * ``blended`` ``(n, S, S, C) uint8``: the known pixels with the hole filled
       (``blend_method`` ``poisson`` or ``paste``);
     * ``inputs`` ``{name: (n, size) float32}``: the generator inputs found;
@@ -247,14 +275,20 @@ def complete_faces(generator, discriminator, card, images, masks, *, steps: int 
         check_mask(m, S, f"mask {i}")
     if blend_method not in BLENDS:
         raise ValueError(f"blend must be one of {BLENDS}, got {blend_method!r}")
+    if keep not in KEEPS:
+        raise ValueError(f"keep must be one of {KEEPS}, got {keep!r}")
     settings = FitSettings(steps=steps, restarts=restarts, candidates=candidates, lr=lr, lam=lam, batch=batch)
     known = np.where(masks[..., None], 0, images).astype(np.uint8)  # the hole is never read again
     weights = context_weights(masks, window)
     from model.inversion import fit_inputs
     fit = fit_inputs(generator, card, to_float(known), weights, discriminator=discriminator,
                      settings=settings, seed=seed, fixed=fixed, progress=progress)
-    from model.sampling import to_uint8
-    completed = to_uint8(fit["images"])
+    from model.sampling import generate, to_uint8
+    restarts = fit["restart_loss"].shape[1]
+    every = generate(generator, {k: v.reshape(len(images) * restarts, -1) for k, v in fit["restart_inputs"].items()})
+    every = every.reshape(len(images), restarts, *every.shape[1:])
+    completed = to_uint8(fit["images"]) if keep == "best" else \
+        np.rint(every.astype(np.float32).mean(1)).astype(np.uint8)
     diff = np.abs(completed.astype(np.float32) - known.astype(np.float32)).mean(-1)
     known_error = (diff * ~masks).sum((1, 2)) / (~masks).sum((1, 2))
     context_error = (diff * weights).sum((1, 2)) / np.maximum(weights.sum((1, 2)), 1e-9)
@@ -270,7 +304,7 @@ def complete_faces(generator, discriminator, card, images, masks, *, steps: int 
             f.append(f"unrealistic: the discriminator scores it {d:.3g}, below {100 * (1 - limits.d_quantile):g}% "
                      f"of the generator's random samples ({d_floor:.3g})")
         flags.append(f)
-    return {**{k: v for k, v in fit.items() if k != "images"}, "completed": completed,
+    return {**{k: v for k, v in fit.items() if k != "images"}, "completed": completed, "restart_completed": every,
             "blended": blend(known, completed, masks, blend_method), "known_error": known_error.astype(np.float32),
             "context_error": context_error.astype(np.float32), "d_floor": d_floor,
             "flags": flags, "ok": np.array([not f for f in flags]), "masks": masks, "weights": weights,
@@ -555,6 +589,8 @@ def main(argv=None) -> int:
                                                             "the blended aligned face)")
     parser.add_argument("--report", default="", help="also write the report grid here")
     parser.add_argument("--blend", default="poisson", choices=BLENDS)
+    parser.add_argument("--keep", default=KEEP, choices=KEEPS, help=f"what fills the hole: the best restart's "
+                                                                   f"G(z) or the mean of all (default {KEEP})")
     parser.add_argument("--lam", type=float, default=FitSettings.lam,
                         help=f"weight of the perceptual loss (default {FitSettings.lam})")
     add_fit_arguments(parser)
@@ -575,7 +611,8 @@ def _complete_cli(args) -> int:
     face, photo, transform = found["face"], found["photo"], found["transform"]
     if photo is not None:
         hole = hole | ~inside_photo(transform, photo.shape, S)
-    settings = dict(steps=args.steps, restarts=args.restarts, candidates=args.candidates, lr=args.lr, lam=args.lam)
+    settings = dict(steps=args.steps, restarts=args.restarts, candidates=args.candidates, lr=args.lr, lam=args.lam,
+                    keep=args.keep)
     result = complete_faces(generator, discriminator, card, face[None], hole[None], seed=args.seed,
                             blend_method=args.blend, **settings)
     blended = result["blended"][0]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import luigi
 
-from model.complete import BLENDS, MASKS
+from model.complete import BLENDS, KEEP, KEEPS, MASKS
 from model.inversion import FitSettings
 from pipeline.atomic import atomic_dir
 from tasks.common import Progress, describe, processed_dir, report_records, version
@@ -34,8 +34,11 @@ class CompleteFaces(TrainedRun, luigi.Task):
                                                                               "is missing.")
     mask_file = luigi.Parameter(default="", description="A mask image of the aligned size (white = missing) "
                                                         "instead of --mask.")
-    blend = luigi.ChoiceParameter(default="poisson", choices=BLENDS, description="poisson (OpenCV "
-                                                                                 "seamlessClone) or paste.")
+    blend = luigi.ChoiceParameter(default="poisson", choices=BLENDS, description="poisson (the hole solved "
+                                                                                 "from the completion's gradients "
+                                                                                 "and its known border) or paste.")
+    keep = luigi.ChoiceParameter(default=KEEP, choices=KEEPS, description="What fills the hole: the best "
+                                                                          "restart's G(z) or the mean of all.")
     steps = luigi.IntParameter(default=_FIT["steps"], description="Adam iterations per restart.")
     restarts = luigi.IntParameter(default=_FIT["restarts"], description="Optimised starting points per face.")
     candidates = luigi.IntParameter(default=_FIT["candidates"], description="Random draws scored to pick "
@@ -98,7 +101,7 @@ class CompleteFaces(TrainedRun, luigi.Task):
                                     extra={"inputs_digest": digest, "run": str(run_dir), "lineage": describe(self),
                                            "mask_file": self.mask_file or None},
                                     steps=self.steps, restarts=self.restarts, candidates=self.candidates,
-                                    lr=self.lr, lam=self.lam)
+                                    lr=self.lr, lam=self.lam, keep=self.keep)
         progress(len(photos))
         progress.close()
         c = index["counts"]

@@ -166,6 +166,27 @@ def test_blend_keeps_known_pixels_and_never_reads_the_hole(method):
         assert not (out[masks] == completed[masks]).all()
 
 
+def test_poisson_blend_solves_the_hole_from_its_border_and_the_completions_gradients():
+    """On a ramp (a harmonic image): a completion with the right gradients but 50 grey levels
+    off comes back exactly; a flat completion gives the smoothest fill from the border, the
+    ramp itself inside, constant along the image's edge where the hole meets it."""
+    ramp = np.linspace(0, 200, 32)[None, :, None] * np.ones((32, 1, 3))
+    image = np.rint(ramp).astype(np.uint8)
+    shifted = np.rint(ramp + 50).astype(np.uint8)
+    for kind in ("center", "left", "eyes", "random-pixels"):
+        hole = make_mask(kind, 32)
+        assert (blend(image, shifted, hole, "poisson") == image).all(), kind
+    flat = np.full_like(image, 128)
+    inner = blend(image, flat, make_mask("center", 32), "poisson").astype(int)
+    assert np.abs(inner - image.astype(int)).max() <= 1
+    left = blend(image, flat, make_mask("left", 32), "poisson").astype(int)
+    hole = make_mask("left", 32)
+    edge = image[0, hole.sum(1).max(), 0]  # the first known column: the hole's border
+    assert np.abs(left[hole] - int(edge)).max() <= 1  # no flux through the image edge: constant
+    with pytest.raises(ValueError, match="mask hides the whole image"):
+        blend(image, flat, np.ones((32, 32), bool), "poisson")
+
+
 def test_paste_back_puts_the_face_where_it_came_from():
     rng = np.random.default_rng(0)
     photo = cv2.GaussianBlur(rng.integers(0, 256, (180, 240, 3), dtype=np.uint8), (0, 0), 3)
@@ -230,6 +251,16 @@ def test_completion_fits_known_pixels_and_ignores_the_hole(run32):
     other[masks] = 0
     again = complete_faces(G, D, card, other, masks, steps=40, restarts=2, candidates=8, blend_method="paste")
     assert (again["completed"] == result["completed"]).all() and (again["blended"] == result["blended"]).all()
+    # keep="mean": the mean of every restart's G(z), from the same search
+    assert result["restart_completed"].shape == (2, 2, 32, 32, 3)
+    best = result["restart_completed"][np.arange(2), result["restart"]]
+    assert (best == result["completed"]).all()
+    mean = complete_faces(G, D, card, faces, masks, steps=40, restarts=2, candidates=8, blend_method="paste",
+                          keep="mean")
+    expected = np.rint(mean["restart_completed"].astype(np.float32).mean(1)).astype(np.uint8)
+    assert (mean["completed"] == expected).all() and (mean["blended"][~masks] == faces[~masks]).all()
+    with pytest.raises(ValueError, match=r"keep must be one of \('best', 'mean'\), got 'median'"):
+        complete_faces(G, D, card, faces, masks, keep="median", **FAST)
 
 
 def test_a_poor_fit_is_flagged(run32):
