@@ -46,7 +46,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from model import metrics  # noqa: E402
-from model.complete import KEEP, KEEPS, blend, build_masks, complete_faces, show_mask  # noqa: E402
+from model.complete import KEEP, KEEPS, blend, build_masks, complete_faces, keep_restarts, show_mask  # noqa: E402
 from model.cpu import cpu_model  # noqa: E402
 from model.inversion import FitSettings, load_networks, records_folder  # noqa: E402
 
@@ -133,10 +133,8 @@ def main(argv=None) -> int:
                       "raw_psnr": round(float(np.mean(metrics.psnr(result["completed"], real, masks))), 3),
                       "raw_ssim": round(float(np.mean(metrics.ssim(result["completed"], real, masks))), 4)}
         other = next(k for k in KEEPS if k != args.keep)
-        alternative = result["restart_completed"].astype(np.float32)
-        alternative = alternative.mean(1) if other == "mean" else \
-            alternative[np.arange(len(real)), result["restart"]]
-        alternative = blend(real, np.rint(alternative).astype(np.uint8), masks, "poisson")
+        alternative = keep_restarts(result["restart_completed"], result["restart"], other)
+        alternative = blend(real, alternative, masks, "poisson")
         row[f"gan_{other}"] = scores(alternative, real, masks, gan_seconds)
         start = time.time()
         inpainted = telea(real, masks)

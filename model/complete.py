@@ -171,9 +171,9 @@ def blend(images: np.ndarray, completed: np.ndarray, masks: np.ndarray, method: 
 
     ``paste``: completed pixels in the hole, the known pixels as they are. ``poisson``:
     the hole gets the completion's gradients with the known pixels around it as the
-    boundary (:func:`_poisson`). Either way the hole's own pixels
-    in ``images`` are never read (they are replaced by the completion before OpenCV sees
-    the image) and every known pixel comes out exactly as it went in."""
+    boundary (:func:`_poisson`). Either way the hole's own pixels in ``images`` are
+    never read (they are replaced by the completion first) and every known pixel comes
+    out exactly as it went in."""
     if method not in BLENDS:
         raise ValueError(f"blend must be one of {BLENDS}, got {method!r}")
     images, completed, masks = np.asarray(images), np.asarray(completed), np.asarray(masks, bool)
@@ -233,6 +233,16 @@ def _poisson(known: np.ndarray, completed: np.ndarray, hole: np.ndarray) -> np.n
 
 # -- completion ---------------------------------------------------------------------------------
 
+def keep_restarts(restart_completed: np.ndarray, restart: np.ndarray, keep: str = KEEP) -> np.ndarray:
+    """What fills the hole, ``(n, S, S, C) uint8``, from every restart's G(z) ``(n, R, S, S, C)
+    uint8``: the best restart's (``restart`` ``(n,)`` its index) or the mean of all (:data:`KEEPS`)."""
+    if keep not in KEEPS:
+        raise ValueError(f"keep must be one of {KEEPS}, got {keep!r}")
+    if keep == "best":
+        return restart_completed[np.arange(len(restart_completed)), restart]
+    return np.rint(restart_completed.astype(np.float32).mean(1)).astype(np.uint8)
+
+
 def complete_faces(generator, discriminator, card, images, masks, *, steps: int = FitSettings.steps,
                    restarts: int = FitSettings.restarts, seed: int = 0, lr: float = FitSettings.lr,
                    lam: float = FitSettings.lam, candidates: int = FitSettings.candidates,
@@ -283,12 +293,11 @@ def complete_faces(generator, discriminator, card, images, masks, *, steps: int 
     from model.inversion import fit_inputs
     fit = fit_inputs(generator, card, to_float(known), weights, discriminator=discriminator,
                      settings=settings, seed=seed, fixed=fixed, progress=progress)
-    from model.sampling import generate, to_uint8
+    from model.sampling import generate
     restarts = fit["restart_loss"].shape[1]
     every = generate(generator, {k: v.reshape(len(images) * restarts, -1) for k, v in fit["restart_inputs"].items()})
     every = every.reshape(len(images), restarts, *every.shape[1:])
-    completed = to_uint8(fit["images"]) if keep == "best" else \
-        np.rint(every.astype(np.float32).mean(1)).astype(np.uint8)
+    completed = keep_restarts(every, fit["restart"], keep)
     diff = np.abs(completed.astype(np.float32) - known.astype(np.float32)).mean(-1)
     known_error = (diff * ~masks).sum((1, 2)) / (~masks).sum((1, 2))
     context_error = (diff * weights).sum((1, 2)) / np.maximum(weights.sum((1, 2)), 1e-9)
