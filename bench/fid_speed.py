@@ -2,7 +2,7 @@
 against the fused paths of model/fast_inception.py, on the same real faces, with both FIDs.
 
     python bench/fid_speed.py --data ../shared/data/celeba/img_align_celeba [--n 250]
-        [--precisions reference,float32,bfloat16] [--batch-size 50]
+        [--precisions reference,float32,bfloat16] [--batch-size 16]
 
 Takes 2n aligned CelebA photos (center 108x108 -> 64x64, as bench/fid_sanity.py), halves
 A and B, and B blurred (sigma 1 px: an FID in the range of a trained generator's). For each
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     parser.add_argument("--precisions", default="reference,float32,auto",
                         help="ways to run the network, the first is the reference "
                              f"(of {', '.join(metrics.FEATURE_PRECISIONS)})")
-    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=metrics.FEATURE_BATCH)
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
     start = time.time()

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from model.card import EVALUATION_FILE, read_card, sample_inputs
+from model.metrics import FEATURE_BATCH
 
 logger = logging.getLogger("luigi-interface")
 
@@ -43,7 +44,7 @@ class EvalSettings:
     msssim_pairs: int = 1000        # random pairs for MS-SSIM diversity (0: skip)
     kid_subsets: int = 100
     kid_subset_size: int = 1000
-    batch_size: int = 50            # images per feature-network batch
+    batch_size: int = FEATURE_BATCH  # images per feature-network batch (model.metrics)
     training_n: int = 500           # samples per training-time evaluation (eval.csv)
     weights: str = ""               # "" = what the run exported; "generator" (raw) or "ema" (its average)
 

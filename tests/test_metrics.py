@@ -261,6 +261,36 @@ def test_fused_inception_gives_the_reference_features():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch 2.13 deprecates TorchScript
+def test_fused_inception_merges_the_block_heads_and_moves_the_average_pools():
+    """Every Inception block's 1x1 convolutions of its input run as one, and every average
+    pool before a 1x1 convolution runs after it: the same float32 features as the module."""
+    _inception_or_skip()
+    import torch
+    from model.fast_inception import FusedInception
+
+    module = torch.jit.load(metrics.default_network_path()).eval()
+    fused = FusedInception(module, torch.float32)
+    # A blocks (3), C (4), D (1), E (2) have two or more heads; B has one. The average pools:
+    # A (3), C (4) and the first E (the second E's pool is a max pool, which does not commute).
+    assert len(fused._merged) == 10 and len(fused._swapped) == 8
+    x = metrics._resize_torch(_portrait_crops(2, seed=3), metrics.INCEPTION_SIZE)
+    with torch.inference_mode():
+        np.testing.assert_allclose(fused(x).numpy(), module(x.contiguous()).reshape(2, -1).numpy(),
+                                   rtol=1e-3, atol=1e-4)
+
+
+def test_torch_resize_equals_the_reference_resize():
+    """The fused path's resize (torch, on the stream's threads) gives the numpy reference's
+    input: the same bilinear resize and [-1, 1) mapping, channels-last."""
+    torch = pytest.importorskip("torch", exc_type=ImportError)
+    images = np.random.default_rng(2).integers(0, 256, (3, 21, 17, 3), dtype=np.uint8)
+    out = metrics._resize_torch(images, 40)
+    assert out.shape == (3, 3, 40, 40) and out.is_contiguous(memory_format=torch.channels_last)
+    expected = metrics.to_inception_range(metrics.resize_bilinear_reference(images, 40))
+    np.testing.assert_allclose(out.permute(0, 2, 3, 1).numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch 2.13 deprecates TorchScript
 def test_other_torchscript_networks_run_as_they_are(tmp_path):
     torch = pytest.importorskip("torch", exc_type=ImportError)
     from model.fast_inception import fusable
