@@ -100,6 +100,15 @@ class FusedInception:
                 torch.cat([self._convs[id(h)][0] for h in heads]).contiguous(memory_format=torch.channels_last),
                 torch.cat([self._convs[id(h)][1] for h in heads]), spans)
 
+    @property
+    def arithmetic(self) -> str:
+        """What decides the features' rounding, for cache keys and reports (the feature
+        network's name): bfloat16 features cached under another arithmetic are not reused."""
+        merged = "merged heads" if self._merged else "unmerged"
+        if self.dtype == self.torch.float32:
+            return merged
+        return f"{merged}, {self.float32_layers} float32 layer{'s' if self.float32_layers != 1 else ''}"
+
     def _pointwise(self, mod) -> bool:
         """Whether ``mod`` is a 1x1, stride-1, unpadded ``Conv2dLayer``."""
         if mod.original_name != "Conv2dLayer":

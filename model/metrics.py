@@ -248,7 +248,8 @@ def load_torchscript(path: str, batch_size: int = FEATURE_BATCH, threads: int | 
         streams = min(FEATURE_STREAMS, total)
         per_stream = max(1, total // streams)
         return FeatureNetwork(fast, INCEPTION_SIZE, "NHWC", batch_size,
-                              name=f"{Path(path).name} (fused {precision}, {streams} x {per_stream} threads)",
+                              name=f"{Path(path).name} (fused {precision}, {fused.arithmetic}, "
+                                   f"{streams} x {per_stream} threads)",
                               workers=streams, worker_init=lambda: torch.set_num_threads(per_stream),
                               prepare=lambda images: _resize_torch(images, INCEPTION_SIZE))
 

@@ -243,6 +243,7 @@ def test_fused_inception_gives_the_reference_features():
     """Fused float32 equals the TorchScript module to round-off; fused bfloat16 stays close
     (its FID is within 1% on real faces: bench/fid_speed.py)."""
     _inception_or_skip()
+    from model.fast_inception import FLOAT32_LAYERS
     images = _portrait_crops(6, seed=5)
     reference = metrics.load_feature_network(None, batch_size=3, precision="reference")
     assert "TorchScript float32" in reference.name and reference.layout == "NCHW"
@@ -253,7 +254,10 @@ def test_fused_inception_gives_the_reference_features():
     assert "(fused float32, " in fused.name
     np.testing.assert_allclose(fused(images), ref, rtol=1e-3, atol=1e-4)
     assert torch.get_num_threads() == threads  # the streams set their own thread counts only
-    bf16 = metrics.load_feature_network(None, batch_size=4, precision="bfloat16")(images)
+    bf16_network = metrics.load_feature_network(None, batch_size=4, precision="bfloat16")
+    # the name (part of the feature cache key) says what decides the rounding
+    assert f"(fused bfloat16, merged heads, {FLOAT32_LAYERS} float32 layer" in bf16_network.name
+    bf16 = bf16_network(images)
     assert bf16.shape == ref.shape and bf16.dtype == np.float64
     assert np.abs(bf16 - ref).mean() / np.abs(ref).mean() < 0.06
     cosine = (bf16 * ref).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(ref, axis=1)
