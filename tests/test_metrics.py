@@ -270,6 +270,7 @@ def test_fused_inception_merges_the_block_heads_and_moves_the_average_pools():
     pool before a 1x1 convolution runs after it: the same float32 features as the module."""
     _inception_or_skip()
     import torch
+
     from model.fast_inception import FusedInception
 
     module = torch.jit.load(metrics.default_network_path()).eval()
