@@ -197,14 +197,28 @@ def resolve_feature_precision(precision: str = "auto") -> str:
     else ``float32``, since emulated bfloat16 is slower; other values are returned as they are."""
     if precision not in FEATURE_PRECISIONS:
         raise ValueError(f"feature precision must be one of {FEATURE_PRECISIONS}, got {precision!r}")
+    if precision == "bfloat16" and not torch_bf16_supported():
+        from model.cpu import cpu_model
+        raise FeatureNetworkMissing(
+            f"feature precision bfloat16 needs a CPU whose torch oneDNN computes bfloat16 (AVX-512 BW/VL/DQ "
+            f"or AVX-NE-CONVERT); this one ({cpu_model()}) has none: use --feature-precision float32 or auto")
     if precision != "auto":
         return precision
     from model.cpu import bf16_units
     if not bf16_units():
         return "float32"
-    import torch
+    return "bfloat16" if torch_bf16_supported() else "float32"
+
+
+def torch_bf16_supported() -> bool:
+    """Whether torch's oneDNN runs bfloat16 convolutions on this CPU (it refuses them, deep in the
+    first convolution, on AVX2-only CPUs); False without torch."""
+    try:
+        import torch
+    except ImportError:
+        return False
     supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return "bfloat16" if supported is not None and supported() else "float32"
+    return bool(supported is not None and supported())
 
 
 def load_torchscript(path: str, batch_size: int = FEATURE_BATCH, threads: int | None = None,

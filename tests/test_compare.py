@@ -39,7 +39,9 @@ def _levels(n, rng, noise=0.05):
 def classifier():
     images, labels = _levels(256, np.random.default_rng(0))
     data = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels}).repeat().batch(32)
-    return train_classifier(data, 60, 28, 1, 4, lr=3e-3, seed=0)
+    # 200 steps at 1e-3 learn the toy task whatever the arithmetic: at 60 steps and 3e-3 one seed in
+    # six stopped at 0.84 on TensorFlow's Eigen kernels, and seed 0 at 0.67 on an AVX2-only CPU.
+    return train_classifier(data, 200, 28, 1, 4, lr=1e-3, seed=0)
 
 
 def _uint8(images):

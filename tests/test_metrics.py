@@ -254,6 +254,8 @@ def test_fused_inception_gives_the_reference_features():
     assert "(fused float32, " in fused.name
     np.testing.assert_allclose(fused(images), ref, rtol=1e-3, atol=1e-4)
     assert torch.get_num_threads() == threads  # the streams set their own thread counts only
+    if not metrics.torch_bf16_supported():  # AVX2-only CPUs: the refusal is tested below
+        return
     bf16_network = metrics.load_feature_network(None, batch_size=4, precision="bfloat16")
     # the name (part of the feature cache key) says what decides the rounding
     assert f"(fused bfloat16, merged heads, {FLOAT32_LAYERS} float32 layer" in bf16_network.name
@@ -262,6 +264,16 @@ def test_fused_inception_gives_the_reference_features():
     assert np.abs(bf16 - ref).mean() / np.abs(ref).mean() < 0.06
     cosine = (bf16 * ref).sum(1) / np.linalg.norm(bf16, axis=1) / np.linalg.norm(ref, axis=1)
     assert cosine.min() > 0.995
+
+
+def test_bfloat16_features_on_a_cpu_without_them_are_one_clear_refusal(monkeypatch):
+    """An explicit bfloat16 request where torch's oneDNN has no bfloat16 path (AVX2-only CPUs)
+    names the setting and the fix; ``auto`` picks float32 there."""
+    monkeypatch.setattr(metrics, "torch_bf16_supported", lambda: False)
+    with pytest.raises(metrics.FeatureNetworkMissing, match=r"bfloat16 .*--feature-precision float32 or auto"):
+        metrics.resolve_feature_precision("bfloat16")
+    assert metrics.resolve_feature_precision("auto") == "float32"
+    assert metrics.resolve_feature_precision("float32") == "float32"
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch 2.13 deprecates TorchScript
@@ -307,7 +319,8 @@ def test_other_torchscript_networks_run_as_they_are(tmp_path):
     path = tmp_path / "tiny.pt"
     torch.jit.script(Tiny()).save(str(path))
     assert not fusable(torch.jit.load(str(path)))
-    network = metrics.load_feature_network(str(path), precision="bfloat16")
+    asked = "bfloat16" if metrics.torch_bf16_supported() else "float32"  # bfloat16 is refused where absent
+    network = metrics.load_feature_network(str(path), precision=asked)
     assert network.layout == "NCHW" and "TorchScript float32" in network.name
     assert network(_portrait_crops(2, seed=1)).shape == (2, 12)
 
