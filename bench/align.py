@@ -7,9 +7,9 @@ On the same photos (read into memory first), in one process, it times, from
 the encoded bytes to the aligned face,
 
 (a) the project's default path: ``FaceAligner()`` defaults (JPEGs decoded at
-    reduced scale, grayscale detection at :func:`pipeline.faces.detection_scale`,
+    reduced scale, grayscale detection at :func:`pipeline.align.aligner.detection_scale`,
     coarse to fine for the largest face, landmarks on a decode that keeps the
-    face at least :data:`pipeline.faces.LANDMARK_FACE` px) in ``--jobs``
+    face at least :data:`pipeline.align.aligner.LANDMARK_FACE` px) in ``--jobs``
     worker processes (default: every usable core), as the CLI runs;
 (b) the same path in one process (to separate the algorithm from the cores),
     photo by photo in turn with (c), so load from other jobs on the machine
@@ -63,10 +63,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from model.cpu import cpu_model  # noqa: E402
-from pipeline.aligned import align_bytes, align_stream, usable_cores  # noqa: E402
-from pipeline.faces import LANDMARK_SETS, MINMAX_TEMPLATE, FaceAligner, model_path, template_points  # noqa: E402
+from pipeline.align.aligner import LANDMARK_SETS, MINMAX_TEMPLATE, FaceAligner, model_path, template_points  # noqa: E402
+from pipeline.align.engine import align_bytes, align_stream, usable_cores  # noqa: E402
 from pipeline.imaging import DecodeError, Photo  # noqa: E402
-from pipeline.sources import list_images  # noqa: E402
+from pipeline.sources.base import list_images  # noqa: E402
 
 UPSCALE = 4  # aligned crops are re-measured at 4x (64 -> 256 px)
 
@@ -74,7 +74,7 @@ UPSCALE = 4  # aligned crops are re-measured at 4x (64 -> 256 px)
 class OpenFace:
     """OpenFace's alignment, as ``util/align-dlib.py align`` runs it (the peer).
 
-    ``align(data)`` returns what :func:`pipeline.aligned.align_bytes` returns:
+    ``align(data)`` returns what :func:`pipeline.align.engine.align_bytes` returns:
     ``{"faces": [(image, meta)], ...}`` or ``{"reason": ...}``.
     """
 

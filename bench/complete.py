@@ -8,7 +8,7 @@ Takes ``n`` aligned faces of the test split of the run's records (the records it
 card names; with an identity split, people the generator never saw), hides each mask
 and fills it three ways, all in this run:
 
-* ``gan``: this project's completion (model/complete.py: the search of Yeh et al. 2017,
+* ``gan``: this project's completion (model/apps/complete.py: the search of Yeh et al. 2017,
   Poisson blending), keeping the restarts as ``--keep`` says; ``gan_best`` or
   ``gan_mean`` is the other way of keeping them, from the same search;
 * ``telea``: OpenCV's ``cv2.inpaint`` (Telea 2004, radius 3);
@@ -17,8 +17,8 @@ and fills it three ways, all in this run:
   alone brings); ``harmonic``: Poisson blending of a flat image (the smoothest fill
   of the hole from its border, what the blend gives without any generator).
 
-For each: PSNR and SSIM inside the hole (model/metrics.py, against the real face),
-the face-detection rate of the completed images (model/metrics.py
+For each: PSNR and SSIM inside the hole (model/eval/metrics.py, against the real face),
+the face-detection rate of the completed images (model/eval/metrics.py
 ``face_detection_rate``: dlib HOG + 68 landmarks, as EvaluateGenerator counts it;
 ``real`` gives the rate of the untouched faces) and seconds per image. ``gan`` also
 reports its CPU seconds per image (all threads: the cost of a face whoever else
@@ -45,10 +45,10 @@ sys.path.insert(0, str(ROOT))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from model import metrics  # noqa: E402
-from model.complete import KEEP, KEEPS, blend, build_masks, complete_faces, keep_restarts, show_mask  # noqa: E402
+from model.apps.complete import KEEP, KEEPS, blend, build_masks, complete_faces, keep_restarts, show_mask  # noqa: E402
+from model.apps.inversion import FitSettings, load_networks, records_folder  # noqa: E402
 from model.cpu import cpu_model  # noqa: E402
-from model.inversion import FitSettings, load_networks, records_folder  # noqa: E402
+from model.eval import metrics  # noqa: E402
 
 DEFAULT_RUNS = ROOT / "processed" / "models" / "celeba"
 
@@ -88,8 +88,8 @@ def main(argv=None) -> int:
     parser.add_argument("--grid-rows", type=int, default=6)
     args = parser.parse_args(argv)
 
-    from model.evaluation import read_split_images, split_sizes
-    from model.inversion import newest_run
+    from model.apps.inversion import newest_run
+    from model.eval.evaluation import read_split_images, split_sizes
     from pipeline.records import read_info
 
     run = Path(args.run) if args.run else newest_run(DEFAULT_RUNS)
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
             "under_2s_per_face_idle": center["gan"]["cpu_s_per_image"] / len(os.sched_getaffinity(0)) < 2.0}
     out["load_avg_end"] = round(os.getloadavg()[0], 2)
     if args.grid and examples:
-        from model.sampling import grid, save_png
+        from model.train.sampling import grid, save_png
         tiles = np.concatenate(examples)  # (rows, 6, S, S, C): one block of rows per mask
         save_png(grid(tiles.reshape(-1, *tiles.shape[2:]), len(tiles), tiles.shape[1]), args.grid)
         out["grid"] = args.grid

@@ -1,4 +1,4 @@
-"""Which strided layers should take model/layers.py's matmul route on this machine?
+"""Which strided layers should take model/nets/layers.py's matmul route on this machine?
 
     python bench/conv_route.py [--rounds 5] [--batch 64]
 
@@ -6,11 +6,11 @@ For each strided layer of the 64x64 DCGAN (D's convolutions 32->16, 16->8, 8->4;
 G's transposed convolutions 4->8, 8->16, 16->32, at their real widths) and each
 precision, times forward + both gradients on the native kernels
 (``tf.nn.conv2d`` / ``conv2d_transpose``) and as matmuls
-(``model.layers.conv2d_same`` / ``conv2d_transpose_same``). The two are timed
+(``model.nets.layers.conv2d_same`` / ``conv2d_transpose_same``). The two are timed
 back to back in each of ``--rounds`` rounds and the median counts, so a VM
 whose speed drifts affects both alike. Prints one JSON line: per layer and
 precision the two times in ms, ``speedup`` (native / matmul) and ``routed``
-(whether ``model.layers.MATMUL_MAX_SIDE`` sends that layer down the matmul route);
+(whether ``model.nets.layers.MATMUL_MAX_SIDE`` sends that layer down the matmul route);
 ``agrees`` is true when every routed layer is faster as matmuls and every
 unrouted one is not faster by more than 10%.
 """
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import tensorflow as tf  # noqa: E402
 
-from model.layers import conv2d_same, conv2d_transpose_same, matmul_route_for  # noqa: E402
+from model.nets.layers import conv2d_same, conv2d_transpose_same, matmul_route_for  # noqa: E402
 
 # (name, transposed, small side, big side, channels at the small side, at the big side)
 LAYERS = [("D conv 32->16", False, 16, 32, 256, 128), ("D conv 16->8", False, 8, 16, 512, 256),

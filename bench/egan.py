@@ -44,7 +44,7 @@ import luigi_bench  # noqa: E402
 from luigi_bench import build  # noqa: E402
 
 from model.config import C_DISTRIBUTIONS  # noqa: E402
-from model.recipes import recipe  # noqa: E402
+from model.train.recipes import recipe  # noqa: E402
 
 DEFAULT_GROUPS = "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"
 TARGETS = {"brightness": 0.9, "sharpness": 0.9, "Male": 0.5, "Mouth_Slightly_Open": 0.5}
@@ -84,8 +84,8 @@ def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, s
     import numpy as np
 
     from model.card import load_generator
-    from model.extractors import FORMULAS, measure
-    from model.sampling import generate, vary_input
+    from model.train.sampling import generate, vary_input
+    from model.variants.extractors import FORMULAS, measure
 
     card, generator = load_generator(run_dir)
     spec = card.input("c")
@@ -128,8 +128,8 @@ def main(argv=None) -> int:
     configure(args)
 
     import tasks
-    from model.attributes import load_classifier
-    from model.extractors import FORMULAS
+    from model.apps.attributes import load_classifier
+    from model.variants.extractors import FORMULAS
     log = lambda text: print(f"[egan] {text}", file=sys.stderr, flush=True)  # noqa: E731
 
     groups = [[e.strip() for e in g.split(",") if e.strip()] for g in args.groups.split(";") if g.strip()]
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
         quality[name] = {k: report[k] for k in ("fid", "kid", "face_detect_rate", "ms_ssim", "n", "split")}
         quality["real"] = {k: report["real"].get(k) for k in ("face_detect_rate", "ms_ssim")}
     if args.publish:
-        from model.sampling import attribute_sweeps
+        from model.train.sampling import attribute_sweeps
         for name, (run_dir, _) in runs.items():
             out = Path(args.publish) / f"egan_{name.replace('+', '_')}"
             out.mkdir(parents=True, exist_ok=True)

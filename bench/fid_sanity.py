@@ -5,7 +5,7 @@
 
 Takes 2n aligned CelebA photos (178x218), crops the central 108x108 face
 region as DCGAN-tensorflow does and resizes it to 64x64 (cv2 INTER_AREA): the
-images the DCGAN is compared against. With the FID Inception-v3 of model/metrics.py
+images the DCGAN is compared against. With the FID Inception-v3 of model/eval/metrics.py
 it measures, with n images per set:
 
 * ``fid_self``: FID of a half with itself (0 up to round-off);
@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from model import metrics  # noqa: E402
+from model.eval import metrics  # noqa: E402
 
 BLUR_SIGMAS = (0.5, 1.0, 2.0)        # px at 64x64; 0 is the clean halves
 NOISE_SIGMAS = (0.05, 0.1, 0.2)      # fraction of 255

@@ -1,5 +1,5 @@
 """Speed of FID features: the FID Inception-v3 as the TorchScript module runs it (float32)
-against the fused paths of model/fast_inception.py, on the same real faces, with both FIDs.
+against the fused paths of model/eval/fast_inception.py, on the same real faces, with both FIDs.
 
     python bench/fid_speed.py --data ../shared/data/celeba/img_align_celeba [--n 250]
         [--precisions reference,float32,bfloat16] [--batch-size 16]
@@ -19,7 +19,7 @@ change of machine load hits them alike, and reports:
 * ``resize_ms_per_image``: the reference bilinear resize to 299x299, batched (two matrix
   products per batch) against one product per image and channel (how it was done before);
 * ``fid_cpu_seconds``: one FID (A vs B) through the 2048-d ``sqrtm`` of the reference and
-  through the n < d form :func:`model.metrics.frechet_distance_low_rank`, and their
+  through the n < d form :func:`model.eval.metrics.frechet_distance_low_rank`, and their
   relative difference.
 
 The targets (issue 18): >= 30 images/s and FID within 1% of the float32 features. Prints one
@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import numpy as np  # noqa: E402
 from fid_sanity import blur, load_faces  # noqa: E402
 
-from model import metrics  # noqa: E402
 from model.cpu import bf16_units, cpu_model  # noqa: E402
+from model.eval import metrics  # noqa: E402
 
 
 def resize_per_image(images: np.ndarray, size: int = metrics.INCEPTION_SIZE) -> np.ndarray:

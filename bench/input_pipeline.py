@@ -5,11 +5,11 @@
 ``--records`` is a version folder (with manifest.json) or a records folder
 holding ``latest.json``. Measures, on this machine, in this run:
 
-- images_per_s: model.data.image_dataset (interleaved reads, shuffle buffer,
+- images_per_s: model.train.data.image_dataset (interleaved reads, shuffle buffer,
   batch 64, parallel parse, raw-byte decode, dequantisation to [-1, 1],
   prefetch; deterministic order as training uses it), batches pulled as fast
   as possible;
-- train_images_per_s: the default DCGAN training step (model.train.GANTrainer
+- train_images_per_s: the default DCGAN training step (model.train.loop.GANTrainer
   with TrainConfig() at TrainDCGAN's default precision, batch 64) on a fixed batch;
 - ratio = images_per_s / train_images_per_s (target >= 10, and images_per_s >= 20000);
 - with ``--compare-png``, the same reader over a PNG copy of the split, and
@@ -45,7 +45,7 @@ def version_folder(path: str) -> Path:
 
 def reader_rate(folder: Path, split: str, batch: int, seconds: float, deterministic: bool = True) -> float:
     """Images per second pulled from image_dataset, after a warm-up that fills the shuffle buffer."""
-    from model.data import image_dataset
+    from model.train.data import image_dataset
     it = iter(image_dataset(folder, split, batch, deterministic=deterministic))
     for _ in range(200):  # fills the 10,000-image shuffle buffer, starts the threads
         next(it)
@@ -59,8 +59,8 @@ def reader_rate(folder: Path, split: str, batch: int, seconds: float, determinis
 
 def train_rate(folder: Path, split: str, steps: int) -> float:
     """Images per second through the default DCGAN training step (TrainDCGAN's precision)."""
-    from model.data import image_dataset
-    from model.train import GANTrainer, TrainConfig
+    from model.train.data import image_dataset
+    from model.train.loop import GANTrainer, TrainConfig
     from tasks.train import TrainDCGAN
     config = TrainConfig(precision=TrainDCGAN.precision._default)
     real = next(iter(image_dataset(folder, split, config.batch_size)))
@@ -81,7 +81,7 @@ def rewrite(folder: Path, split: str, out: Path, image_format: str = "raw",
     import numpy as np
     import tensorflow as tf
 
-    from model.data import record_files
+    from model.train.data import record_files
     from pipeline.records import RecordWriter, encode_image, read_info, write_version
     size = read_info(folder)["image_shape"][0]
     records = [r.numpy() for r in tf.data.TFRecordDataset(record_files(folder, split))]

@@ -11,19 +11,19 @@ of its own (``[paths]`` raw/processed under ``--workdir``):
 1. ``BuildTFRecords --dataset celeba`` (DownloadCelebA with ``local_dir=--data``,
    ``allow_partial=true``, then DetectAlignFaces): align and write records, once for all
    recipes;
-2. times a training step of every recipe (model.train.step_seconds: interleaved rounds,
+2. times a training step of every recipe (model.train.loop.step_seconds: interleaved rounds,
    so a change of machine load hits them alike) and gives each recipe the steps that fill
    ``--minutes`` at its own speed (or exactly ``--steps``); the times are kept in the
    workdir's ``step_seconds.json`` (``--retime`` measures again), so a second run plans the
    same steps and finds the trained runs in place;
-3. per recipe (model/recipes.py), ``TrainDCGAN`` with the recipe's settings, checkpointing
+3. per recipe (model/train/recipes.py), ``TrainDCGAN`` with the recipe's settings, checkpointing
    and scoring FID/KID every steps/``--points`` steps (``eval_every``: the curve, with all of
    the held-out split, so at the same n as the final figure), then ``EvaluateGenerator`` of
    that run (FID, KID, face-detection rate, MS-SSIM of the exported generator against the
    held-out split, all of it up to 10k images).
 
 With ``--extend`` a recipe's run starts from its finished shorter run in the workdir
-(model.train.continue_run; ``continued_from`` names it, ``minutes`` then count this
+(model.train.loop.continue_run; ``continued_from`` names it, ``minutes`` then count this
 invocation's training only): the winner's 40 minutes reuse its first 20.
 
 Prints one JSON line last: per recipe its figures, steps, seconds per step, training minutes
@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 import luigi_bench  # noqa: E402
 from luigi_bench import build  # noqa: E402
 
-from model.recipes import parse_recipes, recipe  # noqa: E402
+from model.train.recipes import parse_recipes, recipe  # noqa: E402
 
 
 def configure(args) -> None:
@@ -73,8 +73,8 @@ def recipe_task(name: str, steps: int, points: int):
 
 def time_recipes(names: list[str], folder) -> dict[str, float]:
     """Seconds per training step of each recipe on this machine, now."""
-    from model.data import image_dataset
-    from model.train import step_seconds
+    from model.train.data import image_dataset
+    from model.train.loop import step_seconds
 
     configs = [recipe_task(name, 10, 1).config() for name in names]
     seconds = step_seconds(configs, lambda c: image_dataset(folder, "train", c.batch_size, c.shuffle_buffer,
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="CelebA copy (img_align_celeba/ and label files)")
     parser.add_argument("--recipes", default="paper",
-                        help="comma-separated recipes of model/recipes.py (default paper)")
+                        help="comma-separated recipes of model/train/recipes.py (default paper)")
     parser.add_argument("--minutes", type=float, default=60.0,
                         help="training wall-clock budget per recipe (default 60)")
     parser.add_argument("--workdir", default=str(ROOT / "processed" / "bench-quality"),
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     parser.add_argument("--extend", action="store_true",
                         help="start each recipe's run from its finished shorter run in the workdir (same "
                              "settings, fewer steps) when there is one: after --minutes 20, --minutes 40 "
-                             "trains only the second 20 minutes (resume is exact: model.train.continue_run)")
+                             "trains only the second 20 minutes (resume is exact: model.train.loop.continue_run)")
     parser.add_argument("--points", type=int, default=6, help="FID evaluations during training per recipe")
     parser.add_argument("--workers", type=int, default=2, help="Luigi workers for alignment")
     parser.add_argument("--publish", default="", help="write the grids and FID curves into this folder")
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
 
     import tasks
     from model.cpu import cpu_model
-    from model.evaluation import read_eval_csv
+    from model.eval.evaluation import read_eval_csv
     log = lambda text: print(f"[quality] {text}", file=sys.stderr, flush=True)  # noqa: E731
 
     records = tasks.BuildTFRecords(dataset="celeba")
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
         train = recipe_task(name, steps[name], args.points)
         shorter = shorter_run(train) if args.extend and not train.complete() else None
         if shorter is not None and not (train.run_dir() / "ckpt").exists():
-            from model.train import continue_run
+            from model.train.loop import continue_run
             log(f"{name}: continues {shorter.name} from step {continue_run(shorter, train.run_dir())}")
         train_minutes = build(train)
         evals = read_eval_csv(train.run_dir() / "eval.csv")

@@ -48,7 +48,7 @@ def free_port() -> int:
 def random_run(folder: Path) -> Path:
     """A run folder with a random-weight DCGAN generator of TrainDCGAN's default size."""
     from model.card import ModelCard, noise_spec, write_card
-    from model.dcgan import build_generator
+    from model.nets.dcgan import build_generator
 
     build_generator(64, 3, 100, base_width=128, fast=False).save(folder / "generator.keras")
     write_card(folder, ModelCard(variant="dcgan", resolution=64, channels=3, inputs=[noise_spec(100)],
@@ -66,7 +66,7 @@ def rss_mb(pid: int) -> float:
 def raw_forward_ms(run: Path, precision: str, batch: int = 1, repeats: int = 200) -> float:
     """Median time of one call of the compiled forward the server uses, on ``batch`` rows."""
     from model.card import load_generator, sample_inputs
-    from model.serving import compile_generator
+    from model.train.serving import compile_generator
 
     card, generator = load_generator(run)
     forward = compile_generator(generator, precision)
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
                                                                    "server's memory every 10 s (default: off)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from model.train import resolve_precision
+    from model.train.loop import resolve_precision
 
     precision = resolve_precision(args.precision)
     tmp = tempfile.TemporaryDirectory(prefix="bench-studio-")

@@ -4,7 +4,7 @@ discriminator at 64x64 RGB and 28x28 gray.
     python bench/train_throughput.py [--steps 6] [--repeats 3] [--batch 64] [--resolution 64]
                                      [--variant-steps 1] [--variants all|none|wgan,acgan]
 
-Times the full training step (model.train.GANTrainer.train_step, a D update
+Times the full training step (model.train.loop.GANTrainer.train_step, a D update
 and a G update) in float32 and mixed bfloat16 on an in-memory batch, counts
 the step's FLOPs from the layer shapes, measures large-matmul GFLOP/s at both
 precisions in the same run, and prints one JSON line. On a shared 2-core VM the
@@ -17,13 +17,13 @@ utilization_fp32/_bf16 (achieved GFLOP/s over the matmul rate of that
 precision), and images_per_s/utilization for TrainDCGAN's default precision.
 
 Then, in the default precision, ``variants`` times one step of every variant x
-discriminator (model/variants, model/networks.py) at 64x64 RGB and 28x28 gray
+discriminator (model/variants, model/nets/networks.py) at 64x64 RGB and 28x28 gray
 (batch ``--batch``; a timed block of ``--variant-steps`` steps after one warm-up step,
 a matmul block right before it): per entry ``images_per_s`` (real images read per
 second: a WGAN step reads n_critic batches), ``steps_per_s``, ``gflop_per_step`` and
 ``utilization``. ``capsnet_convs`` times the CapsNet's two 9x9 convolutions alone
 (forward and both gradients, native kernels) against the same matmul rate, and says
-whether model/layers.py's matmul route would take them (``routed``).
+whether model/nets/layers.py's matmul route would take them (``routed``).
 """
 from __future__ import annotations
 
@@ -40,13 +40,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from model.train import GANTrainer, TrainConfig, resolve_precision  # noqa: E402
+from model.train.loop import GANTrainer, TrainConfig, resolve_precision  # noqa: E402
 
 
 def forward_macs(model: keras.Model) -> int:
     """Multiply-accumulates of one forward pass of one image (dense and conv layers, and the
     CapsNet's routing-by-agreement)."""
-    from model.capsnet import DynamicRouting
+    from model.nets.capsnet import DynamicRouting
 
     macs = 0
     for layer in model.layers:
@@ -166,10 +166,10 @@ def measure_variant(variant: str, discriminator: str, resolution: int, channels:
 
 
 def capsnet_convs(resolution: int, channels: int, batch: int, precision: str) -> list[dict]:
-    """The CapsNet's two 9x9 'valid' convolutions (model/capsnet.py), forward + both gradients
-    on the native kernels, against the matmul rate; ``routed``: whether model/layers.py's
+    """The CapsNet's two 9x9 'valid' convolutions (model/nets/capsnet.py), forward + both gradients
+    on the native kernels, against the matmul rate; ``routed``: whether model/nets/layers.py's
     rule (strided, 'same', output side <= MATMUL_MAX_SIDE) would take them."""
-    from model.layers import matmul_route_for
+    from model.nets.layers import matmul_route_for
 
     dtype = tf.bfloat16 if "bfloat16" in precision else tf.float32
     matmul, flops = matmul_block(dtype)

@@ -37,9 +37,9 @@ first is always the noise ``z``:
 
 Beside the card a run folder may hold ``evaluation.json`` (the latest
 EvaluateGenerator figures: :func:`read_evaluation`) and ``directions.json``
-(attribute directions in z: model/directions.py fits them, ``FitAttributeDirections``
+(attribute directions in z: model/apps/directions.py fits them, ``FitAttributeDirections``
 writes them, the studio's sliders use them; read with
-``model.directions.read_directions``)::
+``model.apps.directions.read_directions``)::
 
     {
       "format": "facegan-directions/1",
@@ -61,7 +61,7 @@ writes them, the studio's sliders use them; read with
     }
 
 Moving z by offset ``s`` along attribute k is ``z + s * scale_k * normal_k``; locked
-attributes' normals are projected out of the other moves (model.directions.move).
+attributes' normals are projected out of the other moves (model.apps.directions.move).
 """
 from __future__ import annotations
 

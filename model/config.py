@@ -12,14 +12,14 @@ from pipeline.settings import BadSetting, one_of, require
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 Z_DISTS = ("uniform", "uniform01", "normal")  # see model.card.Z_PRIORS
-#: Discriminator and generator network families (model/networks.py).
+#: Discriminator and generator network families (model/nets/networks.py).
 DISCRIMINATORS = ("cnn", "capsnet")
 GENERATORS = ("dcgan", "seed")
-#: EGAN extractors computed by formula (model/extractors.py); other names are CelebA attributes.
+#: EGAN extractors computed by formula (model/variants/extractors.py); other names are CelebA attributes.
 EXTRACTOR_FORMULAS = ("brightness", "sharpness")
 #: How EGAN training draws c (model/variants/egan.py): the thesis' 0/1 coin, or U(0, 1).
 C_DISTRIBUTIONS = ("bernoulli", "uniform")
-#: Transforms of the differentiable augmentation (model/augment.py).
+#: Transforms of the differentiable augmentation (model/train/augment.py).
 AUGMENTATIONS = ("color", "translation", "cutout")
 
 

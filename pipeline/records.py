@@ -6,7 +6,7 @@ TensorFlow writes):
 
 - the example layouts (:data:`LAYOUTS`: "faces", and "labeled" for MNIST and
   CIFAR-10), declared once, and their encoding (:func:`encode_example`,
-  :func:`serialize_example`); model/data.py derives its parser from them;
+  :func:`serialize_example`); model/train/data.py derives its parser from them;
 - the split of an example (:func:`split_of`): CelebA's official partition when
   the source gives one, else a hash of the identity (no person in two splits)
   when the data set knows enough identities, else a hash of the photo's key;
@@ -57,7 +57,7 @@ FORMAT_VERSION = "1.0.0"
 class Feature:
     """One stored feature of an example, declared once: the writer
     (:func:`encode_example`), ``features.json`` (:func:`features_json`), the
-    manifest and the TensorFlow parser (model/data.py) all derive from it.
+    manifest and the TensorFlow parser (model/train/data.py) all derive from it.
 
     ``dtype``/``shape``: the decoded value (``"size"`` and ``"channels"`` are
     filled from the version's image shape); ``storage``: what the
@@ -188,7 +188,7 @@ def encode_example(layout: str, values: dict) -> bytes:
 
 
 def face_values(image: np.ndarray, face: dict, image_format: str = "raw") -> dict:
-    """The "faces" values of one aligned face and its ``faces.jsonl`` row (pipeline/aligned.py)."""
+    """The "faces" values of one aligned face and its ``faces.jsonl`` row (pipeline/align/shards.py)."""
     meta = face.get("meta") or {}
     identity = meta.get("identity")
     return {"image": encode_image(image, image_format), "key": face["key"],

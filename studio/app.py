@@ -289,7 +289,7 @@ def create_app(registry: ModelRegistry) -> FastAPI:
 
     @app.post("/api/interpolate")
     async def interpolate(request: InterpolateRequest):
-        from model.sampling import slerp
+        from model.train.sampling import slerp
 
         model = await run_in_threadpool(get_model, request.model)
         a, _ = resolve(model, request.a)
@@ -305,7 +305,7 @@ def create_app(registry: ModelRegistry) -> FastAPI:
 
     @app.post("/api/align")
     async def align(photo: Annotated[UploadFile, File()], model: ModelId = None):
-        from pipeline.faces import NoFace
+        from pipeline.align.aligner import NoFace
         from pipeline.imaging import DecodeError
 
         size = (await run_in_threadpool(get_model, model)).card.resolution

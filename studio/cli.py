@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         except FileNotFoundError as exc:
             return fail(str(exc))
 
-    from model.train import resolve_precision
+    from model.train.loop import resolve_precision
     from studio.app import create_app
     from studio.models import ModelRegistry
 

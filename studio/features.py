@@ -1,7 +1,7 @@
 """Optional studio features, switched on by the installed code.
 
-Projection (``model.project.project_faces``) and completion
-(``model.complete.complete_faces``) are looked up, not imported unconditionally:
+Projection (``model.apps.project.project_faces``) and completion
+(``model.apps.complete.complete_faces``) are looked up, not imported unconditionally:
 the studio shows their panels only when the functions exist. Alignment of an
 uploaded photo uses the project's aligner and image decoder (always installed).
 """
@@ -20,8 +20,8 @@ MAX_UPLOAD_PIXELS = 40_000_000
 #: Faces returned by /api/align (the largest first).
 MAX_FACES = 8
 #: Where projection and completion live, when installed: (module, function).
-PROJECT = ("model.project", "project_faces")
-COMPLETE = ("model.complete", "complete_faces")
+PROJECT = ("model.apps.project", "project_faces")
+COMPLETE = ("model.apps.complete", "complete_faces")
 
 
 def optional(module: str, function: str):
@@ -75,7 +75,7 @@ def decode_data_url(text: str, what: str, max_pixels: int = MAX_UPLOAD_PIXELS) -
 def align_photo(data: bytes, size: int, max_pixels: int = MAX_UPLOAD_PIXELS) -> list[dict]:
     """The faces in an uploaded photo, aligned as the training data were:
     ``[{"image": (size, size, 3) uint8, "box", "score"}]``, largest first.
-    Raises ``pipeline.imaging.DecodeError`` or ``pipeline.faces.NoFace`` with a reason."""
+    Raises ``pipeline.imaging.DecodeError`` or ``pipeline.align.aligner.NoFace`` with a reason."""
     from pipeline.imaging import decode_rgb
 
     rgb = decode_rgb(data, max_pixels)
@@ -90,7 +90,7 @@ _ALIGN_LOCK = threading.Lock()
 
 
 def _aligner(size: int):
-    from pipeline.faces import FaceAligner
+    from pipeline.align.aligner import FaceAligner
 
     if size not in _ALIGNERS:
         _ALIGNERS[size] = FaceAligner(size=size, all_faces=True)

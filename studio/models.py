@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.apps.directions import move, read_directions
 from model.card import ModelCard, find_runs, load_generator, read_card, read_evaluation
-from model.directions import move, read_directions
 from studio.batcher import MicroBatcher
 
 #: Offsets along attribute directions, in standard deviations of z along the normal.
@@ -41,7 +41,7 @@ class LoadedModel:
     @classmethod
     def load(cls, model_id: str, run_dir: Path, max_rows: int = 32, wait_s: float = 0.0,
              precision: str = "float32") -> "LoadedModel":
-        from model.serving import compile_generator
+        from model.train.serving import compile_generator
 
         card, generator = load_generator(run_dir)
         declared, takes = sorted(s.name for s in card.inputs), sorted(t.name for t in generator.inputs)
@@ -82,10 +82,10 @@ class LoadedModel:
 
     def discriminator(self):
         """The run's discriminator from its checkpoint, for completion's perceptual loss
-        (model.complete), loaded on first use; None when the folder has no checkpoint
+        (model.apps.complete), loaded on first use; None when the folder has no checkpoint
         (a generator copied without ``ckpt/``): completion then uses the context alone."""
         if self._critic is None:
-            from model.inversion import checkpoint_discriminator
+            from model.apps.inversion import checkpoint_discriminator
 
             self._critic = (checkpoint_discriminator(self.run_dir),)
         return self._critic[0]
@@ -110,7 +110,7 @@ def summary(model_id: str, run_dir: Path, card: ModelCard) -> dict:
 class ModelRegistry:
     """Run folders under ``root`` (re-listed on demand) plus the ``default`` run; each
     model is loaded on first use and kept, served in ``precision`` (``float32`` or
-    ``mixed_bfloat16``: see model.serving.serving_copy)."""
+    ``mixed_bfloat16``: see model.train.serving.serving_copy)."""
 
     def __init__(self, root: Path | None, default: Path, max_rows: int = 32, wait_s: float = 0.0,
                  precision: str = "float32"):

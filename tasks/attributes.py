@@ -18,14 +18,14 @@ DEFAULT_ATTRIBUTES = ("Male,Smiling,Mouth_Slightly_Open,Eyeglasses,Wearing_Lipst
 
 def check_attributes(task: luigi.Task) -> None:
     """``task.attributes`` must be CelebA attribute names (one line listing the valid ones)."""
-    from model.attributes import parse_attributes
+    from model.apps.attributes import parse_attributes
 
     with settings_of(task, "attributes"):
         parse_attributes(task.attributes)
 
 
 class TrainAttributeClassifier(Checked, luigi.Task):
-    """Trains the CelebA attribute classifier (model/attributes.py) on real records.
+    """Trains the CelebA attribute classifier (model/apps/attributes.py) on real records.
 
     Output: ``processed/classifiers/{dataset}/attributes-{version}/`` with
     ``classifier.keras`` and ``classifier.json`` (attributes, held-out accuracy per
@@ -54,7 +54,7 @@ class TrainAttributeClassifier(Checked, luigi.Task):
         return luigi.LocalTarget(str(processed_dir("classifiers", self.dataset, f"attributes-{version(self)}")))
 
     def run(self):
-        from model.attributes import parse_attributes, train_classifier
+        from model.apps.attributes import parse_attributes, train_classifier
 
         names = parse_attributes(self.attributes)
         progress = Progress(self, self.epochs, "epochs")
@@ -78,7 +78,7 @@ def newest_run() -> Path:
 
 
 class FitAttributeDirections(Checked, luigi.Task):
-    """Fits one direction in z per attribute for a run's generator (model/directions.py)
+    """Fits one direction in z per attribute for a run's generator (model/apps/directions.py)
     and writes ``directions.json`` into the run folder, for the studio's sliders.
 
     Attributes whose boundary is no better than chance are listed under ``dropped``
@@ -131,9 +131,9 @@ class FitAttributeDirections(Checked, luigi.Task):
                 and all(stored.get(k) == v for k, v in wanted.items() if k != "names"))
 
     def run(self):
-        from model.attributes import load_classifier, parse_attributes
+        from model.apps.attributes import load_classifier, parse_attributes
+        from model.apps.directions import fit_directions, write_directions
         from model.card import load_generator
-        from model.directions import fit_directions, write_directions
 
         names = parse_attributes(self.attributes)
         classifier = load_classifier(self.input().path)

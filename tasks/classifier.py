@@ -1,5 +1,5 @@
 """Training the small classifier of a labeled data set (the MNIST comparison's feature
-space and judge of conditional samples; model/classifier.py does the work)."""
+space and judge of conditional samples; model/eval/classifier.py does the work)."""
 from __future__ import annotations
 
 import luigi
@@ -16,7 +16,7 @@ class TrainClassifier(Checked, luigi.Task):
 
     Output: ``processed/classifiers/{dataset}/classifier-{version}/``: ``classifier.keras``
     (image in [-1, 1] -> class logits), ``features.keras`` (RGB in [-1, 1) -> its 128-d
-    penultimate layer: a model/metrics.py feature network, e.g. for
+    penultimate layer: a model/eval/metrics.py feature network, e.g. for
     ``EvaluateGenerator --feature-network``) and ``report.json`` (``test_accuracy``).
     """
     dataset = luigi.Parameter(default="mnist", description="Labeled data set (mnist, cifar10).")
@@ -43,7 +43,7 @@ class TrainClassifier(Checked, luigi.Task):
         return luigi.LocalTarget(str(self.folder()))
 
     def run(self):
-        from model.classifier import train_on_records
+        from model.eval.classifier import train_on_records
 
         progress = Progress(self, self.steps, "steps", every=50)
         with atomic_dir(self.folder()) as tmp:

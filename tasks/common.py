@@ -14,7 +14,7 @@ from pipeline.versions import digest
 #: Non-public networks (or ``address:port`` entries) that downloads and crawls
 #: may connect to. Empty: public addresses only. Tests on 127.0.0.1 set it; it
 #: is deliberately no task parameter, so no luigi.cfg or command line can open
-#: the address guard (pipeline/netguard.py).
+#: the address guard (pipeline/net/netguard.py).
 ALLOW_NETWORKS: tuple[str, ...] = ()
 
 

@@ -1,6 +1,6 @@
 """Comparing GAN variants side by side: every variant x discriminator trained as an ordinary
 TrainGAN run (same data, step budget and seed), then curves, sample grids and one table
-(model/comparison.py does the work)."""
+(model/eval/comparison.py does the work)."""
 from __future__ import annotations
 
 import json
@@ -72,14 +72,14 @@ class CompareGANs(Checked, luigi.Task):
             at_least(self, name, 1)
         check(self, "intervals", self.intervals <= self.steps, f"must be at most steps ({self.steps})")
         if "acgan" in self.variants and not self.labeled():
-            from model.attributes import parse_attributes
+            from model.apps.attributes import parse_attributes
 
             with settings_of(self, "acgan_attributes"):
                 parse_attributes(list(self.acgan_attributes))
 
     def complete(self):
         if not self.labeled() and not self.output()["json"].exists():
-            from model.metrics import check_feature_network
+            from model.eval.metrics import check_feature_network
             check_feature_network(self.feature_network or None)  # fail while scheduling, before training
         return super().complete()
 
@@ -112,7 +112,7 @@ class CompareGANs(Checked, luigi.Task):
     def run(self):
         from pathlib import Path
 
-        from model.comparison import compare_runs, render_markdown
+        from model.eval.comparison import compare_runs, render_markdown
 
         tasks = self.requires()
         records = tasks[next(iter(k for k in tasks if k != "classifier"))].requires().folder()
@@ -143,9 +143,9 @@ class CompareGANs(Checked, luigi.Task):
         import keras
 
         from model.card import load_generator
-        from model.comparison import classifier_figures, inception_figures
-        from model.evaluation import choose_split, read_split_images, split_sizes, to_rgb
-        from model.metrics import compute_features, load_feature_network
+        from model.eval.comparison import classifier_figures, inception_figures
+        from model.eval.evaluation import choose_split, read_split_images, split_sizes, to_rgb
+        from model.eval.metrics import compute_features, load_feature_network
 
         split, note = choose_split(split_sizes(records), "test")
         notes = [f"> {note}."] if note else []

@@ -1,4 +1,4 @@
-"""Completing the faces of a folder of photos with a trained run (model/complete.py does the work)."""
+"""Completing the faces of a folder of photos with a trained run (model/apps/complete.py does the work)."""
 from __future__ import annotations
 
 import hashlib
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import luigi
 
-from model.complete import BLENDS, KEEP, KEEPS, MASKS
-from model.inversion import FitSettings
+from model.apps.complete import BLENDS, KEEP, KEEPS, MASKS
+from model.apps.inversion import FitSettings
 from pipeline.atomic import atomic_dir
 from tasks.common import Progress, describe, processed_dir, report_records, version
 from tasks.train import TrainedRun
@@ -58,7 +58,7 @@ class CompleteFaces(TrainedRun, luigi.Task):
             raise ValueError(f"CompleteFaces: --input-dir {self.input_dir!r} is not a folder")
 
     def photos(self) -> list[tuple[str, Path]]:
-        from pipeline.sources import list_images
+        from pipeline.sources.base import list_images
         return [(key, Path(self.input_dir) / key) for key in list_images(self.input_dir)]
 
     def _inputs_digest(self) -> str:
@@ -83,8 +83,8 @@ class CompleteFaces(TrainedRun, luigi.Task):
         return report_records(path, "inputs_digest", self._inputs_digest())
 
     def run(self):
-        from model.complete import complete_photos, read_mask_file
-        from model.inversion import aligner_for, load_networks
+        from model.apps.complete import complete_photos, read_mask_file
+        from model.apps.inversion import aligner_for, load_networks
 
         run_dir = self.run_folder()
         card, generator, discriminator, note = load_networks(run_dir, self.precision)

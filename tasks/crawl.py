@@ -5,7 +5,7 @@
     luigi --module tasks DetectAlignFaces --dataset crawl --CrawlDays-start 2026-11-01 --local-scheduler
 
 The crawler itself (robots.txt, delays, address guard, caps, resume,
-de-duplication) is :mod:`pipeline.crawl`; docs/crawl.md describes every key.
+de-duplication) is :mod:`pipeline.crawl.crawler`; docs/crawl.md describes every key.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import luigi
 # registered here: `luigi --module tasks RangeDaily --of CrawlImages` works.
 from luigi.tools.range import RangeDaily
 
-from pipeline.crawl import CrawlConfig, check_numbers
-from pipeline.sources import DirectorySource, Item, Source
+from pipeline.crawl.crawler import CrawlConfig, check_numbers
+from pipeline.sources.base import DirectorySource, Item, Source
 from tasks import common
 from tasks.common import defaults_of, raw_dir
 from tasks.errors import Checked, ConfigError, settings_of
@@ -120,9 +120,9 @@ class CrawlImages(Checked, luigi.Task):
         return False
 
     def crawl_config(self):
-        """The :class:`pipeline.crawl.CrawlConfig` of these parameters; a one-line
+        """The :class:`pipeline.crawl.crawler.CrawlConfig` of these parameters; a one-line
         :class:`ConfigError` naming the ``[CrawlImages]`` key when one is unusable."""
-        from pipeline.crawl import read_seeds
+        from pipeline.crawl.crawler import read_seeds
         if not self.contact_url.strip():
             raise ConfigError("[CrawlImages] contact_url is empty: set it in luigi.cfg (or pass "
                               "--CrawlImages-contact-url) to a page saying who runs this crawler "
@@ -144,7 +144,7 @@ class CrawlImages(Checked, luigi.Task):
             raise ConfigError(f"[CrawlImages] {exc}") from None
 
     def run(self):
-        from pipeline.crawl import crawl
+        from pipeline.crawl.crawler import crawl
         config = self.crawl_config()
         summary = crawl(config, self.folder(), progress=self._reporter())
         self.set_status_message(f"{summary['pages_fetched']} pages, {summary['images_kept']} images "

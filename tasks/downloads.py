@@ -2,7 +2,7 @@
 
 Each task puts (or finds) its images on disk, verifies them, and writes a
 ``source.json`` marker last; the marker's existence is what makes the task
-complete. ``source()`` returns the :class:`pipeline.sources.Source` that
+complete. ``source()`` returns the :class:`pipeline.sources.base.Source` that
 alignment reads, so nothing downstream knows where the images came from.
 
 Parameter values are checked when a task is built (an unknown LSUN category,
@@ -22,7 +22,10 @@ from typing import Callable
 import luigi
 
 from pipeline.atomic import write_json
-from pipeline.celeba import (
+from pipeline.net.download import RemoteFile, download
+from pipeline.net.httpclient import Policy
+from pipeline.sources.base import Source, list_images
+from pipeline.sources.celeba import (
     IMAGES_ZIP,
     LABEL_FILES,
     NUM_IMAGES,
@@ -34,16 +37,14 @@ from pipeline.celeba import (
     image_dir,
     prepare_celeba,
 )
-from pipeline.download import RemoteFile, download
-from pipeline.httpclient import Policy
-from pipeline.imagenet import (
+from pipeline.sources.imagenet import (
     HOW_TO_GET,
     TRAIN_TAR_MD5,
     ImageNetSource,
     import_imagenet,
     parse_synsets,
 )
-from pipeline.lsun import (
+from pipeline.sources.lsun import (
     EXPORT_SHARD_SIZE,
     OBJECTS_URL,
     SCENES_URL,
@@ -54,7 +55,6 @@ from pipeline.lsun import (
     lsun_remote_file,
     verify_zip,
 )
-from pipeline.sources import Source, list_images
 from pipeline.versions import digest
 from tasks import common
 from tasks.common import Progress, Report, raw_dir, version
@@ -102,7 +102,7 @@ class _FetchParams(_Marked):
         return Policy(retries=self.retries, read_timeout=self.timeout)
 
     def fetch_options(self) -> dict:
-        """The keyword arguments of :func:`pipeline.download.download` these settings give."""
+        """The keyword arguments of :func:`pipeline.net.download.download` these settings give."""
         return {"policy": self.policy(), "allow": common.ALLOW_NETWORKS}
 
 

@@ -1,7 +1,7 @@
 """Evaluating trained runs (FID, KID, face-detection rate, MS-SSIM diversity, per
 checkpoint, with JSON and Markdown reports) and comparing runs.
 
-The work is done by model/evaluation.py (and the figures by model/metrics.py);
+The work is done by model/eval/evaluation.py (and the figures by model/eval/metrics.py);
 docs/evaluation.md says how each is defined and what to install (the
 ``[metrics]`` extra).
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import luigi
 
-from model.evaluation import EvalSettings
-from model.metrics import FEATURE_PRECISIONS
+from model.eval.evaluation import EvalSettings
+from model.eval.metrics import FEATURE_PRECISIONS
 from pipeline.atomic import atomic_dir, atomic_file, write_json
 from tasks.common import Progress, describe, processed_dir, report_records, version
 from tasks.errors import Checked, settings_of
@@ -92,7 +92,7 @@ class EvaluateGenerator(Checked, TrainedRun, luigi.Task):
     def complete(self):
         if self.output()["json"].exists():
             return True
-        from model.metrics import check_feature_network
+        from model.eval.metrics import check_feature_network
         check_feature_network(self.feature_network or None)  # fail while scheduling, before training
         return super().complete()
 
@@ -106,7 +106,7 @@ class EvaluateGenerator(Checked, TrainedRun, luigi.Task):
         return folder
 
     def run(self):
-        from model.evaluation import evaluate_run, record_evaluation
+        from model.eval.evaluation import evaluate_run, record_evaluation
 
         bars: dict[str, Progress] = {}
 
@@ -161,7 +161,7 @@ class CompareRuns(luigi.Task):
                 and report_records(self.output()["json"].path, "inputs", self._inputs()))
 
     def run(self):
-        from model.evaluation import compare_reports
+        from model.eval.evaluation import compare_reports
 
         inputs = self._inputs()
         reports = [(p, json.loads(Path(p).read_text())) for p, _ in inputs]

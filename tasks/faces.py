@@ -6,9 +6,9 @@ import json
 import luigi
 
 from pipeline import versions
-from pipeline.aligned import keys_digest, parse_shard_name, plan_shards, read_keys, write_keys
+from pipeline.align.aligner import DETECTORS, LANDMARK_SETS, MODES, FaceAligner
+from pipeline.align.shards import keys_digest, parse_shard_name, plan_shards, read_keys, write_keys
 from pipeline.atomic import atomic_dir, write_json
-from pipeline.faces import DETECTORS, LANDMARK_SETS, MODES, FaceAligner
 from tasks.common import Progress, defaults_of, describe, processed_dir
 from tasks.errors import Checked, at_least, check, settings_of
 from tasks.raw import check_dataset, raw_task
@@ -129,7 +129,8 @@ class AlignShard(AlignmentParams, luigi.Task):
         return keys
 
     def run(self):
-        from pipeline.aligned import align_keys, usable_cores, write_shard
+        from pipeline.align.engine import align_keys, usable_cores
+        from pipeline.align.shards import write_shard
         source = self.requires().source()
         keys = self.keys()
         progress = Progress(self, len(keys), "images", every=8)
@@ -147,7 +148,7 @@ class DetectAlignFaces(AlignmentParams, luigi.Task):
     shard of the plan, so every worker of a central scheduler sees the shards
     and may run them (when the raw data is made in the same run, ``run()``
     yields them instead). The shard plan is append-only
-    (:func:`pipeline.aligned.plan_shards`), so after raw data is added only
+    (:func:`pipeline.align.shards.plan_shards`), so after raw data is added only
     the new keys are decoded and aligned. The output, ``summary-{keys
     digest}.json`` (counts per shard, rejections by reason), names the
     source's current key set: the task is complete exactly when that key set

@@ -3,7 +3,7 @@
 Each task downloads the official files (URLs and published checksums in
 luigi.cfg) or checks a copy on disk (``local_dir``, used in place), verifies
 them, and writes ``source.json`` last, saying which checksum each file
-matched. ``source()`` is a :class:`pipeline.labeled.LabeledSource`;
+matched. ``source()`` is a :class:`pipeline.sources.labeled.LabeledSource`;
 ``layout = "labeled"`` tells BuildTFRecords to write labeled records straight
 from it (no alignment).
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import luigi
 
 from pipeline.atomic import write_json
-from pipeline.download import RemoteFile, download
-from pipeline.labeled import LabeledSource
+from pipeline.net.download import RemoteFile, download
+from pipeline.sources.labeled import LabeledSource
 from tasks.common import Report, raw_dir, version
 from tasks.downloads import _FetchParams, _local, _memo
 from tasks.errors import ConfigError
@@ -113,7 +113,7 @@ class DownloadMNIST(_LabeledDownload, luigi.Task):
                                 "gunzip)}. Set in luigi.cfg.")
 
     def published(self) -> dict:
-        from pipeline.mnist import FILE_NAMES, GzipFile
+        from pipeline.sources.mnist import FILE_NAMES, GzipFile
         try:
             specs = {spec["name"]: GzipFile.from_dict(spec) for spec in self.files}
         except (KeyError, TypeError, ValueError) as exc:
@@ -127,12 +127,12 @@ class DownloadMNIST(_LabeledDownload, luigi.Task):
         return [f.remote for f in self.published().values()]
 
     def check_local(self, root: Path) -> None:
-        from pipeline.mnist import check_folder
+        from pipeline.sources.mnist import check_folder
         self.published()
         check_folder(root)
 
     def run(self):
-        from pipeline.mnist import FILE_NAMES, MAX_GZ_BYTES, GzipFile, verify_gz
+        from pipeline.sources.mnist import FILE_NAMES, MAX_GZ_BYTES, GzipFile, verify_gz
 
         self.check()
         published, root = self.published(), self.root()
@@ -157,7 +157,7 @@ class DownloadMNIST(_LabeledDownload, luigi.Task):
         self.finish(matched)
 
     def source_class(self) -> type[LabeledSource]:
-        from pipeline.mnist import MNISTSource
+        from pipeline.sources.mnist import MNISTSource
         return MNISTSource
 
 
@@ -187,26 +187,26 @@ class DownloadCIFAR10(_LabeledDownload, luigi.Task):
             raise self._spec_error(exc) from None
 
     def _archive(self) -> RemoteFile:
-        from pipeline.cifar import ARCHIVE
+        from pipeline.sources.cifar import ARCHIVE
         remote = next((f for f in self.remote_files() if f.name == ARCHIVE), None)
         return remote or RemoteFile(ARCHIVE, ("-",))
 
     def check_local(self, root: Path) -> None:
-        from pipeline.cifar import ARCHIVE, check_folder
+        from pipeline.sources.cifar import ARCHIVE, check_folder
         if not (root / ARCHIVE).is_file():
             check_folder(root)
 
     def root(self) -> Path:
         """The folder holding ``cifar-10-batches-py/`` (or the batches)."""
-        from pipeline.cifar import batch_dir
+        from pipeline.sources.cifar import batch_dir
         local = _local(self.local_dir)
         if local is None or batch_dir(local) is None:
             return self.output_dir()  # a download, or a local archive extracted into raw/
         return local
 
     def run(self):
-        from pipeline.cifar import ARCHIVE, check_folder, extract_batches, verify_batches
-        from pipeline.download import verify_file
+        from pipeline.net.download import verify_file
+        from pipeline.sources.cifar import ARCHIVE, check_folder, extract_batches, verify_batches
 
         self.check()
         local, root = _local(self.local_dir), self.root()
@@ -228,6 +228,6 @@ class DownloadCIFAR10(_LabeledDownload, luigi.Task):
         self.finish(matched)
 
     def source_class(self) -> type[LabeledSource]:
-        from pipeline.cifar import CIFAR10Source
+        from pipeline.sources.cifar import CIFAR10Source
         return CIFAR10Source
 

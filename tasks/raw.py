@@ -1,6 +1,6 @@
 """Raw sources: the tasks that put images under raw/, and which data set each one is.
 
-Every raw task's ``source()`` returns a :class:`pipeline.sources.Source` over
+Every raw task's ``source()`` returns a :class:`pipeline.sources.base.Source` over
 its output; alignment asks nothing else of it. :data:`RAW_TASKS` is the one
 table of data sets (``--dataset NAME``): nothing is added to it elsewhere.
 """
@@ -10,7 +10,7 @@ from typing import Callable
 
 import luigi
 
-from pipeline.sources import DirectorySource, Source
+from pipeline.sources.base import DirectorySource, Source
 from tasks.common import Report, raw_dir
 from tasks.crawl import CrawlDays
 from tasks.downloads import DownloadCelebA, DownloadLSUN, ImportImageNet
@@ -26,7 +26,7 @@ class SampleSource(DirectorySource):
         self.n = n
 
     def keys(self) -> list[str]:
-        from pipeline.sample_photos import sample_key
+        from pipeline.sources.sample_photos import sample_key
         return [sample_key(i) for i in range(self.n)]
 
 
@@ -56,7 +56,7 @@ class Sample(Checked, luigi.Task):
 
     def run(self):
         from pipeline.atomic import write_json
-        from pipeline.sample_photos import write_sample
+        from pipeline.sources.sample_photos import write_sample
 
         report = Report(self, "photos")
         made = write_sample(self.folder(), self.n, self.seed, report)

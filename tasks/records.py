@@ -75,7 +75,7 @@ class RecordShard(AlignmentParams, RecordParams, luigi.Task):
         return luigi.LocalTarget(str(root / "shards" / self.rule / self.requires().name()))
 
     def run(self):
-        from pipeline.aligned import read_shard
+        from pipeline.align.shards import read_shard
         from pipeline.records import write_record_shard
 
         images, faces = read_shard(self.input().path)
@@ -128,7 +128,7 @@ class BuildTFRecords(RecordParams, luigi.Task):
     def keys_digest(self) -> str:
         """Hash of the source's current key list."""
         if self.labeled():
-            from pipeline.aligned import keys_digest
+            from pipeline.align.shards import keys_digest
             return keys_digest(self.raw().source().keys())
         return self.requires().keys_digest()
 
@@ -185,9 +185,9 @@ class BuildTFRecords(RecordParams, luigi.Task):
         self._finish(manifest, summary["keys_digest"], summary["inputs"])
 
     def run_labeled(self):
-        from pipeline.aligned import keys_digest
-        from pipeline.labeled import write_labeled_version
+        from pipeline.align.shards import keys_digest
         from pipeline.records import resolve_rule
+        from pipeline.sources.labeled import write_labeled_version
 
         source = self.raw().source()
         rule = resolve_rule(self.split_by, 0, self.min_identities)

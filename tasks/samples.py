@@ -27,7 +27,7 @@ class ExportSamples(TrainedRun, luigi.Task):
                                                    f"{self.run_variant()}-{version(self)}")))
 
     def run(self):
-        from model.sampling import export_samples
+        from model.train.sampling import export_samples
 
         with atomic_dir(self.output().path) as tmp:
             export_samples(self.run_folder(), tmp, self.n, self.seed, self.interpolations,
@@ -63,7 +63,7 @@ class ExportAttributeSweep(TrainedRun, luigi.Task):
                                                    f"{self.run_variant()}-{version(self)}-sweep")))
 
     def run(self):
-        from model.sampling import attribute_sweeps
+        from model.train.sampling import attribute_sweeps
 
         with atomic_dir(self.output().path) as tmp:
             attribute_sweeps(self.run_folder(), tmp, self.max, self.rows, self.columns, self.seed)

@@ -1,4 +1,4 @@
-"""Training a GAN variant on the records of a data set (model/train.py does the work)."""
+"""Training a GAN variant on the records of a data set (model/train/loop.py does the work)."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ from model.config import (
     TrainConfig,
     resolution_ok,
 )
-from model.recipes import DCGAN_DEFAULT, recipe
+from model.train.recipes import DCGAN_DEFAULT, recipe
 from model.variants import VARIANTS
 from pipeline.atomic import write_json
 from tasks.common import Progress, describe, processed_dir, version
@@ -139,8 +139,8 @@ class TrainGAN(Checked, luigi.Task):
         return TrainConfig(**{**params, "resolution": resolution, "channels": channels, "labels": labels})
 
     def run(self):
-        from model.data import class_names
-        from model.train import train
+        from model.train.data import class_names
+        from model.train.loop import train
         from model.variants import build_variant
 
         folder = self.records().folder()
@@ -155,7 +155,7 @@ class TrainGAN(Checked, luigi.Task):
         if self.eval_every:
             from luigi.task_register import Register
 
-            from model.evaluation import training_evaluator
+            from model.eval.evaluation import training_evaluator
             # EvaluateGenerator's settings ([EvaluateGenerator] in luigi.cfg), looked up by name
             # so that tasks/evaluate.py, which requires this task, is not imported back.
             settings = Register.get_task_cls("EvaluateGenerator")(dataset=self.dataset).settings()
@@ -173,7 +173,7 @@ class TrainGAN(Checked, luigi.Task):
 def training_data(folder, config: TrainConfig, model):
     """The batches ``model`` (a variant) trains on, from the records version ``folder``: dicts
     of the features it reads, ``model.images_per_step()`` images each."""
-    from model.data import training_dataset
+    from model.train.data import training_dataset
     return training_dataset(folder, "train", model.images_per_step(), config.shuffle_buffer, config.seed,
                             features=model.features, attributes=model.data_attributes())
 
@@ -191,7 +191,7 @@ class TrainDCGAN(TrainGAN):
     folder for the same settings). The default entry point: ``make run`` and the
     nightly ``luigi --module tasks TrainDCGAN``. Its network and optimiser are the paper's;
     its ``ema`` and ``augment`` defaults are the recipe that won ``bench/quality.py``
-    (model/recipes.py ``DCGAN_DEFAULT``; ``--ema 0 --augment ''`` trains the paper's way)."""
+    (model/train/recipes.py ``DCGAN_DEFAULT``; ``--ema 0 --augment ''`` trains the paper's way)."""
     variant = luigi.ChoiceParameter(default="dcgan", choices=("dcgan",),
                                     description="Always dcgan (use TrainGAN for the other variants).")
     ema = luigi.FloatParameter(default=recipe(DCGAN_DEFAULT)["ema"], description=TrainGAN.ema.description)
@@ -224,7 +224,7 @@ class TrainEGAN(TrainGAN):
 
     def extractors(self) -> list[str]:
         """One extractor per c: the formulas by name, ``attribute`` expanded to ``--attribute``."""
-        from model.attributes import parse_attributes
+        from model.apps.attributes import parse_attributes
 
         out = []
         for name in (e.strip() for e in self.extractor.split(",") if e.strip()):

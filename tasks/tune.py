@@ -1,7 +1,7 @@
 """Tuning training settings: TuneGAN trains the trials of a search space as ordinary training
 runs, scores each on the validation split, re-scores only the winner on the test split.
 
-The search itself (trials, ranking, table) is model/tuning.py; docs/training.md
+The search itself (trials, ranking, table) is model/eval/tuning.py; docs/training.md
 ("Tuning") shows a run.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import luigi
 
-from model.evaluation import SPLIT_ORDER
-from model.recipes import RECIPES, recipe
-from model.tuning import METRICS, SEARCHES, expand_space
+from model.eval.evaluation import SPLIT_ORDER
+from model.eval.tuning import METRICS, SEARCHES, expand_space
+from model.train.recipes import RECIPES, recipe
 from model.variants import VARIANTS
 from pipeline.atomic import atomic_dir, write_json
 from tasks.common import processed_dir, version
@@ -57,7 +57,7 @@ class EvaluateTrial(EvaluateGenerator):
         return trial_task(self.dataset, self.variant, _plain(self.trial), self.trial_steps)
 
     def run(self):
-        from model.evaluation import split_sizes
+        from model.eval.evaluation import split_sizes
         sizes = split_sizes(self.records_folder())
         if sizes.get(self.split, 0) < 2:
             raise ValueError(f"EvaluateTrial: the records {self.records_folder()} have no {self.split!r} split "
@@ -97,7 +97,7 @@ class TuneGAN(Checked, luigi.Task):
                                                "on this machine and kept in processed/tuning/<dataset>/"
                                                "step_seconds.json; the trials are then planned in run().")
     recipe = luigi.ChoiceParameter(default="", choices=("", *RECIPES),
-                                   description="Settings every trial starts from (model/recipes.py); empty: "
+                                   description="Settings every trial starts from (model/train/recipes.py); empty: "
                                                "the training task's own (its defaults, luigi.cfg, the command "
                                                "line).")
     metric = luigi.ChoiceParameter(default="fid", choices=METRICS, description="Selection figure (lower wins).")
@@ -137,7 +137,7 @@ class TuneGAN(Checked, luigi.Task):
 
     def step_seconds(self, params: list[dict]) -> list[float]:
         """Seconds per training step of each trial on this machine: measured once
-        (model.train.step_seconds, interleaved) and kept, so that a re-run, or a worker sharing
+        (model.train.loop.step_seconds, interleaved) and kept, so that a re-run, or a worker sharing
         ``processed/``, plans the very same trials (and finds them done)."""
         from model.cpu import cpu_model
         from pipeline.atomic import write_json
@@ -150,8 +150,8 @@ class TuneGAN(Checked, luigi.Task):
                            sort_keys=True) for c in configs]
         missing = [k for k in range(len(keys)) if keys[k] not in known]
         if missing:
-            from model.data import image_dataset
-            from model.train import step_seconds
+            from model.train.data import image_dataset
+            from model.train.loop import step_seconds
 
             folder = BuildTFRecords(dataset=self.dataset).folder()
             self.set_status_message(f"timing a training step of {len(missing)} trial(s)")
@@ -186,7 +186,7 @@ class TuneGAN(Checked, luigi.Task):
                 "md": luigi.LocalTarget(str(self.folder() / "tuning.md"))}
 
     def run(self):
-        from model.tuning import rank, render_table, shared_settings
+        from model.eval.tuning import rank, render_table, shared_settings
 
         evaluations = self.evaluations(self.select_split)
         if self.minutes:

@@ -26,7 +26,7 @@ def brightness(images: np.ndarray) -> np.ndarray:
 def _generator(with_c: bool, seed: int):
     import keras
 
-    from model.dcgan import build_generator
+    from model.nets.dcgan import build_generator
 
     keras.utils.set_random_seed(seed)
     if with_c:
@@ -69,7 +69,7 @@ def make_run(folder: Path, with_c: bool = False, with_directions: bool = False, 
                      dataset={"name": dataset, "version": "v-test"}, steps=steps)
     write_card(folder, card)
     if with_directions:
-        from model.directions import fit_directions, write_directions
+        from model.apps.directions import fit_directions, write_directions
 
         rng = np.random.default_rng(seed)
 

@@ -1,4 +1,4 @@
-"""`python -m pipeline.faces align INPUT_DIR OUTPUT_DIR`: a folder of photos in, a mirrored tree out."""
+"""`facegan-align align INPUT_DIR OUTPUT_DIR`: a folder of photos in, a mirrored tree out."""
 from __future__ import annotations
 
 import io
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.faces import LANDMARK_SETS, MINMAX_TEMPLATE
-from pipeline.faces_cli import face_output, main
-from pipeline.sample_photos import portrait
+from pipeline.align.aligner import LANDMARK_SETS, MINMAX_TEMPLATE
+from pipeline.align.cli import face_output, main
+from pipeline.sources.sample_photos import portrait
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def photos(tmp_path_factory) -> Path:
 
 def test_cli_mirrors_the_tree_logs_rejections_and_skips_done_inputs(photos, tmp_path):
     out = tmp_path / "aligned"
-    cmd = [sys.executable, "-m", "pipeline.faces", "align", str(photos), str(out), "--size", "64",
+    cmd = [sys.executable, "-m", "pipeline.align", "align", str(photos), str(out), "--size", "64",
            "--landmarks", "innerEyesAndBottomLip", "--mode", "openface", "--all-faces", "--jobs", "2",
            "--quiet"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""pipeline.archive: hostile zips and tars are refused, nothing escapes."""
+"""pipeline.net.archive: hostile zips and tars are refused, nothing escapes."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from pipeline.archive import UnsafeArchiveError, extract, extract_tar, extract_zip, iter_tar_files
+from pipeline.net.archive import UnsafeArchiveError, extract, extract_tar, extract_zip, iter_tar_files
 
 
 def all_files(root):

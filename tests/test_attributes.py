@@ -1,4 +1,4 @@
-"""The CelebA attribute classifier (model/attributes.py) and its two Luigi tasks."""
+"""The CelebA attribute classifier (model/apps/attributes.py) and its two Luigi tasks."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from model.attributes import (
+from model.apps.attributes import (
     CARD_FILE,
     MODEL_FILE,
     accuracy,
@@ -103,7 +103,7 @@ def test_training_learns_a_visible_attribute_and_reports_held_out_accuracy(tmp_p
     assert male["test"] >= 0.9 and male["n_test"] == card["records"]["test"]
     assert card["accuracy"]["Smiling"]["n_test"] < card["records"]["test"]  # unknown labels left out
     classifier = load_classifier(tmp_path / "clf")
-    from model.attributes import load_split
+    from model.apps.attributes import load_split
     images, labels = load_split(records, "test", ["Male"])
     probs = classifier.predict(images, ["Male"])
     assert probs.shape == (len(images), 1)

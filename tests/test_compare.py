@@ -15,15 +15,15 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from model.card import InputSpec, ModelCard, noise_spec  # noqa: E402
-from model.classifier import (  # noqa: E402
+from model.eval.classifier import (  # noqa: E402
     feature_network,
     matched_accuracy,
     predict,
     to_float,
     train_classifier,
 )
-from model.comparison import classifier_figures, crop_grid, final_values, read_metrics  # noqa: E402
-from model.sampling import grid  # noqa: E402
+from model.eval.comparison import classifier_figures, crop_grid, final_values, read_metrics  # noqa: E402
+from model.train.sampling import grid  # noqa: E402
 
 LEVELS = np.linspace(-0.9, 0.9, 4)  # gray level of each toy class
 
@@ -53,12 +53,12 @@ def test_classifier_learns_and_its_feature_network_takes_rgb(classifier, tmp_pat
     assert np.mean(predict(classifier, _uint8(images)) == labels) == 1.0
     net = feature_network(classifier)
     assert net.input_shape == (None, 28, 28, 3) and net.output_shape == (None, 128)
-    # RGB made from gray (model/evaluation.py to_rgb) gives the gray image's features exactly.
+    # RGB made from gray (model/eval/evaluation.py to_rgb) gives the gray image's features exactly.
     body = keras.Model(classifier.input, classifier.get_layer("features").output)
     gray = to_float(_uint8(images[:8]))
     np.testing.assert_allclose(net(np.repeat(gray, 3, -1)).numpy(), body(gray).numpy(), rtol=1e-5, atol=1e-5)
-    # Saved, it loads as a model/metrics.py feature network.
-    from model.metrics import load_feature_network
+    # Saved, it loads as a model/eval/metrics.py feature network.
+    from model.eval.metrics import load_feature_network
     net.save(tmp_path / "features.keras")
     features = load_feature_network(str(tmp_path / "features.keras"))
     out = features(np.repeat(_uint8(images[:5]), 3, -1))
@@ -91,7 +91,7 @@ def test_classifier_figures_score_conditional_generators(classifier):
     generator = _toy_generator(permutation)
     real, _ = _levels(64, np.random.default_rng(2))
     net = feature_network(classifier)
-    from model.metrics import FeatureNetwork
+    from model.eval.metrics import FeatureNetwork
     features = FeatureNetwork(lambda x: net(x).numpy(), 28, "NHWC", 32)
     real_features = features(np.repeat(_uint8(real), 3, -1))
     spec = [noise_spec(4), InputSpec("code", "onehot", 4)]

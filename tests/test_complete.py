@@ -1,4 +1,4 @@
-"""Face completion and projection (model/complete.py, model/project.py, model/inversion.py) and the
+"""Face completion and projection (model/apps/complete.py, model/apps/project.py, model/apps/inversion.py) and the
 CompleteFaces task: masks, weights, blending, the search, the paste-back, bad inputs, a folder."""
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ keras = pytest.importorskip("keras")
 
 import luigi  # noqa: E402
 
-from model.card import InputSpec, ModelCard, noise_spec  # noqa: E402
-from model.complete import (  # noqa: E402
+from model.apps.complete import (  # noqa: E402
     QualityLimits,
     align_photo,
     blend,
@@ -29,15 +28,16 @@ from model.complete import (  # noqa: E402
     paste_back,
     read_mask_file,
 )
+from model.apps.inversion import alignment_settings, load_networks  # noqa: E402
+from model.apps.project import project_faces  # noqa: E402
+from model.card import InputSpec, ModelCard, noise_spec  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
-from model.dcgan import build_discriminator, build_generator  # noqa: E402
-from model.inversion import alignment_settings, load_networks  # noqa: E402
-from model.project import project_faces  # noqa: E402
-from model.sampling import generate  # noqa: E402
-from model.train import train  # noqa: E402
-from pipeline.faces import FaceAligner, template_points  # noqa: E402
+from model.nets.dcgan import build_discriminator, build_generator  # noqa: E402
+from model.train.loop import train  # noqa: E402
+from model.train.sampling import generate  # noqa: E402
+from pipeline.align.aligner import FaceAligner, template_points  # noqa: E402
 from pipeline.imaging import decode_rgb  # noqa: E402
-from pipeline.sample_photos import portrait  # noqa: E402
+from pipeline.sources.sample_photos import portrait  # noqa: E402
 
 FAST = dict(steps=10, restarts=2, candidates=4)
 
@@ -283,7 +283,7 @@ def test_luigi_cfg_holds_the_search_defaults():
     import configparser
     from pathlib import Path
 
-    from model.inversion import FitSettings
+    from model.apps.inversion import FitSettings
     cfg = configparser.ConfigParser()
     cfg.read(Path(__file__).parent.parent / "luigi.cfg")
     d = FitSettings()
@@ -398,7 +398,7 @@ def test_cli_completes_a_photo_and_names_bad_input(run32, astronaut, tmp_path, c
     assert 0 < changed.mean() < 0.2                                     # only the hole, within the face
     assert (tmp_path / "report.png").exists()
     # projection of the same photo, and completion of an already aligned face
-    from model.project import main as project_main
+    from model.apps.project import main as project_main
     fast = ["--model", str(run32), "--steps", "5", "--restarts", "2", "--candidates", "2", "--precision", "float32"]
     assert project_main([str(photo), "--out", str(tmp_path / "projected.png"), *fast]) == 0
     projected = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -17,7 +17,6 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from model import losses  # noqa: E402
 from model.card import (  # noqa: E402
     CARD_FILE,
     InputSpec,
@@ -30,10 +29,11 @@ from model.card import (  # noqa: E402
     write_card,
 )
 from model.config import TrainConfig  # noqa: E402
-from model.dcgan import build_discriminator  # noqa: E402
-from model.sampling import export_samples, generate  # noqa: E402
-from model.serving import load_serving  # noqa: E402
-from model.train import GANTrainer, restore_networks, train  # noqa: E402
+from model.nets.dcgan import build_discriminator  # noqa: E402
+from model.train.loop import GANTrainer, restore_networks, train  # noqa: E402
+from model.train.sampling import export_samples, generate  # noqa: E402
+from model.train.serving import load_serving  # noqa: E402
+from model.variants import losses  # noqa: E402
 from model.variants.dcgan import DCGAN  # noqa: E402
 
 SMALL = dict(base_width=8, batch_size=4, steps=2, checkpoint_every=1, log_every=1, seed=3,

@@ -28,13 +28,13 @@ import pytest
 import requests
 from PIL import Image, ImageDraw
 
-from pipeline import httpclient, netguard
-from pipeline.crawl import INDEX, REJECTED, SUMMARY, CrawlConfig, crawl, earlier_outputs, read_seeds
+from pipeline.crawl.crawler import INDEX, REJECTED, SUMMARY, CrawlConfig, crawl, earlier_outputs, read_seeds
+from pipeline.crawl.links import extract_links, normalize_url
+from pipeline.crawl.robots import parse_robots
 from pipeline.imaging import DecodeError, load_image
 from pipeline.jsonl import read_jsonl
-from pipeline.links import extract_links, normalize_url
-from pipeline.robots import parse_robots
-from pipeline.sources import DirectorySource, list_images
+from pipeline.net import httpclient, netguard
+from pipeline.sources.base import DirectorySource, list_images
 
 CONTACT = "https://example.org/face-pipeline-crawler"
 LOOPBACK = ["127.0.0.0/8"]

@@ -33,8 +33,8 @@ from PIL import Image, ImageOps
 
 import tasks
 import tasks.common
-from pipeline.crawl import INDEX, REJECTED, SUMMARY, CrawlConfig, crawl, read_jsonl
-from pipeline.sample_photos import portrait
+from pipeline.crawl.crawler import INDEX, REJECTED, SUMMARY, CrawlConfig, crawl, read_jsonl
+from pipeline.sources.sample_photos import portrait
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTACT = "https://example.org/face-pipeline-crawler"

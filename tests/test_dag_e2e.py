@@ -48,7 +48,7 @@ def test_sample_to_exported_samples(tiny, started_tasks):
     # per aligned shard, split into train/validation/test.
     import tensorflow as tf
 
-    from model.data import parse_images, record_files
+    from model.train.data import parse_images, record_files
     from pipeline.records import read_info
     records = tasks.BuildTFRecords().folder()
     info = read_info(records)

@@ -6,7 +6,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from model.dcgan import build_discriminator, build_generator, widths  # noqa: E402
+from model.nets.dcgan import build_discriminator, build_generator, widths  # noqa: E402
 
 
 def _shapes(model, kind):

@@ -11,10 +11,10 @@ from pathlib import Path
 import luigi
 
 import tasks
-from pipeline.crawl import CrawlConfig
-from pipeline.faces import FaceAligner
-from pipeline.faces_cli import build_parser
-from pipeline.httpclient import Policy
+from pipeline.align.aligner import FaceAligner
+from pipeline.align.cli import build_parser
+from pipeline.crawl.crawler import CrawlConfig
+from pipeline.net.httpclient import Policy
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The tasks and configs whose defaults are checked here: the pipeline side, training,

@@ -1,4 +1,4 @@
-"""Attribute directions in z (model/directions.py): the fit, the drop rule, the lock, the file."""
+"""Attribute directions in z (model/apps/directions.py): the fit, the drop rule, the lock, the file."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from model.directions import FORMAT, fit_direction, fit_logistic, move, read_directions, write_directions
+from model.apps.directions import FORMAT, fit_direction, fit_logistic, move, read_directions, write_directions
 
 
 def test_logistic_regression_recovers_a_known_boundary():

@@ -1,4 +1,4 @@
-"""pipeline.download against a real HTTP server on 127.0.0.1."""
+"""pipeline.net.download against a real HTTP server on 127.0.0.1."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline.download import (
+from pipeline.net.download import (
     ChecksumError,
     DownloadError,
     DriveEndpoints,
@@ -18,8 +18,8 @@ from pipeline.download import (
     drive_confirmation,
     parse_content_range,
 )
-from pipeline.download import download as _download
-from pipeline.httpclient import Policy
+from pipeline.net.download import download as _download
+from pipeline.net.httpclient import Policy
 
 #: Provides the loopback HTTP server fixture ``http_server``.
 pytest_plugins = ["conftest_http"]
@@ -32,7 +32,7 @@ LOOPBACK = ["127.0.0.0/8"]
 
 
 def download(*args, **kwargs):
-    """pipeline.download.download admitting the loopback test servers."""
+    """pipeline.net.download.download admitting the loopback test servers."""
     return _download(*args, allow=LOOPBACK, **kwargs)
 
 

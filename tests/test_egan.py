@@ -11,10 +11,10 @@ keras = pytest.importorskip("keras")
 
 from model.card import load_generator, read_card, sample_inputs  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
-from model.extractors import brightness, measure, np_gradient, sharpness  # noqa: E402
-from model.sampling import attribute_sweeps, generate  # noqa: E402
-from model.serving import load_serving  # noqa: E402
-from model.train import GANTrainer, train  # noqa: E402
+from model.train.loop import GANTrainer, train  # noqa: E402
+from model.train.sampling import attribute_sweeps, generate  # noqa: E402
+from model.train.serving import load_serving  # noqa: E402
+from model.variants.extractors import brightness, measure, np_gradient, sharpness  # noqa: E402
 
 SMALL = dict(base_width=8, batch_size=4, steps=2, checkpoint_every=1, log_every=1, seed=3,
              precision="float32", resolution=32, variant="egan", z_dist="uniform01")
@@ -141,7 +141,7 @@ def _classifier_folder(tmp_path, names=("Male",)):
     """A tiny attribute classifier saved as TrainAttributeClassifier writes one."""
     import json
 
-    from model.attributes import CARD_FILE, FORMAT, MODEL_FILE, build_classifier
+    from model.apps.attributes import CARD_FILE, FORMAT, MODEL_FILE, build_classifier
     keras.utils.set_random_seed(0)
     folder = tmp_path / "classifier"
     folder.mkdir()

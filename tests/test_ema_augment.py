@@ -13,11 +13,11 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from model.augment import augment, color, cutout, translation  # noqa: E402
 from model.card import read_card  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
-from model.evaluation import run_generators  # noqa: E402
-from model.train import GANTrainer, restore_networks, train  # noqa: E402
+from model.eval.evaluation import run_generators  # noqa: E402
+from model.train.augment import augment, color, cutout, translation  # noqa: E402
+from model.train.loop import GANTrainer, restore_networks, train  # noqa: E402
 
 SMALL = dict(base_width=8, batch_size=4, steps=4, checkpoint_every=2, log_every=1, seed=3,
              precision="float32", resolution=32)
@@ -177,7 +177,7 @@ def test_augmentation_and_average_under_a_two_device_mirrored_strategy(precision
         import numpy as np, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from model.train import GANTrainer, TrainConfig, make_strategy
+        from model.train.loop import GANTrainer, TrainConfig, make_strategy
         strategy = make_strategy()
         assert strategy.num_replicas_in_sync == 2, strategy
         trainer = GANTrainer(TrainConfig(base_width=8, batch_size=8, seed=1, precision=PRECISION, ema=0.9,

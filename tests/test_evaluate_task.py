@@ -81,7 +81,7 @@ def test_evaluate_generator_reports_then_compare_runs(tiny):
 
 
 def test_choose_split_falls_back_with_a_note():
-    from model.evaluation import choose_split
+    from model.eval.evaluation import choose_split
     assert choose_split({"train": 80, "validation": 10, "test": 10}, "test") == ("test", "")
     split, note = choose_split({"train": 80, "validation": 10, "test": 1}, "test")
     assert split == "validation" and "'test' is missing" in note
@@ -99,7 +99,7 @@ def test_compare_runs_without_reports_is_one_clear_error(luigi_config):
 
 def test_missing_feature_network_fails_while_scheduling(luigi_config, tmp_path):
     import tasks
-    from model.metrics import FeatureNetworkMissing
+    from model.eval.metrics import FeatureNetworkMissing
     luigi_config("EvaluateGenerator", "feature_network", tmp_path / "missing.pt")
     with pytest.raises(FeatureNetworkMissing, match="missing.pt not found"):
         tasks.EvaluateGenerator().complete()

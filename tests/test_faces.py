@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from pipeline.aligned import align_keys, write_shard
-from pipeline.faces import (
+from pipeline.align.aligner import (
     LANDMARK_SETS,
     MINMAX_TEMPLATE,
     FaceAligner,
@@ -26,9 +25,11 @@ from pipeline.faces import (
     similarity_transform,
     template_points,
 )
+from pipeline.align.engine import align_keys
+from pipeline.align.shards import write_shard
 from pipeline.imaging import DecodeError, Photo, decode_rgb
-from pipeline.sample_photos import portrait
-from pipeline.sources import DirectorySource
+from pipeline.sources.base import DirectorySource
+from pipeline.sources.sample_photos import portrait
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -393,9 +394,9 @@ def test_worker_processes_after_tensorflow_is_loaded(tmp_path, astronaut):
         if __name__ == "__main__":
             import tensorflow as tf
             tf.constant(1.0) + 1  # start TensorFlow's thread pools
-            from pipeline.aligned import align_keys
-            from pipeline.faces import FaceAligner
-            from pipeline.sources import DirectorySource
+            from pipeline.align.engine import align_keys
+            from pipeline.align.aligner import FaceAligner
+            from pipeline.sources.base import DirectorySource
             source = DirectorySource({str(tmp_path)!r}, name="t")
             images, faces, rejected = align_keys(source, source.keys(), FaceAligner(), jobs=2)
             print("FACES", len(faces), len(rejected))
@@ -410,8 +411,8 @@ import io, sys
 import cv2
 from PIL import Image
 from skimage import data
-from pipeline.aligned import align_stream
-from pipeline.faces import FaceAligner
+from pipeline.align.engine import align_stream
+from pipeline.align.aligner import FaceAligner
 buf = io.BytesIO()
 Image.fromarray(cv2.resize(data.astronaut(), (2000, 2000))).save(buf, "PNG")
 aligner = FaceAligner()

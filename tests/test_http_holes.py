@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from pipeline import httpclient, netguard
-from pipeline.crawl import REJECTED, CrawlConfig, crawl, read_jsonl
+from pipeline.crawl.crawler import REJECTED, CrawlConfig, crawl, read_jsonl
+from pipeline.net import httpclient, netguard
 
 pytest_plugins = ["conftest_http"]
 

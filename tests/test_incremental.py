@@ -15,8 +15,8 @@ import pytest
 from luigi.execution_summary import LuigiStatusCode
 
 from pipeline.records import iter_records, read_info
-from pipeline.sample_photos import make_photo
-from pipeline.sources import DirectorySource
+from pipeline.sources.base import DirectorySource
+from pipeline.sources.sample_photos import make_photo
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[1]

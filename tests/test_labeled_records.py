@@ -37,7 +37,7 @@ def mnist(luigi_config, tmp_path):
 def test_mnist_records_end_to_end(mnist, luigi_config, started_tasks, tmp_path):
     import tensorflow_datasets as tfds
 
-    from model.data import class_names, example_dataset
+    from model.train.data import class_names, example_dataset
 
     luigi_config("BuildTFRecords", "image_format", "png")  # the gray PNG path; raw is checked below
     folder = build_records("mnist")
@@ -91,7 +91,7 @@ def test_mnist_build_is_resumable_and_atomic(mnist, luigi_config, started_tasks)
 
 
 def test_cifar10_local_archive_to_records_with_a_ratio_split(luigi_config, tmp_path):
-    from model.data import example_dataset
+    from model.train.data import example_dataset
 
     cifar = write_cifar10(tmp_path / "cifar", n_train=30, n_test=10, archive=True)
     use_cifar10(luigi_config, cifar)
@@ -117,7 +117,7 @@ def test_cifar10_local_archive_to_records_with_a_ratio_split(luigi_config, tmp_p
 # --- the training reader -----------------------------------------------------
 
 def test_training_dataset_yields_images_and_labels(mnist):
-    from model.data import image_dataset, training_dataset
+    from model.train.data import image_dataset, training_dataset
 
     folder = build_records("mnist")
     expected = {img.tobytes(): label for img, label in by_key(mnist).values() }
@@ -142,7 +142,7 @@ def test_training_dataset_yields_images_and_labels(mnist):
 
 
 def test_training_dataset_on_face_records_matches_image_dataset_and_reads_attributes(tmp_path):
-    from model.data import class_names, image_dataset, training_dataset
+    from model.train.data import class_names, image_dataset, training_dataset
 
     images, faces = _faces(60)
     folder = _version(tmp_path, images, faces)
@@ -168,7 +168,7 @@ def test_training_dataset_on_face_records_matches_image_dataset_and_reads_attrib
 
 
 def test_training_dataset_errors_are_one_line(mnist, tmp_path):
-    from model.data import training_dataset
+    from model.train.data import training_dataset
 
     images, faces = _faces(12)
     (tmp_path / "faces").mkdir()

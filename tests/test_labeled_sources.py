@@ -24,10 +24,10 @@ from labeled_data import (
 )
 from luigi.execution_summary import LuigiStatusCode
 
-from pipeline.cifar import CIFAR10Source, load_batch, load_pickle
-from pipeline.download import ChecksumError
-from pipeline.labeled import MissingFilesError, decode_item
-from pipeline.mnist import GzipFile, MNISTSource, parse_idx, read_idx, verify_gz
+from pipeline.net.download import ChecksumError
+from pipeline.sources.cifar import CIFAR10Source, load_batch, load_pickle
+from pipeline.sources.labeled import MissingFilesError, decode_item
+from pipeline.sources.mnist import GzipFile, MNISTSource, parse_idx, read_idx, verify_gz
 
 #: Provides the loopback HTTP server fixture ``http_server``.
 pytest_plugins = ["conftest_http"]
@@ -95,7 +95,7 @@ def test_checksum_compressed_then_decompressed_then_mismatch(tmp_path, caplog):
     assert result["matched"] == "compressed" and "content_md5" not in result
 
     recompress(mnist, name)  # other .gz bytes, same content: the case of ../shared/data/mnist
-    with caplog.at_level(logging.INFO, logger="pipeline.mnist"):
+    with caplog.at_level(logging.INFO, logger="pipeline.sources.mnist"):
         result = verify_gz(tmp_path / name, published)
     assert result["matched"] == "decompressed"
     assert result["md5"] != published.remote.md5 and result["content_md5"] == published.content_md5

@@ -1,4 +1,4 @@
-"""The fast layers (model/layers.py) and FusedAdam (model/optim.py) compute what their
+"""The fast layers (model/nets/layers.py) and FusedAdam (model/train/optim.py) compute what their
 Keras parents compute: values, gradients and state."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-import model.layers  # noqa: E402
-from model.layers import (  # noqa: E402
+import model.nets.layers  # noqa: E402
+from model.nets.layers import (  # noqa: E402
     FusedBatchNormalization,
     MatmulConv2D,
     MatmulConv2DTranspose,
@@ -25,7 +25,7 @@ NATIVE_CONV_OPS = {"Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"}
 @pytest.fixture
 def matmul_in_float32(monkeypatch):
     """Take the matmul route in float32 up to side 8, so it can be compared to the native kernels exactly."""
-    monkeypatch.setattr(model.layers, "MATMUL_MAX_SIDE", {"bfloat16": 8, "float32": 8})
+    monkeypatch.setattr(model.nets.layers, "MATMUL_MAX_SIDE", {"bfloat16": 8, "float32": 8})
 
 
 def _pair(fast_cls, plain_cls, shape, dtype, **kw):
@@ -167,7 +167,7 @@ def test_fused_batch_norm_matches_batch_normalization(dtype, rel):
 
 @pytest.mark.parametrize("shape", [(7,), (3, 4, 5, 6)])
 def test_fused_adam_matches_adam(shape):
-    from model.optim import FusedAdam
+    from model.train.optim import FusedAdam
     start = tf.random.stateless_normal(shape, (2, 3))
     fused_var, plain_var = keras.Variable(start), keras.Variable(start)
     fused, plain = FusedAdam(2e-3, beta_1=0.5), keras.optimizers.Adam(2e-3, beta_1=0.5)

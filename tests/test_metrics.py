@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from model import metrics
-from pipeline.sample_photos import portrait
+from model.eval import metrics
+from pipeline.sources.sample_photos import portrait
 
 
 def _portrait_crops(n: int, seed: int) -> np.ndarray:
@@ -174,7 +174,7 @@ def test_ms_ssim_is_one_for_identical_images_and_lower_for_different_ones():
 
 
 def test_face_detection_finds_an_aligned_face_but_not_noise():
-    from pipeline.faces import FaceAligner
+    from pipeline.align.aligner import FaceAligner
     face = FaceAligner(size=64).align(np.asarray(portrait("astronaut")))[0].image
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     rate, found = metrics.face_detection_rate(np.stack([face, noise, face]))
@@ -205,7 +205,7 @@ def test_inception_torchscript_maps_uint8_batch_to_2048_features():
     assert not np.allclose(out[0], out[1])
 
 
-# -- the fast FID feature paths (model/fast_inception.py) -------------------------------------
+# -- the fast FID feature paths (model/eval/fast_inception.py) -------------------------------------
 
 def _inception_or_skip():
     pytest.importorskip("torch", exc_type=ImportError)
@@ -243,7 +243,7 @@ def test_fused_inception_gives_the_reference_features():
     """Fused float32 equals the TorchScript module to round-off; fused bfloat16 stays close
     (its FID is within 1% on real faces: bench/fid_speed.py)."""
     _inception_or_skip()
-    from model.fast_inception import FLOAT32_LAYERS
+    from model.eval.fast_inception import FLOAT32_LAYERS
     images = _portrait_crops(6, seed=5)
     reference = metrics.load_feature_network(None, batch_size=3, precision="reference")
     assert "TorchScript float32" in reference.name and reference.layout == "NCHW"
@@ -283,7 +283,7 @@ def test_fused_inception_merges_the_block_heads_and_moves_the_average_pools():
     _inception_or_skip()
     import torch
 
-    from model.fast_inception import FusedInception
+    from model.eval.fast_inception import FusedInception
 
     module = torch.jit.load(metrics.default_network_path()).eval()
     fused = FusedInception(module, torch.float32)
@@ -310,7 +310,7 @@ def test_torch_resize_equals_the_reference_resize():
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch 2.13 deprecates TorchScript
 def test_other_torchscript_networks_run_as_they_are(tmp_path):
     torch = pytest.importorskip("torch", exc_type=ImportError)
-    from model.fast_inception import fusable
+    from model.eval.fast_inception import fusable
 
     class Tiny(torch.nn.Module):
         def forward(self, x):

@@ -14,8 +14,11 @@ from PIL import Image
 #: Provides the loopback HTTP server fixture ``http_server``.
 from tar_helpers import tar_bytes
 
-from pipeline.archive import UnsafeArchiveError
-from pipeline.celeba import (
+from pipeline.net.archive import UnsafeArchiveError
+from pipeline.net.download import RemoteFile
+from pipeline.net.httpclient import Policy
+from pipeline.records import ATTRIBUTE_NAMES
+from pipeline.sources.celeba import (
     CelebASource,
     IncompleteCopyError,
     check_local_dir,
@@ -23,11 +26,8 @@ from pipeline.celeba import (
     parse_label_lines,
     prepare_celeba,
 )
-from pipeline.download import RemoteFile
-from pipeline.httpclient import Policy
-from pipeline.imagenet import TRAIN_TAR_MD5, ImageNetNotConfigured, ImageNetSource, import_imagenet
-from pipeline.lsun import LSUNSource, export_lmdb, extract_lmdb, image_format, lsun_remote_file, verify_zip
-from pipeline.records import ATTRIBUTE_NAMES
+from pipeline.sources.imagenet import TRAIN_TAR_MD5, ImageNetNotConfigured, ImageNetSource, import_imagenet
+from pipeline.sources.lsun import LSUNSource, export_lmdb, extract_lmdb, image_format, lsun_remote_file, verify_zip
 
 pytest_plugins = ["conftest_http"]
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from pipeline.aligned import keys_digest, plan_shards, read_shard, write_shard
+from pipeline.align.shards import keys_digest, plan_shards, read_shard, write_shard
 from pipeline.atomic import atomic_dir
 from pipeline.records import (
     ATTRIBUTE_NAMES,
@@ -25,7 +25,7 @@ RATIOS = parse_splits("train=0.8,validation=0.1,test=0.1")
 
 
 def _faces(n: int, seed: int = 0, identities: int = 50, prefix: str = "img"):
-    """``n`` synthetic aligned faces with metadata as pipeline/aligned.py writes it."""
+    """``n`` synthetic aligned faces with metadata as pipeline/align/shards.py writes it."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
     faces = []
@@ -55,7 +55,7 @@ def _version(tmp_path, images, faces, rule="key", image_format="raw", name="synt
 
 @pytest.mark.parametrize("image_format", ["raw", "png"])
 def test_round_trip_is_exact(tmp_path, image_format):
-    from model.data import example_dataset, image_dataset
+    from model.train.data import example_dataset, image_dataset
 
     images, faces = _faces(40)
     version = _version(tmp_path, images, faces, image_format=image_format)

@@ -9,8 +9,8 @@ from PIL import Image
 
 from pipeline.atomic import Busy, atomic_dir, atomic_file, atomic_path, locked
 from pipeline.jsonl import JsonlLog, read_jsonl, write_jsonl
-from pipeline.sample_photos import MAX_ROTATION, make_photo, write_sample
-from pipeline.sources import DirectorySource, shard_keys
+from pipeline.sources.base import DirectorySource, shard_keys
+from pipeline.sources.sample_photos import MAX_ROTATION, make_photo, write_sample
 
 
 def test_photos_depend_only_on_seed_and_index():

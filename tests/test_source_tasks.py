@@ -25,7 +25,7 @@ from tar_helpers import tar_bytes
 
 import tasks.common
 from pipeline.records import ATTRIBUTE_NAMES
-from pipeline.sample_photos import portrait
+from pipeline.sources.sample_photos import portrait
 from tasks.common import version
 from tasks.errors import ConfigError
 

@@ -117,8 +117,8 @@ def test_model_card_directions_features_and_limits(server):
 def test_optional_features_are_detected_by_module_and_function():
     from studio.features import optional
 
-    assert optional("model.sampling", "slerp") is not None
-    assert optional("model.sampling", "no_such_function") is None
+    assert optional("model.train.sampling", "slerp") is not None
+    assert optional("model.train.sampling", "no_such_function") is None
     assert optional("model.no_such_module", "project_faces") is None
     assert optional("no_such_package.project", "project_faces") is None
 
@@ -137,7 +137,7 @@ def test_page_vue_and_static_files_are_served(server):
 
 def test_generate_is_deterministic_and_follows_z(server, runs):
     from model.card import load_generator
-    from model.sampling import generate
+    from model.train.sampling import generate
 
     a = image(post(server, "/api/generate", {"z": z_of(1)}))
     assert a.shape == (64, 64, 3)
@@ -154,8 +154,8 @@ def test_generate_is_deterministic_and_follows_z(server, runs):
 @pytest.mark.parametrize("with_c", [False, True])
 def test_the_bfloat16_serving_copy_draws_the_same_faces(runs, with_c):
     from model.card import load_generator, sample_inputs
-    from model.sampling import generate
-    from model.serving import compile_generator
+    from model.train.sampling import generate
+    from model.train.serving import compile_generator
 
     card, generator = load_generator(runs["egan" if with_c else "dcgan"])
     inputs = sample_inputs(card, 16, seed=3)
@@ -296,7 +296,7 @@ def test_random_is_reproducible_by_seed(server):
 
 
 def test_interpolate_goes_from_a_to_b_on_the_sphere(server):
-    from model.sampling import slerp
+    from model.train.sampling import slerp
 
     a, b = z_of(10), z_of(11)
     r = post(server, "/api/interpolate", {"a": {"z": a}, "b": {"z": b}, "steps": 5})
@@ -430,7 +430,7 @@ def test_projection_and_completion_say_when_they_are_not_installed(server, monke
 
 
 def test_projection_finds_a_z_that_reproduces_a_generated_face(server):
-    """The installed model.project: a face the generator made is found again, and the z
+    """The installed model.apps.project: a face the generator made is found again, and the z
     returned makes the image returned (the page can keep editing from it)."""
     from studio import features
 
@@ -446,7 +446,7 @@ def test_projection_finds_a_z_that_reproduces_a_generated_face(server):
 
 
 def test_completion_fills_the_hole_and_keeps_every_known_pixel(server):
-    """The installed model.complete: the blended face equals the upload outside the mask
+    """The installed model.apps.complete: the blended face equals the upload outside the mask
     (Poisson blending changes the hole only); a run without a checkpoint completes from
     the context alone and says so."""
     from studio import features
@@ -471,8 +471,8 @@ def test_completion_fills_the_hole_and_keeps_every_known_pixel(server):
 def test_projection_and_completion_check_the_face_size(server, monkeypatch):
     from studio import features
 
-    monkeypatch.setattr(features, "PROJECT", ("model.sampling", "slerp"))  # installed: reach the checks
-    monkeypatch.setattr(features, "COMPLETE", ("model.sampling", "slerp"))
+    monkeypatch.setattr(features, "PROJECT", ("model.train.sampling", "slerp"))  # installed: reach the checks
+    monkeypatch.setattr(features, "COMPLETE", ("model.train.sampling", "slerp"))
     small = features.data_url(np.zeros((32, 32, 3), np.uint8))
     r = post(server, "/api/project", {"image": small})
     assert r.status_code == 422 and "image is 32x32; send the aligned 64x64 face" in r.json()["error"]

@@ -306,7 +306,7 @@ def test_model_picker_switches_to_a_model_with_c_sliders(page):
 def test_complete_a_photo_then_start_from_it(page, tmp_path):
     """Upload a real photo: the face is aligned, the lower half masked from the keyboard
     path, completed; then the same face projected, and its z becomes the edited face."""
-    from pipeline.sample_photos import portrait
+    from pipeline.sources.sample_photos import portrait
 
     photo = tmp_path / "astronaut.png"
     portrait("astronaut").save(photo)

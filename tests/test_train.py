@@ -13,9 +13,9 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from model.sampling import to_uint8  # noqa: E402
-from model.serving import load_serving  # noqa: E402
-from model.train import DivergenceError, GANTrainer, TrainConfig, continue_run, train  # noqa: E402
+from model.train.loop import DivergenceError, GANTrainer, TrainConfig, continue_run, train  # noqa: E402
+from model.train.sampling import to_uint8  # noqa: E402
+from model.train.serving import load_serving  # noqa: E402
 
 SMALL = dict(base_width=8, batch_size=4, steps=4, checkpoint_every=2, log_every=1, seed=3, precision="float32")
 
@@ -26,13 +26,13 @@ def _images(n=16, seed=0):
 
 
 def _dataset(seed=0):
-    tf.random.set_seed(seed)  # as model.data does: the order is the seed's alone
+    tf.random.set_seed(seed)  # as model.train.data does: the order is the seed's alone
     return tf.data.Dataset.from_tensor_slices(_images()).shuffle(16, seed=seed).repeat().batch(4)
 
 
 @pytest.mark.parametrize("g_steps,precision", [(1, "float32"), (2, "float32"), (1, "mixed_bfloat16")])
 def test_one_step_changes_every_trainable_variable(g_steps, precision):
-    # model/layers.py's matmul route runs on the 4x4 layers in float32, on the 4x4 and 8x8 ones in bfloat16
+    # model/nets/layers.py's matmul route runs on the 4x4 layers in float32, on the 4x4 and 8x8 ones in bfloat16
     trainer = GANTrainer(TrainConfig(**{**SMALL, "g_steps": g_steps, "precision": precision}))
     variables = trainer.generator.trainable_variables + trainer.discriminator.trainable_variables
     before = [v.numpy().copy() for v in variables]
@@ -127,7 +127,7 @@ def test_two_device_mirrored_strategy_step(precision):
         import numpy as np, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from model.train import GANTrainer, TrainConfig, make_strategy
+        from model.train.loop import GANTrainer, TrainConfig, make_strategy
         strategy = make_strategy()
         assert strategy.num_replicas_in_sync == 2, strategy
         trainer = GANTrainer(TrainConfig(base_width=8, batch_size=8, seed=1, precision=PRECISION), strategy)

@@ -27,7 +27,7 @@ def tiny(luigi_config):
 def test_every_recipe_is_training_settings():
     """A recipe only names TrainDCGAN parameters, and a TrainDCGAN made with it holds its values."""
     import tasks
-    from model.recipes import RECIPES, recipe
+    from model.train.recipes import RECIPES, recipe
 
     names = set(tasks.TrainDCGAN.get_param_names())
     for name in RECIPES:
@@ -41,7 +41,7 @@ def test_every_recipe_is_training_settings():
 @pytest.mark.slow
 def test_traindcgan_is_traingan_dcgan_and_any_run_exports(tiny, tmp_path, started_tasks):
     import tasks
-    from model.recipes import DCGAN_DEFAULT, recipe
+    from model.train.recipes import DCGAN_DEFAULT, recipe
 
     # TrainDCGAN's defaults are a recipe's; with the paper's settings it is TrainGAN's run.
     dcgan, gan = tasks.TrainDCGAN(), tasks.TrainGAN(variant="dcgan", **recipe(DCGAN_DEFAULT))

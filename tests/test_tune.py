@@ -1,4 +1,4 @@
-"""TuneGAN and its search (model/tuning.py): trials of a space, selection on the validation
+"""TuneGAN and its search (model/eval/tuning.py): trials of a space, selection on the validation
 split and the reported figure on the test split, never both on one split, and finished
 trials found instead of trained again (real Luigi scheduler, TensorFlow and dlib on a tiny
 sample; a small random-weight .keras feature network stands in for the Inception)."""
@@ -11,7 +11,7 @@ import luigi
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 
-from model.tuning import expand_space, rank
+from model.eval.tuning import expand_space, rank
 
 
 def test_grid_takes_every_combination_or_a_seeded_subset():
@@ -53,7 +53,7 @@ def test_shared_settings_are_the_unsearched_settings_off_their_defaults():
     from dataclasses import asdict
 
     from model.config import TrainConfig
-    from model.tuning import shared_settings
+    from model.eval.tuning import shared_settings
     training = asdict(TrainConfig(batch_size=32, ema=0.5, augment="cutout", steps=7, checkpoint_every=3))
     assert shared_settings(training, ["ema"]) == {"batch_size": 32, "augment": "cutout"}
 

@@ -12,14 +12,17 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from model import losses  # noqa: E402
-from model.capsnet import DynamicRouting, squash  # noqa: E402
 from model.card import read_card  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
-from model.networks import build_discriminator, build_generator  # noqa: E402
-from model.sampling import export_samples, generate  # noqa: E402
-from model.train import GANTrainer, train  # noqa: E402
-from model.variants import VARIANTS, build_variant  # noqa: E402
+from model.nets.capsnet import DynamicRouting, squash  # noqa: E402
+from model.nets.networks import build_discriminator, build_generator  # noqa: E402
+from model.train.loop import GANTrainer, train  # noqa: E402
+from model.train.sampling import export_samples, generate  # noqa: E402
+from model.variants import (  # noqa: E402
+    VARIANTS,
+    build_variant,
+    losses,  # noqa: E402
+)
 
 DIGITS = [str(i) for i in range(10)]
 TINY = dict(base_width=8, batch_size=4, seed=5, precision="float32", labels=DIGITS)
@@ -147,7 +150,7 @@ def test_wgan_gp_draws_one_fraction_per_example(monkeypatch):
 
 
 def test_gradient_penalty_through_the_fast_layers_matches_plain_keras():
-    """The penalty's second derivatives flow through model/layers.py's matmul route (the
+    """The penalty's second derivatives flow through model/nets/layers.py's matmul route (the
     critic's 4x4 layer at 64x64 in float32) exactly as through plain Keras layers."""
     keras.config.set_dtype_policy("float32")
     config = _config("wgan-gp", resolution=64, channels=3)
@@ -308,8 +311,8 @@ def test_infogan_and_acgan_exports_show_their_codes(tmp_path):
 def test_completion_reads_the_source_head_of_a_discriminator_with_heads():
     """Face completion's perceptual loss scores with D's "logit" head when D has several
     (ACGAN's class head, InfoGAN's Q), as with a one-logit D."""
+    from model.apps.complete import complete_faces, make_mask
     from model.card import ModelCard
-    from model.complete import complete_faces, make_mask
 
     keras.config.set_dtype_policy("float32")
     model = build_variant(_config("infogan", resolution=32, channels=3))

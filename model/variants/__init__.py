@@ -28,5 +28,5 @@ def variant_class(name: str):
 
 
 def build_variant(config):
-    """The variant ``config.variant`` of a :class:`model.train.TrainConfig`, not yet built."""
+    """The variant ``config.variant`` of a :class:`model.train.loop.TrainConfig`, not yet built."""
     return variant_class(config.variant)(config)

@@ -22,9 +22,9 @@ from itertools import product
 import numpy as np
 import tensorflow as tf
 
-from model import losses
 from model.card import InputSpec, sample_inputs
-from model.networks import NetworkOptions
+from model.nets.networks import NetworkOptions
+from model.variants import losses
 from model.variants.dcgan import DCGAN
 
 #: At most this many chosen attributes (2^4 = 16 classes).
@@ -51,7 +51,7 @@ class ACGAN(DCGAN):
         super().__init__(config)
         attributes = [str(a) for a in self.options.attributes]
         if attributes:
-            from model.attributes import parse_attributes
+            from model.apps.attributes import parse_attributes
             try:
                 parse_attributes(attributes)
             except ValueError as exc:

@@ -1,6 +1,6 @@
 """What a GAN variant is: its networks, optimizers and objective, nothing else.
 
-The training loop (model/train.py) is written once; a variant is a subclass of
+The training loop (model/train/loop.py) is written once; a variant is a subclass of
 :class:`GANModel` that says
 
 * ``build()``: make ``self.generator``, ``self.discriminator`` (and any other
@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from model.card import InputSpec, noise_spec, sample_inputs
 from model.config import parse_policy
-from model.optim import FusedAdam
+from model.train.optim import FusedAdam
 
 
 @dataclass
@@ -37,7 +37,7 @@ class NoOptions:
 
 
 class GANModel:
-    """Base class of a variant. Constructed with the run's :class:`model.train.TrainConfig`;
+    """Base class of a variant. Constructed with the run's :class:`model.train.loop.TrainConfig`;
     ``build()`` is called by the loop inside the distribution strategy's scope under the
     run's dtype policy, after ``self.rng`` (a ``tf.random.Generator``) and ``self.policy``
     (the Keras dtype policy name) are set."""
@@ -48,7 +48,7 @@ class GANModel:
     scalars: tuple[str, ...] = ()
     #: ``losses.png`` panels: ``(title, scalar names, y limits or None)``.
     plots: tuple[tuple[str, tuple[str, ...], tuple[float, float] | None], ...] = ()
-    #: Batch features the step reads (model.data.training_dataset ``features``).
+    #: Batch features the step reads (model.train.data.training_dataset ``features``).
     features: tuple[str, ...] = ("image",)
     #: Optimizer settings of the paper; ``TrainConfig`` fields set to None take these.
     defaults = {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999}
@@ -84,7 +84,7 @@ class GANModel:
 
     def train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """One step on one replica's ``batch``; returns ``{scalar: float32 tensor}``, each
-        averaged over the *global* batch (``model.losses``) so replicas sum to the mean."""
+        averaged over the *global* batch (``model.variants.losses``) so replicas sum to the mean."""
         raise NotImplementedError
 
     def trackables(self) -> dict:
@@ -135,11 +135,11 @@ class GANModel:
 
     def augment(self, images: tf.Tensor) -> tf.Tensor:
         """``images`` as the discriminator must see them: with the run's differentiable
-        augmentation (``TrainConfig.augment``, model/augment.py) when it is on, else as they
+        augmentation (``TrainConfig.augment``, model/train/augment.py) when it is on, else as they
         are. A variant passes every batch, real or generated, through this before D."""
         if not self._augment_policy:
             return images
-        from model.augment import augment
+        from model.train.augment import augment
         return augment(images, self._augment_policy, self.rng, self.config.augment_p)
 
     def images_per_step(self) -> int:

@@ -1,5 +1,5 @@
-"""DCGAN (Radford et al. 2015): the networks of model/dcgan.py (or another family of
-model/networks.py: ``--generator seed``, ``--discriminator capsnet``), Adam 2e-4 / beta1
+"""DCGAN (Radford et al. 2015): the networks of model/nets/dcgan.py (or another family of
+model/nets/networks.py: ``--generator seed``, ``--discriminator capsnet``), Adam 2e-4 / beta1
 0.5, the discriminator's binary cross-entropy and the non-saturating generator loss.
 
 The other variants of this project build their networks through the same methods
@@ -9,8 +9,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from model import losses
-from model.networks import NetworkOptions, build_discriminator, build_generator
+from model.nets.networks import NetworkOptions, build_discriminator, build_generator
+from model.variants import losses
 from model.variants.base import GANModel
 
 
@@ -34,11 +34,11 @@ class DCGAN(GANModel):
         return {s.name: s.size for s in self.inputs()[1:]}
 
     def heads(self) -> dict[str, int] | None:
-        """The discriminator's outputs (model/heads.py): None, one logit tensor."""
+        """The discriminator's outputs (model/nets/heads.py): None, one logit tensor."""
         return None
 
     def hidden(self) -> dict | None:
-        """Shared hidden layers of the heads (model/heads.py); none here."""
+        """Shared hidden layers of the heads (model/nets/heads.py); none here."""
         return None
 
     def norm(self) -> str:

@@ -7,8 +7,8 @@ with a loss that ties what an extractor F measures on G(z, c) to c.
     D: the DCGAN discriminator and loss
     G: the DCGAN fooling loss + weight * sum_i BCE(c_i, F_i(G(w)))
 
-Extractors (model/extractors.py): ``brightness`` and ``sharpness`` by formula, or a
-CelebA attribute through the attribute classifier (model/attributes.py), either
+Extractors (model/variants/extractors.py): ``brightness`` and ``sharpness`` by formula, or a
+CelebA attribute through the attribute classifier (model/apps/attributes.py), either
 pre-trained and frozen (``mode = "pretrain"``: the folder of a TrainAttributeClassifier
 run) or trained jointly (``mode = "joint"``: one classifier update on the real batch and
 its labels, smoothed to 0.9/0.1, after D and G in every step).
@@ -22,8 +22,8 @@ import tensorflow as tf
 
 from model.card import InputSpec
 from model.config import C_DISTRIBUTIONS
-from model.extractors import FORMULAS, formula
 from model.variants.dcgan import DCGAN
+from model.variants.extractors import FORMULAS, formula
 
 MODES = ("pretrain", "joint")
 
@@ -51,7 +51,7 @@ class EGANOptions:
             raise ValueError(f"EGAN extractors repeat: {self.extractors}")
         attributes = [e for e in self.extractors if e not in FORMULAS]
         if attributes:
-            from model.attributes import parse_attributes
+            from model.apps.attributes import parse_attributes
             parse_attributes(attributes)  # one clear line listing the valid names
         if self.mode not in MODES:
             raise ValueError(f"EGAN mode must be one of {MODES}, got {self.mode!r}")
@@ -107,7 +107,7 @@ class EGAN(DCGAN):
         super().build()
         self.classifier = None
         if self.attributes:
-            from model.attributes import build_classifier, load_classifier
+            from model.apps.attributes import build_classifier, load_classifier
 
             if self.joint:
                 c = self.config
@@ -158,7 +158,7 @@ class EGAN(DCGAN):
     def extra_updates(self, batch):
         if not self.joint:
             return {}
-        from model.attributes import masked_bce
+        from model.apps.attributes import masked_bce
 
         labels = batch["attributes"]
         with tf.GradientTape() as tape:

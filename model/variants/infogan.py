@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from model import losses
 from model.card import InputSpec, sample_inputs
-from model.networks import NetworkOptions
+from model.nets.networks import NetworkOptions
+from model.variants import losses
 from model.variants.dcgan import DCGAN
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from model import losses
-from model.networks import NetworkOptions
+from model.nets.networks import NetworkOptions
+from model.variants import losses
 from model.variants.dcgan import DCGAN
 
 

@@ -6,7 +6,7 @@ x_hat = eps x + (1 - eps) G(z) with one eps ~ U[0, 1] per example; Adam 1e-4, be
 The critic has no batch norm (it would make each example's gradient depend on the
 others): layer norm over each example's feature map, as the paper's reference code,
 or none (``critic_norm``). The penalty is computed on the images D sees, i.e. after
-``--augment`` when it is on (model/losses.py gradient_penalty).
+``--augment`` when it is on (model/variants/losses.py gradient_penalty).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from model import losses
-from model.networks import NetworkOptions
+from model.nets.networks import NetworkOptions
+from model.variants import losses
 from model.variants.wgan import WGAN
 
 

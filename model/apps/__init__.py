@@ -1,0 +1,3 @@
+"""Applications of a trained generator: completion, projection, the shared inversion
+search, attribute directions and the attribute classifier.
+"""

@@ -1,0 +1,644 @@
+"""Face completion: fill the missing part of an aligned face with a trained generator
+(semantic inpainting, Yeh et al. 2017), blend it in, and paste it back into the photo.
+
+    python -m model.apps.complete photo.jpg --mask center --out result.png [--model RUN]
+
+* masks (:func:`make_mask`): ``True`` = missing, in aligned-face pixels;
+* :func:`context_weights`: Yeh et al.'s importance weights of the known pixels;
+* :func:`complete_faces`: the search (model/apps/inversion.py) and the blend, arrays in/out;
+* :func:`blend`: Poisson blending (an exact sparse solve) or a plain paste, given the
+  known pixels and the completion only: the hole's original pixels never reach it;
+* :func:`paste_back`: the aligned result into the original photo through the inverse
+  of the aligner's source->aligned transform (only the hole changes);
+* :func:`complete_photos`: photos in (decoded, detected and aligned by the pipeline's
+  own code), results, report grids and an index out (the CompleteFaces task's work).
+
+docs/completion.md describes the method, its parameters and the benchmark.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from model.apps.inversion import FitSettings, check_images, to_float
+
+#: Built-in masks (``--mask``); ``--mask-file`` gives any other.
+MASKS = ("center", "left", "right", "eyes", "mouth", "random-pixels", "grid")
+#: Side of the window over which a known pixel counts missing neighbours (Yeh et al.: 7).
+WINDOW = 7
+#: Share of pixels missing in the ``random-pixels`` mask (Yeh et al.'s random mask: 80%).
+RANDOM_MISSING = 0.8
+#: Known pixels lie on a lattice of this pitch in the ``grid`` mask (bamos/dcgan-completion).
+GRID_PITCH = 4
+#: Border around the eye and mouth landmarks of the ``eyes``/``mouth`` masks, as a fraction of the side.
+FEATURE_PAD = 0.0625
+#: Landmark indices (dlib's 68) of the ``eyes`` and ``mouth`` masks.
+FEATURE_LANDMARKS = {"eyes": range(36, 48), "mouth": range(48, 68)}
+BLENDS = ("poisson", "paste")
+#: What fills the hole from the optimised restarts: ``best``, the restart with the lowest
+#: loss (Yeh et al.), or ``mean``, the mean of every restart's G(z): where the restarts
+#: disagree (details the known pixels do not decide) the mean keeps what they share.
+KEEPS = ("best", "mean")
+KEEP = "best"
+
+
+@dataclass(frozen=True)
+class QualityLimits:
+    """When a completion is flagged as poor in reports.
+
+    * poor fit: G(inputs) misses the known pixels around the hole (those the contextual
+      loss weighs, weighted alike) by more than ``max_context_error`` grey levels on
+      average: the seam is visible, or the result ignores the input;
+    * unrealistic: the discriminator scores the completed face below the
+      ``d_quantile`` quantile of its scores for the generator's own random samples (the
+      candidates the search drew), i.e. less like a face than the generator usually is.
+
+    ``max_context_error`` is set from the CelebA benchmark (docs/completion.md)."""
+    max_context_error: float = 40.0
+    d_quantile: float = 0.05
+
+
+# -- masks --------------------------------------------------------------------------------------
+
+def make_mask(kind: str, size: int, *, margin: float = 0.0, seed: int = 0,
+              missing: float = RANDOM_MISSING) -> np.ndarray:
+    """A ``(size, size) bool`` mask, ``True`` = missing, for an aligned face of side ``size``.
+
+    ``center``: the central square of half the side (25% of the area); ``left`` /
+    ``right``: that half of the image; ``eyes`` / ``mouth``: the box around those
+    landmarks of the aligner's template (pipeline/align/aligner.py, at ``margin``) grown by
+    :data:`FEATURE_PAD`; ``random-pixels``: each pixel missing with probability
+    ``missing`` (seeded); ``grid``: only every :data:`GRID_PITCH`-th pixel of every
+    :data:`GRID_PITCH`-th row known."""
+    mask = np.zeros((size, size), bool)
+    half = size // 2
+    if kind == "center":
+        lo = (size - half) // 2
+        mask[lo:lo + half, lo:lo + half] = True
+    elif kind == "left":
+        mask[:, :half] = True
+    elif kind == "right":
+        mask[:, half:] = True
+    elif kind in FEATURE_LANDMARKS:
+        from pipeline.align.aligner import template_points
+        points = template_points(size, margin)[list(FEATURE_LANDMARKS[kind])]
+        pad = FEATURE_PAD * size
+        x0, y0 = np.floor(points.min(0) - pad).astype(int)
+        x1, y1 = np.ceil(points.max(0) + pad).astype(int)
+        mask[max(y0, 0):min(y1, size), max(x0, 0):min(x1, size)] = True
+    elif kind == "random-pixels":
+        mask = np.random.default_rng(seed).random((size, size)) < missing
+    elif kind == "grid":
+        mask[:] = True
+        mask[::GRID_PITCH, ::GRID_PITCH] = False
+    else:
+        raise ValueError(f"mask must be one of {', '.join(MASKS)} (or give --mask-file), got {kind!r}")
+    return mask
+
+
+def check_mask(mask, size: int, name: str = "mask") -> np.ndarray:
+    """``mask`` as ``(size, size) bool`` with something missing and something known, else one
+    clear ``ValueError`` naming ``name``."""
+    mask = np.asarray(mask)
+    if mask.shape != (size, size):
+        raise ValueError(f"{name}: must be {size}x{size} (the aligned face's side), got shape {mask.shape}")
+    mask = mask.astype(bool)
+    if not mask.any():
+        raise ValueError(f"{name}: nothing is missing (no True/white pixel): nothing to complete; "
+                         f"mark the pixels to fill")
+    if mask.all():
+        raise ValueError(f"{name}: every pixel is missing: nothing is known to complete from; "
+                         f"leave some of the face unmasked (or use model.apps.project's sampling instead)")
+    return mask
+
+
+def read_mask_file(path: str | os.PathLike, size: int) -> np.ndarray:
+    """A mask image (white/non-black = missing, black = known; any format Pillow reads, any
+    mode) as ``(size, size) bool``; one clear error for an unreadable file, the wrong size, or a
+    mask with nothing missing or nothing known."""
+    from pipeline.imaging import DecodeError, decode_rgb
+
+    try:
+        rgb = decode_rgb(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"mask file {path}: cannot read it ({exc.strerror or exc})") from None
+    except DecodeError as exc:
+        raise ValueError(f"mask file {path}: not a readable image ({exc})") from None
+    return check_mask(rgb.max(axis=2) > 127, size, f"mask file {path}")
+
+
+def build_masks(kind: str, n: int, size: int, *, margin: float = 0.0, seed: int = 0) -> np.ndarray:
+    """``(n, size, size) bool`` masks of ``kind``; ``random-pixels`` draws one per image."""
+    if kind == "random-pixels":
+        return np.stack([make_mask(kind, size, seed=seed + i) for i in range(n)])
+    return np.repeat(make_mask(kind, size, margin=margin, seed=seed)[None], n, axis=0)
+
+
+def context_weights(masks: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """Yeh et al.'s importance weights, ``(n, S, S) float32`` from ``(n, S, S)`` or ``(S, S)``
+    bool masks (``True`` = missing): a known pixel weighs the share of missing pixels among
+    the ``window x window`` pixels around it that lie in the image; a missing pixel weighs 0.
+    Known pixels far from the hole weigh 0 too: only the hole's surroundings steer the fit."""
+    masks = np.asarray(masks, bool)
+    single = masks.ndim == 2
+    m = masks[None] if single else masks
+    r = window // 2
+
+    def box_sum(a: np.ndarray) -> np.ndarray:  # sum over the window, by an integral image
+        p = np.pad(a, ((0, 0), (r + 1, r), (r + 1, r)))
+        c = p.cumsum(1).cumsum(2)
+        return c[:, window:, window:] - c[:, :-window, window:] - c[:, window:, :-window] + c[:, :-window, :-window]
+
+    missing = box_sum(m.astype(np.float64))
+    inside = box_sum(np.ones_like(m, np.float64))
+    w = np.where(m, 0.0, missing / inside).astype(np.float32)
+    return w[0] if single else w
+
+
+# -- blending -----------------------------------------------------------------------------------
+
+def blend(images: np.ndarray, completed: np.ndarray, masks: np.ndarray, method: str = "poisson") -> np.ndarray:
+    """The completion blended into the known pixels: ``(n, S, S, C) uint8`` (or one
+    ``(H, W, C)`` image with an ``(H, W)`` mask).
+
+    ``paste``: completed pixels in the hole, the known pixels as they are. ``poisson``:
+    the hole gets the completion's gradients with the known pixels around it as the
+    boundary (:func:`_poisson`). Either way the hole's own pixels in ``images`` are
+    never read (they are replaced by the completion first) and every known pixel comes
+    out exactly as it went in."""
+    if method not in BLENDS:
+        raise ValueError(f"blend must be one of {BLENDS}, got {method!r}")
+    images, completed, masks = np.asarray(images), np.asarray(completed), np.asarray(masks, bool)
+    if images.ndim == 3:
+        return blend(images[None], completed[None], masks[None], method)[0]
+    known = np.where(masks[..., None], completed, images)  # the only image OpenCV gets
+    if method == "paste":
+        return known
+    return np.stack([_poisson(k, c, m) for k, c, m in zip(known, completed, masks)])
+
+
+def _poisson(known: np.ndarray, completed: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """``known`` ``(H, W, C) uint8`` with the hole filled by the Poisson equation (Pérez et
+    al. 2003): inside ``hole`` ``(H, W) bool`` the Laplacian of ``completed``, on the hole's
+    border the known pixels (Dirichlet), at the image's edge no flux (Neumann).
+
+    Solved exactly on the hole's pixels (one sparse LU, every channel at once). OpenCV's
+    ``seamlessClone`` is not used: it reads the destination under the mask, so with the
+    hole's pixels hidden from it (the completion pasted there) it returned the completion
+    unchanged, a paste (docs/completion.md)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import splu
+
+    if not hole.any():
+        return known
+    if hole.all():  # every other hole (a 4-connected part) borders a known pixel: one solution
+        raise ValueError("Poisson blending needs known pixels around the hole; the mask hides the whole image")
+    h, w = hole.shape
+    ys, xs = np.nonzero(hole)
+    count = len(ys)
+    index = np.full((h, w), -1)
+    index[ys, xs] = np.arange(count)
+    known_f, guide = known.astype(np.float64), completed.astype(np.float64)
+    diagonal = np.zeros(count)
+    b = np.zeros((count, known.shape[-1]))
+    rows, cols = [], []
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        ny, nx = ys + dy, xs + dx
+        p = np.nonzero((ny >= 0) & (ny < h) & (nx >= 0) & (nx < w))[0]  # the edge's neighbour is in the image
+        qy, qx = ny[p], nx[p]
+        diagonal[p] += 1
+        b[p] += guide[ys[p], xs[p]] - guide[qy, qx]  # the completion's gradient across this edge
+        q = index[qy, qx]
+        inner = q >= 0
+        rows.append(p[inner])
+        cols.append(q[inner])
+        np.add.at(b, p[~inner], known_f[qy[~inner], qx[~inner]])  # a known neighbour: the boundary value
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    matrix = coo_matrix((np.concatenate([diagonal, -np.ones(len(rows))]),
+                         (np.concatenate([np.arange(count), rows]), np.concatenate([np.arange(count), cols]))),
+                        shape=(count, count)).tocsc()
+    solved = splu(matrix).solve(b)
+    out = known.copy()
+    out[ys, xs] = np.clip(np.rint(solved), 0, 255).astype(known.dtype)
+    return out
+
+
+# -- completion ---------------------------------------------------------------------------------
+
+def keep_restarts(restart_completed: np.ndarray, restart: np.ndarray, keep: str = KEEP) -> np.ndarray:
+    """What fills the hole, ``(n, S, S, C) uint8``, from every restart's G(z) ``(n, R, S, S, C)
+    uint8``: the best restart's (``restart`` ``(n,)`` its index) or the mean of all (:data:`KEEPS`)."""
+    if keep not in KEEPS:
+        raise ValueError(f"keep must be one of {KEEPS}, got {keep!r}")
+    if keep == "best":
+        return restart_completed[np.arange(len(restart_completed)), restart]
+    return np.rint(restart_completed.astype(np.float32).mean(1)).astype(np.uint8)
+
+
+def complete_faces(generator, discriminator, card, images, masks, *, steps: int = FitSettings.steps,
+                   restarts: int = FitSettings.restarts, seed: int = 0, lr: float = FitSettings.lr,
+                   lam: float = FitSettings.lam, candidates: int = FitSettings.candidates,
+                   window: int = WINDOW, blend_method: str = "poisson", keep: str = KEEP,
+                   fixed: dict | None = None, batch: int = FitSettings.batch, limits: QualityLimits | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> dict:
+    """Complete aligned faces.
+
+    ``images`` ``(n, S, S, C) uint8`` aligned faces (what is under the hole is ignored),
+    ``masks`` ``(n, S, S) bool`` (or one ``(S, S)`` for all), ``True`` = missing;
+    ``discriminator`` may be None (no perceptual loss). ``fixed`` holds inputs other than
+    z at given values (see model/apps/inversion.py for how each kind of input is handled).
+    Returns
+
+    * ``completed`` ``(n, S, S, C) uint8``: the whole generated face, G(inputs) of the
+      best restart (``keep`` ``best``) or the mean of every restart's (``mean``);
+    * ``restart_completed`` ``(n, restarts, S, S, C) uint8``: every restart's G(z);
+    * ``blended`` ``(n, S, S, C) uint8``: the known pixels with the hole filled
+      (``blend_method`` ``poisson`` or ``paste``);
+    * ``inputs`` ``{name: (n, size) float32}``: the generator inputs found;
+    * ``loss`` ``(steps, n)``: the loss per iteration of the restart kept
+      (``loss_restarts`` ``(steps, n, restarts)``), ``contextual``, ``perceptual``,
+      ``total``, ``d_score`` ``(n,)`` at the end, ``restart`` ``(n,)``;
+    * ``known_error`` ``(n,)``: mean absolute error of G(inputs) on all known pixels, and
+      ``context_error`` ``(n,)`` on the known pixels around the hole (weighted as the
+      contextual loss weighs them), in grey levels; ``flags`` a list per image of what
+      looks wrong (:class:`QualityLimits`; ``d_floor`` the D score below which a face is
+      flagged), ``ok`` ``(n,) bool``;
+    * ``masks``, ``weights`` ``(n, S, S)`` and ``seconds``.
+    """
+    start = time.time()
+    images = check_images(images, card)
+    masks = np.asarray(masks, bool)
+    S = card.resolution
+    if masks.ndim == 2:
+        masks = np.repeat(check_mask(masks, S)[None], len(images), axis=0)
+    if masks.shape != images.shape[:3]:
+        raise ValueError(f"masks must be ({len(images)}, {S}, {S}) bool (one per image), got {masks.shape}")
+    for i, m in enumerate(masks):
+        check_mask(m, S, f"mask {i}")
+    if blend_method not in BLENDS:
+        raise ValueError(f"blend must be one of {BLENDS}, got {blend_method!r}")
+    if keep not in KEEPS:
+        raise ValueError(f"keep must be one of {KEEPS}, got {keep!r}")
+    settings = FitSettings(steps=steps, restarts=restarts, candidates=candidates, lr=lr, lam=lam, batch=batch)
+    known = np.where(masks[..., None], 0, images).astype(np.uint8)  # the hole is never read again
+    weights = context_weights(masks, window)
+    from model.apps.inversion import fit_inputs
+    fit = fit_inputs(generator, card, to_float(known), weights, discriminator=discriminator,
+                     settings=settings, seed=seed, fixed=fixed, progress=progress)
+    from model.train.sampling import generate
+    restarts = fit["restart_loss"].shape[1]
+    every = generate(generator, {k: v.reshape(len(images) * restarts, -1) for k, v in fit["restart_inputs"].items()})
+    every = every.reshape(len(images), restarts, *every.shape[1:])
+    completed = keep_restarts(every, fit["restart"], keep)
+    diff = np.abs(completed.astype(np.float32) - known.astype(np.float32)).mean(-1)
+    known_error = (diff * ~masks).sum((1, 2)) / (~masks).sum((1, 2))
+    context_error = (diff * weights).sum((1, 2)) / np.maximum(weights.sum((1, 2)), 1e-9)
+    limits = limits or QualityLimits()
+    d_floor = float(np.quantile(fit["sample_d_scores"], limits.d_quantile)) if len(fit["sample_d_scores"]) else None
+    flags = []
+    for err, d in zip(context_error, fit["d_score"]):
+        f = []
+        if err > limits.max_context_error:
+            f.append(f"poor fit: the generated face misses the known pixels around the hole by {err:.1f} grey "
+                     f"levels (limit {limits.max_context_error:g})")
+        if d_floor is not None and d < d_floor:
+            f.append(f"unrealistic: the discriminator scores it {d:.3g}, below {100 * (1 - limits.d_quantile):g}% "
+                     f"of the generator's random samples ({d_floor:.3g})")
+        flags.append(f)
+    return {**{k: v for k, v in fit.items() if k != "images"}, "completed": completed, "restart_completed": every,
+            "blended": blend(known, completed, masks, blend_method), "known_error": known_error.astype(np.float32),
+            "context_error": context_error.astype(np.float32), "d_floor": d_floor,
+            "flags": flags, "ok": np.array([not f for f in flags]), "masks": masks, "weights": weights,
+            "seconds": time.time() - start}
+
+
+# -- back into the photo ------------------------------------------------------------------------
+
+def paste_back(photo: np.ndarray, aligned: np.ndarray, hole: np.ndarray, transform: np.ndarray,
+               method: str = "poisson") -> np.ndarray:
+    """``photo`` ``(H, W, 3) uint8`` with the hole of an aligned face replaced.
+
+    ``aligned`` ``(S, S, 3) uint8`` is the completed face, ``hole`` ``(S, S) bool`` its
+    mask, ``transform`` the ``(2, 3)`` source->aligned matrix the aligner reported
+    (pipeline/align/aligner.py ``Face.transform``, kept in ``faces.jsonl``). The face is warped
+    back through its inverse; only photo pixels whose aligned position lies in the hole
+    change, blended into their neighbours as :func:`blend` does (``poisson`` or ``paste``)."""
+    import cv2
+
+    photo = np.asarray(photo)
+    h, w = photo.shape[:2]
+    matrix = np.asarray(transform, np.float64)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    face = cv2.warpAffine(np.ascontiguousarray(aligned), matrix, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    if face.ndim == 2:
+        face = face[..., None]
+    region = cv2.warpAffine(hole.astype(np.float32), matrix, (w, h), flags=flags) > 0.5
+    if not region.any():
+        return photo.copy()
+    # Work on the hole's bounding box and a border: Poisson blending is local.
+    ys, xs = np.nonzero(region)
+    margin = 8
+    y0, y1 = max(ys.min() - margin, 0), min(ys.max() + margin + 1, h)
+    x0, x1 = max(xs.min() - margin, 0), min(xs.max() + margin + 1, w)
+    out = photo.copy()
+    out[y0:y1, x0:x1] = blend(photo[y0:y1, x0:x1], face[y0:y1, x0:x1], region[y0:y1, x0:x1], method)
+    return out
+
+
+def inside_photo(transform: np.ndarray, photo_shape: tuple[int, int], size: int) -> np.ndarray:
+    """``(size, size) bool``: aligned pixels that come from inside the photo (the aligner fills
+    the rest black; they are no context)."""
+    import cv2
+
+    h, w = photo_shape[:2]
+    ones = np.ones((h, w), np.float32)
+    return cv2.warpAffine(ones, np.asarray(transform, np.float64), (size, size), flags=cv2.INTER_LINEAR) > 0.999
+
+
+# -- photos in, files out (the CompleteFaces task and the CLI) ---------------------------------
+
+def align_photo(path: str | os.PathLike, aligner) -> dict:
+    """Decode and align one photo the way the pipeline does (pipeline.align.engine.align_bytes:
+    the largest face); never raises for bad input. ``{"face": aligned (S, S, 3) uint8,
+    "transform": (2, 3), "meta": ...}`` or ``{"reason": ..., "detail": ...}``."""
+    from pipeline.align.engine import align_bytes
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return {"reason": "unreadable", "detail": f"{path}: {exc.strerror or exc}"}
+    result = align_bytes(aligner, data)
+    if "reason" in result:
+        return result
+    image, meta = result["faces"][0]
+    return {"face": image, "transform": np.asarray(meta["transform"], np.float64), "meta": meta,
+            "width": result["width"], "height": result["height"]}
+
+
+def read_face(path: str | os.PathLike, card, aligner, aligned: bool = False) -> dict:
+    """The face of one image file for the CLIs: ``{"face": (S, S, C) uint8, "photo": the decoded
+    photo or None, "transform": (2, 3) or None}``; with ``aligned`` the file is taken as an
+    aligned face of the generator's size. One clear ``ValueError`` for any bad input."""
+    from pipeline.imaging import DecodeError, decode_rgb
+
+    if aligned:
+        try:
+            face = decode_rgb(Path(path).read_bytes())
+        except (OSError, DecodeError) as exc:
+            raise ValueError(f"{path}: cannot read it as an image ({exc})") from None
+        return {"face": check_images(face[None], card, f"aligned face {path}")[0], "photo": None, "transform": None}
+    found = align_photo(path, aligner)
+    if "reason" in found:
+        raise ValueError(f"{path}: {found['reason']} ({found['detail']})")
+    face = check_images(found["face"][None], card, f"aligned face of {path}")[0]
+    return {"face": face, "photo": decode_rgb(Path(path).read_bytes()), "transform": found["transform"]}
+
+
+def cli(run: Callable, args) -> int:
+    """Run a CLI body; bad input ends in one ``error: ...`` line on stderr and exit code 2."""
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+def report_figure(panels: list[tuple[str, np.ndarray]], loss: np.ndarray | None, title: str,
+                  flags: list[str], out_png: str | os.PathLike) -> None:
+    """One row of labelled images and the loss curve (a completion's report grid), as PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.atomic import atomic_file
+
+    cols = len(panels) + (loss is not None)
+    fig, axes = plt.subplots(1, cols, figsize=(2.2 * cols, 2.9), squeeze=False)
+    for ax, (label, image) in zip(axes[0], panels):
+        ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255,
+                  interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    if loss is not None:
+        ax = axes[0][-1]
+        ax.plot(np.arange(1, len(loss) + 1), loss, lw=1)
+        ax.set_title("loss per iteration", fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title + ("\n" + "; ".join(flags) if flags else ""), fontsize=8,
+                 color="red" if flags else "black")
+    fig.tight_layout()
+    with atomic_file(out_png) as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+
+
+def show_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``image`` with the hole painted mid-grey (what the method was given)."""
+    out = np.array(image)
+    out[mask] = 128
+    return out
+
+
+def complete_photos(paths: list[tuple[str, Path]], out_dir: str | os.PathLike, generator, discriminator, card,
+                    aligner, mask: np.ndarray | str, *, blend_method: str = "poisson", seed: int = 0,
+                    progress: Callable[[int, int], None] | None = None, note: str = "", extra: dict | None = None,
+                    **settings) -> dict:
+    """Complete the face of every photo in ``paths`` (``(key, path)`` pairs) into ``out_dir``.
+
+    Each photo is decoded and aligned by the pipeline's own code (the largest face), its
+    aligned face completed under ``mask`` (a :data:`MASKS` name or an ``(S, S) bool``
+    array) with every other face in one batch, and written under ``out_dir/<key>/``:
+    ``completed.png`` (G(z), the whole generated face), ``aligned.png`` (the blended
+    aligned face), ``photo.png`` (the original photo with the hole's pixels replaced
+    through the inverse alignment transform), ``report.png`` (input, mask, completion,
+    blended, original aligned face, loss curve) and ``loss.json`` (loss per iteration).
+    A photo that gives no face (unreadable, undecodable, no face, ...) is listed with
+    its reason. Writes ``index.json`` (with ``extra``, e.g. the task's lineage) and
+    ``index.md`` and returns the index."""
+    from model.eval.metrics import psnr, ssim
+    from pipeline.atomic import atomic_file, write_json
+
+    out_dir = Path(out_dir)
+    S = card.resolution
+    if card.channels != 3:
+        raise ValueError(f"photo completion needs an RGB generator; this run's model card says "
+                         f"{card.channels} channel(s)")
+    faces, masks, rejected = [], [], []
+    for i, (key, path) in enumerate(paths):
+        found = align_photo(path, aligner)
+        if "reason" in found:
+            rejected.append({"photo": key, "reason": found["reason"], "detail": found["detail"]})
+            continue
+        m = mask if isinstance(mask, np.ndarray) else make_mask(mask, S, margin=aligner.margin, seed=seed + i)
+        # Aligned pixels from outside the photo are black fill, not context: they join the hole.
+        found["inside"] = inside_photo(found["transform"], (found["height"], found["width"]), S)
+        if (m | ~found["inside"]).all():
+            rejected.append({"photo": key, "reason": "face_outside_photo",
+                             "detail": "no aligned pixel outside the mask comes from the photo"})
+            continue
+        faces.append((key, path, found))
+        masks.append(m | ~found["inside"])
+    photos = []
+    if faces:
+        masks = np.stack(masks)
+        images = np.stack([face["face"] for _, _, face in faces])
+        result = complete_faces(generator, discriminator, card, images, masks, seed=seed,
+                                blend_method=blend_method, progress=progress, **settings)
+        # "the original where known": the aligned photo itself, under the part of the hole inside it
+        truth = np.stack([m & face["inside"] for m, (_, _, face) in zip(masks, faces)])
+        result["hole_psnr"], result["hole_ssim"] = psnr(result["blended"], images, truth), \
+            ssim(result["blended"], images, truth)
+        for i, (key, path, face) in enumerate(faces):
+            photos.append(_write_photo(out_dir, key, path, face, images[i], masks[i], result, i, blend_method))
+    index = {"photos": photos, "rejected": rejected, "counts": {"inputs": len(paths), "completed": len(photos),
+                                                                 "rejected": len(rejected),
+                                                                 "flagged": sum(not p["ok"] for p in photos)},
+             "mask": mask if isinstance(mask, str) else "file", "blend": blend_method,
+             "settings": {**settings, "seed": seed}, "model": card.to_json() | {"training": None}, "note": note,
+             **(extra or {})}
+    write_json(out_dir / "index.json", index)
+    with atomic_file(out_dir / "index.md", "w") as fh:
+        fh.write(render_index(index))
+    return index
+
+
+def _write_photo(out_dir: Path, key: str, path, face: dict, image: np.ndarray, hole: np.ndarray, result: dict,
+                 i: int, blend_method: str) -> dict:
+    """One photo's files (see :func:`complete_photos`) and its index entry."""
+    from model.train.sampling import save_png
+    from pipeline.atomic import write_json
+    from pipeline.imaging import decode_rgb
+
+    folder = out_dir / key
+    files = {"completed": "completed.png", "aligned": "aligned.png", "photo": "photo.png",
+             "report": "report.png", "loss": "loss.json"}
+    photo = decode_rgb(Path(path).read_bytes())
+    save_png(result["completed"][i], folder / files["completed"])
+    save_png(result["blended"][i], folder / files["aligned"])
+    save_png(paste_back(photo, result["blended"][i], hole, face["transform"], blend_method), folder / files["photo"])
+    d = float(result["d_score"][i])
+    metrics = {"known_error": round(float(result["known_error"][i]), 2),
+               "context_error": round(float(result["context_error"][i]), 2),
+               "d_score": float(f"{d:.3g}") if np.isfinite(d) else None,
+               "hole_psnr": round(float(result["hole_psnr"][i]), 2),
+               "hole_ssim": round(float(result["hole_ssim"][i]), 4), "hole_pixels": int(hole.sum()),
+               "loss_start": round(float(result["loss"][0, i]), 3), "loss_end": round(float(result["loss"][-1, i]), 3)}
+    write_json(folder / files["loss"], {"loss": np.round(result["loss"][:, i], 4).tolist(),
+                                        "restarts": np.round(result["loss_restarts"][:, i].T, 4).tolist()})
+    panels = [("input", show_mask(image, hole)), ("mask", np.repeat(hole[..., None], 3, -1).astype(np.uint8) * 255),
+              ("completion G(z)", result["completed"][i]), (f"blended ({blend_method})", result["blended"][i]),
+              ("original", image)]
+    title = (f"{key}: error around the hole {metrics['context_error']} grey levels, D {metrics['d_score']}, "
+             f"hole PSNR {metrics['hole_psnr']} dB / SSIM {metrics['hole_ssim']}")
+    report_figure(panels, result["loss"][:, i], title, result["flags"][i], folder / files["report"])
+    return {"photo": key, "files": {k: f"{key}/{v}" for k, v in files.items()}, **metrics,
+            "ok": bool(result["ok"][i]), "flags": result["flags"][i],
+            "transform": np.round(face["transform"], 6).tolist()}
+
+
+def render_index(index: dict) -> str:
+    """The Markdown index of a folder's completions: every photo with its figures, then the
+    photos that gave no face with their reasons."""
+    c = index["counts"]
+    lines = [f"# Face completion ({index['mask']} mask, {index['blend']} blending)", "",
+             f"{c['inputs']} photos: {c['completed']} completed ({c['flagged']} flagged), "
+             f"{c['rejected']} without a face.",
+             ""]
+    if index.get("note"):
+        lines += [f"Note: {index['note']}", ""]
+    if index["photos"]:
+        lines += ["| photo | report | error around the hole | D score | hole PSNR | hole SSIM | flags |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for p in index["photos"]:
+            lines.append(f"| [{p['photo']}]({p['files']['photo']}) | ![report]({p['files']['report']}) | "
+                         f"{p['context_error']} | {p['d_score']} | {p['hole_psnr']} | {p['hole_ssim']} | "
+                         f"{'; '.join(p['flags']) or 'ok'} |")
+        lines.append("")
+    if index["rejected"]:
+        lines += ["## Photos without a completion", "", "| photo | reason | detail |", "| --- | --- | --- |"]
+        lines += [f"| {r['photo']} | {r['reason']} | {r['detail']} |" for r in index["rejected"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- command line -------------------------------------------------------------------------------
+
+def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The search's options (model/apps/inversion.py FitSettings), shared with model.apps.project."""
+    d = FitSettings()
+    parser.add_argument("--model", default="", help="run folder with model_card.json (default: the newest "
+                                                    "under processed/models)")
+    parser.add_argument("--steps", type=int, default=d.steps, help=f"Adam iterations (default {d.steps})")
+    parser.add_argument("--restarts", type=int, default=d.restarts, help=f"optimised starting points per image "
+                                                                         f"(default {d.restarts})")
+    parser.add_argument("--candidates", type=int, default=d.candidates,
+                        help=f"random draws scored to choose the restarts (default {d.candidates})")
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the starting points (and random masks)")
+    parser.add_argument("--precision", default="auto", help="float32, mixed_bfloat16 or auto (bfloat16 where "
+                                                            "the CPU has it)")
+    parser.add_argument("--aligned", action="store_true", help="IMAGE is already an aligned face of the "
+                                                               "generator's size: no detection")
+
+
+def main(argv=None) -> int:
+    """``python -m model.apps.complete IMAGE --mask center --out result.png``: prints one JSON line."""
+    parser = argparse.ArgumentParser(prog="python -m model.apps.complete", description=__doc__.split("\n")[0])
+    parser.add_argument("image", help="a photo (its largest face is completed), or an aligned face with --aligned")
+    parser.add_argument("--mask", default="center", choices=MASKS, help="which part is missing (default center)")
+    parser.add_argument("--mask-file", default="", help="a mask image of the aligned size: white = missing")
+    parser.add_argument("--out", default="result.png", help="the photo with the face completed (with --aligned: "
+                                                            "the blended aligned face)")
+    parser.add_argument("--report", default="", help="also write the report grid here")
+    parser.add_argument("--blend", default="poisson", choices=BLENDS)
+    parser.add_argument("--keep", default=KEEP, choices=KEEPS, help=f"what fills the hole: the best restart's "
+                                                                   f"G(z) or the mean of all (default {KEEP})")
+    parser.add_argument("--lam", type=float, default=FitSettings.lam,
+                        help=f"weight of the perceptual loss (default {FitSettings.lam})")
+    add_fit_arguments(parser)
+    return cli(_complete_cli, parser.parse_args(argv))
+
+
+def _complete_cli(args) -> int:
+    from model.apps.inversion import aligner_for, load_networks, newest_run
+    from model.train.sampling import save_png
+
+    run = Path(args.model) if args.model else newest_run()
+    card, generator, discriminator, note = load_networks(run, args.precision)
+    aligner = aligner_for(card, run)
+    S = card.resolution
+    hole = read_mask_file(args.mask_file, S) if args.mask_file else make_mask(args.mask, S, margin=aligner.margin,
+                                                                               seed=args.seed)
+    found = read_face(args.image, card, aligner, args.aligned)
+    face, photo, transform = found["face"], found["photo"], found["transform"]
+    if photo is not None:
+        hole = hole | ~inside_photo(transform, photo.shape, S)
+    settings = dict(steps=args.steps, restarts=args.restarts, candidates=args.candidates, lr=args.lr, lam=args.lam,
+                    keep=args.keep)
+    result = complete_faces(generator, discriminator, card, face[None], hole[None], seed=args.seed,
+                            blend_method=args.blend, **settings)
+    blended = result["blended"][0]
+    save_png(blended if photo is None else paste_back(photo, blended, hole, transform, args.blend), args.out)
+    if args.report:
+        panels = [("input", show_mask(face, hole)), ("completion G(z)", result["completed"][0]),
+                  (f"blended ({args.blend})", blended), ("original", face)]
+        report_figure(panels, result["loss"][:, 0], f"{Path(args.image).name}", result["flags"][0], args.report)
+    d = float(result["d_score"][0])
+    print(json.dumps({"image": args.image, "out": args.out, "report": args.report or None, "model": str(run),
+                      "known_error": round(float(result["known_error"][0]), 2),
+                      "context_error": round(float(result["context_error"][0]), 2),
+                      "d_score": float(f"{d:.3g}") if np.isfinite(d) else None, "flags": result["flags"][0],
+                      "loss_start": float(result["loss"][0, 0]), "loss_end": float(result["loss"][-1, 0]),
+                      "seconds": round(result["seconds"], 2), "note": note or None}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,402 @@
+"""Finding the generator inputs that reproduce known pixels: what completion
+(model/apps/complete.py) and projection (model/apps/project.py) share.
+
+:func:`fit_inputs` is the search of Yeh et al. (2017), "Semantic Image Inpainting
+with Deep Generative Models": for each target image, a batch of ``restarts``
+starting points is optimised with Adam to minimise
+
+    loss(z) = sum_pixels W * |G(z) - y|  +  lam * log(1 - D(G(z)))
+
+(the weighted contextual L1 plus the perceptual loss; ``log(1 - sigmoid(l)) =
+-softplus(l)`` on D's logit ``l`` keeps it finite), and the restart with the
+lowest loss seen is kept. Every image and restart of a chunk runs in one
+TensorFlow graph (a ``tf.while_loop`` over the iterations, Adam written out on
+the loop's tensors), so there is no Python per pixel or per iteration.
+
+The inputs of the model card (model/card.py) are handled by kind:
+
+* ``noise`` (z), ``continuous`` codes, ``attribute`` codes c: optimised, and clipped
+  back into the card's ``range`` after every Adam step (projected gradient descent,
+  as in Yeh et al.'s code; a uniform prior's support is then never left);
+* ``onehot`` (a class, a categorical code): not differentiable in a useful way, so
+  it is *searched*: candidate ``k`` of an image takes class ``k mod size``, and the
+  best candidates keep theirs while z is optimised;
+* any input given in ``fixed`` is held at the given values (e.g. "complete this
+  face as class 3").
+
+Starting points: ``candidates`` draws per image from the card's distributions are
+scored (forward passes only) and the ``restarts`` best are optimised.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+#: Kinds of generator input that are optimised (the others are searched over).
+OPTIMISED_KINDS = ("noise", "continuous", "attribute")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How the inputs are searched for; each default here is the one default.
+
+    ``steps`` Adam iterations of every restart, ``restarts`` optimised starting
+    points per image, ``candidates`` random draws per image scored to pick them,
+    ``lr`` Adam's step size (betas 0.9, 0.999), ``lam`` the weight of the
+    perceptual loss (Yeh et al.: 0.003; ignored without a discriminator),
+    ``batch`` rows (images x restarts) per graph call."""
+    steps: int = 50
+    restarts: int = 2
+    candidates: int = 32
+    lr: float = 0.05
+    lam: float = 0.003
+    batch: int = 64
+
+    def __post_init__(self):
+        for name in ("steps", "restarts", "candidates", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lam < 0:
+            raise ValueError(f"lam (the perceptual loss weight) must be >= 0, got {self.lam}")
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """``uint8`` [0, 255] -> float32 [-1, 1], the generator's range."""
+    return np.asarray(images, np.float32) / 127.5 - 1.0
+
+
+def check_images(images, card, what: str = "images") -> np.ndarray:
+    """``images`` as ``(n, S, S, C) uint8`` matching the card's resolution and channels, else
+    one clear ``ValueError``."""
+    images = np.asarray(images)
+    if images.ndim == 3 and card.channels == 1 and images.shape[-1] != 1:
+        images = images[..., None]
+    shape = (card.resolution, card.resolution, card.channels)
+    if images.ndim != 4 or images.shape[1:] != shape or images.dtype != np.uint8 or not len(images):
+        raise ValueError(f"{what} must be (n, {shape[0]}, {shape[1]}, {shape[2]}) uint8 aligned faces for this "
+                         f"generator (its model card: {card.resolution}px, {card.channels} channel(s)), got "
+                         f"{images.shape} {images.dtype}")
+    return images
+
+
+def _fixed_rows(card, fixed: dict | None, n: int) -> dict[str, np.ndarray]:
+    """``fixed`` values as ``(n, size) float32``, checked against the card."""
+    out = {}
+    for name, value in (fixed or {}).items():
+        spec = card.input(name)
+        value = np.asarray(value, np.float32)
+        value = np.broadcast_to(value, (n, spec.size)) if value.ndim == 1 else value
+        if value.shape != (n, spec.size) or not np.isfinite(value).all():
+            raise ValueError(f"fixed input {name!r} must be ({spec.size},) or ({n}, {spec.size}) finite values, "
+                             f"got {np.shape(value)}")
+        out[name] = np.ascontiguousarray(value)
+    return out
+
+
+def draw_candidates(card, n: int, count: int, seed: int, fixed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``count`` starting points for each of ``n`` images, ``{name: (n, count, size)}``: draws from
+    the card's distributions (:func:`model.card.sample_inputs`), a ``onehot`` input cycling
+    through its classes, ``fixed`` inputs repeated."""
+    from model.card import sample_inputs
+
+    draws = sample_inputs(card, n * count, seed)
+    out = {}
+    for spec in card.inputs:
+        if spec.name in fixed:
+            out[spec.name] = np.repeat(fixed[spec.name][:, None], count, axis=1)
+        elif spec.kind == "onehot":
+            classes = np.arange(count) % spec.size
+            out[spec.name] = np.broadcast_to(np.eye(spec.size, dtype=np.float32)[classes],
+                                             (n, count, spec.size)).copy()
+        else:
+            out[spec.name] = draws[spec.name].reshape(n, count, spec.size)
+    return out
+
+
+class _Objective:
+    """The per-row loss of G's inputs against targets, and the whole Adam search as one
+    ``tf.function`` (traced once per chunk shape)."""
+
+    def __init__(self, generator, discriminator, card, lam: float, fixed_names):
+        import tensorflow as tf
+
+        self.tf = tf
+        self.G, self.D, self.card = generator, discriminator, card
+        self.lam = float(lam) if discriminator is not None else 0.0
+        self.names = [s.name for s in card.inputs]
+        self.optimised = [s for s in card.inputs if s.kind in OPTIMISED_KINDS and s.name not in fixed_names]
+        self.search = tf.function(self._search)
+        self.score = tf.function(self._losses)
+        d_inputs = getattr(discriminator, "inputs", None) or []
+        self.d_names = [t.name.split(":")[0] for t in d_inputs] if len(d_inputs) > 1 else []
+
+    def _generate(self, inputs: dict):
+        return self.G(inputs["z"] if len(self.G.inputs) == 1 else inputs, training=False)
+
+    def _logit(self, images, inputs: dict):
+        tf = self.tf
+        if self.d_names:  # a conditional D: the image and the inputs it names
+            feed = {name: (images if name not in inputs else inputs[name]) for name in self.d_names}
+            logit = self.D(feed, training=False)
+        else:
+            logit = self.D(images, training=False)
+        if isinstance(logit, dict):  # a D with heads (ACGAN, InfoGAN): "logit" is the source head
+            logit = logit["logit"]
+        return tf.reshape(tf.cast(logit, tf.float32), [-1])
+
+    def _losses(self, inputs: dict, targets, weights):
+        """``(total, contextual, perceptual, logit, images)`` per row."""
+        tf = self.tf
+        images = self._generate(inputs)
+        context = tf.reduce_sum(weights * tf.abs(images - targets), axis=[1, 2, 3])
+        if self.lam:
+            logit = self._logit(images, inputs)
+            perceptual = -tf.nn.softplus(logit)  # log(1 - D(G(z))), stable for any logit
+        else:
+            logit = tf.zeros_like(context)
+            perceptual = tf.zeros_like(context)
+        return context + self.lam * perceptual, context, perceptual, logit, images
+
+    def _search(self, start: dict, targets, weights, steps, lr):
+        """Adam from ``start`` for ``steps`` iterations; returns the inputs at each row's lowest
+        loss, that loss and the loss of every iteration ``(steps, rows)``."""
+        tf = self.tf
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        fixed = {k: v for k, v in start.items() if k not in {s.name for s in self.optimised}}
+        low = [tf.constant(s.range[0], tf.float32) for s in self.optimised]
+        high = [tf.constant(s.range[1], tf.float32) for s in self.optimised]
+        x0 = [start[s.name] for s in self.optimised]
+        rows = tf.shape(targets)[0]
+
+        def body(t, xs, ms, vs, best, best_loss, history):
+            with tf.GradientTape() as tape:
+                tape.watch(xs)
+                loss = self._losses({**fixed, **dict(zip([s.name for s in self.optimised], xs))},
+                                    targets, weights)[0]
+                summed = tf.reduce_sum(loss)  # rows are independent: each gets its own gradient
+            grads = tape.gradient(summed, xs)
+            better = loss < best_loss
+            best = [tf.where(better[:, None], x, b) for x, b in zip(xs, best)]
+            best_loss = tf.minimum(loss, best_loss)
+            step = tf.cast(t + 1, tf.float32)
+            scale = lr * tf.sqrt(1.0 - b2 ** step) / (1.0 - b1 ** step)
+            ms = [b1 * m + (1.0 - b1) * g for m, g in zip(ms, grads)]
+            vs = [b2 * v + (1.0 - b2) * g * g for v, g in zip(vs, grads)]
+            xs = [tf.clip_by_value(x - scale * m / (tf.sqrt(v) + eps), lo, hi)
+                  for x, m, v, lo, hi in zip(xs, ms, vs, low, high)]
+            return t + 1, xs, ms, vs, best, best_loss, history.write(t, loss)
+
+        zeros = [tf.zeros_like(x) for x in x0]
+        state = (tf.constant(0), x0, zeros, zeros, x0, tf.fill([rows], np.float32(np.inf)),
+                 tf.TensorArray(tf.float32, size=steps))
+        _, _, _, _, best, best_loss, history = tf.while_loop(
+            lambda t, *_: t < steps, body, state, parallel_iterations=1)
+        found = {**fixed, **dict(zip([s.name for s in self.optimised], best))}
+        return found, best_loss, history.stack()
+
+
+def _chunks(total: int, size: int):
+    for i in range(0, total, size):
+        yield i, min(i + size, total)
+
+
+def _pad(array: np.ndarray, rows: int) -> np.ndarray:
+    """``array`` with its first row repeated up to ``rows`` rows (one traced shape for every chunk)."""
+    return array if len(array) == rows else np.concatenate([array, np.repeat(array[:1], rows - len(array), 0)])
+
+
+def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, discriminator=None,
+               settings: FitSettings | None = None, seed: int = 0, fixed: dict | None = None,
+               progress: Callable[[int, int], None] | None = None) -> dict:
+    """The generator inputs that best reproduce ``targets`` where ``weights`` say.
+
+    ``targets`` ``(n, S, S, C) float32`` in [-1, 1]; ``weights`` ``(n, S, S) float32``
+    (0 where a pixel does not count); ``discriminator`` (a Keras model of the run, or
+    None) adds the perceptual loss. ``progress(done, n)`` is called after each chunk of
+    images. Returns
+
+    * ``inputs``: ``{name: (n, size) float32}``, the best restart's inputs per image;
+    * ``images``: ``(n, S, S, C) float32`` G(inputs) in [-1, 1];
+    * ``loss``: ``(steps, n)`` the loss per iteration of the restart kept, and
+      ``loss_restarts`` ``(steps, n, restarts)`` of every restart;
+    * ``total``, ``contextual``, ``perceptual`` ``(n,)`` at the inputs kept, ``d_score``
+      ``(n,)`` D's probability that G(inputs) is real (NaN without D; ``sample_d_scores``
+      holds D's scores of the random candidates, the generator's usual level), ``restart``
+      ``(n,)`` the restart kept, and ``start_contextual`` ``(n,)`` the best candidate's
+      contextual loss before optimisation (how much the search gained);
+    * ``restart_inputs`` ``{name: (n, restarts, size)}`` and ``restart_loss``
+      ``(n, restarts)``: every restart's best inputs and loss (alternative completions).
+    """
+    import tensorflow as tf
+
+    s = settings or FitSettings()
+    targets = np.asarray(targets, np.float32)
+    weights = np.asarray(weights, np.float32)
+    n = len(targets)
+    if weights.shape != targets.shape[:3]:
+        raise ValueError(f"weights must be {targets.shape[:3]} (one per pixel), got {weights.shape}")
+    fixed_rows = _fixed_rows(card, fixed, n)
+    objective = _Objective(generator, discriminator, card, s.lam, set(fixed_rows))
+    count = max(s.candidates, s.restarts)
+    cand = draw_candidates(card, n, count, seed, fixed_rows)
+    w4 = weights[..., None]
+
+    # 1. Score every candidate (forward passes only); keep the `restarts` best per image.
+    cand_loss = np.empty((n, count), np.float32)
+    cand_context = np.empty((n, count), np.float32)
+    cand_logit = np.empty((n, count), np.float32)
+    flat = {k: v.reshape(n * count, -1) for k, v in cand.items()}
+    rows = max(s.batch, 1)
+    for lo, hi in _chunks(n * count, rows):
+        img = np.arange(lo, hi) // count
+        feed = {k: tf.constant(_pad(v[lo:hi], rows)) for k, v in flat.items()}
+        total, context, _, logit, _ = objective.score(feed, tf.constant(_pad(targets[img], rows)),
+                                                      tf.constant(_pad(w4[img], rows)))
+        cand_loss.reshape(-1)[lo:hi] = total.numpy()[:hi - lo]
+        cand_context.reshape(-1)[lo:hi] = context.numpy()[:hi - lo]
+        cand_logit.reshape(-1)[lo:hi] = logit.numpy()[:hi - lo]
+    order = np.argsort(cand_loss, axis=1, kind="stable")[:, :s.restarts]
+    start = {k: np.take_along_axis(v, order[..., None], axis=1) for k, v in cand.items()}  # (n, R, size)
+
+    # 2. Optimise every restart of a chunk of images in one graph.
+    R = s.restarts
+    per_chunk = max(1, rows // R)
+    best_loss = np.empty((n, R), np.float32)
+    history = np.empty((s.steps, n, R), np.float32)
+    found = {k: np.empty_like(v) for k, v in start.items()}
+    for lo, hi in _chunks(n, per_chunk):
+        m = hi - lo
+        feed = {k: tf.constant(_pad(v[lo:hi], per_chunk).reshape(per_chunk * R, -1)) for k, v in start.items()}
+        tgt = tf.constant(np.repeat(_pad(targets[lo:hi], per_chunk), R, axis=0))
+        wts = tf.constant(np.repeat(_pad(w4[lo:hi], per_chunk), R, axis=0))
+        inputs, loss, hist = objective.search(feed, tgt, wts, tf.constant(s.steps), tf.constant(s.lr, tf.float32))
+        for k, v in inputs.items():
+            found[k][lo:hi] = v.numpy().reshape(per_chunk, R, -1)[:m]
+        best_loss[lo:hi] = loss.numpy().reshape(per_chunk, R)[:m]
+        history[:, lo:hi] = hist.numpy().reshape(s.steps, per_chunk, R)[:, :m]
+        if progress is not None:
+            progress(hi, n)
+
+    # 3. Keep each image's best restart; report its terms at the inputs kept.
+    keep = np.argmin(best_loss, axis=1)
+    inputs = {k: v[np.arange(n), keep] for k, v in found.items()}
+    images = np.empty_like(targets)
+    terms = {k: np.empty(n, np.float32) for k in ("total", "contextual", "perceptual", "logit")}
+    for lo, hi in _chunks(n, rows):
+        feed = {k: tf.constant(_pad(v[lo:hi], rows)) for k, v in inputs.items()}
+        total, context, perceptual, logit, generated = objective.score(
+            feed, tf.constant(_pad(targets[lo:hi], rows)), tf.constant(_pad(w4[lo:hi], rows)))
+        for name, value in zip(("total", "contextual", "perceptual", "logit"), (total, context, perceptual, logit)):
+            terms[name][lo:hi] = value.numpy()[:hi - lo]
+        images[lo:hi] = generated.numpy()[:hi - lo]
+    if objective.lam:
+        d_score = 1.0 / (1.0 + np.exp(-terms.pop("logit")))
+        sample_d = (1.0 / (1.0 + np.exp(-cand_logit))).reshape(-1)
+    else:
+        terms.pop("logit")
+        d_score, sample_d = np.full(n, np.nan, np.float32), np.full(0, np.nan, np.float32)
+    return {"inputs": inputs, "images": images, "loss": history[:, np.arange(n), keep],
+            "sample_d_scores": sample_d.astype(np.float32),
+            "loss_restarts": history, "restart": keep, "d_score": d_score.astype(np.float32),
+            "restart_inputs": found, "restart_loss": best_loss,
+            "start_contextual": cand_context[np.arange(n), order[:, 0]], **terms}
+
+
+# -- the networks and the aligner of a run ------------------------------------------------------
+
+def load_networks(run_dir: str | os.PathLike, precision: str = "float32", discriminator: bool = True):
+    """``(card, generator, discriminator or None, note)`` of a run folder.
+
+    With ``precision`` float32 the generator is the exported ``generator.keras`` (the
+    weights the card names); otherwise both networks are rebuilt under that Keras
+    dtype policy from the latest checkpoint (``auto``: mixed bfloat16 where the CPU
+    has bfloat16 units, as training chooses). The discriminator comes from the
+    checkpoint (model.train.loop.restore_networks); when the run folder has none,
+    ``discriminator`` is None and ``note`` says so (completion then runs without the
+    perceptual loss)."""
+    from model.card import load_generator, read_card
+    from model.train.loop import resolve_precision, restore_networks
+
+    card = read_card(run_dir)
+    policy = resolve_precision(precision)
+    ckpt = Path(run_dir) / "ckpt"
+    has_ckpt = (ckpt / "checkpoint").exists()
+    which = ("discriminator",) if discriminator else ()
+    if policy != "float32" and has_ckpt:
+        nets = restore_networks(run_dir, which=("generator", *which), weights=card.weights, precision=policy)
+        return card, nets["generator"], nets.get("discriminator"), ""
+    _, generator = load_generator(run_dir)
+    note = "" if has_ckpt or not discriminator else (
+        f"{ckpt} holds no checkpoint, so there is no discriminator: no perceptual loss, and the float32 "
+        f"exported generator")
+    return card, generator, checkpoint_discriminator(run_dir) if discriminator else None, note
+
+
+def checkpoint_discriminator(run_dir: str | os.PathLike):
+    """The float32 discriminator from the run's latest checkpoint, or None when the run
+    folder has no checkpoint (a generator copied without ``ckpt/``)."""
+    from model.train.loop import restore_networks
+
+    if not (Path(run_dir) / "ckpt" / "checkpoint").exists():
+        return None
+    return restore_networks(run_dir, which=("discriminator",))["discriminator"]
+
+
+def newest_run(root: str | os.PathLike = "processed/models") -> Path:
+    """The newest run folder with a model card under ``root``, or one clear error."""
+    from model.card import newest_run as newest
+
+    return newest(root, "train one (luigi --module tasks TrainDCGAN --local-scheduler) or pass --model RUN_FOLDER")
+
+
+def records_folder(card, run_dir: str | os.PathLike | None = None) -> Path | None:
+    """The records version folder the card names, or None when it is not on this machine. A
+    relative path (training writes ``processed/records/...``) is tried from the working
+    directory, then from each folder above ``run_dir`` (the project the run was trained in)."""
+    named = (card.dataset or {}).get("records")
+    if not named:
+        return None
+    path = Path(named)
+    candidates = [path] + ([] if path.is_absolute() or run_dir is None else
+                           [parent / path for parent in Path(run_dir).resolve().parents])
+    return next((c for c in candidates if (c / "manifest.json").exists()), None)
+
+
+def alignment_settings(card, run_dir: str | os.PathLike | None = None) -> dict:
+    """The DetectAlignFaces settings (size, mode, landmarks, margin) the run's training faces
+    were aligned with, read from its records' lineage; ``{"size": resolution}`` when unknown."""
+    records = records_folder(card, run_dir)
+    settings = {"size": card.resolution}
+    try:
+        lineage = json.loads((records / "manifest.json").read_text()).get("lineage", {}) if records else {}
+    except (OSError, ValueError):
+        lineage = {}
+    stack = [lineage]
+    while stack:
+        node = stack.pop()
+        if node.get("task") in ("DetectAlignFaces", "AlignShard"):
+            params = node.get("params", {})
+            for key, cast in (("size", int), ("mode", str), ("landmarks", str), ("margin", float)):
+                if key in params:
+                    settings[key] = cast(params[key])
+            break
+        stack.extend(node.get("requires", []))
+    return settings
+
+
+def aligner_for(card, run_dir: str | os.PathLike | None = None, **overrides):
+    """A :class:`pipeline.align.aligner.FaceAligner` that aligns photos the way the run's training faces
+    were aligned (:func:`alignment_settings`), at the generator's resolution."""
+    from pipeline.align.aligner import FaceAligner
+
+    settings = {**alignment_settings(card, run_dir), **overrides}
+    if settings["size"] != card.resolution:
+        settings["size"] = card.resolution  # the generator's side wins over a stale lineage
+    return FaceAligner(**settings)

@@ -1,0 +1,108 @@
+"""The DCGAN generator and discriminator of Radford et al. (2015).
+
+At 64x64: z (100) -> 4x4x1024 -> fractionally-strided convolutions to 8x8x512,
+16x16x256, 32x32x128 -> 64x64x3 tanh. The discriminator mirrors it with
+strided convolutions and LeakyReLU(0.2). Batch norm everywhere except the
+generator output and the discriminator input; weights ~ N(0, 0.02), batch-norm
+scales ~ N(1, 0.02) as in the reference Torch code. The first generator layer
+is a dense projection (the paper's "project and reshape"), the last
+discriminator layer a dense logit.
+
+With ``fast=True`` (training) the layers are the drop-in subclasses of
+model/nets/layers.py, which compute the same function faster on CPUs; ``fast=False``
+builds plain Keras layers (the exported ``generator.keras`` loads anywhere).
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from model.config import resolution_ok
+from model.nets.heads import add_heads
+from model.nets.layers import MatmulConv2D, MatmulConv2DTranspose
+from model.nets.norms import apply_norm, batch_norm, check_norm
+
+Z_DIM = 100
+
+
+def _init():
+    return keras.initializers.RandomNormal(0.0, 0.02)
+
+
+def widths(resolution: int, base_width: int = 128) -> tuple[int, list[int]]:
+    """``(start, channels)``: the generator's first feature-map side and the
+    widths of its feature maps from ``start`` up to ``resolution / 2``.
+
+    64 -> (4, [1024, 512, 256, 128]); 32 -> (4, [512, 256, 128]); 28 -> (7, [256, 128]).
+    """
+    if not resolution_ok(resolution):
+        raise ValueError(f"resolution {resolution} is not 4 or 7 times a power of two")
+    start, ups = resolution, 0
+    while start % 2 == 0 and start > 4:
+        start //= 2
+        ups += 1
+    return start, [base_width * 2 ** k for k in reversed(range(ups))]
+
+
+def generator_inputs(z_dim: int, extra_inputs: dict[str, int] | None = None):
+    """``(inputs, x)``: the generator's Keras input(s) and the vector its first layer sees.
+
+    Only ``z``: a single ``(n, z_dim)`` input. With ``extra_inputs`` (name -> size,
+    e.g. ``{"label": 10}``: a one-hot class, latent codes, attribute codes c) a dict
+    of named inputs, ``z`` first, concatenated in that order (the conditional
+    input of Mirza & Osindero 2014 and of ACGAN/InfoGAN/EGAN generators)."""
+    z = keras.Input((z_dim,), name="z")
+    if not extra_inputs:
+        return z, z
+    inputs = {"z": z, **{name: keras.Input((size,), name=name) for name, size in extra_inputs.items()}}
+    return inputs, layers.Concatenate(name="inputs")(list(inputs.values()))
+
+
+def build_generator(resolution: int = 64, channels: int = 3, z_dim: int = Z_DIM,
+                    base_width: int = 128, kernel_size: int = 4, name: str = "generator",
+                    fast: bool = True, extra_inputs: dict[str, int] | None = None) -> keras.Model:
+    """G: ``(n, z_dim) float32`` (plus ``extra_inputs``, see :func:`generator_inputs`) ->
+    ``(n, resolution, resolution, channels)`` in [-1, 1]."""
+    start, chans = widths(resolution, base_width)
+    conv_t = MatmulConv2DTranspose if fast else layers.Conv2DTranspose
+    z, x = generator_inputs(z_dim, extra_inputs)
+    x = layers.Dense(start * start * chans[0], use_bias=False, kernel_initializer=_init(), name="project")(x)
+    x = layers.Reshape((start, start, chans[0]))(x)
+    x = layers.ReLU()(batch_norm(fast)(x))
+    for w in chans[1:]:
+        x = conv_t(w, kernel_size, 2, "same", use_bias=False, kernel_initializer=_init())(x)
+        x = layers.ReLU()(batch_norm(fast)(x))
+    x = conv_t(channels, kernel_size, 2, "same", kernel_initializer=_init(), name="to_image")(x)
+    # float32 output even under a mixed-precision policy: tanh saturates badly in bf16.
+    out = layers.Activation("tanh", dtype="float32", name="tanh")(x)
+    return keras.Model(z, out, name=name)
+
+
+def discriminator_body(resolution: int = 64, channels: int = 3, base_width: int = 128, kernel_size: int = 4,
+                       fast: bool = True, norm: str = "batch"):
+    """``(image input, features)``: the DCGAN discriminator up to its last feature map,
+    flattened to ``(n, d)``. ``norm`` is ``batch`` (the paper), ``layer`` (per example over
+    the whole feature map, as the WGAN-GP reference critic) or ``none``; never on the input
+    layer."""
+    check_norm(norm)
+    _, chans = widths(resolution, base_width)
+    conv = MatmulConv2D if fast else layers.Conv2D
+    img = keras.Input((resolution, resolution, channels), name="image")
+    x = img
+    for i, w in enumerate(reversed(chans)):
+        # a bias only where no normalisation follows (its shift would cancel it)
+        x = conv(w, kernel_size, 2, "same", use_bias=i == 0 or norm == "none", kernel_initializer=_init())(x)
+        if i > 0:  # no normalisation on the input layer
+            x = apply_norm(x, norm, fast, axis=[1, 2, 3])
+        x = layers.LeakyReLU(0.2)(x)
+    return img, layers.Flatten()(x)
+
+
+def build_discriminator(resolution: int = 64, channels: int = 3, base_width: int = 128,
+                        kernel_size: int = 4, name: str = "discriminator", fast: bool = True,
+                        heads: dict[str, int] | None = None, hidden: dict | None = None,
+                        norm: str = "batch") -> keras.Model:
+    """D: ``(n, resolution, resolution, channels)`` in [-1, 1] -> ``(n, 1)`` float32 logits,
+    or ``{head: (n, size)}`` with ``heads`` (model/nets/heads.py)."""
+    img, x = discriminator_body(resolution, channels, base_width, kernel_size, fast, norm)
+    return keras.Model(img, add_heads(x, heads, hidden, norm, fast, _init), name=name)

@@ -1,0 +1,3 @@
+"""Training: the one GAN loop, its input pipeline, optimizers, EMA, augmentation, recipes,
+sampling and the serving export.
+"""

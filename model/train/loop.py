@@ -1,0 +1,389 @@
+"""The GAN training loop, written once: every variant (model/variants/) trains through it.
+
+A variant hands the loop its networks, optimizers and objective (one training
+step: the D and G updates and the scalars it reports; see
+model/variants/base.py). The loop owns everything else: dtype policy and
+distribution strategy, checkpoints and exact resume, the NaN guard,
+``metrics.csv`` and TensorBoard, fixed-noise grids, the loss plot, and the
+export with its model card. A run lives in one folder:
+
+    ckpt/            tf.train checkpoints: the variant's networks and optimizers,
+                     the step and the noise generator's state
+    metrics.csv      the variant's scalars every ``log_every`` steps
+    tb/              TensorBoard scalars and fixed-noise image grids
+    progress/        the fixed-noise grid as PNG every ``sample_every`` steps
+    losses.png       the scalar curves, drawn at the end
+    saved_model/     the exported generator for serving (every input -> uint8 images)
+    model_card.json  what the exported generator is (model/card.py)
+    generator.keras  the exported float32 generator, written last
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model.card import ModelCard, write_card
+from model.config import PRECISIONS, TrainConfig  # noqa: F401  (re-exported)
+from model.cpu import bf16_units
+from model.train.ema import WeightAverage
+from model.variants import build_variant
+from model.variants.base import GANModel
+
+
+def resolve_precision(precision: str) -> str:
+    """The Keras dtype policy for ``precision``. ``auto`` (TrainDCGAN's default) is
+    ``mixed_bfloat16`` on CPUs with AMX/AVX-512 bfloat16 units, where it was measured
+    2-3x faster than float32 at the same sample quality (docs/training.md), and
+    float32 elsewhere, GPUs included: ``mixed_float16`` must be asked for."""
+    if precision != "auto":
+        return precision
+    if tf.config.list_physical_devices("GPU"):
+        return "float32"
+    return "mixed_bfloat16" if bf16_units() else "float32"
+
+
+def make_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy under TF_CONFIG, MirroredStrategy over several
+    visible GPUs (or several logical CPUs), else the default strategy."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    cpus = tf.config.list_logical_devices("CPU")
+    if not gpus and len(cpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in cpus])
+    return tf.distribute.get_strategy()
+
+
+class DivergenceError(RuntimeError):
+    """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class GANTrainer:
+    """The loop's state: a variant's networks and optimizers (built here under the run's
+    dtype policy and strategy), the step counter and the noise stream; runs training steps.
+
+    ``model`` is the variant to train; by default the one ``config.variant`` names.
+    """
+
+    def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
+                 model: GANModel | None = None):
+        self.config = c = config
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.policy = resolve_precision(c.precision)
+        self.model = model or build_variant(c)
+        keras.utils.set_random_seed(c.seed)  # weight init is part of the run's identity
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.policy)
+        try:
+            with self.strategy.scope():
+                self.rng = tf.random.Generator.from_seed(c.seed + 1)
+                self.model.rng, self.model.policy = self.rng, self.policy
+                self.model.build()
+                self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+                # Build optimizer slots now so a restored checkpoint fills them in place.
+                for opt, variables in self.model.optimizer_variables():
+                    opt.build(variables)
+                self.ema = WeightAverage(self.model.generator, c.ema) if c.ema else None
+        finally:
+            keras.config.set_dtype_policy(previous)
+
+    @property
+    def generator(self) -> keras.Model:
+        return self.model.generator
+
+    @property
+    def discriminator(self) -> keras.Model:
+        return self.model.discriminator
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        extra = {"ema": self.ema} if self.ema is not None else {}
+        return tf.train.Checkpoint(**self.model.trackables(), step=self.step, rng=self.rng, **extra)
+
+    @tf.function
+    def train_step(self, batch) -> dict[str, tf.Tensor]:
+        """One training step on a (possibly distributed) global batch: a dict of features
+        (or the image tensor alone); returns the global scalars."""
+        if not isinstance(batch, dict):
+            batch = {"image": batch}
+        out = self.strategy.run(self.model.train_step, args=(batch,))
+        summed = {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in out.items()}
+        if self.ema is not None:
+            self.ema.update(self.model.generator)
+        self.step.assign_add(1)
+        return summed
+
+    def export_generator(self, weights: str | None = None) -> keras.Model:
+        """A float32 plain-Keras copy of the generator, whatever the training precision:
+        its current weights (``"generator"``) or their moving average (``"ema"``; the
+        default when the run keeps one)."""
+        weights = weights or ("ema" if self.ema is not None else "generator")
+        if weights == "ema" and self.ema is None:
+            raise ValueError("this run keeps no weight average (train with ema > 0)")
+        g = self.model.inference_generator()
+        g.set_weights(self.ema.values() if weights == "ema" else self.generator.get_weights())
+        return g
+
+    def card(self, dataset: dict | None = None) -> ModelCard:
+        """The model card of what :meth:`export_generator` returns."""
+        c = self.config
+        files = {"keras": "generator.keras", "saved_model": "saved_model"}
+        if self.ema is not None:
+            files["raw_keras"] = "generator_raw.keras"  # the un-averaged weights, for comparison
+        return ModelCard(variant=self.model.name, discriminator=c.discriminator, generator=c.generator,
+                         resolution=c.resolution, channels=c.channels, inputs=self.model.inputs(),
+                         dataset=dict(dataset or {}), precision=self.policy, steps=int(self.step.numpy()),
+                         weights="ema" if self.ema is not None else "generator", files=files,
+                         training={**asdict(c), "variant_options": self.model.describe()})
+
+
+def fixed_inputs(model: GANModel, n: int = 64) -> dict[str, np.ndarray]:
+    """The generator inputs whose images are tracked over training (same across resumes)."""
+    return model.fixed_inputs(n, seed=model.config.seed + 2)
+
+
+def save_keras_atomic(model: keras.Model, path: str | os.PathLike) -> None:
+    """Save ``model`` as ``.keras`` under a temporary name, then rename."""
+    from pipeline.atomic import atomic_path
+    with atomic_path(path) as tmp:  # keeps the .keras suffix Keras insists on
+        model.save(tmp)
+
+
+def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathLike,
+          progress: Callable[[int, int, dict], None] | None = None,
+          strategy: tf.distribute.Strategy | None = None,
+          on_checkpoint: Callable[[int, GANTrainer], None] | None = None,
+          model: GANModel | None = None, dataset_card: dict | None = None) -> dict:
+    """Train ``model`` (default: the variant ``config.variant``) to ``config.steps`` in
+    ``run_dir``, resuming from its last checkpoint.
+
+    ``dataset`` yields global batches forever (dicts of the features the variant
+    reads, or image tensors), in an order fixed by the seed; on resume the
+    batches already used are skipped, and the noise generator's state comes
+    back with the checkpoint, so a resumed run sees the same data and noise as
+    an uninterrupted one. ``progress(step, steps, scalars)`` is called every
+    ``log_every`` steps, ``on_checkpoint(step, trainer)`` right after each
+    checkpoint is saved (e.g. to evaluate the generator). ``dataset_card``
+    (name, version, records, ...) goes into the model card. Writes
+    ``generator.keras`` last and returns the final scalars.
+    """
+    from model.train.sampling import generate, grid, save_png
+    from model.train.serving import export_saved_model
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    strategy = strategy or make_strategy()
+    trainer = GANTrainer(config, strategy, model)
+    scalar_names = trainer.model.scalars
+    ckpt = trainer.checkpoint()
+    manager = tf.train.CheckpointManager(ckpt, run_dir / "ckpt", max_to_keep=3)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    start = int(trainer.step.numpy())
+    metrics_path = run_dir / "metrics.csv"
+    _truncate_metrics(metrics_path, start)
+    new_file = not metrics_path.exists()
+    tracked = fixed_inputs(trainer.model)
+    tb = tf.summary.create_file_writer(str(run_dir / "tb"))
+    averaged = trainer.model.inference_generator() if trainer.ema is not None else None
+
+    def snapshot(step: int) -> None:
+        if averaged is not None:  # the grids show what would be exported
+            averaged.set_weights(trainer.ema.values())
+        images = generate(averaged or trainer.generator, tracked)
+        save_png(grid(images, 8, 8), run_dir / "progress" / f"step-{step:07d}.png")
+        with tb.as_default(step=step):
+            tf.summary.image("fixed_noise", images[:16], max_outputs=16)
+
+    batches = strategy.experimental_distribute_dataset(dataset.skip(start).take(max(0, config.steps - start)))
+    scalars: dict = {}
+    with open(metrics_path, "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new_file:
+            writer.writerow(("step", *scalar_names))
+        for batch in batches:
+            out = trainer.train_step(batch)
+            step = int(trainer.step.numpy())
+            # Checked every step, so a checkpoint never holds diverged weights.
+            scalars = {k: float(v) for k, v in out.items()}
+            if not all(math.isfinite(v) for v in scalars.values()):
+                raise DivergenceError(
+                    f"loss is not finite at step {step} ({scalars}); the last good checkpoint "
+                    f"{manager.latest_checkpoint} is kept: lower the learning rate or change the seed")
+            if step % config.log_every == 0 or step == config.steps:
+                writer.writerow((step, *(f"{scalars[k]:.6g}" for k in scalar_names)))
+                fh.flush()
+                with tb.as_default(step=step):
+                    for k, v in scalars.items():
+                        tf.summary.scalar(k, v)
+                if progress is not None:
+                    progress(step, config.steps, scalars)
+            if (config.sample_every and step % config.sample_every == 0) or step == config.steps:
+                snapshot(step)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                manager.save(checkpoint_number=step)
+                if on_checkpoint is not None:
+                    on_checkpoint(step, trainer)
+    tb.close()
+    plot_losses(metrics_path, run_dir / "losses.png", trainer.model.plots)
+    generator = trainer.export_generator()
+    card = trainer.card(dataset_card)
+    export_saved_model(generator, run_dir / card.files["saved_model"], card)
+    if "raw_keras" in card.files:
+        save_keras_atomic(trainer.export_generator("generator"), run_dir / card.files["raw_keras"])
+    write_card(run_dir, card)
+    save_keras_atomic(generator, run_dir / card.files["keras"])  # last: the task's completion marker
+    return {"step": int(trainer.step.numpy()), **scalars, "precision": trainer.policy,
+            "replicas": strategy.num_replicas_in_sync, "config": asdict(config)}
+
+
+def step_seconds(configs: list[TrainConfig], dataset_fn: Callable[[TrainConfig], tf.data.Dataset],
+                 warmup: int = 3, timed: int = 4, rounds: int = 3) -> list[float]:
+    """Wall-clock seconds of one training step of each config (the input pipeline included):
+    a trainer per config, ``warmup`` untimed steps each, then ``rounds`` rounds that time
+    ``timed`` steps of every config in turn; the median round of each. Interleaving makes a
+    change of machine load hit every config alike. ``dataset_fn(config)`` gives its batches."""
+    strategy = make_strategy()
+    runs = []
+    for config in configs:
+        trainer = GANTrainer(config, strategy)
+        data = dataset_fn(config).take(warmup + timed * rounds)
+        runs.append((trainer, iter(strategy.experimental_distribute_dataset(data))))
+    for trainer, batches in runs:
+        for _ in range(warmup):
+            _wait(trainer.train_step(next(batches)))
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(rounds):
+        for k, (trainer, batches) in enumerate(runs):
+            start = time.time()
+            for _ in range(timed):
+                out = trainer.train_step(next(batches))
+            _wait(out)
+            times[k].append((time.time() - start) / timed)
+    return [float(np.median(t)) for t in times]
+
+
+def _wait(scalars: dict) -> None:
+    """Block until a step's results are computed (steps run asynchronously)."""
+    for value in scalars.values():
+        value.numpy()
+
+
+def restore_networks(run_dir: str | os.PathLike, checkpoint: str | None = None,
+                     which: tuple[str, ...] = ("generator", "discriminator"),
+                     weights: str = "generator", precision: str = "float32") -> dict[str, keras.Model]:
+    """Plain-Keras networks of a run, from its model card and a checkpoint (default:
+    the latest in ``run_dir/ckpt``): ``{"generator": G, "discriminator": D}`` (as asked by
+    ``which``); with ``weights="ema"`` G holds the checkpoint's weight average. Optimizers
+    are not restored. Completion needs D; evaluation of a kept checkpoint needs G.
+    ``precision`` is the Keras dtype policy they compute in (float32 weights either way;
+    ``mixed_bfloat16`` runs completion's many forward and backward passes faster)."""
+    from model.card import read_card
+
+    card = read_card(run_dir)
+    model = build_variant(TrainConfig.from_dict({**card.training, "variant": card.variant}))
+    path = checkpoint or tf.train.latest_checkpoint(str(Path(run_dir) / "ckpt"))
+    if path is None:
+        raise FileNotFoundError(f"{Path(run_dir) / 'ckpt'} holds no checkpoint: the run folder was "
+                                f"copied without ckpt/, or training never saved one")
+    builders = {"generator": model.inference_generator, "discriminator": model.inference_discriminator}
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        nets = {name: builders[name]() for name in which}
+    finally:
+        keras.config.set_dtype_policy(previous)
+    averaged = weights == "ema" and "generator" in nets
+    plain = {k: v for k, v in nets.items() if not (averaged and k == "generator")}
+    if plain:
+        tf.train.Checkpoint(**plain).restore(str(path)).expect_partial().assert_existing_objects_matched()
+    if averaged:
+        if not card.training.get("ema"):
+            raise ValueError(f"{run_dir} keeps no weight average (trained with ema = 0)")
+        average = WeightAverage(nets["generator"], card.training["ema"])
+        tf.train.Checkpoint(ema=average).restore(str(path)).expect_partial().assert_existing_objects_matched()
+        nets["generator"].set_weights(average.values())
+    return nets
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop CSV rows past ``step`` (logged after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:  # killed before its header reached the disk: start it again
+        path.unlink()
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    if len(kept) != len(rows):
+        with open(path, "w", newline="") as fh:
+            csv.writer(fh).writerows(kept)
+
+
+def continue_run(shorter: str | os.PathLike, run_dir: str | os.PathLike) -> int:
+    """Start the empty ``run_dir`` where the finished run ``shorter`` (same settings, fewer
+    steps) ended: its last checkpoint, ``metrics.csv`` and ``eval.csv`` are copied over, so
+    :func:`train` resumes at that step exactly as an uninterrupted longer run would be there.
+    Returns the step it starts from."""
+    import shutil
+
+    shorter, run_dir = Path(shorter), Path(run_dir)
+    latest = tf.train.latest_checkpoint(str(shorter / "ckpt"))
+    if latest is None:
+        raise FileNotFoundError(f"{shorter}: no checkpoint in ckpt/ to continue from")
+    if (run_dir / "ckpt").exists():
+        raise FileExistsError(f"{run_dir}/ckpt exists: continue_run only starts an empty run folder")
+    (run_dir / "ckpt").mkdir(parents=True)
+    name = Path(latest).name
+    for f in Path(latest).parent.glob(name + ".*"):
+        shutil.copy2(f, run_dir / "ckpt" / f.name)
+    # A relative path: the state file names the copy, never the shorter run's files.
+    (run_dir / "ckpt" / "checkpoint").write_text(
+        f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
+    for f in ("metrics.csv", "eval.csv"):
+        if (shorter / f).exists():
+            shutil.copy2(shorter / f, run_dir / f)
+    return int(name.rsplit("-", 1)[1])
+
+
+def plot_losses(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, panels) -> None:
+    """Draw the scalar curves of ``metrics.csv`` into a PNG, one panel per
+    ``(title, scalar names, y limits or None)`` of ``panels`` (a variant's ``plots``)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(metrics_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or not panels:
+        return
+    steps = [int(r["step"]) for r in rows]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for ax, (title, keys, ylim) in zip(axes[0], panels):
+        for key in keys:
+            ax.plot(steps, [float(r[key]) for r in rows], label=SCALAR_LABELS.get(key, key))
+        ax.set_title(title)
+        if ylim:
+            ax.set_ylim(*ylim)
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    from pipeline.atomic import atomic_path
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+#: Legend labels of scalars whose names are terse.
+SCALAR_LABELS = {"d_real": "D(x)", "d_fake": "D(G(z))"}
