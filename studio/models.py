@@ -40,16 +40,17 @@ class LoadedModel:
 
     @classmethod
     def load(cls, model_id: str, run_dir: Path, max_rows: int = 32, wait_s: float = 0.0,
-             precision: str = "float32") -> "LoadedModel":
-        from model.train.serving import compile_generator
+             precision: str = "auto", engine: str = "auto") -> "LoadedModel":
+        from model.train.serving import serving_forward
 
         card, generator = load_generator(run_dir)
         declared, takes = sorted(s.name for s in card.inputs), sorted(t.name for t in generator.inputs)
         if declared != takes:
             raise ValueError(f"{run_dir}: the card declares inputs {declared}, the generator takes {takes}")
         directions = read_directions(run_dir, card.z.size)
-        forward = compile_generator(generator, precision)
-        forward(_zeros(card, 1))  # trace once now, not on the first request
+        forward = serving_forward(run_dir, card, generator, engine, precision)
+        forward(_zeros(card, 1))  # trace (TensorFlow) or allocate (OpenVINO) now, not on the first request
+        forward(_zeros(card, 2))
         kept = (directions or {}).get("directions", [])
         return cls(model_id, run_dir, card, directions, forward,
                    MicroBatcher(forward, max_rows, wait_s, name=model_id),
@@ -109,14 +110,14 @@ def summary(model_id: str, run_dir: Path, card: ModelCard) -> dict:
 
 class ModelRegistry:
     """Run folders under ``root`` (re-listed on demand) plus the ``default`` run; each
-    model is loaded on first use and kept, served in ``precision`` (``float32`` or
-    ``mixed_bfloat16``: see model.train.serving.serving_copy)."""
+    model is loaded on first use and kept, served by ``engine`` in ``precision``
+    (model.train.serving.serving_forward: ``auto``, ``float32`` or ``mixed_bfloat16``)."""
 
     def __init__(self, root: Path | None, default: Path, max_rows: int = 32, wait_s: float = 0.0,
-                 precision: str = "float32"):
+                 precision: str = "auto", engine: str = "auto"):
         self.root = Path(root).resolve() if root else None
         self.default_dir = Path(default).resolve()
-        self.max_rows, self.wait_s, self.precision = max_rows, wait_s, precision
+        self.max_rows, self.wait_s, self.precision, self.engine = max_rows, wait_s, precision, engine
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
         self.default_id = self._id(self.default_dir)
@@ -156,7 +157,7 @@ class ModelRegistry:
         with self._lock:
             if model_id not in self._loaded:
                 self._loaded[model_id] = LoadedModel.load(model_id, self._runs[model_id], self.max_rows,
-                                                          self.wait_s, self.precision)
+                                                          self.wait_s, self.precision, self.engine)
         return self._loaded[model_id]
 
     def loaded(self) -> list[LoadedModel]:

@@ -14,6 +14,7 @@ export with its model card. A run lives in one folder:
     progress/        the fixed-noise grid as PNG every ``sample_every`` steps
     losses.png       the scalar curves, drawn at the end
     saved_model/     the exported generator for serving (every input -> uint8 images)
+    openvino/        the same signature as OpenVINO IR, the studio's engine (when installed)
     model_card.json  what the exported generator is (model/card.py)
     generator.keras  the exported float32 generator, written last
 """
@@ -33,22 +34,10 @@ import tensorflow as tf
 
 from model.card import ModelCard, write_card
 from model.config import PRECISIONS, TrainConfig  # noqa: F401  (re-exported)
-from model.cpu import bf16_units
 from model.train.ema import WeightAverage
+from model.train.precision import resolve_precision  # noqa: F401  (re-exported)
 from model.variants import build_variant
 from model.variants.base import GANModel
-
-
-def resolve_precision(precision: str) -> str:
-    """The Keras dtype policy for ``precision``. ``auto`` (TrainDCGAN's default) is
-    ``mixed_bfloat16`` on CPUs with AMX/AVX-512 bfloat16 units, where it was measured
-    2-3x faster than float32 at the same sample quality (docs/training.md), and
-    float32 elsewhere, GPUs included: ``mixed_float16`` must be asked for."""
-    if precision != "auto":
-        return precision
-    if tf.config.list_physical_devices("GPU"):
-        return "float32"
-    return "mixed_bfloat16" if bf16_units() else "float32"
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -178,7 +167,7 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
     ``generator.keras`` last and returns the final scalars.
     """
     from model.train.sampling import generate, grid, save_png
-    from model.train.serving import export_saved_model
+    from model.train.serving import OPENVINO_FILE, export_openvino, export_saved_model, openvino_available
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -239,6 +228,9 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
     generator = trainer.export_generator()
     card = trainer.card(dataset_card)
     export_saved_model(generator, run_dir / card.files["saved_model"], card)
+    if openvino_available():  # the studio's engine; runs without it serve through TensorFlow
+        export_openvino(run_dir / card.files["saved_model"], run_dir / OPENVINO_FILE)
+        card.files["openvino"] = OPENVINO_FILE
     if "raw_keras" in card.files:
         save_keras_atomic(trainer.export_generator("generator"), run_dir / card.files["raw_keras"])
     write_card(run_dir, card)

@@ -10,6 +10,7 @@ traced once, for the web studio.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import keras
@@ -97,3 +98,113 @@ def compile_generator(generator, precision: str = "float32"):
 
     call.input_names, call.generator, call.precision = names, generator, precision
     return call
+
+
+# -- OpenVINO: the studio's engine ---------------------------------------------------------------
+
+#: Where a run keeps its OpenVINO copy of the serving signature (``model_card.json`` files key
+#: ``openvino``), beside ``generator.keras``.
+OPENVINO_FILE = "openvino/generator.xml"
+#: Serving engines: ``auto`` is OpenVINO when installed (bench/serving_engines.py: 2.5-4x faster
+#: than TensorFlow at batch 1 on AVX2 and AVX-512 CPUs, identical pixels), else TensorFlow.
+ENGINES = ("auto", "openvino", "tensorflow")
+
+
+def openvino_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("openvino") is not None
+
+
+def export_openvino(saved_model: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Convert the SavedModel of :func:`export_saved_model` (every input -> ``uint8`` images) to
+    OpenVINO IR at ``path`` (``.xml`` and its ``.bin``), atomically. Weights stay float32
+    (``compress_to_fp16=False``: half-precision weights would change pixels)."""
+    import openvino as ov
+
+    path = Path(path)
+    model = ov.convert_model(str(saved_model))
+    with atomic_path(path.parent) as tmp:
+        tmp.mkdir(parents=True, exist_ok=True)
+        ov.save_model(model, str(tmp / path.name), compress_to_fp16=False)
+    return path
+
+
+def openvino_forward(source: str | os.PathLike, names: list[str], precision: str = "float32",
+                     streams: int | None = None):
+    """``forward(inputs) -> (n, H, W, C) uint8`` on OpenVINO's CPU plugin from an IR ``.xml`` or
+    a SavedModel folder (converted in memory).
+
+    Every row runs alone at batch 1, the rows of a call spread over ``streams`` concurrent
+    infer requests of one thread each (default: one per usable core): a face never depends on
+    which other requests shared its call, on any CPU (float32 sums of one row do not change
+    with the batch), and batch 1 is where this network runs fastest per row. A call with one
+    row runs on all cores instead. ``precision``: ``float32``, or ``mixed_bfloat16`` for
+    OpenVINO's bfloat16 inference (CPUs with bfloat16 units only)."""
+    import openvino as ov
+
+    from pipeline.align.engine import usable_cores
+
+    core = ov.Core()
+    model = core.read_model(str(source)) if str(source).endswith(".xml") else ov.convert_model(str(source))
+    hint = "bf16" if precision == "mixed_bfloat16" else "f32"
+    streams = streams or usable_cores()
+    one = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint,
+                                            "INFERENCE_NUM_THREADS": usable_cores()})
+    many = core.compile_model(model, "CPU", {"NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": streams,
+                                             "INFERENCE_PRECISION_HINT": hint})
+    single = one.create_infer_request()
+    pool = ov.AsyncInferQueue(many, streams)
+    lock = threading.Lock()  # one call at a time owns the requests
+
+    def call(inputs: dict) -> np.ndarray:
+        rows = {k: np.ascontiguousarray(inputs[k], np.float32) for k in names}
+        n = len(rows[names[0]])
+        with lock:
+            if n == 1:
+                return single.infer(rows)[0].copy()
+            out: list = [None] * n
+            pool.set_callback(lambda request, i: out.__setitem__(i, request.get_output_tensor(0).data.copy()))
+            for i in range(n):
+                pool.start_async({k: v[i:i + 1] for k, v in rows.items()}, i)
+            pool.wait_all()
+            return np.concatenate(out)
+
+    call.input_names, call.precision, call.engine = names, precision, f"openvino {ov.get_version().split('-')[0]}"
+    return call
+
+
+def serving_forward(run_dir: str | os.PathLike, card, generator, engine: str = "auto", precision: str = "auto"):
+    """The studio's forward for a run: OpenVINO from the run's IR (or its SavedModel, converted
+    in memory, for runs exported before the IR existed) when ``engine`` allows and OpenVINO is
+    installed, else :func:`compile_generator`. ``precision`` ``auto`` is float32 on OpenVINO
+    (its bfloat16 was slower here: bench/serving_engines.py) and
+    :func:`model.train.loop.resolve_precision`'s choice on TensorFlow. ``forward.engine`` says
+    which ran. Either engine computes every row alone, so a face never depends on which
+    requests shared a call (oneDNN's float32 kernels change their sums with the batch size
+    on AVX2 CPUs)."""
+    if engine not in ENGINES:
+        raise ValueError(f"serving engine must be one of {ENGINES}, got {engine!r}")
+    run_dir = Path(run_dir)
+    names = [s.name for s in card.inputs]
+    if engine == "openvino" or (engine == "auto" and openvino_available()):
+        ov_precision = "float32" if precision == "auto" else precision
+        ir = run_dir / card.files.get("openvino", OPENVINO_FILE)
+        saved = run_dir / card.files.get("saved_model", "saved_model")
+        if ir.is_file() or saved.is_dir():
+            return openvino_forward(ir if ir.is_file() else saved, names, ov_precision)
+        import tempfile  # a run folder with only generator.keras: its signature, converted once here
+
+        with tempfile.TemporaryDirectory(prefix="facegan-serving-") as tmp:
+            export_saved_model(generator, Path(tmp) / "saved_model", card)
+            return openvino_forward(Path(tmp) / "saved_model", names, ov_precision)
+    from model.train.precision import resolve_precision
+
+    batched = compile_generator(generator, resolve_precision(precision))
+
+    def forward(inputs: dict) -> np.ndarray:  # row by row: the same promise as OpenVINO's
+        return np.concatenate([batched({k: v[i:i + 1] for k, v in inputs.items()})
+                               for i in range(len(inputs[names[0]]))])
+
+    forward.input_names, forward.precision = names, batched.precision
+    forward.engine = f"tensorflow {tf.__version__}"
+    return forward
