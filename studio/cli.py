@@ -10,9 +10,10 @@ and exit status 2; the server is never started half-working.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+
+from pipeline.console import quiet_start
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="inference precision: auto is float32 on OpenVINO; on TensorFlow bfloat16 where the CPU "
                         "has AVX-512 BF16/AMX (about 2x faster there, pixels within a few levels), else float32 "
                         "(default: %(default)s)")
-    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
+                   help="server log level; debug also shows TensorFlow's start-up lines (default: %(default)s)")
     return p.parse_args(argv)
 
 
@@ -44,7 +46,7 @@ def fail(message: str) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_start(verbose=args.log_level == "debug")  # before TensorFlow: no CUDA probe or oneDNN lines
     from studio.app import VUE
 
     if not VUE.is_file():

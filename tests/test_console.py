@@ -1,6 +1,7 @@
 """What a task run prints (tasks/console.py): the stages and the result, without Luigi's
 scheduling lines or TensorFlow's start-up chatter, and everything again with --log-level DEBUG.
-Real `luigi` command lines and real TensorFlow imports, in subprocesses."""
+The same quiet start for every console script (pipeline/console.py). Real `luigi` command
+lines, real console scripts and real TensorFlow imports, in subprocesses."""
 from __future__ import annotations
 
 import logging
@@ -13,13 +14,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-#: TensorFlow's C++ log lines (I/W/E + date) and absl's pre-initialisation notice.
-CHATTER = re.compile(r"^[IWE]\d{4} |^WARNING: All log messages before absl|oneDNN custom operations|cuda",
+#: TensorFlow's C++ log lines (I/W/E + date), absl's pre-initialisation notice, oneDNN's notice
+#: and the CUDA probe.
+CHATTER = re.compile(r"^[IWE]\d{4} |^WARNING: All log messages before absl|oneDNN custom operations|(?i:cuda)|cuInit",
                      re.MULTILINE)
 
 
 def _env():
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "FACEGAN_VERBOSE")}
     env["PYTHONPATH"] = str(ROOT)
     return env
 
@@ -75,3 +77,84 @@ def test_tensorflow_starts_quietly_after_importing_tasks():
     assert runs["quiet"].count("kept") == 1
     if CHATTER.search(runs["plain"]):  # this TensorFlow build does chatter: --log-level DEBUG shows it
         assert CHATTER.search(runs["verbose"]), runs["verbose"]
+
+
+#: Each console script of setup.cfg: arguments that make its main stop early (a missing
+#: folder), after its quiet start, and its switch that shows everything.
+SCRIPTS = {"facegan-studio": (["--model", "{tmp}/missing"], ["--log-level", "debug"]),
+           "facegan-align": (["align", "{tmp}/missing", "{tmp}/out"], ["--verbose"])}
+
+
+def _console_scripts() -> dict[str, str]:
+    """``{name: "module:function"}`` of setup.cfg's console_scripts."""
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    lines = cfg["options.entry_points"]["console_scripts"].strip().splitlines()
+    return dict(tuple(part.strip() for part in line.split("=", 1)) for line in lines if line.strip())
+
+
+def _no_chatter_without_the_switch(quiet: str, verbose: str, what: str) -> None:
+    """``quiet`` has none of TensorFlow's start-up lines; ``verbose`` (the same start with the
+    switch on) shows them, so the first check checks something on this TensorFlow build."""
+    assert not CHATTER.search(quiet), quiet
+    if not CHATTER.search(verbose):
+        pytest.skip(f"this TensorFlow build prints no start-up lines even with {what}: "
+                    f"the quiet start was checked, but had nothing to hide")
+
+
+def test_every_console_script_is_covered():
+    assert set(_console_scripts()) == set(SCRIPTS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_every_console_script_starts_quietly(name, tmp_path):
+    """The script's main runs (and stops early at a missing folder); TensorFlow, imported after
+    it in the same process as any later step would, starts without a line."""
+    target = _console_scripts()[name]
+    module, func = target.split(":")
+    stop, switch = SCRIPTS[name]
+    code = ("import sys\n"
+            f"from {module} import {func} as main\n"
+            "try:\n"
+            "    rc = main(sys.argv[1:])\n"
+            "except SystemExit as exc:\n"
+            "    rc = exc.code\n"
+            "print('rc', rc, flush=True)\n"
+            "import tensorflow as tf\n"
+            "tf.reduce_sum(tf.ones(2)).numpy()\n")
+    args = [a.format(tmp=tmp_path) for a in stop]
+    runs = {}
+    for label, extra in (("quiet", []), ("verbose", switch)):
+        proc = subprocess.run([sys.executable, "-c", code, *args, *extra], cwd=tmp_path, env=_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "rc 2" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+        assert "missing" in proc.stderr  # the script's own one-line error still shows
+        runs[label] = proc.stderr
+    _no_chatter_without_the_switch(runs["quiet"], runs["verbose"], f"{name} {' '.join(switch)}")
+
+
+@pytest.mark.slow
+def test_facegan_studio_starts_quietly(tmp_path):
+    """The real console scripts: ``--help`` of both, and a studio start that loads TensorFlow
+    and then refuses an unreadable run folder; FACEGAN_VERBOSE=1 shows everything."""
+    script = Path(sys.executable).parent / "facegan-studio"
+    studio = [str(script)] if script.is_file() else [sys.executable, "-m", "studio"]
+    for command in (studio + ["--help"], [sys.executable, "-m", "pipeline.align", "--help"],
+                    [sys.executable, "-m", "pipeline.align", "align", "--help"]):
+        proc = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr
+        assert not CHATTER.search(proc.stderr), proc.stderr
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "generator.keras").write_bytes(b"not a model")
+    (run / "model_card.json").write_text("{}")
+    runs = {}
+    for label, extra_env in (("quiet", {}), ("verbose", {"FACEGAN_VERBOSE": "1"})):
+        proc = subprocess.run(studio + ["--model", str(run), "--port", "1"], cwd=ROOT, env={**_env(), **extra_env},
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert f"facegan-studio: --model {run}: cannot load the generator" in proc.stderr, proc.stderr[-2000:]
+        runs[label] = proc.stderr
+    _no_chatter_without_the_switch(runs["quiet"], runs["verbose"], "FACEGAN_VERBOSE=1")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pipeline.align.aligner import DETECTORS, LANDMARK_SETS, MODES, FaceAligner
 from pipeline.atomic import atomic_file
+from pipeline.console import quiet_start
 from pipeline.jsonl import JsonlLog, read_jsonl
 
 REJECTED = "rejected.jsonl"
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=0,
                    help="worker processes (0 = every core this process may use)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the libraries' start-up lines too (TensorFlow's, when one is loaded)")
     return parser
 
 
@@ -186,6 +189,7 @@ def align_folder(input_dir, output_dir, aligner: FaceAligner, jobs: int = 0,
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_start(verbose=args.verbose)
     try:
         aligner = FaceAligner(size=args.size, mode=args.mode, landmarks=args.landmarks,
                               margin=args.margin, detector=args.detector, upsample=args.upsample,

@@ -1,0 +1,105 @@
+"""A quiet start for every command: TensorFlow's start-up chatter hidden, real warnings kept.
+
+Imported on a machine without a GPU, TensorFlow prints lines that say nothing to the
+person at the console: absl's ``WARNING: All log messages before absl::InitializeLog() is
+called ...``, the oneDNN notice (``oneDNN custom operations are on ...``), the CUDA probe
+(``Could not find cuda drivers``, ``failed call to cuInit``). Some come before
+``TF_CPP_MIN_LOG_LEVEL`` takes effect, so :func:`quiet_start` also points file descriptor 2
+at a temporary file while ``import tensorflow`` runs and its devices are listed (the probe
+prints then, not at the first op); the file is printed if the import fails, deleted
+otherwise. Python warnings and TensorFlow's later WARNING/ERROR lines still reach stderr.
+
+Every console script calls it first thing in ``main`` (``facegan-studio``, ``facegan-align``,
+the benches), as ``luigi --module tasks`` does through ``tasks/console.py``. The full start-up
+comes back with the script's own switch (``facegan-studio --log-level debug``,
+``facegan-align align --verbose``, Luigi's ``--log-level DEBUG``) or, for any of them, with
+``FACEGAN_VERBOSE=1`` in the environment.
+
+Plain Python: it imports neither TensorFlow nor Luigi.
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import sys
+import tempfile
+from typing import Callable
+
+#: Set to anything but ``""``/``0``/``false``/``no``: every command starts verbosely.
+VERBOSE_ENV = "FACEGAN_VERBOSE"
+
+
+def verbose_env() -> bool:
+    """Whether :data:`VERBOSE_ENV` asks for the full start-up."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def quiet_start(verbose: bool | Callable[[], bool] = False) -> None:
+    """Quiet TensorFlow's start-up in this process, unless ``verbose`` (or :data:`VERBOSE_ENV`).
+
+    Call it before TensorFlow is first imported; it imports nothing heavy and may be called
+    again (the last ``verbose`` wins). ``verbose`` may be a function, asked when TensorFlow is
+    imported (Luigi knows its ``--log-level`` only after importing the task modules). When
+    verbose, ``TF_CPP_MIN_LOG_LEVEL`` is left as it is and nothing is hidden."""
+    ask = verbose if callable(verbose) else (lambda: bool(verbose))
+    for finder in [f for f in sys.meta_path if isinstance(f, _QuietImport)]:
+        sys.meta_path.remove(finder)
+    if verbose_env() or (not callable(verbose) and verbose):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO and WARNING lines
+    if "tensorflow" not in sys.modules:
+        sys.meta_path.insert(0, _QuietImport(ask))
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Imports ``tensorflow`` (once, wherever it is first imported) with file descriptor 2
+    pointed at a temporary file; see the module docstring."""
+
+    def __init__(self, verbose: Callable[[], bool]):
+        self.verbose = verbose
+        self.busy = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow" or self.busy or self.verbose() or verbose_env():
+            return None
+        self.busy = True  # the real lookup below must not come back here
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.busy = False
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader, self)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader, finder):
+        self.loader, self.finder = loader, finder
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        sys.stderr.flush()
+        saved = os.dup(2)
+        fd, path = tempfile.mkstemp(prefix="tensorflow-startup-", suffix=".log")
+        os.dup2(fd, 2)
+        try:
+            self.loader.exec_module(module)
+            module.config.list_physical_devices()  # the CUDA probe prints here, not at the first op
+        except BaseException:
+            os.dup2(saved, 2)
+            with open(path, errors="replace") as fh:
+                sys.stderr.write(fh.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(fd)
+            os.unlink(path)
+        if self.finder in sys.meta_path:  # imported: nothing more to quiet
+            sys.meta_path.remove(self.finder)
+
+    def __getattr__(self, name):  # anything else a loader is asked (resources, is_package, ...)
+        return getattr(self.loader, name)
