@@ -182,6 +182,12 @@ def serving_forward(run_dir: str | os.PathLike, card, generator, engine: str = "
     which ran. Either engine computes every row alone, so a face never depends on which
     requests shared a call (oneDNN's float32 kernels change their sums with the batch size
     on AVX2 CPUs)."""
+    forward = _serving_forward(run_dir, card, generator, engine, precision)
+    forward.generator = generator  # the Keras model, for the searches of completion and projection
+    return forward
+
+
+def _serving_forward(run_dir, card, generator, engine: str, precision: str):
     if engine not in ENGINES:
         raise ValueError(f"serving engine must be one of {ENGINES}, got {engine!r}")
     run_dir = Path(run_dir)
