@@ -107,3 +107,27 @@ class TrainConfig:
         does not know are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """How a run's encoder (model/apps/encoder.py) is trained; each default here is the one
+    default (``TrainEncoder``'s parameters).
+
+    ``steps`` Adam steps of ``batch_size`` generated faces (and as many real ones), ``lr``
+    Adam's step size, ``base_width`` E's first convolution width, ``latent_weight`` and
+    ``image_weight`` the weights of the two losses, ``seed`` the draws and the shuffle."""
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-4
+    base_width: int = 32
+    latent_weight: float = 1.0
+    image_weight: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "base_width"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
+        for name in ("lr", "latent_weight"):
+            require(getattr(self, name) > 0, name, getattr(self, name), "> 0")
+        require(self.image_weight >= 0, "image_weight", self.image_weight, ">= 0")

@@ -12,6 +12,7 @@ from tasks.common import paths
 from tasks.compare import CompareGANs
 from tasks.complete import CompleteFaces
 from tasks.crawl import CrawlDays, CrawlImages, RangeDaily
+from tasks.encoder import TrainEncoder
 from tasks.downloads import DownloadCelebA, DownloadLSUN, ImportImageNet, lsun
 from tasks.errors import ConfigError, errors, install
 from tasks.evaluate import CompareRuns, EvaluateGenerator
@@ -29,6 +30,6 @@ __all__ = ["paths", "ConfigError", "errors", "Sample", "RAW_TASKS", "raw_task", 
            "DetectAlignFaces", "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainGAN", "TrainDCGAN",
            "TrainEGAN", "ExportSamples", "ExportAttributeSweep", "TrainClassifier", "CompareGANs",
            "EvaluateGenerator", "CompareRuns", "TuneGAN", "EvaluateTrial",
-           "TrainAttributeClassifier", "FitAttributeDirections", "CompleteFaces",
+           "TrainAttributeClassifier", "FitAttributeDirections", "CompleteFaces", "TrainEncoder",
            "CrawlImages", "CrawlDays", "RangeDaily",
            "DownloadCelebA", "DownloadLSUN", "ImportImageNet", "lsun", "DownloadMNIST", "DownloadCIFAR10"]

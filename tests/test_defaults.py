@@ -31,7 +31,8 @@ OWNED = {"Sample": tasks.Sample, "DetectAlignFaces": tasks.DetectAlignFaces,
          "ExportAttributeSweep": tasks.ExportAttributeSweep,
          "TrainAttributeClassifier": tasks.TrainAttributeClassifier,
          "FitAttributeDirections": tasks.FitAttributeDirections, "CompleteFaces": tasks.CompleteFaces,
-         "CompareGANs": tasks.CompareGANs, "TrainClassifier": tasks.TrainClassifier}
+         "CompareGANs": tasks.CompareGANs, "TrainClassifier": tasks.TrainClassifier,
+         "TrainEncoder": tasks.TrainEncoder}
 #: Keys whose value is data, not a default: the list of CelebA's official files.
 DATA_KEYS = {("DownloadCelebA", "files")}
 #: README cells that describe a default too long for the table (luigi.cfg states it).

@@ -1,0 +1,73 @@
+"""The learned inverse (model/apps/encoder.py, TrainEncoder): E learns the generator's inputs
+from its faces, its outputs stay in the card's ranges, the run folder and card declare it,
+and the task re-runs only when a setting changes."""
+from __future__ import annotations
+
+import json
+
+import luigi
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from model.apps.encoder import ENCODER_FILE, ENCODER_INFO, encode, load_encoder, train_encoder  # noqa: E402
+from model.card import load_generator, read_card, sample_inputs  # noqa: E402
+from model.config import EncoderSettings  # noqa: E402
+from model.train.sampling import generate  # noqa: E402
+from studio_runs import make_run  # noqa: E402
+
+TINY = dict(steps=150, batch_size=16, base_width=8, lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("runs") / "dcgan-a", seed=2)
+
+
+def test_training_changes_every_variable_and_learns_the_inputs(run):
+    card, generator = load_generator(run)
+    from model.apps.encoder import build_encoder
+    import keras
+    keras.utils.set_random_seed(0)
+    untrained = build_encoder(card, 8)
+    encoder, losses = train_encoder(generator, card, EncoderSettings(**TINY))
+    assert set(losses) == {"latent", "image_fake", "total"} and all(np.isfinite(list(losses.values())))
+    before = [v.numpy() for v in untrained.trainable_variables]  # same seed, same start
+    after = [v.numpy() for v in encoder.trainable_variables]
+    assert [b.shape for b in before] == [a.shape for a in after]
+    assert all(not np.array_equal(b, a) for b, a in zip(before, after))  # every variable moved
+    held = sample_inputs(card, 128, seed=99)
+    guess = encode(encoder, generate(generator, held))
+    assert guess["z"].shape == (128, 100) and guess["z"].min() >= -1 and guess["z"].max() <= 1
+    prior_mse = np.mean((held["z"] - held["z"].mean(0)) ** 2)
+    assert np.mean((guess["z"] - held["z"]) ** 2) < 0.9 * prior_mse  # better than the prior's mean
+
+
+def test_an_attribute_input_is_encoded_in_its_training_range(tmp_path):
+    folder = make_run(tmp_path / "egan", with_c=True, seed=1)
+    card, generator = load_generator(folder)
+    encoder, _ = train_encoder(generator, card, EncoderSettings(steps=2, batch_size=4, base_width=8))
+    out = encode(encoder, generate(generator, sample_inputs(card, 4)))
+    assert set(out) == {"z", "c"} and out["c"].shape == (4, 2)
+    assert out["c"].min() >= 0 and out["c"].max() <= 1
+
+
+def test_train_encoder_task_writes_and_declares_the_encoder(run, luigi_config):
+    import tasks
+    assert load_encoder(run) is None
+    task = tasks.TrainEncoder(run_dir=str(run), steps=3, batch_size=4, base_width=8)
+    assert luigi.build([task], local_scheduler=True, log_level="WARNING")
+    info = json.loads((run / ENCODER_INFO).read_text())
+    assert info["settings"]["steps"] == 3 and info["records"] is None  # the card names no records here
+    assert read_card(run).files["encoder"] == ENCODER_FILE and (run / ENCODER_FILE).is_file()
+    assert load_encoder(run) is not None and task.complete()
+    assert not tasks.TrainEncoder(run_dir=str(run), steps=4, batch_size=4, base_width=8).complete()
+
+
+def test_bad_settings_are_one_clear_error(run):
+    import tasks
+    with pytest.raises(tasks.ConfigError, match=r"\[TrainEncoder\] steps = 0: must be >= 1"):
+        tasks.TrainEncoder(run_dir=str(run), steps=0)
+    with pytest.raises(tasks.ConfigError, match="run_dir"):
+        tasks.TrainEncoder(run_dir=str(run / "nowhere"))
