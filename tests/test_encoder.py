@@ -11,11 +11,12 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from studio_runs import make_run  # noqa: E402
+
 from model.apps.encoder import ENCODER_FILE, ENCODER_INFO, encode, load_encoder, train_encoder  # noqa: E402
 from model.card import load_generator, read_card, sample_inputs  # noqa: E402
 from model.config import EncoderSettings  # noqa: E402
 from model.train.sampling import generate  # noqa: E402
-from studio_runs import make_run  # noqa: E402
 
 TINY = dict(steps=150, batch_size=16, base_width=8, lr=1e-3)
 
@@ -27,8 +28,9 @@ def run(tmp_path_factory):
 
 def test_training_changes_every_variable_and_learns_the_inputs(run):
     card, generator = load_generator(run)
-    from model.apps.encoder import build_encoder
     import keras
+
+    from model.apps.encoder import build_encoder
     keras.utils.set_random_seed(0)
     untrained = build_encoder(card, 8)
     encoder, losses = train_encoder(generator, card, EncoderSettings(**TINY))

@@ -9,6 +9,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("openvino")
 
+from studio_runs import make_run  # noqa: E402
+
 from model.card import read_card  # noqa: E402
 from model.train.serving import (  # noqa: E402
     OPENVINO_FILE,
@@ -17,7 +19,6 @@ from model.train.serving import (  # noqa: E402
     export_saved_model,
     serving_forward,
 )
-from studio_runs import make_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
