@@ -9,7 +9,7 @@ a new random z per request from 1 and then 8 concurrent keep-alive clients for
 ``--seconds`` each, and prints one JSON line: p50/p99 latency, requests/s and errors
 per client count (with the mean rows per generator call the server made), and the
 same generator's raw forward time at batch 1 and 8 (the compiled forward the server
-runs, in this process, same precision), so the server's overhead is visible.
+runs, in this process, same engine and precision), so the server's overhead is visible.
 Targets (issue 17, 64x64 on the 2-core CPU): p50 <= 25 ms with one client; p99 <=
 100 ms and >= 100 requests/s with 8; no errors; in the soak, server memory (RSS) grows
 by less than 10%. Generation speed does not depend on the weights, so the
@@ -63,13 +63,13 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def raw_forward_ms(run: Path, precision: str, batch: int = 1, repeats: int = 200) -> float:
-    """Median time of one call of the compiled forward the server uses, on ``batch`` rows."""
+def raw_forward_ms(run: Path, engine: str, precision: str, batch: int = 1, repeats: int = 200) -> float:
+    """Median time of one call of the forward the server uses (same engine, precision), on ``batch`` rows."""
     from model.card import load_generator, sample_inputs
-    from model.train.serving import compile_generator
+    from model.train.serving import serving_forward
 
     card, generator = load_generator(run)
-    forward = compile_generator(generator, precision)
+    forward = serving_forward(run, card, generator, engine, precision)
     inputs = sample_inputs(card, batch * (repeats + 10), seed=0)
     rows = [{k: v[i * batch:(i + 1) * batch] for k, v in inputs.items()} for i in range(repeats + 10)]
     for chunk in rows[:10]:
@@ -129,10 +129,10 @@ def drive(port: int, clients: int, seconds: float, seed: int = 0) -> dict:
             "requests_per_s": round(lat.size / elapsed, 1)}
 
 
-def start_server(run: Path, port: int, precision: str) -> subprocess.Popen:
+def start_server(run: Path, port: int, engine: str, precision: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen([sys.executable, "-m", "studio", "--model", str(run), "--models-root", str(run.parent),
-                             "--port", str(port), "--precision", precision], cwd=ROOT, env=env,
+                             "--port", str(port), "--engine", engine, "--precision", precision], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -154,21 +154,21 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="run folder (default: a random-weight 64x64 DCGAN in a temporary folder)")
     p.add_argument("--seconds", type=float, default=20.0, help="seconds per client count (default: %(default)s)")
     p.add_argument("--clients", default="1,8", help="client counts (default: %(default)s)")
+    p.add_argument("--engine", default="auto", choices=("auto", "openvino", "tensorflow"),
+                   help="the server's inference engine (facegan-studio --engine; default: %(default)s)")
     p.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_bfloat16"))
     p.add_argument("--soak-minutes", type=float, default=0.0, help="then this long at 8 clients, sampling the "
                                                                    "server's memory every 10 s (default: off)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from model.train.loop import resolve_precision
-
-    precision = resolve_precision(args.precision)
+    precision = args.precision
     tmp = tempfile.TemporaryDirectory(prefix="bench-studio-")
     run = Path(args.model).resolve() if args.model else random_run(Path(tmp.name))
     port = free_port()
-    server = start_server(run, port, precision)
+    server = start_server(run, port, args.engine, precision)
     result = {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
-              "model": str(run) if args.model else "random-weights dcgan 64x64", "precision": precision,
-              "seconds": args.seconds,              "load_avg_1min_before": round(os.getloadavg()[0], 2)}
+              "model": str(run) if args.model else "random-weights dcgan 64x64", "engine": args.engine,
+              "precision": precision, "seconds": args.seconds, "load_avg_1min_before": round(os.getloadavg()[0], 2)}
     try:
         drive(port, 2, 2.0)  # warm-up: first requests trace nothing, but fill caches and pools
         for clients in (int(c) for c in args.clients.split(",")):
@@ -178,8 +178,8 @@ def main(argv=None) -> int:
             calls = after["batches"] - before["batches"]
             result[f"clients_{clients}"]["mean_batch"] = round((after["rows"] - before["rows"]) / max(calls, 1), 2)
         # the peer: the same compiled forward in this process, no HTTP, no batching queue
-        result["forward_batch1_ms"] = round(raw_forward_ms(run, precision), 2)
-        result["forward_batch8_ms"] = round(raw_forward_ms(run, precision, batch=8, repeats=50), 2)
+        result["forward_batch1_ms"] = round(raw_forward_ms(run, args.engine, precision), 2)
+        result["forward_batch8_ms"] = round(raw_forward_ms(run, args.engine, precision, batch=8, repeats=50), 2)
         result["forward_only_requests_per_s_8"] = round(8000 / result["forward_batch8_ms"], 1)
         one = result.get("clients_1")
         if one and one["p50_ms"] is not None:
