@@ -34,6 +34,51 @@ def defaults_of(cls) -> dict[str, object]:
             if f.default is not dataclasses.MISSING}
 
 
+def _parameter(field: dataclasses.Field, default, **kw) -> luigi.Parameter:
+    """The Luigi parameter of one settings field, typed by its annotation. An optional number
+    (``int | None``) whose default is None becomes 0, meaning None (see :func:`values_of`)."""
+    kind = str(field.type)
+    help_ = field.metadata["help"]
+    if kind.startswith("Sequence"):
+        return luigi.ListParameter(default=list(default), description=help_, **kw)
+    cls = (luigi.IntParameter if kind.startswith("int") else luigi.FloatParameter if kind.startswith("float")
+           else luigi.Parameter)
+    return cls(default=0 if default is None else default, description=help_, **kw)
+
+
+def with_settings(*sources, **kw):
+    """A class decorator adding one Luigi parameter per field of plain-Python settings, so a
+    task states no default or description of its own: each source is a settings dataclass (its
+    field defaults) or an instance of one (its values are the defaults), ``(source, skip)`` to
+    leave fields out; only fields with a ``help`` in their metadata become parameters. ``kw``
+    go to every parameter (e.g. ``significant=False``)."""
+    def add(task_cls):
+        for source in sources:
+            source, skip = source if isinstance(source, tuple) else (source, ())
+            for f in dataclasses.fields(source):
+                if f.name not in skip and "help" in f.metadata:
+                    default = f.default if isinstance(source, type) else getattr(source, f.name)
+                    param = _parameter(f, default, **kw)
+                    setattr(task_cls, f.name, param)
+                    param.__set_name__(task_cls, f.name)  # what a class body's assignment does
+        return task_cls
+    return add
+
+
+def values_of(task: luigi.Task, settings, skip=()) -> dict[str, object]:
+    """The values of ``task``'s parameters made by :func:`with_settings` from ``settings``, as
+    the dataclass takes them (0 -> None for an optional number, lists -> tuples)."""
+    out = {}
+    for f in dataclasses.fields(settings):
+        if f.name in skip or "help" not in f.metadata:
+            continue
+        value = getattr(task, f.name)
+        if "None" in str(f.type) and value == 0:
+            value = None
+        out[f.name] = tuple(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
 def raw_dir(*parts: str) -> Path:
     return Path(paths().raw, *parts)
 
@@ -93,6 +138,9 @@ class Progress:
         self.done = 0
 
     def __call__(self, done: int, total: int | None = None, extra: dict | None = None) -> None:
+        if total and total != self.total:  # the total was fixed on the way (a training budget)
+            self.total = self.bar.total = total
+            self.bar.refresh()
         self.bar.update(done - self.done)
         if self.bar.disable and 4 * done // self.total > 4 * self.done // self.total:
             logging.getLogger("luigi-interface").info("%s %s: %d/%d", self.task.get_task_family(), self.what,

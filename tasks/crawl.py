@@ -19,18 +19,16 @@ import luigi
 from luigi.tools.range import RangeDaily
 
 from pipeline.crawl.crawler import CrawlConfig, check_numbers
+from pipeline.net import httpclient
 from pipeline.sources.base import DirectorySource, Item, Source
 from tasks import common
-from tasks.common import defaults_of, raw_dir
+from tasks.common import raw_dir, values_of, with_settings
 from tasks.errors import Checked, ConfigError, settings_of
 
 __all__ = ["CrawlDays", "CrawlImages", "CrawlSource", "RangeDaily"]
 
 
-#: CrawlConfig's defaults: the parameters below take theirs from here.
-C = defaults_of(CrawlConfig)
-
-
+@with_settings((CrawlConfig, ("seeds", "contact_url", "allow_networks")), httpclient.CRAWL, significant=False)
 class CrawlImages(Checked, luigi.Task):
     """Crawls from the seed pages into ``raw/crawl/<date>/`` (see docs/crawl.md).
 
@@ -39,6 +37,11 @@ class CrawlImages(Checked, luigi.Task):
     changes the version of the data aligned from it. A killed crawl re-run
     resumes from the folder's journal without fetching again what it has; a
     finished day (``summary.json`` present) is complete and never refetched.
+
+    Every crawl setting is a parameter of the same name, with the default and description of
+    :class:`pipeline.crawl.crawler.CrawlConfig`'s field, and the HTTP ones of its ``fetch``
+    policy (``httpclient.CRAWL``): connect_timeout, read_timeout, deadline, max_hops, retries,
+    backoff, max_backoff.
     """
     date = luigi.DateParameter(description="The day this crawl is filed under: raw/crawl/<date>/.")
     seeds = luigi.PathParameter(default="seeds.txt", significant=False,
@@ -46,49 +49,6 @@ class CrawlImages(Checked, luigi.Task):
     contact_url = luigi.Parameter(default="", significant=False,
                                   description="Required: a page saying who runs this crawler and how "
                                               "to reach you; sent in the User-Agent.")
-    user_agent = luigi.Parameter(default=C["user_agent"], significant=False,
-                                 description="Product token 'name/version'; robots.txt groups "
-                                             "match its name.")
-    allowed_hosts = luigi.ListParameter(default=[], significant=False,
-                                        description="Hosts ('host' or 'host:port') that may be "
-                                                    "fetched, as a JSON list; [] = the seeds' hosts.")
-    max_depth = luigi.IntParameter(default=C["max_depth"], significant=False,
-                                   description="Links followed from a seed page (0 = the seeds only).")
-    max_pages = luigi.IntParameter(default=C["max_pages"], significant=False,
-                                   description="HTML pages fetched per day, at most.")
-    max_images = luigi.IntParameter(default=0, significant=False,
-                                    description="Images kept per day, at most (0 = no cap).")
-    min_delay = luigi.FloatParameter(default=C["min_delay"], significant=False,
-                                     description="Seconds between two requests to one host, at least "
-                                                 "(robots.txt Crawl-delay wins when longer).")
-    max_crawl_delay = luigi.FloatParameter(default=C["max_crawl_delay"], significant=False,
-                                           description="A host asking for a longer Crawl-delay is skipped.")
-    connect_timeout = luigi.FloatParameter(default=C["connect_timeout"], significant=False,
-                                           description="Seconds to connect.")
-    read_timeout = luigi.FloatParameter(default=C["read_timeout"], significant=False,
-                                        description="Seconds one socket read may wait.")
-    deadline = luigi.FloatParameter(default=C["deadline"], significant=False,
-                                    description="Seconds one response may take in all.")
-    max_image_bytes = luigi.IntParameter(default=C["max_image_bytes"], significant=False,
-                                         description="Larger images are rejected (too_large).")
-    max_page_bytes = luigi.IntParameter(default=C["max_page_bytes"], significant=False,
-                                        description="Larger pages are rejected (too_large).")
-    max_robots_bytes = luigi.IntParameter(default=C["max_robots_bytes"], significant=False,
-                                          description="robots.txt is read up to this many bytes.")
-    max_pixels = luigi.IntParameter(default=C["max_pixels"], significant=False,
-                                    description="Images over this many pixels are rejected before "
-                                                "decoding (too_large); alignment's cap.")
-    max_hops = luigi.IntParameter(default=C["max_hops"], significant=False,
-                                  description="Redirects followed per URL, at most.")
-    retries = luigi.IntParameter(default=C["retries"], significant=False,
-                                 description="Retries of a timeout, connection error, 429 or 5xx.")
-    backoff = luigi.FloatParameter(default=C["backoff"], significant=False,
-                                   description="First retry wait in seconds; doubles each retry.")
-    max_backoff = luigi.FloatParameter(default=C["max_backoff"], significant=False,
-                                       description="Longest retry wait; a longer Retry-After gives up.")
-    phash_threshold = luigi.IntParameter(default=C["phash_threshold"], significant=False,
-                                         description="Perceptual-hash distance (0-64) up to which an image "
-                                                     "is a near duplicate of one kept today or earlier.")
 
     #: One crawl at a time (Luigi's default for an unconfigured resource is 1):
     #: the per-host delay holds within one crawler only, and each day
@@ -102,10 +62,12 @@ class CrawlImages(Checked, luigi.Task):
         return dt.date.max.toordinal() - self.date.toordinal()
 
     def validate(self):
-        numbers = {name: getattr(self, name) for name in C if hasattr(self, name)}
-        numbers["max_images"] = self.max_images or None
         with settings_of(self):
-            check_numbers(numbers)
+            self.fetch_policy()
+            check_numbers(values_of(self, CrawlConfig))
+
+    def fetch_policy(self) -> httpclient.Policy:
+        return httpclient.Policy(**values_of(self, httpclient.Policy))
 
     def folder(self):
         return raw_dir("crawl", self.date.isoformat())
@@ -128,18 +90,9 @@ class CrawlImages(Checked, luigi.Task):
                               "--CrawlImages-contact-url) to a page saying who runs this crawler "
                               "and how to reach you")
         try:
-            return CrawlConfig(
-                seeds=read_seeds(self.seeds), contact_url=self.contact_url,
-                user_agent=self.user_agent, allowed_hosts=self.allowed_hosts,
-                max_depth=self.max_depth, max_pages=self.max_pages,
-                max_images=self.max_images or None, min_delay=self.min_delay,
-                max_crawl_delay=self.max_crawl_delay, connect_timeout=self.connect_timeout,
-                read_timeout=self.read_timeout, deadline=self.deadline,
-                max_image_bytes=self.max_image_bytes, max_page_bytes=self.max_page_bytes,
-                max_robots_bytes=self.max_robots_bytes, max_pixels=self.max_pixels,
-                max_hops=self.max_hops, retries=self.retries, backoff=self.backoff,
-                max_backoff=self.max_backoff, phash_threshold=self.phash_threshold,
-                allow_networks=common.ALLOW_NETWORKS)
+            return CrawlConfig(seeds=read_seeds(self.seeds), contact_url=self.contact_url,
+                               fetch=self.fetch_policy(), allow_networks=common.ALLOW_NETWORKS,
+                               **values_of(self, CrawlConfig, skip=("seeds", "contact_url")))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"[CrawlImages] {exc}") from None
 

@@ -7,6 +7,7 @@ shown to be refused by netguard before any connect is attempted).
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -270,13 +271,17 @@ def in_turn(*routes):
     return route
 
 
+POLICY_FIELDS = {f.name for f in dataclasses.fields(httpclient.Policy)}
+
+
 def config_for(site: Site, *seeds: str, **kw) -> CrawlConfig:
     defaults = dict(contact_url=CONTACT, allow_networks=LOOPBACK, min_delay=0.0,
                     connect_timeout=2.0, read_timeout=0.4, deadline=1.0,
                     max_image_bytes=200_000, retries=1, backoff=0.02, max_backoff=0.5,
                     phash_threshold=THRESHOLD)
     defaults.update(kw)
-    return CrawlConfig(seeds=[site.url(s) for s in seeds or ["/"]], **defaults)
+    fetch = httpclient.Policy(**{k: defaults.pop(k) for k in list(defaults) if k in POLICY_FIELDS})
+    return CrawlConfig(seeds=[site.url(s) for s in seeds or ["/"]], fetch=fetch, **defaults)
 
 
 def by_url(rows: list[dict]) -> dict[str, dict]:

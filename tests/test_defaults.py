@@ -14,7 +14,7 @@ import tasks
 from pipeline.align.aligner import FaceAligner
 from pipeline.align.cli import build_parser
 from pipeline.crawl.crawler import CrawlConfig
-from pipeline.net.httpclient import Policy
+from pipeline.net.httpclient import CRAWL, Policy
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The tasks and configs whose defaults are checked here: the pipeline side, training,
@@ -123,8 +123,18 @@ def test_task_parameters_take_their_defaults_from_pipeline():
     for action in cli._actions:
         if action.dest in aligner and action.dest != "all_faces":
             assert action.default == aligner[action.dest], action.dest
-    crawl = {f.name: f.default for f in dataclasses.fields(CrawlConfig)}
-    assert dict(tasks.CrawlImages.get_params())["max_pixels"]._default == crawl["max_pixels"]
+    # CrawlImages: one parameter per CrawlConfig field and per field of its fetch policy, same
+    # default and description (tasks.common.with_settings); the policy's defaults are the crawl
+    # preset of the one httpclient.Policy.
+    params = dict(tasks.CrawlImages.get_params())
+    fetch = {f.name: getattr(CrawlConfig.fetch, f.name) for f in dataclasses.fields(Policy)}
+    crawl = {f.name: (f.default, f.metadata["help"]) for f in dataclasses.fields(CrawlConfig) if "help" in f.metadata}
+    crawl |= {f.name: (fetch[f.name], f.metadata["help"]) for f in dataclasses.fields(Policy)}
+    assert len(crawl) == 19 and CrawlConfig.fetch is CRAWL
+    for name, (default, help_) in crawl.items():
+        expected = 0 if default is None else list(default) if isinstance(default, tuple) else default
+        assert (params[name]._default, params[name].description) == (expected, help_), name
+        assert not params[name].significant, name
     fetch = dict(tasks.DownloadCelebA.get_params())
     assert (fetch["retries"]._default, fetch["timeout"]._default) == (Policy.retries, Policy.read_timeout)
 

@@ -9,6 +9,7 @@ against real HTTP servers on loopback addresses.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -27,7 +28,9 @@ def config(server, path="/", **kw) -> CrawlConfig:
                     connect_timeout=2.0, read_timeout=0.4, deadline=1.0, retries=0,
                     backoff=0.02, max_backoff=0.5)
     settings.update(kw)
-    return CrawlConfig(seeds=[server.url(path)], **settings)
+    fetch = httpclient.Policy(**{k: settings.pop(k) for k in list(settings)
+                                 if k in {f.name for f in dataclasses.fields(httpclient.Policy)}})
+    return CrawlConfig(seeds=[server.url(path)], fetch=fetch, **settings)
 
 
 def reasons(out) -> dict[str, str]:

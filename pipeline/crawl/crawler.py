@@ -77,25 +77,28 @@ class CrawlConfig:
     """
     seeds: Sequence[str]
     contact_url: str
-    user_agent: str = "facegan-pipeline/0.1"
-    allowed_hosts: Sequence[str] = ()
-    max_depth: int = 2
-    max_pages: int = 200
-    max_images: int | None = None
-    min_delay: float = 1.0
-    max_crawl_delay: float = 60.0
-    connect_timeout: float = 5.0
-    read_timeout: float = 15.0
-    deadline: float = 60.0
-    max_image_bytes: int = 20 * 2**20
-    max_page_bytes: int = 5 * 2**20
-    max_robots_bytes: int = 512 * 2**10
-    max_pixels: int = MAX_PIXELS
-    max_hops: int = 5
-    retries: int = 3
-    backoff: float = 1.0
-    max_backoff: float = 60.0
-    phash_threshold: int = 6
+    user_agent: str = field(default="facegan-pipeline/0.1", metadata={
+        "help": "Product token 'name/version'; robots.txt groups match its name."})
+    allowed_hosts: Sequence[str] = field(default=(), metadata={
+        "help": "Hosts ('host' or 'host:port') that may be fetched, as a JSON list; [] = the seeds' hosts."})
+    max_depth: int = field(default=2, metadata={"help": "Links followed from a seed page (0 = the seeds only)."})
+    max_pages: int = field(default=200, metadata={"help": "HTML pages fetched per day, at most."})
+    max_images: int | None = field(default=None, metadata={"help": "Images kept per day, at most (0 = no cap)."})
+    min_delay: float = field(default=1.0, metadata={
+        "help": "Seconds between two requests to one host, at least (robots.txt Crawl-delay wins when longer)."})
+    max_crawl_delay: float = field(default=60.0, metadata={
+        "help": "A host asking for a longer Crawl-delay is skipped."})
+    max_image_bytes: int = field(default=20 * 2**20, metadata={"help": "Larger images are rejected (too_large)."})
+    max_page_bytes: int = field(default=5 * 2**20, metadata={"help": "Larger pages are rejected (too_large)."})
+    max_robots_bytes: int = field(default=512 * 2**10, metadata={
+        "help": "robots.txt is read up to this many bytes."})
+    max_pixels: int = field(default=MAX_PIXELS, metadata={
+        "help": "Images over this many pixels are rejected before decoding (too_large); alignment's cap."})
+    phash_threshold: int = field(default=6, metadata={
+        "help": "Perceptual-hash distance (0-64) up to which an image is a near duplicate of one kept today "
+                "or earlier."})
+    #: How one URL is fetched (timeouts, deadline, redirects, retries): the one HTTP policy.
+    fetch: httpclient.Policy = httpclient.CRAWL
     allow_networks: Sequence[str] = ()
 
     def __post_init__(self):
@@ -109,7 +112,7 @@ class CrawlConfig:
         _require_http(self.contact_url, "contact_url (a page saying who runs this crawler)")
         if not self.user_agent or any(c.isspace() for c in self.user_agent):
             raise ValueError(f"user_agent {self.user_agent!r} must be one token like 'name/1.0'")
-        check_numbers({f.name: getattr(self, f.name) for f in fields(self)})
+        check_numbers({f.name: getattr(self, f.name) for f in fields(self) if f.name != "fetch"})
         netguard.parse_allow_list(self.allow_networks)
         self.host_rules  # noqa: B018  (a bad allowed_hosts entry fails here)
 
@@ -125,11 +128,8 @@ class CrawlConfig:
 
     @property
     def policy(self) -> httpclient.Policy:
-        """How one URL is fetched: timeouts, deadline, redirects, retries."""
-        return httpclient.Policy(connect_timeout=self.connect_timeout,
-                                 read_timeout=self.read_timeout, deadline=self.deadline,
-                                 max_hops=self.max_hops, retries=self.retries,
-                                 backoff=self.backoff, max_backoff=self.max_backoff)
+        """How one URL is fetched: timeouts, deadline, redirects, retries (``fetch``)."""
+        return self.fetch
 
     @property
     def host_rules(self) -> frozenset[tuple[str, int | None]]:
@@ -159,12 +159,12 @@ class CrawlConfig:
 def check_numbers(values: dict) -> None:
     """The numeric settings of a crawl in ``values`` (by field name) are in range,
     else :class:`pipeline.settings.BadSetting` names the first that is not."""
-    positive = ("max_pages", "connect_timeout", "read_timeout", "deadline", "max_image_bytes",
-                "max_page_bytes", "max_robots_bytes", "max_pixels", "max_crawl_delay")
+    positive = ("max_pages", "max_image_bytes", "max_page_bytes", "max_robots_bytes", "max_pixels",
+                "max_crawl_delay")
     for name in positive:
         if name in values:
             require(values[name] > 0, name, values[name], "> 0")
-    for name in ("max_depth", "min_delay", "max_hops", "retries", "backoff", "max_backoff"):
+    for name in ("max_depth", "min_delay"):
         if name in values:
             require(values[name] >= 0, name, values[name], ">= 0")
     if values.get("max_images") is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Callable, Iterator
@@ -80,13 +80,14 @@ class Policy:
     ``backoff * 2**n`` seconds, at most ``max_backoff``; a ``Retry-After``
     longer than ``max_backoff`` gives up at once.
     """
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    deadline: float | None = None
-    max_hops: int = 5
-    retries: int = 5
-    backoff: float = 1.0
-    max_backoff: float = 60.0
+    connect_timeout: float = field(default=10.0, metadata={"help": "Seconds to connect."})
+    read_timeout: float = field(default=60.0, metadata={"help": "Seconds one socket read may wait."})
+    deadline: float | None = field(default=None, metadata={"help": "Seconds one response may take in all."})
+    max_hops: int = field(default=5, metadata={"help": "Redirects followed per URL, at most."})
+    retries: int = field(default=5, metadata={"help": "Retries of a timeout, connection error, 429 or 5xx."})
+    backoff: float = field(default=1.0, metadata={"help": "First retry wait in seconds; doubles each retry."})
+    max_backoff: float = field(default=60.0, metadata={"help": "Longest retry wait; a longer Retry-After "
+                                                              "gives up."})
 
     def __post_init__(self):
         for name in ("connect_timeout", "read_timeout"):
@@ -104,6 +105,12 @@ class Policy:
     def deadline_context(self) -> Deadline | nullcontext:
         """A :class:`~pipeline.net.netguard.Deadline` of ``deadline`` seconds, or a no-op."""
         return Deadline(self.deadline) if self.deadline else nullcontext()
+
+
+#: The crawler's policy (``CrawlConfig.fetch``): a crawl meets strangers' pages, many slow or
+#: gone, one at a time per host, so it gives up sooner than a data-set download (whose files
+#: are large and whose servers are known) and bounds each whole response.
+CRAWL = Policy(connect_timeout=5.0, read_timeout=15.0, deadline=60.0, retries=3)
 
 
 def session(allow=(), headers: dict[str, str] | None = None) -> requests.Session:
