@@ -1,27 +1,38 @@
-"""DCGAN training throughput against the machine's own matmul rate, and every variant x
-discriminator at 64x64 RGB and 28x28 gray.
+"""DCGAN training throughput against the machine's own matmul rate and the CPU's FMA peak,
+and every variant x discriminator at 64x64 RGB and 28x28 gray.
 
     python bench/train_throughput.py [--steps 6] [--repeats 3] [--batch 64] [--resolution 64]
-                                     [--variant-steps 1] [--variants all|none|wgan,acgan]
+                                     [--base-width 128] [--matmul-size 4096]
+                                     [--precisions float32,mixed_bfloat16] [--force-precisions]
+                                     [--variant-steps 1] [--variants all|none|wgan,acgan] [--tiny]
 
 Times the full training step (model.train.loop.GANTrainer.train_step, a D update
-and a G update) in float32 and mixed bfloat16 on an in-memory batch, counts
-the step's FLOPs from the layer shapes, measures large-matmul GFLOP/s at both
-precisions in the same run, and prints one JSON line. On a shared 2-core VM the
-bfloat16 matmul rate alone varied from 390 to 794 GFLOP/s between runs, so each precision
-alternates a matmul block and a block of training steps ``--repeats`` times and
-keeps the best of each (as ``timeit`` does): both rates then come from the same
-stretch of machine time. The line has
-images_per_s_fp32/_bf16, gflop_per_image, matmul_gflops_fp32/_bf16,
-utilization_fp32/_bf16 (achieved GFLOP/s over the matmul rate of that
-precision), and images_per_s/utilization for TrainDCGAN's default precision.
+and a G update) in each precision on an in-memory batch, counts the step's FLOPs
+from the layer shapes, measures large-matmul GFLOP/s at that precision in the same
+run, and prints one JSON line. A precision this CPU only emulates (mixed_bfloat16
+without bfloat16 units: model/cpu.py) is not timed, since it would take hours on an
+AVX2 CPU: ``skipped`` gives the reason, its figures are null, and ``--force-precisions``
+times it anyway. On a shared 2-core VM the bfloat16 matmul rate alone varied from 390
+to 794 GFLOP/s between runs, so each precision alternates a matmul block and a block
+of training steps ``--repeats`` times and keeps the best of each (as ``timeit`` does):
+both rates then come from the same stretch of machine time. Per precision (suffix
+_fp32, _bf16) the line has images_per_s, gflops (the step's achieved GFLOP/s),
+matmul_gflops, utilization (step GFLOP/s over the matmul rate), of_peak (step GFLOP/s
+over the CPU's FMA peak: float32's, bfloat16's where model/cpu.py tables it),
+matmul_of_peak and cores_busy (the process's CPU seconds per second in the best block of
+steps: below the core count, other work shared the CPU and of_peak reads low; the load
+average is recorded at the start and the end); ``cpu`` says how the peak was computed (cores x GHz x FLOP/cycle,
+flags, ONEDNN_MAX_CPU_ISA), and images_per_s/utilization/of_peak repeat TrainDCGAN's
+default precision. A matmul rate far below the peak hides a slow step in
+``utilization``; ``of_peak`` does not. ``--tiny`` runs a smoke-test size in seconds
+(batch 4, base width 8, 2 steps, one block, 256-square matmuls, no variants).
 
 Then, in the default precision, ``variants`` times one step of every variant x
 discriminator (model/variants, model/nets/networks.py) at 64x64 RGB and 28x28 gray
 (batch ``--batch``; a timed block of ``--variant-steps`` steps after one warm-up step,
 a matmul block right before it): per entry ``images_per_s`` (real images read per
-second: a WGAN step reads n_critic batches), ``steps_per_s``, ``gflop_per_step`` and
-``utilization``. ``capsnet_convs`` times the CapsNet's two 9x9 convolutions alone
+second: a WGAN step reads n_critic batches), ``steps_per_s``, ``gflop_per_step``,
+``utilization`` and ``of_peak``. ``capsnet_convs`` times the CapsNet's two 9x9 convolutions alone
 (forward and both gradients, native kernels) against the same matmul rate, and says
 whether model/nets/layers.py's matmul route would take them (``routed``).
 """
@@ -33,14 +44,24 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from pipeline.console import quiet_start  # noqa: E402
+
+quiet_start()  # before TensorFlow: no oneDNN or CUDA-probe lines (FACEGAN_VERBOSE=1 shows them)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from model.cpu import bf16_peak_gflops, bf16_units, cpu_flags, cpu_model, cpu_peak, emulated_reason  # noqa: E402
 from model.train.loop import GANTrainer, TrainConfig, resolve_precision  # noqa: E402
+
+#: JSON key suffix of each precision.
+SUFFIX = {"float32": "fp32", "mixed_bfloat16": "bf16", "mixed_float16": "fp16"}
+#: ``--tiny``: a smoke test's settings (explicit options still win), and the full run's.
+TINY = {"steps": 2, "repeats": 1, "batch": 4, "base_width": 8, "matmul_size": 256, "variants": "none"}
+FULL = {"steps": 6, "repeats": 3, "batch": 64, "base_width": 128, "matmul_size": 4096, "variants": "all"}
 
 
 def forward_macs(model: keras.Model) -> int:
@@ -117,30 +138,38 @@ def matmul_block(dtype, n: int = 4096, reps: int = 10):
     return block, 2.0 * n ** 3 * reps
 
 
-def measure(precision: str, batch: int, resolution: int, steps: int, repeats: int):
-    """``(images/s, matmul GFLOP/s, trainer)`` for ``precision``: the best of ``repeats``
-    rounds, each timing a matmul block and then ``steps`` training steps, so both
-    rates see the same machine conditions."""
-    trainer = GANTrainer(TrainConfig(resolution=resolution, batch_size=batch, precision=precision))
+def measure(precision: str, batch: int, resolution: int, steps: int, repeats: int, base_width: int = 128,
+            matmul_size: int = 4096):
+    """``(images/s, matmul GFLOP/s, trainer, cores busy)`` for ``precision``: the best of
+    ``repeats`` rounds, each timing a matmul block and then ``steps`` training steps, so both
+    rates see the same machine conditions; ``cores busy`` is the process's CPU seconds per
+    second during the best block of steps (2.0 on an idle 2-core machine)."""
+    trainer = GANTrainer(TrainConfig(resolution=resolution, batch_size=batch, precision=precision,
+                                     base_width=base_width))
     real = tf.constant(np.random.default_rng(0).uniform(-1, 1, (batch, resolution, resolution, 3)), tf.float32)
     for _ in range(2):  # trace + warm up
         float(trainer.train_step(real)["d_loss"])
-    matmul, flops = matmul_block(tf.bfloat16 if "bfloat16" in precision else tf.float32)
+    matmul, flops = matmul_block(tf.bfloat16 if "bfloat16" in precision else tf.float32, matmul_size)
 
     def train():
         for _ in range(steps):
             out = trainer.train_step(real)
         float(out["d_loss"])
     best_mm = best_train = float("inf")
+    share = 0.0
     for _ in range(repeats):
         best_mm = min(best_mm, seconds(matmul))
-        best_train = min(best_train, seconds(train))
-    return batch * steps / best_train, flops / best_mm / 1e9, trainer
+        cpu_start = time.process_time()
+        t = seconds(train)
+        if t < best_train:
+            best_train, share = t, (time.process_time() - cpu_start) / t
+    return batch * steps / best_train, flops / best_mm / 1e9, trainer, share
 
 
 def measure_variant(variant: str, discriminator: str, resolution: int, channels: int, batch: int,
-                    steps: int, precision: str) -> dict:
-    """One variant x discriminator: a warm-up step, a matmul block, ``steps`` timed steps."""
+                    steps: int, precision: str, matmul_size: int = 4096, peak: float | None = None) -> dict:
+    """One variant x discriminator: a warm-up step, a matmul block, ``steps`` timed steps;
+    ``of_peak`` against ``peak`` GFLOP/s (null without one)."""
     labels = [str(i) for i in range(10)]
     config = TrainConfig(variant=variant, discriminator=discriminator, resolution=resolution, channels=channels,
                          batch_size=batch, precision=precision, labels=labels)
@@ -150,7 +179,7 @@ def measure_variant(variant: str, discriminator: str, resolution: int, channels:
     data = {"image": tf.constant(rng.uniform(-1, 1, (n, resolution, resolution, channels)), tf.float32),
             "label": tf.constant(rng.integers(0, 10, n), tf.int64)}
     float(trainer.train_step(data)["d_loss"])  # trace + warm up
-    matmul, flops = matmul_block(tf.bfloat16 if "bfloat16" in precision else tf.float32)
+    matmul, flops = matmul_block(tf.bfloat16 if "bfloat16" in precision else tf.float32, matmul_size)
     mm = flops / seconds(matmul) / 1e9
 
     def train():
@@ -162,17 +191,18 @@ def measure_variant(variant: str, discriminator: str, resolution: int, channels:
     return {"images_per_s": round(n * steps / t, 2), "steps_per_s": round(steps / t, 4),
             "gflop_per_step": round(step_flops / 1e9, 1), "matmul_gflops": round(mm, 1),
             "utilization": round(step_flops * steps / t / 1e9 / mm, 3),
+            "of_peak": round(step_flops * steps / t / 1e9 / peak, 3) if peak else None,
             "d_params": trainer.discriminator.count_params()}
 
 
-def capsnet_convs(resolution: int, channels: int, batch: int, precision: str) -> list[dict]:
+def capsnet_convs(resolution: int, channels: int, batch: int, precision: str, matmul_size: int = 4096) -> list[dict]:
     """The CapsNet's two 9x9 'valid' convolutions (model/nets/capsnet.py), forward + both gradients
     on the native kernels, against the matmul rate; ``routed``: whether model/nets/layers.py's
     rule (strided, 'same', output side <= MATMUL_MAX_SIDE) would take them."""
     from model.nets.layers import matmul_route_for
 
     dtype = tf.bfloat16 if "bfloat16" in precision else tf.float32
-    matmul, flops = matmul_block(dtype)
+    matmul, flops = matmul_block(dtype, matmul_size)
     mm = flops / seconds(matmul) / 1e9
     out, side, cin, padding = [], resolution, channels, "valid"
     for name, stride, cout in (("conv1 9x9 stride 1", 1, 256), ("primary caps 9x9 stride 2", 2, 256)):
@@ -198,33 +228,74 @@ def capsnet_convs(resolution: int, channels: int, batch: int, precision: str) ->
     return out
 
 
+def peaks(flags: set[str]) -> tuple[dict, dict]:
+    """``(cpu, peak GFLOP/s by precision)``: what the FMA peak was computed from
+    (model/cpu.py), and the peak each precision's step is held against."""
+    peak = cpu_peak()
+    bf16 = bf16_peak_gflops(peak, flags)
+    cpu = {"model": cpu_model(), **peak.as_dict(), "bf16_peak_gflops": None if bf16 is None else round(bf16, 1),
+           "bf16_units": bf16_units(flags),
+           "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+           "flags_from": "FACEGAN_CPU_FLAGS" if "FACEGAN_CPU_FLAGS" in os.environ else "/proc/cpuinfo"}
+    by_precision = {"float32": cpu["gflops"], "mixed_bfloat16": cpu["bf16_peak_gflops"], "mixed_float16": None}
+    return cpu, by_precision
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=6, help="training steps per timed block")
-    p.add_argument("--repeats", type=int, default=3, help="timed blocks; the best one counts")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, help=f"training steps per timed block (default {FULL['steps']})")
+    p.add_argument("--repeats", type=int, help=f"timed blocks; the best one counts (default {FULL['repeats']})")
+    p.add_argument("--batch", type=int, help=f"default {FULL['batch']}")
     p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--base-width", type=int, help=f"the networks' width (default {FULL['base_width']}, TrainDCGAN's)")
+    p.add_argument("--matmul-size", type=int, help=f"side of the square matmuls (default {FULL['matmul_size']})")
+    p.add_argument("--precisions", default="float32,mixed_bfloat16", help="comma separated (default: %(default)s)")
+    p.add_argument("--force-precisions", action="store_true",
+                   help="also time precisions this CPU only emulates (bfloat16 without bfloat16 units: slow)")
     p.add_argument("--variant-steps", type=int, default=1, help="timed steps per variant x discriminator")
-    p.add_argument("--variants", default="all", help="'all', 'none', or variant names, comma separated")
+    p.add_argument("--variants", help="'all', 'none', or variant names, comma separated (default: all)")
+    p.add_argument("--tiny", action="store_true", help="smoke-test settings: " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in TINY.items()) + " (explicit options still win)")
     args = p.parse_args()
+    for key, value in (TINY if args.tiny else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
-    ips32, mm32, trainer = measure("float32", args.batch, args.resolution, args.steps, args.repeats)
-    gflop = step_flops_per_image(trainer) / 1e9
-    ips16, mm16, _ = measure("mixed_bfloat16", args.batch, args.resolution, args.steps, args.repeats)
+    flags = cpu_flags()
+    cpu, peak = peaks(flags)
     from tasks.train import TrainDCGAN
     default = resolve_precision(TrainDCGAN.precision._default)  # what TrainDCGAN trains with
     result = {
         "cpu_count": os.cpu_count(), "batch": args.batch, "resolution": args.resolution,
-        "steps": args.steps, "repeats": args.repeats,
-        "gflop_per_image": round(gflop, 3),
-        "images_per_s_fp32": round(ips32, 2), "images_per_s_bf16": round(ips16, 2),
-        "matmul_gflops_fp32": round(mm32, 1), "matmul_gflops_bf16": round(mm16, 1),
-        "utilization_fp32": round(ips32 * gflop / mm32, 3), "utilization_bf16": round(ips16 * gflop / mm16, 3),
-        "default_precision": default,
+        "base_width": args.base_width, "steps": args.steps, "repeats": args.repeats,
+        "matmul_size": args.matmul_size, "cpu": cpu, "fma_peak_gflops": cpu["gflops"], "skipped": {},
+        "load_avg_start": round(os.getloadavg()[0], 2),
     }
-    bf16 = default == "mixed_bfloat16"
-    result["images_per_s"] = result["images_per_s_bf16" if bf16 else "images_per_s_fp32"]
-    result["utilization"] = result["utilization_bf16" if bf16 else "utilization_fp32"]
+    gflop = None
+    for precision in args.precisions.split(","):
+        suffix = SUFFIX[precision]
+        reason = emulated_reason(precision, flags)
+        figures = dict.fromkeys(("images_per_s", "gflops", "matmul_gflops", "utilization", "of_peak",
+                                 "matmul_of_peak", "cores_busy"))
+        if reason and not args.force_precisions:
+            result["skipped"][precision] = reason + " (--force-precisions times it anyway)"
+        else:
+            ips, mm, trainer, busy = measure(precision, args.batch, args.resolution, args.steps, args.repeats,
+                                       args.base_width, args.matmul_size)
+            gflop = step_flops_per_image(trainer) / 1e9
+            top = peak[precision]
+            figures = {"images_per_s": round(ips, 2), "gflops": round(ips * gflop, 1), "matmul_gflops": round(mm, 1),
+                       "utilization": round(ips * gflop / mm, 3),
+                       "of_peak": round(ips * gflop / top, 3) if top else None,
+                       "matmul_of_peak": round(mm / top, 3) if top else None, "cores_busy": round(busy, 2)}
+            if reason:
+                figures["emulated"] = True
+            print(precision, json.dumps(figures), file=sys.stderr, flush=True)
+        result.update({f"{k}_{suffix}": v for k, v in figures.items()})
+    result["gflop_per_image"] = None if gflop is None else round(gflop, 3)
+    result["default_precision"] = default
+    for key in ("images_per_s", "utilization", "of_peak"):
+        result[key] = result.get(f"{key}_{SUFFIX[default]}")
     if args.variants != "none":
         from model.variants import VARIANTS
         names = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
@@ -234,9 +305,12 @@ def main() -> None:
                 for disc in ("cnn", "capsnet"):
                     key = f"{name}/{disc}/{resolution}"
                     result["variants"][key] = measure_variant(name, disc, resolution, channels, args.batch,
-                                                              args.variant_steps, default)
+                                                              args.variant_steps, default, args.matmul_size,
+                                                              peak[default])
                     print(key, json.dumps(result["variants"][key]), file=sys.stderr, flush=True)
-            result["capsnet_convs_" + str(resolution)] = capsnet_convs(resolution, channels, args.batch, default)
+            result["capsnet_convs_" + str(resolution)] = capsnet_convs(resolution, channels, args.batch, default,
+                                                                       args.matmul_size)
+    result["load_avg_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
 
 
