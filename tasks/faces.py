@@ -1,13 +1,19 @@
 """Face detection and alignment, one task per shard of source images."""
 from __future__ import annotations
 
-import json
-
 import luigi
 
 from pipeline import versions
 from pipeline.align.aligner import DETECTORS, LANDMARK_SETS, MODES, FaceAligner
-from pipeline.align.shards import keys_digest, parse_shard_name, plan_shards, read_keys, write_keys
+from pipeline.align.shards import (
+    commit_plan,
+    extend_plan,
+    keys_digest,
+    name_of,
+    parse_shard_name,
+    read_keys,
+    summarize_shards,
+)
 from pipeline.atomic import atomic_dir, write_json
 from tasks.common import Progress, defaults_of, describe, processed_dir
 from tasks.errors import Checked, at_least, check, settings_of
@@ -111,7 +117,7 @@ class AlignShard(AlignmentParams, luigi.Task):
         return self.raw()
 
     def name(self) -> str:
-        return f"shard-{self.shard:05d}-{self.digest}"
+        return name_of(self.shard, self.digest)
 
     def output(self):
         return luigi.LocalTarget(str(self.aligned_root() / self.name()))
@@ -177,23 +183,10 @@ class DetectAlignFaces(AlignmentParams, luigi.Task):
     def complete(self):
         return self.raw().complete() and super().complete()
 
-    def plan(self, keys: list[str]) -> list[tuple[str, list[str]]]:
-        """The committed plan (``plan.json``) extended to ``keys``, as ``(name, keys)``
-        pairs; writes the key list of every new shard (``keys/<name>.txt``)."""
-        root = self.aligned_root()
-        committed = []
-        if (root / "plan.json").exists():
-            names = json.loads((root / "plan.json").read_text())["shards"]
-            committed = [(name, read_keys(root / "keys" / f"{name}.txt")) for name in names]
-        plan = plan_shards(keys, committed, self.shard_size)
-        for name, shard in plan:
-            if not (root / "keys" / f"{name}.txt").exists():
-                write_keys(root / "keys" / f"{name}.txt", shard)
-        return plan
-
     def shard_tasks(self, keys: list[str]) -> list[AlignShard]:
         return [self.clone(AlignShard, shard=index, digest=digest)
-                for index, digest in (parse_shard_name(name) for name, _ in self.plan(keys))]
+                for index, digest in (parse_shard_name(name)
+                                      for name, _ in extend_plan(self.aligned_root(), keys, self.shard_size))]
 
     def run(self):
         source = self.raw().source()
@@ -201,22 +194,8 @@ class DetectAlignFaces(AlignmentParams, luigi.Task):
         digest = keys_digest(keys)
         shard_tasks = self.shard_tasks(keys)
         yield shard_tasks  # no-ops for the shards required already; the rest when planned now
-        totals = {"inputs": 0, "faces": 0, "images_with_faces": 0, "rejected": 0}
-        by_reason: dict[str, int] = {}
-        shards = []
-        for task in shard_tasks:
-            with open(f"{task.output().path}/summary.json") as fh:
-                s = json.load(fh)
-            for k in totals:
-                totals[k] += s[k]
-            for reason, count in s["rejected_by_reason"].items():
-                by_reason[reason] = by_reason.get(reason, 0) + count
-            shards.append({"name": task.name(), "folder": task.output().path, **s})
-        if totals["images_with_faces"] + totals["rejected"] != len(keys):
-            raise RuntimeError(f"{self.dataset}: {len(keys)} inputs but {totals['images_with_faces']} "
-                               f"with faces + {totals['rejected']} rejected")
+        summary = summarize_shards([task.output().path for task in shard_tasks], len(keys), self.dataset)
         root = self.aligned_root()
-        write_json(root / "plan.json", {"keys_digest": digest, "shards": [t.name() for t in shard_tasks]})
+        commit_plan(root, digest, [t.name() for t in shard_tasks])
         write_json(root / f"summary-{digest}.json",
-                   {**totals, "keys_digest": digest, "rejected_by_reason": by_reason,
-                    "shards": shards, "lineage": describe(self)})
+                   {**summary, "keys_digest": digest, "lineage": describe(self)})

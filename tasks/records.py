@@ -155,8 +155,9 @@ class BuildTFRecords(RecordParams, luigi.Task):
         summary = json.loads(Path(align.output().path).read_text())
         identities = {i for s in summary["shards"] for i in s.get("identities", ())}
         rule = resolve_rule(self.split_by, len(identities), self.min_identities)
-        shard_tasks = [align.clone(RecordShard, shard=int(s["name"].split("-")[1]),
-                                   digest=s["name"].split("-")[2], rule=rule, splits=self.splits,
+        from pipeline.align.shards import parse_shard_name
+        shard_tasks = [align.clone(RecordShard, shard=parse_shard_name(s["name"])[0],
+                                   digest=parse_shard_name(s["name"])[1], rule=rule, splits=self.splits,
                                    split_by=self.split_by, min_identities=self.min_identities,
                                    official_partition=self.official_partition,
                                    image_format=self.image_format)

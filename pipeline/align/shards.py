@@ -71,7 +71,12 @@ def keys_digest(keys: list[str]) -> str:
 
 def shard_name(index: int, keys: list[str]) -> str:
     """``shard-{index:05d}-{8 hex digits of the keys' hash}``."""
-    return f"shard-{index:05d}-{keys_digest(keys)[:8]}"
+    return name_of(index, keys_digest(keys)[:8])
+
+
+def name_of(index: int, digest: str) -> str:
+    """The shard name of ``index`` and an 8-hex-digit key-list ``digest``."""
+    return f"shard-{index:05d}-{digest}"
 
 
 def parse_shard_name(name: str) -> tuple[int, str]:
@@ -110,3 +115,48 @@ def read_keys(path) -> list[str]:
     """The key list written by :func:`write_keys`."""
     with open(path, encoding="utf-8") as fh:
         return [line.rstrip("\n") for line in fh if line.strip()]
+
+
+PLAN = "plan.json"
+
+
+def extend_plan(root, keys: list[str], shard_size: int) -> list[tuple[str, list[str]]]:
+    """The plan committed under ``root`` (``plan.json``, ``keys/<name>.txt``) extended to
+    ``keys`` (:func:`plan_shards`), as ``(name, keys)`` pairs; writes the key list of every new
+    shard. The plan itself is committed by :func:`commit_plan` once its shards are done."""
+    root = Path(root)
+    committed = []
+    if (root / PLAN).exists():
+        names = json.loads((root / PLAN).read_text())["shards"]
+        committed = [(name, read_keys(root / "keys" / f"{name}.txt")) for name in names]
+    plan = plan_shards(keys, committed, shard_size)
+    for name, shard in plan:
+        if not (root / "keys" / f"{name}.txt").exists():
+            write_keys(root / "keys" / f"{name}.txt", shard)
+    return plan
+
+
+def summarize_shards(folders: list, inputs: int, what: str) -> dict:
+    """The totals of aligned shards (``summary.json`` of each ``folders`` entry): counts,
+    rejections by reason and one entry per shard; checks that every one of ``inputs`` images
+    is a face or a rejection (``what`` names the data set in the error)."""
+    totals = {"inputs": 0, "faces": 0, "images_with_faces": 0, "rejected": 0}
+    by_reason: dict[str, int] = {}
+    shards = []
+    for folder in map(Path, folders):
+        s = json.loads((folder / "summary.json").read_text())
+        for k in totals:
+            totals[k] += s[k]
+        for reason, count in s["rejected_by_reason"].items():
+            by_reason[reason] = by_reason.get(reason, 0) + count
+        shards.append({"name": folder.name, "folder": str(folder), **s})
+    if totals["images_with_faces"] + totals["rejected"] != inputs:
+        raise RuntimeError(f"{what}: {inputs} inputs but {totals['images_with_faces']} "
+                           f"with faces + {totals['rejected']} rejected")
+    return {**totals, "rejected_by_reason": by_reason, "shards": shards}
+
+
+def commit_plan(root, keys_digest_: str, names: list[str]) -> None:
+    """Record the plan whose shards are all aligned (what :func:`extend_plan` reads next)."""
+    from pipeline.atomic import write_json
+    write_json(Path(root) / PLAN, {"keys_digest": keys_digest_, "shards": list(names)})
