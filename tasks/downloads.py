@@ -24,7 +24,7 @@ import luigi
 from pipeline.atomic import write_json
 from pipeline.net.download import RemoteFile, download
 from pipeline.net.httpclient import Policy
-from pipeline.sources.base import Source, list_images
+from pipeline.sources.base import Source, checksums, list_images
 from pipeline.sources.celeba import (
     IMAGES_ZIP,
     LABEL_FILES,
@@ -144,9 +144,10 @@ class DownloadCelebA(_FetchParams, luigi.Task):
     allow_partial = luigi.BoolParameter(default=False, description="Accept a copy that lacks files, "
                                         "images or label rows; what is missing is logged and "
                                         "recorded in source.json.")
-    files = luigi.ListParameter(default=(), significant=False, description="The official files as a "
-                                "JSON list of {name, urls, size, sha256, md5}; a 'gdrive:<id>' url "
-                                "goes through Google Drive. Set in luigi.cfg.")
+    files = luigi.ListParameter(default=checksums("celeba")["files"], significant=False,
+                                description="The official files as a JSON list of {name, urls, size, sha256, "
+                                "md5}; a 'gdrive:<id>' url goes through Google Drive (default: "
+                                "pipeline/sources/checksums/celeba.json).")
     num_images = luigi.IntParameter(default=NUM_IMAGES, significant=False,
                                     description="Images (and label rows) of a complete copy; "
                                                 "a copy with fewer is partial.")

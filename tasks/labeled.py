@@ -17,6 +17,7 @@ import luigi
 
 from pipeline.atomic import write_json
 from pipeline.net.download import RemoteFile, download
+from pipeline.sources.base import checksums
 from pipeline.sources.labeled import LabeledSource
 from tasks.common import Report, raw_dir, version
 from tasks.downloads import _FetchParams, _local, _memo
@@ -108,9 +109,10 @@ class DownloadMNIST(_LabeledDownload, luigi.Task):
     local_dir = luigi.Parameter(default="", description="Folder holding train-images-idx3-ubyte.gz, "
                                 "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
                                 "t10k-labels-idx1-ubyte.gz, used in place; empty = download.")
-    files = luigi.ListParameter(default=(), significant=False, description="The official files as a "
-                                "JSON list of {name, urls, size, md5, sha256, content_md5 (MD5 after "
-                                "gunzip)}. Set in luigi.cfg.")
+    files = luigi.ListParameter(default=checksums("mnist")["files"], significant=False,
+                                description="The official files as a JSON list of {name, urls, size, md5, "
+                                "sha256, content_md5 (MD5 after gunzip)} (default: "
+                                "pipeline/sources/checksums/mnist.json).")
 
     def published(self) -> dict:
         from pipeline.sources.mnist import FILE_NAMES, GzipFile
@@ -175,10 +177,12 @@ class DownloadCIFAR10(_LabeledDownload, luigi.Task):
     local_dir = luigi.Parameter(default="", description="Folder holding cifar-10-batches-py/ "
                                 "(data_batch_1..5, test_batch, batches.meta), those files themselves, "
                                 "or cifar-10-python.tar.gz; empty = download.")
-    files = luigi.ListParameter(default=(), significant=False, description="The archive as a JSON "
-                                "list of one {name, urls, size, md5, sha256}. Set in luigi.cfg.")
-    batches = luigi.DictParameter(default={}, significant=False, description="Published MD5 of each "
-                                  "batch file, as a JSON object {file name: md5}. Set in luigi.cfg.")
+    files = luigi.ListParameter(default=checksums("cifar10")["files"], significant=False,
+                                description="The archive as a JSON list of one {name, urls, size, md5, sha256} "
+                                "(default: pipeline/sources/checksums/cifar10.json).")
+    batches = luigi.DictParameter(default=checksums("cifar10")["batches"], significant=False,
+                                  description="Published MD5 of each batch file, as a JSON object {file name: "
+                                  "md5} (default: pipeline/sources/checksums/cifar10.json).")
 
     def remote_files(self) -> list[RemoteFile]:
         try:

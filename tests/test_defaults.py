@@ -32,11 +32,11 @@ OWNED = {"Sample": tasks.Sample, "DetectAlignFaces": tasks.DetectAlignFaces,
          "TrainAttributeClassifier": tasks.TrainAttributeClassifier,
          "FitAttributeDirections": tasks.FitAttributeDirections, "CompleteFaces": tasks.CompleteFaces,
          "CompareGANs": tasks.CompareGANs, "TrainClassifier": tasks.TrainClassifier,
-         "TrainEncoder": tasks.TrainEncoder}
-#: Keys whose value is data, not a default: the list of CelebA's official files.
-DATA_KEYS = {("DownloadCelebA", "files")}
+         "TrainEncoder": tasks.TrainEncoder, "DownloadMNIST": tasks.DownloadMNIST,
+         "DownloadCIFAR10": tasks.DownloadCIFAR10}
 #: README cells that describe a default too long for the table (luigi.cfg states it).
-DESCRIBED = {("TrainAttributeClassifier", "attributes"), ("FitAttributeDirections", "attributes")}
+DESCRIBED = {("TrainAttributeClassifier", "attributes"), ("FitAttributeDirections", "attributes"),
+             ("DownloadMNIST", "files"), ("DownloadCIFAR10", "files"), ("DownloadCIFAR10", "batches")}
 #: A README default that is a note in parentheses: ``(empty...)`` is the empty value (None
 #: for an optional parameter), ``(required)`` a parameter without a default.
 EMPTY, REQUIRED = "", object()
@@ -57,7 +57,7 @@ def test_luigi_cfg_states_the_defaults_of_the_code():
         params = dict(task.get_params())
         for key, value in cfg[section].items():
             assert key in params, f"[{section}] {key} in luigi.cfg is no parameter"
-            if (section, key) not in DATA_KEYS and not same(params[key], value):
+            if not same(params[key], value):
                 differ.append(f"[{section}] {key} = {value} (code: {params[key]._default!r})")
     assert differ == []
 
@@ -112,6 +112,21 @@ def test_readme_table_states_the_defaults_of_the_code():
             differ.append(f"{task}.{name}: README {value if value is not REQUIRED else '(required)'} "
                           f"(code: {params[name]._default!r})")
     assert differ == []
+
+
+def test_file_lists_are_data_beside_their_sources():
+    """URLs, sizes and checksums live in pipeline/sources/checksums/ (luigi.cfg only overrides)."""
+    from pipeline.sources.base import checksums
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(ROOT / "luigi.cfg")
+    for task, name in (("DownloadCelebA", "celeba"), ("DownloadMNIST", "mnist"), ("DownloadCIFAR10", "cifar10")):
+        data = checksums(name)
+        param = dict(OWNED[task].get_params())["files"]
+        assert param.normalize(param._default) == param.normalize(data["files"]) and data["files"], task
+        assert all(f["name"] and f["urls"] and f["size"] > 0 and (f.get("sha256") or f.get("md5"))
+                   for f in data["files"]), task
+        assert "files" not in cfg[task] and "batches" not in cfg[task], task
+    assert len(checksums("cifar10")["batches"]) == 7
 
 
 def test_task_parameters_take_their_defaults_from_pipeline():

@@ -118,3 +118,13 @@ def shard_keys(keys: list[str], shard_size: int) -> list[list[str]]:
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     return [keys[i:i + shard_size] for i in range(0, len(keys), shard_size)]
+
+
+def checksums(name: str) -> dict:
+    """The published files of data set ``name`` (``celeba``, ``mnist``, ``cifar10``): URLs,
+    sizes and checksums, kept as data in ``pipeline/sources/checksums/<name>.json`` (as
+    TensorFlow Datasets keeps its url_checksums), with the sources they were taken from
+    under ``about``. The download tasks' ``files`` default to them; luigi.cfg only overrides."""
+    import json
+
+    return json.loads((Path(__file__).parent / "checksums" / f"{name}.json").read_text())
