@@ -19,6 +19,8 @@ GENERATORS = ("dcgan", "seed")
 EXTRACTOR_FORMULAS = ("brightness", "sharpness")
 #: How EGAN training draws c (model/variants/egan.py): the thesis' 0/1 coin, or U(0, 1).
 C_DISTRIBUTIONS = ("bernoulli", "uniform")
+#: EGAN's CelebA attribute extractors: pre-trained and frozen, or trained jointly.
+EGAN_MODES = ("pretrain", "joint")
 #: Transforms of the differentiable augmentation (model/train/augment.py).
 AUGMENTATIONS = ("color", "translation", "cutout")
 
@@ -131,3 +133,39 @@ class EncoderSettings:
         for name in ("lr", "latent_weight"):
             require(getattr(self, name) > 0, name, getattr(self, name), "> 0")
         require(self.image_weight >= 0, "image_weight", self.image_weight, ">= 0")
+
+
+@dataclass
+class EGANOptions:
+    """EGAN's options (model/variants/egan.py; ``TrainEGAN``'s parameters take their defaults here)."""
+    extractors: list = field(default_factory=lambda: ["brightness"])  # one c per extractor
+    weight: float = 1.0          # lambda of the extractor loss
+    mode: str = "pretrain"       # CelebA attribute extractors: pretrain (frozen) or joint
+    classifier: str = ""         # pretrain: folder of a trained attribute classifier
+    classifier_width: int = 32   # joint: width of the classifier's first layer
+    classifier_lr: float = 1e-3  # joint: the classifier's Adam learning rate (beta1 0.5)
+    c_max: float = 2.0           # the largest c a user may set (sweeps run 0..c_max)
+    # Training's c: 0/1 with p = 1/2 (the thesis) or U(0, 1). With the coin training never
+    # sees a c between 0 and 1, so what G does there is whatever the network interpolates
+    # (docs/egan.md); a uniform c asks every c in [0, 1] for its own level of the attribute.
+    c_distribution: str = "bernoulli"
+
+    def __post_init__(self):
+        self.extractors = [str(e) for e in (self.extractors or [])]
+        if not self.extractors:
+            raise ValueError("EGAN needs at least one extractor: brightness, sharpness or a CelebA attribute")
+        if len(set(self.extractors)) != len(self.extractors):
+            raise ValueError(f"EGAN extractors repeat: {self.extractors}")
+        attributes = [e for e in self.extractors if e not in EXTRACTOR_FORMULAS]
+        if attributes:
+            from model.apps.attributes import parse_attributes
+            parse_attributes(attributes)  # one clear line listing the valid names
+        if self.mode not in EGAN_MODES:
+            raise ValueError(f"EGAN mode must be one of {EGAN_MODES}, got {self.mode!r}")
+        if attributes and self.mode == "pretrain" and not self.classifier:
+            raise ValueError("EGAN with an attribute extractor in pretrain mode needs options.classifier "
+                             "(the folder of a TrainAttributeClassifier run); TrainEGAN sets it")
+        if self.c_distribution not in C_DISTRIBUTIONS:
+            raise ValueError(f"EGAN c_distribution must be one of {C_DISTRIBUTIONS}, got {self.c_distribution!r}")
+        if self.weight < 0 or self.c_max <= 0:
+            raise ValueError(f"EGAN weight must be >= 0 and c_max > 0, got {self.weight} and {self.c_max}")

@@ -9,18 +9,20 @@ import luigi
 
 from model.config import (
     C_DISTRIBUTIONS,
+    EGAN_MODES,
     DISCRIMINATORS,
     EXTRACTOR_FORMULAS,
     GENERATORS,
     PRECISIONS,
     Z_DISTS,
+    EGANOptions,
     TrainConfig,
     resolution_ok,
 )
 from model.train.recipes import DCGAN_DEFAULT, recipe
 from model.variants import VARIANTS
 from pipeline.atomic import write_json
-from tasks.common import Progress, describe, processed_dir, version
+from tasks.common import Progress, defaults_of, describe, processed_dir, version
 from tasks.errors import Checked, ConfigError, check, settings_of
 from tasks.records import BuildTFRecords
 
@@ -198,6 +200,10 @@ class TrainDCGAN(TrainGAN):
     augment = luigi.Parameter(default=recipe(DCGAN_DEFAULT)["augment"], description=TrainGAN.augment.description)
 
 
+#: EGANOptions' defaults: TrainEGAN's parameters take theirs from here.
+G = defaults_of(EGANOptions)
+
+
 class TrainEGAN(TrainGAN):
     """EGAN (model/variants/egan.py): a DCGAN whose generator takes attribute codes c beside
     z, tied by an extractor loss to brightness, sharpness or a CelebA attribute, so that c
@@ -207,18 +213,18 @@ class TrainEGAN(TrainGAN):
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")
-    extractor = luigi.Parameter(default="brightness",
+    extractor = luigi.Parameter(default=",".join(EGANOptions().extractors),
                                 description="brightness, sharpness or attribute; comma separated for "
                                             "several c (one per extractor).")
     attribute = luigi.Parameter(default="", description="CelebA attribute(s) for --extractor attribute, "
                                                         "e.g. Male or Male,Mouth_Slightly_Open.")
-    mode = luigi.ChoiceParameter(default="pretrain", choices=("pretrain", "joint"),
+    mode = luigi.ChoiceParameter(default=G["mode"], choices=EGAN_MODES,
                                  description="Attribute extractors: pretrain (train the classifier first, "
                                              "then freeze it) or joint (update it each step on real images).")
-    weight = luigi.FloatParameter(default=1.0, description="lambda, the weight of the extractor loss.")
-    c_max = luigi.FloatParameter(default=2.0, description="Largest c a user may set (the card's range; "
+    weight = luigi.FloatParameter(default=G["weight"], description="lambda, the weight of the extractor loss.")
+    c_max = luigi.FloatParameter(default=G["c_max"], description="Largest c a user may set (the card's range; "
                                                           "training draws c in [0, 1]).")
-    c_distribution = luigi.ChoiceParameter(default="bernoulli", choices=C_DISTRIBUTIONS,
+    c_distribution = luigi.ChoiceParameter(default=G["c_distribution"], choices=C_DISTRIBUTIONS,
                                            description="How training draws c: bernoulli (0 or 1, p = 1/2, "
                                                        "the thesis) or uniform (U(0, 1)).")
 

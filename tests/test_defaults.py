@@ -150,6 +150,11 @@ def test_task_parameters_take_their_defaults_from_pipeline():
         expected = 0 if default is None else list(default) if isinstance(default, tuple) else default
         assert (params[name]._default, params[name].description) == (expected, help_), name
         assert not params[name].significant, name
+    from model.config import EGANOptions
+    egan, options = dict(tasks.TrainEGAN.get_params()), EGANOptions()
+    for name in ("weight", "mode", "c_max", "c_distribution"):
+        assert egan[name]._default == getattr(options, name), name
+    assert egan["extractor"]._default.split(",") == options.extractors
     fetch = dict(tasks.DownloadCelebA.get_params())
     assert (fetch["retries"]._default, fetch["timeout"]._default) == (Policy.retries, Policy.read_timeout)
 

@@ -15,53 +15,14 @@ its labels, smoothed to 0.9/0.1, after D and G in every step).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import keras
 import tensorflow as tf
 
 from model.card import InputSpec
-from model.config import C_DISTRIBUTIONS
+from model.config import EGAN_MODES as MODES  # noqa: F401  (re-exported)
+from model.config import EGANOptions
 from model.variants.dcgan import DCGAN
 from model.variants.extractors import FORMULAS, formula
-
-MODES = ("pretrain", "joint")
-
-
-@dataclass
-class EGANOptions:
-    extractors: list = field(default_factory=lambda: ["brightness"])  # one c per extractor
-    weight: float = 1.0          # lambda of the extractor loss
-    mode: str = "pretrain"       # CelebA attribute extractors: pretrain (frozen) or joint
-    classifier: str = ""         # pretrain: folder of a trained attribute classifier
-    classifier_width: int = 32   # joint: width of the classifier's first layer
-    classifier_lr: float = 1e-3  # joint: the classifier's Adam learning rate (beta1 0.5)
-    c_max: float = 2.0           # the largest c a user may set (sweeps run 0..c_max)
-    # Training's c: 0/1 with p = 1/2 (the thesis) or U(0, 1). With the coin the discriminator
-    # only asks that the c = 0 and c = 1 faces together look real, so c can at best split the
-    # attribute at its median (rho <= sqrt(3)/2 over c in [0, 1], docs/egan.md); a uniform c
-    # lets every c name its own quantile of the attribute.
-    c_distribution: str = "bernoulli"
-
-    def __post_init__(self):
-        self.extractors = [str(e) for e in (self.extractors or [])]
-        if not self.extractors:
-            raise ValueError("EGAN needs at least one extractor: brightness, sharpness or a CelebA attribute")
-        if len(set(self.extractors)) != len(self.extractors):
-            raise ValueError(f"EGAN extractors repeat: {self.extractors}")
-        attributes = [e for e in self.extractors if e not in FORMULAS]
-        if attributes:
-            from model.apps.attributes import parse_attributes
-            parse_attributes(attributes)  # one clear line listing the valid names
-        if self.mode not in MODES:
-            raise ValueError(f"EGAN mode must be one of {MODES}, got {self.mode!r}")
-        if attributes and self.mode == "pretrain" and not self.classifier:
-            raise ValueError("EGAN with an attribute extractor in pretrain mode needs options.classifier "
-                             "(the folder of a TrainAttributeClassifier run); TrainEGAN sets it")
-        if self.c_distribution not in C_DISTRIBUTIONS:
-            raise ValueError(f"EGAN c_distribution must be one of {C_DISTRIBUTIONS}, got {self.c_distribution!r}")
-        if self.weight < 0 or self.c_max <= 0:
-            raise ValueError(f"EGAN weight must be >= 0 and c_max > 0, got {self.weight} and {self.c_max}")
 
 
 class EGAN(DCGAN):
