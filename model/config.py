@@ -6,6 +6,7 @@ tasks/train.py take theirs from these fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 from model.variants import VARIANTS
 from pipeline.settings import BadSetting, one_of, require
@@ -133,6 +134,63 @@ class EncoderSettings:
         for name in ("lr", "latent_weight"):
             require(getattr(self, name) > 0, name, getattr(self, name), "> 0")
         require(self.image_weight >= 0, "image_weight", self.image_weight, ">= 0")
+
+
+@dataclass
+class CompletionConfig:
+    """How a completion network (model/variants/completion.py) is trained; each default here
+    is the one default (``TrainCompletion``'s parameters). The fields the training loop reads
+    of every run (steps, max_minutes, seed, precision, log/checkpoint/sample cadence) mean
+    what they mean in :class:`TrainConfig`.
+
+    ``width`` the network's first convolution width, ``d_width`` the discriminators';
+    ``known_weight`` the weight of the L1 loss on the known pixels (the hole's weighs 1);
+    ``adversarial`` the weight of the non-saturating GAN loss of the global discriminator
+    (0: L1 only, no discriminator is trained); ``local`` adds Iizuka et al.'s local
+    discriminator on a half-side square around the hole; ``flip`` mirrors half the faces."""
+    steps: int = 6000
+    max_minutes: float = 0.0
+    batch_size: int = 32
+    width: int = 32
+    d_width: int = 32
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    known_weight: float = 0.1
+    adversarial: float = 0.003
+    local: bool = False
+    flip: bool = True
+    seed: int = 0
+    precision: str = "auto"
+    log_every: int = 10
+    checkpoint_every: int = 200
+    sample_every: int = 500
+    shuffle_buffer: int = 10_000
+    resolution: int = 64        # set from the records
+    channels: int = 3           # set from the records
+    #: What the training loop reads of every run and a completion run does not use.
+    ema: ClassVar[float] = 0.0
+    augment: ClassVar[str] = ""
+    options: ClassVar[dict] = {}
+
+    def __post_init__(self):
+        one_of("precision", self.precision, PRECISIONS)
+        for name in ("steps", "batch_size", "width", "d_width", "log_every", "checkpoint_every"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
+        for name in ("lr",):
+            require(self.lr > 0, name, self.lr, "> 0")
+        for name in ("beta1", "beta2"):
+            require(0 <= getattr(self, name) < 1, name, getattr(self, name), "in [0, 1)")
+        for name in ("known_weight", "adversarial", "max_minutes", "sample_every"):
+            require(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
+        require(self.resolution >= 16 and self.resolution % 4 == 0, "resolution", self.resolution,
+                "a multiple of 4, at least 16 (the network halves the side twice)")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CompletionConfig":
+        """A config from ``asdict()`` output (a completion card's ``training``)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass

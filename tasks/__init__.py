@@ -11,6 +11,7 @@ from tasks.classifier import TrainClassifier
 from tasks.common import paths
 from tasks.compare import CompareGANs
 from tasks.complete import CompleteFaces
+from tasks.completion import TrainCompletion
 from tasks.crawl import CrawlDays, CrawlImages, RangeDaily
 from tasks.encoder import TrainEncoder
 from tasks.downloads import DownloadCelebA, DownloadLSUN, ImportImageNet, lsun
@@ -30,6 +31,6 @@ __all__ = ["paths", "ConfigError", "errors", "Sample", "RAW_TASKS", "raw_task", 
            "DetectAlignFaces", "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainGAN", "TrainDCGAN",
            "TrainEGAN", "ExportSamples", "ExportAttributeSweep", "TrainClassifier", "CompareGANs",
            "EvaluateGenerator", "CompareRuns", "TuneGAN", "EvaluateTrial",
-           "TrainAttributeClassifier", "FitAttributeDirections", "CompleteFaces", "TrainEncoder",
+           "TrainAttributeClassifier", "FitAttributeDirections", "CompleteFaces", "TrainCompletion", "TrainEncoder",
            "CrawlImages", "CrawlDays", "RangeDaily",
            "DownloadCelebA", "DownloadLSUN", "ImportImageNet", "lsun", "DownloadMNIST", "DownloadCIFAR10"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import luigi
 
 from model.apps.complete import BLENDS, KEEP, KEEPS, MASKS
+from model.apps.completion_net import METHODS
 from model.apps.inversion import FitSettings
 from pipeline.atomic import atomic_dir
 from tasks.common import Progress, describe, processed_dir, report_records, version
@@ -22,6 +23,10 @@ class CompleteFaces(TrainedRun, luigi.Task):
     pipeline's own aligner, with the run's alignment settings) under ``--mask``, and pastes
     each result back into its photo through the inverse alignment transform.
 
+    ``--method net`` fills the holes with the completion network trained on the records the
+    run's card names (``TrainCompletion``), ``search`` with the search over the generator's
+    inputs; ``auto`` takes the network when there is one (``index.json`` says which ran).
+
     Output: ``processed/completions/{dataset}/{variant}-{version}/``: per photo
     ``<photo>/completed.png`` (G(z)), ``aligned.png`` (blended aligned face), ``photo.png``
     (the photo, only the hole changed), ``report.png`` (input, mask, completion, blended,
@@ -34,6 +39,11 @@ class CompleteFaces(TrainedRun, luigi.Task):
                                                                               "is missing.")
     mask_file = luigi.Parameter(default="", description="A mask image of the aligned size (white = missing) "
                                                         "instead of --mask.")
+    method = luigi.ChoiceParameter(default="auto", choices=METHODS,
+                                   description="net (the completion network trained on the run's records), "
+                                               "search, or auto (net when there is one, else search).")
+    completion = luigi.Parameter(default="", description="A completion run folder to use instead of the one "
+                                                         "trained on the run's records.")
     blend = luigi.ChoiceParameter(default="poisson", choices=BLENDS, description="poisson (the hole solved "
                                                                                  "from the completion's gradients "
                                                                                  "and its known border) or paste.")
@@ -84,10 +94,17 @@ class CompleteFaces(TrainedRun, luigi.Task):
 
     def run(self):
         from model.apps.complete import complete_photos, read_mask_file
+        from model.apps.completion_net import choose_method
         from model.apps.inversion import aligner_for, load_networks
+        from model.card import read_card
 
         run_dir = self.run_folder()
-        card, generator, discriminator, note = load_networks(run_dir, self.precision)
+        chosen = choose_method(self.method, read_card(run_dir), run_dir, self.completion)
+        if chosen["method"] == "net":
+            card, generator, discriminator, note = read_card(run_dir), None, None, ""
+        else:
+            card, generator, discriminator, note = load_networks(run_dir, self.precision)
+        note = "; ".join(n for n in (chosen["note"], note) if n)
         aligner = aligner_for(card, run_dir)
         mask = read_mask_file(self.mask_file, card.resolution) if self.mask_file else self.mask
         photos = self.photos()
@@ -99,10 +116,13 @@ class CompleteFaces(TrainedRun, luigi.Task):
             index = complete_photos(photos, tmp, generator, discriminator, card, aligner, mask,
                                     blend_method=self.blend, seed=self.seed, progress=progress, note=note,
                                     extra={"inputs_digest": digest, "run": str(run_dir), "lineage": describe(self),
-                                           "mask_file": self.mask_file or None},
+                                           "mask_file": self.mask_file or None,
+                                           "completion": str(chosen["run"]) if chosen["run"] else None},
+                                    network=chosen["network"],
                                     steps=self.steps, restarts=self.restarts, candidates=self.candidates,
                                     lr=self.lr, lam=self.lam, keep=self.keep)
         progress(len(photos))
         progress.close()
         c = index["counts"]
-        self.set_status_message(f"{c['completed']} completed ({c['flagged']} flagged), {c['rejected']} without a face")
+        self.set_status_message(f"{c['completed']} completed by {index['method']} ({c['flagged']} flagged), "
+                                f"{c['rejected']} without a face")

@@ -33,7 +33,7 @@ OWNED = {"Sample": tasks.Sample, "DetectAlignFaces": tasks.DetectAlignFaces,
          "FitAttributeDirections": tasks.FitAttributeDirections, "CompleteFaces": tasks.CompleteFaces,
          "CompareGANs": tasks.CompareGANs, "TrainClassifier": tasks.TrainClassifier,
          "TrainEncoder": tasks.TrainEncoder, "DownloadMNIST": tasks.DownloadMNIST,
-         "DownloadCIFAR10": tasks.DownloadCIFAR10}
+         "DownloadCIFAR10": tasks.DownloadCIFAR10, "TrainCompletion": tasks.TrainCompletion}
 #: README cells that describe a default too long for the table (luigi.cfg states it).
 DESCRIBED = {("TrainAttributeClassifier", "attributes"), ("FitAttributeDirections", "attributes"),
              ("DownloadMNIST", "files"), ("DownloadCIFAR10", "files"), ("DownloadCIFAR10", "batches")}

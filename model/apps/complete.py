@@ -1,7 +1,11 @@
 """Face completion: fill the missing part of an aligned face with a trained generator
 (semantic inpainting, Yeh et al. 2017), blend it in, and paste it back into the photo.
 
-    python -m model.apps.complete photo.jpg --mask center --out result.png [--model RUN]
+    python -m model.apps.complete photo.jpg --mask center --out result.png [--model RUN] [--method auto]
+
+Two methods fill the hole: ``net``, the completion network trained on the run's records
+(model/apps/completion_net.py, ``TrainCompletion``), and ``search``, the search over the
+generator's inputs below; ``auto`` (the default) takes the network when there is one.
 
 * masks (:func:`make_mask`): ``True`` = missing, in aligned-face pixels;
 * :func:`context_weights`: Yeh et al.'s importance weights of the known pixels;
@@ -31,7 +35,7 @@ import numpy as np
 from model.apps.inversion import FitSettings, check_images, to_float
 
 #: Built-in masks (``--mask``); ``--mask-file`` gives any other.
-MASKS = ("center", "left", "right", "eyes", "mouth", "random-pixels", "grid")
+MASKS = ("center", "left", "right", "eyes", "mouth", "free-form", "random-pixels", "grid")
 #: Side of the window over which a known pixel counts missing neighbours (Yeh et al.: 7).
 WINDOW = 7
 #: Share of pixels missing in the ``random-pixels`` mask (Yeh et al.'s random mask: 80%).
@@ -75,7 +79,8 @@ def make_mask(kind: str, size: int, *, margin: float = 0.0, seed: int = 0,
     ``center``: the central square of half the side (25% of the area); ``left`` /
     ``right``: that half of the image; ``eyes`` / ``mouth``: the box around those
     landmarks of the aligner's template (pipeline/align/aligner.py, at ``margin``) grown by
-    :data:`FEATURE_PAD`; ``random-pixels``: each pixel missing with probability
+    :data:`FEATURE_PAD`; ``free-form``: random brush strokes (DeepFill v2's masks,
+    model/apps/masks.py, seeded); ``random-pixels``: each pixel missing with probability
     ``missing`` (seeded); ``grid``: only every :data:`GRID_PITCH`-th pixel of every
     :data:`GRID_PITCH`-th row known."""
     mask = np.zeros((size, size), bool)
@@ -94,6 +99,9 @@ def make_mask(kind: str, size: int, *, margin: float = 0.0, seed: int = 0,
         x0, y0 = np.floor(points.min(0) - pad).astype(int)
         x1, y1 = np.ceil(points.max(0) + pad).astype(int)
         mask[max(y0, 0):min(y1, size), max(x0, 0):min(x1, size)] = True
+    elif kind == "free-form":
+        from model.apps.masks import free_form_mask
+        mask = free_form_mask(size, np.random.default_rng(seed))
     elif kind == "random-pixels":
         mask = np.random.default_rng(seed).random((size, size)) < missing
     elif kind == "grid":
@@ -136,8 +144,8 @@ def read_mask_file(path: str | os.PathLike, size: int) -> np.ndarray:
 
 
 def build_masks(kind: str, n: int, size: int, *, margin: float = 0.0, seed: int = 0) -> np.ndarray:
-    """``(n, size, size) bool`` masks of ``kind``; ``random-pixels`` draws one per image."""
-    if kind == "random-pixels":
+    """``(n, size, size) bool`` masks of ``kind``; ``random-pixels`` and ``free-form`` draw one per image."""
+    if kind in ("random-pixels", "free-form"):
         return np.stack([make_mask(kind, size, seed=seed + i) for i in range(n)])
     return np.repeat(make_mask(kind, size, margin=margin, seed=seed)[None], n, axis=0)
 
@@ -449,7 +457,7 @@ def show_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def complete_photos(paths: list[tuple[str, Path]], out_dir: str | os.PathLike, generator, discriminator, card,
                     aligner, mask: np.ndarray | str, *, blend_method: str = "poisson", seed: int = 0,
                     progress: Callable[[int, int], None] | None = None, note: str = "", extra: dict | None = None,
-                    **settings) -> dict:
+                    network=None, **settings) -> dict:
     """Complete the face of every photo in ``paths`` (``(key, path)`` pairs) into ``out_dir``.
 
     Each photo is decoded and aligned by the pipeline's own code (the largest face), its
@@ -459,8 +467,10 @@ def complete_photos(paths: list[tuple[str, Path]], out_dir: str | os.PathLike, g
     aligned face), ``photo.png`` (the original photo with the hole's pixels replaced
     through the inverse alignment transform), ``report.png`` (input, mask, completion,
     blended, original aligned face, loss curve) and ``loss.json`` (loss per iteration).
-    A photo that gives no face (unreadable, undecodable, no face, ...) is listed with
-    its reason. Writes ``index.json`` (with ``extra``, e.g. the task's lineage) and
+    With ``network`` (a completion network, model/apps/completion_net.py) the network fills the
+    holes instead of the search (``generator`` and ``discriminator`` are then not used; the
+    index's ``method`` says which ran). A photo that gives no face (unreadable, undecodable, no
+    face, ...) is listed with its reason. Writes ``index.json`` (with ``extra``, e.g. the task's lineage) and
     ``index.md`` and returns the index."""
     from model.eval.metrics import psnr, ssim
     from pipeline.atomic import atomic_file, write_json
@@ -489,8 +499,12 @@ def complete_photos(paths: list[tuple[str, Path]], out_dir: str | os.PathLike, g
     if faces:
         masks = np.stack(masks)
         images = np.stack([face["face"] for _, _, face in faces])
-        result = complete_faces(generator, discriminator, card, images, masks, seed=seed,
-                                blend_method=blend_method, progress=progress, **settings)
+        if network is not None:
+            from model.apps.completion_net import complete_with_net
+            result = complete_with_net(network, images, masks, blend_method=blend_method)
+        else:
+            result = complete_faces(generator, discriminator, card, images, masks, seed=seed,
+                                    blend_method=blend_method, progress=progress, **settings)
         # "the original where known": the aligned photo itself, under the part of the hole inside it
         truth = np.stack([m & face["inside"] for m, (_, _, face) in zip(masks, faces)])
         result["hole_psnr"], result["hole_ssim"] = psnr(result["blended"], images, truth), \
@@ -501,6 +515,7 @@ def complete_photos(paths: list[tuple[str, Path]], out_dir: str | os.PathLike, g
                                                                  "rejected": len(rejected),
                                                                  "flagged": sum(not p["ok"] for p in photos)},
              "mask": mask if isinstance(mask, str) else "file", "blend": blend_method,
+             "method": "net" if network is not None else "search",
              "settings": {**settings, "seed": seed}, "model": card.to_json() | {"training": None}, "note": note,
              **(extra or {})}
     write_json(out_dir / "index.json", index)
@@ -529,18 +544,31 @@ def _write_photo(out_dir: Path, key: str, path, face: dict, image: np.ndarray, h
                "d_score": float(f"{d:.3g}") if np.isfinite(d) else None,
                "hole_psnr": round(float(result["hole_psnr"][i]), 2),
                "hole_ssim": round(float(result["hole_ssim"][i]), 4), "hole_pixels": int(hole.sum()),
-               "loss_start": round(float(result["loss"][0, i]), 3), "loss_end": round(float(result["loss"][-1, i]), 3)}
+               **_loss_ends(result["loss"], i)}
     write_json(folder / files["loss"], {"loss": np.round(result["loss"][:, i], 4).tolist(),
                                         "restarts": np.round(result["loss_restarts"][:, i].T, 4).tolist()})
     panels = [("input", show_mask(image, hole)), ("mask", np.repeat(hole[..., None], 3, -1).astype(np.uint8) * 255),
-              ("completion G(z)", result["completed"][i]), (f"blended ({blend_method})", result["blended"][i]),
+              (painted_label(result), result["completed"][i]), (f"blended ({blend_method})", result["blended"][i]),
               ("original", image)]
     title = (f"{key}: error around the hole {metrics['context_error']} grey levels, D {metrics['d_score']}, "
              f"hole PSNR {metrics['hole_psnr']} dB / SSIM {metrics['hole_ssim']}")
-    report_figure(panels, result["loss"][:, i], title, result["flags"][i], folder / files["report"])
+    report_figure(panels, result["loss"][:, i] if len(result["loss"]) else None, title, result["flags"][i],
+                  folder / files["report"])
     return {"photo": key, "files": {k: f"{key}/{v}" for k, v in files.items()}, **metrics,
             "ok": bool(result["ok"][i]), "flags": result["flags"][i],
             "transform": np.round(face["transform"], 6).tolist()}
+
+
+def _loss_ends(loss: np.ndarray, i: int) -> dict:
+    """The first and last loss of image ``i`` (None when the method has no loss curve: the network)."""
+    if not len(loss):
+        return {"loss_start": None, "loss_end": None}
+    return {"loss_start": round(float(loss[0, i]), 3), "loss_end": round(float(loss[-1, i]), 3)}
+
+
+def painted_label(result: dict) -> str:
+    """What the whole painted face is called in a report: the network's output or G(z)."""
+    return "network output" if result.get("method") == "net" else "completion G(z)"
 
 
 def render_index(index: dict) -> str:
@@ -602,16 +630,27 @@ def main(argv=None) -> int:
                                                                    f"G(z) or the mean of all (default {KEEP})")
     parser.add_argument("--lam", type=float, default=FitSettings.lam,
                         help=f"weight of the perceptual loss (default {FitSettings.lam})")
+    parser.add_argument("--method", default="auto", choices=("auto", "net", "search"),
+                        help="net: the completion network trained on the run's records; search: the search over "
+                             "the generator's inputs; auto (default): net when there is one, else search")
+    parser.add_argument("--completion", default="", help="a completion run folder (default: the one trained on "
+                                                         "the records the run's card names)")
     add_fit_arguments(parser)
     return cli(_complete_cli, parser.parse_args(argv))
 
 
 def _complete_cli(args) -> int:
+    from model.apps.completion_net import choose_method, complete_with_net
     from model.apps.inversion import aligner_for, load_networks, newest_run
+    from model.card import read_card
     from model.train.sampling import save_png
 
     run = Path(args.model) if args.model else newest_run()
-    card, generator, discriminator, note = load_networks(run, args.precision)
+    chosen = choose_method(args.method, read_card(run), run, args.completion)
+    if chosen["method"] == "net":
+        card, note = read_card(run), ""
+    else:
+        card, generator, discriminator, note = load_networks(run, args.precision)
     aligner = aligner_for(card, run)
     S = card.resolution
     hole = read_mask_file(args.mask_file, S) if args.mask_file else make_mask(args.mask, S, margin=aligner.margin,
@@ -622,21 +661,26 @@ def _complete_cli(args) -> int:
         hole = hole | ~inside_photo(transform, photo.shape, S)
     settings = dict(steps=args.steps, restarts=args.restarts, candidates=args.candidates, lr=args.lr, lam=args.lam,
                     keep=args.keep)
-    result = complete_faces(generator, discriminator, card, face[None], hole[None], seed=args.seed,
-                            blend_method=args.blend, **settings)
+    if chosen["method"] == "net":
+        result = complete_with_net(chosen["network"], face[None], hole[None], blend_method=args.blend)
+    else:
+        result = complete_faces(generator, discriminator, card, face[None], hole[None], seed=args.seed,
+                                blend_method=args.blend, **settings)
     blended = result["blended"][0]
     save_png(blended if photo is None else paste_back(photo, blended, hole, transform, args.blend), args.out)
     if args.report:
-        panels = [("input", show_mask(face, hole)), ("completion G(z)", result["completed"][0]),
+        panels = [("input", show_mask(face, hole)), (painted_label(result), result["completed"][0]),
                   (f"blended ({args.blend})", blended), ("original", face)]
-        report_figure(panels, result["loss"][:, 0], f"{Path(args.image).name}", result["flags"][0], args.report)
+        report_figure(panels, result["loss"][:, 0] if len(result["loss"]) else None, f"{Path(args.image).name}",
+                      result["flags"][0], args.report)
     d = float(result["d_score"][0])
     print(json.dumps({"image": args.image, "out": args.out, "report": args.report or None, "model": str(run),
+                      "method": chosen["method"], "completion": str(chosen["run"]) if chosen["run"] else None,
                       "known_error": round(float(result["known_error"][0]), 2),
                       "context_error": round(float(result["context_error"][0]), 2),
                       "d_score": float(f"{d:.3g}") if np.isfinite(d) else None, "flags": result["flags"][0],
-                      "loss_start": float(result["loss"][0, 0]), "loss_end": float(result["loss"][-1, 0]),
-                      "seconds": round(result["seconds"], 2), "note": note or None}))
+                      **_loss_ends(result["loss"], 0), "seconds": round(result["seconds"], 2),
+                      "note": "; ".join(n for n in (chosen["note"], note) if n) or None}))
     return 0
 
 

@@ -166,7 +166,7 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
     (name, version, records, ...) goes into the model card. Writes
     ``generator.keras`` last and returns the final scalars.
     """
-    from model.train.sampling import generate, grid, save_png
+    from model.train.sampling import grid, save_png
     from model.train.serving import OPENVINO_FILE, export_openvino, export_saved_model, openvino_available
 
     run_dir = Path(run_dir)
@@ -189,7 +189,7 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
     def snapshot(step: int) -> None:
         if averaged is not None:  # the grids show what would be exported
             averaged.set_weights(trainer.ema.values())
-        images = generate(averaged or trainer.generator, tracked)
+        images = trainer.model.grid_images(averaged or trainer.generator, tracked)
         save_png(grid(images, 8, 8), run_dir / "progress" / f"step-{step:07d}.png")
         with tb.as_default(step=step):
             tf.summary.image("fixed_noise", images[:16], max_outputs=16)
@@ -225,6 +225,9 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
                     on_checkpoint(step, trainer)
     tb.close()
     plot_losses(metrics_path, run_dir / "losses.png", trainer.model.plots)
+    if trainer.model.export(trainer, run_dir, dataset_card):  # a model with files of its own (a completion net)
+        return {"step": int(trainer.step.numpy()), **scalars, "precision": trainer.policy,
+                "replicas": strategy.num_replicas_in_sync, "config": asdict(config)}
     generator = trainer.export_generator()
     card = trainer.card(dataset_card)
     export_saved_model(generator, run_dir / card.files["saved_model"], card)

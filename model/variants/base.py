@@ -12,7 +12,10 @@ The training loop (model/train/loop.py) is written once; a variant is a subclass
 * optionally ``features`` (what the step reads from a batch: ``image``,
   ``label``, ``attributes``), ``plots`` (panels of ``losses.png``),
   ``defaults`` (the paper's optimizer settings) and ``Options`` (a dataclass of
-  the variant's own constants, filled from ``TrainConfig.options``).
+  the variant's own constants, filled from ``TrainConfig.options``);
+* for a model that is not a generator of z (model/variants/completion.py: a completion
+  network fed known pixels and masks), ``grid_images`` (what the fixed grid shows) and
+  ``export`` (its own exported files and card).
 
 Everything else (dtype policy, distribution strategy, checkpoints, resume,
 NaN guard, logs, grids, export, model card) is the loop's. docs/variants.md
@@ -112,6 +115,20 @@ class GANModel:
         """An untrained float32 discriminator of the same architecture, plain Keras layers
         (completion scores its samples with it; restored from a checkpoint)."""
         raise NotImplementedError
+
+    def grid_images(self, generator: keras.Model, inputs) -> np.ndarray:
+        """The ``(64, S, S, C) uint8`` images of a fixed-noise grid: ``generator`` on the
+        :meth:`fixed_inputs`. A model whose network takes other inputs (a completion network)
+        says here what its grid shows."""
+        from model.train.sampling import generate
+        return generate(generator, inputs)
+
+    def export(self, trainer, run_dir, dataset_card: dict | None) -> bool:
+        """Write the run's exported files at the end of training, or return False (the
+        default) for the loop's own export of a generator (saved_model, OpenVINO, model card,
+        ``generator.keras``). A model that is no generator (a completion network) writes its
+        own network and card here, its network file last, and returns True."""
+        return False
 
     # -- helpers a variant uses -------------------------------------------------------------------
 
