@@ -256,14 +256,16 @@ def complete_faces(generator, discriminator, card, images, masks, *, steps: int 
                    lam: float = FitSettings.lam, candidates: int = FitSettings.candidates,
                    window: int = WINDOW, blend_method: str = "poisson", keep: str = KEEP,
                    fixed: dict | None = None, batch: int = FitSettings.batch, limits: QualityLimits | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> dict:
+                   progress: Callable[[int, int], None] | None = None,
+                   on_step: Callable[[float], None] | None = None) -> dict:
     """Complete aligned faces.
 
     ``images`` ``(n, S, S, C) uint8`` aligned faces (what is under the hole is ignored),
     ``masks`` ``(n, S, S) bool`` (or one ``(S, S)`` for all), ``True`` = missing;
     ``discriminator`` may be None (no perceptual loss). ``fixed`` holds inputs other than
     z at given values (see model/apps/inversion.py for how each kind of input is handled).
-    Returns
+    ``progress`` and ``on_step`` are :func:`model.apps.inversion.fit_inputs`'s (``on_step``
+    may raise ``Cancelled`` to stop the search between steps). Returns
 
     * ``completed`` ``(n, S, S, C) uint8``: the whole generated face, G(inputs) of the
       best restart (``keep`` ``best``) or the mean of every restart's (``mean``);
@@ -300,7 +302,7 @@ def complete_faces(generator, discriminator, card, images, masks, *, steps: int 
     weights = context_weights(masks, window)
     from model.apps.inversion import fit_inputs
     fit = fit_inputs(generator, card, to_float(known), weights, discriminator=discriminator,
-                     settings=settings, seed=seed, fixed=fixed, progress=progress)
+                     settings=settings, seed=seed, fixed=fixed, progress=progress, on_step=on_step)
     from model.train.sampling import generate
     restarts = fit["restart_loss"].shape[1]
     every = generate(generator, {k: v.reshape(len(images) * restarts, -1) for k, v in fit["restart_inputs"].items()})

@@ -26,11 +26,19 @@ The inputs of the model card (model/card.py) are handled by kind:
 
 Starting points: ``candidates`` draws per image from the card's distributions are
 scored (forward passes only) and the ``restarts`` best are optimised.
+
+Stopping early: given an ``on_step(fraction)`` callback, the search runs in segments of
+about :data:`SEGMENT_SECONDS` (the same arithmetic: Adam's state is carried from one
+segment to the next) and the callback is called between them with the share of the
+search done; raising from it (:class:`Cancelled`, e.g. through :func:`stop_when` and a
+``threading.Event``) stops the work there. Without one the search is one graph call.
 """
 from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,6 +47,24 @@ import numpy as np
 
 #: Kinds of generator input that are optimised (the others are searched over).
 OPTIMISED_KINDS = ("noise", "continuous", "attribute")
+#: With an ``on_step`` callback, the search's graph calls last about this long (seconds):
+#: how late a cancel can be seen, once the first call (which traces the graph) is over.
+SEGMENT_SECONDS = 0.2
+
+
+class Cancelled(Exception):
+    """A search stopped between steps because its caller asked (see :func:`stop_when`)."""
+
+
+def stop_when(event: threading.Event, report: Callable[[float], None] | None = None) -> Callable[[float], None]:
+    """An ``on_step`` callback for :func:`fit_inputs`: reports the share done to ``report`` and
+    raises :class:`Cancelled` once ``event`` is set."""
+    def on_step(fraction: float) -> None:
+        if report is not None:
+            report(fraction)
+        if event.is_set():
+            raise Cancelled("cancelled")
+    return on_step
 
 
 @dataclass(frozen=True)
@@ -164,16 +190,27 @@ class _Objective:
             perceptual = tf.zeros_like(context)
         return context + self.lam * perceptual, context, perceptual, logit, images
 
-    def _search(self, start: dict, targets, weights, steps, lr):
-        """Adam from ``start`` for ``steps`` iterations; returns the inputs at each row's lowest
-        loss, that loss and the loss of every iteration ``(steps, rows)``."""
+    def start(self, inputs: dict) -> tuple[dict, dict]:
+        """``(fixed inputs, search state)`` at the starting points ``inputs``: step 0, Adam's
+        moments zero, each row's best so far the start itself at an infinite loss."""
+        tf = self.tf
+        names = {s.name for s in self.optimised}
+        x0 = [inputs[s.name] for s in self.optimised]
+        zeros = [tf.zeros_like(x) for x in x0]
+        rows = tf.shape(x0[0])[0] if x0 else tf.shape(next(iter(inputs.values())))[0]
+        state = {"t": tf.constant(0), "x": x0, "m": zeros, "v": zeros, "best": x0,
+                 "best_loss": tf.fill([rows], np.float32(np.inf))}
+        return {k: v for k, v in inputs.items() if k not in names}, state
+
+    def _search(self, fixed: dict, state: dict, targets, weights, steps, lr):
+        """``steps`` more Adam iterations from ``state`` (:meth:`start`); returns the new state
+        (its ``best`` inputs are each row's at its lowest loss so far, ``best_loss`` that loss)
+        and the loss of each of these iterations ``(steps, rows)``."""
         tf = self.tf
         b1, b2, eps = 0.9, 0.999, 1e-8
-        fixed = {k: v for k, v in start.items() if k not in {s.name for s in self.optimised}}
         low = [tf.constant(s.range[0], tf.float32) for s in self.optimised]
         high = [tf.constant(s.range[1], tf.float32) for s in self.optimised]
-        x0 = [start[s.name] for s in self.optimised]
-        rows = tf.shape(targets)[0]
+        t0 = state["t"]
 
         def body(t, xs, ms, vs, best, best_loss, history):
             with tf.GradientTape() as tape:
@@ -191,15 +228,39 @@ class _Objective:
             vs = [b2 * v + (1.0 - b2) * g * g for v, g in zip(vs, grads)]
             xs = [tf.clip_by_value(x - scale * m / (tf.sqrt(v) + eps), lo, hi)
                   for x, m, v, lo, hi in zip(xs, ms, vs, low, high)]
-            return t + 1, xs, ms, vs, best, best_loss, history.write(t, loss)
+            return t + 1, xs, ms, vs, best, best_loss, history.write(t - t0, loss)
 
-        zeros = [tf.zeros_like(x) for x in x0]
-        state = (tf.constant(0), x0, zeros, zeros, x0, tf.fill([rows], np.float32(np.inf)),
-                 tf.TensorArray(tf.float32, size=steps))
-        _, _, _, _, best, best_loss, history = tf.while_loop(
-            lambda t, *_: t < steps, body, state, parallel_iterations=1)
-        found = {**fixed, **dict(zip([s.name for s in self.optimised], best))}
-        return found, best_loss, history.stack()
+        loop = (t0, state["x"], state["m"], state["v"], state["best"], state["best_loss"],
+                tf.TensorArray(tf.float32, size=steps))
+        t, xs, ms, vs, best, best_loss, history = tf.while_loop(
+            lambda t, *_: t < t0 + steps, body, loop, parallel_iterations=1)
+        return {"t": t, "x": xs, "m": ms, "v": vs, "best": best, "best_loss": best_loss}, history.stack()
+
+    def run(self, start: dict, targets, weights, steps: int, lr: float,
+            on_step: Callable[[int], None] | None = None):
+        """Adam from ``start`` for ``steps`` iterations: ``(inputs at each row's lowest loss,
+        that loss, the loss of every iteration (steps, rows))``. One graph call, or, with
+        ``on_step(steps done)``, segments of about :data:`SEGMENT_SECONDS` with the callback
+        between them."""
+        tf = self.tf
+        fixed, state = self.start(start)
+        lr = tf.constant(lr, tf.float32)
+        if on_step is None:
+            state, history = self.search(fixed, state, targets, weights, tf.constant(steps), lr)
+            history = history.numpy()
+        else:
+            parts, done, segment = [], 0, 1  # the first segment also traces the graph: one step
+            while done < steps:
+                n = min(segment, steps - done)
+                began = time.perf_counter()
+                state, part = self.search(fixed, state, targets, weights, tf.constant(n), lr)
+                parts.append(part.numpy())
+                done += n
+                segment = max(1, int(SEGMENT_SECONDS * n / max(time.perf_counter() - began, 1e-6)))
+                on_step(done)
+            history = np.concatenate(parts)
+        found = {**fixed, **dict(zip([s.name for s in self.optimised], state["best"]))}
+        return found, state["best_loss"], history
 
 
 def _chunks(total: int, size: int):
@@ -214,13 +275,16 @@ def _pad(array: np.ndarray, rows: int) -> np.ndarray:
 
 def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, discriminator=None,
                settings: FitSettings | None = None, seed: int = 0, fixed: dict | None = None,
-               progress: Callable[[int, int], None] | None = None) -> dict:
+               progress: Callable[[int, int], None] | None = None,
+               on_step: Callable[[float], None] | None = None) -> dict:
     """The generator inputs that best reproduce ``targets`` where ``weights`` say.
 
     ``targets`` ``(n, S, S, C) float32`` in [-1, 1]; ``weights`` ``(n, S, S) float32``
     (0 where a pixel does not count); ``discriminator`` (a Keras model of the run, or
     None) adds the perceptual loss. ``progress(done, n)`` is called after each chunk of
-    images. Returns
+    images; ``on_step(fraction)`` between the search's segments with the share of its
+    iterations done (0 while candidates are scored): raising from it stops the search
+    (see :class:`Cancelled`). Returns
 
     * ``inputs``: ``{name: (n, size) float32}``, the best restart's inputs per image;
     * ``images``: ``(n, S, S, C) float32`` G(inputs) in [-1, 1];
@@ -255,6 +319,8 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
     flat = {k: v.reshape(n * count, -1) for k, v in cand.items()}
     rows = max(s.batch, 1)
     for lo, hi in _chunks(n * count, rows):
+        if on_step is not None:
+            on_step(0.0)
         img = np.arange(lo, hi) // count
         feed = {k: tf.constant(_pad(v[lo:hi], rows)) for k, v in flat.items()}
         total, context, _, logit, _ = objective.score(feed, tf.constant(_pad(targets[img], rows)),
@@ -271,16 +337,19 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
     best_loss = np.empty((n, R), np.float32)
     history = np.empty((s.steps, n, R), np.float32)
     found = {k: np.empty_like(v) for k, v in start.items()}
-    for lo, hi in _chunks(n, per_chunk):
+    chunks = list(_chunks(n, per_chunk))
+    for k_chunk, (lo, hi) in enumerate(chunks):
         m = hi - lo
         feed = {k: tf.constant(_pad(v[lo:hi], per_chunk).reshape(per_chunk * R, -1)) for k, v in start.items()}
         tgt = tf.constant(np.repeat(_pad(targets[lo:hi], per_chunk), R, axis=0))
         wts = tf.constant(np.repeat(_pad(w4[lo:hi], per_chunk), R, axis=0))
-        inputs, loss, hist = objective.search(feed, tgt, wts, tf.constant(s.steps), tf.constant(s.lr, tf.float32))
+        steps_done = None if on_step is None else (
+            lambda done, k_chunk=k_chunk: on_step((k_chunk * s.steps + done) / (len(chunks) * s.steps)))
+        inputs, loss, hist = objective.run(feed, tgt, wts, s.steps, s.lr, steps_done)
         for k, v in inputs.items():
             found[k][lo:hi] = v.numpy().reshape(per_chunk, R, -1)[:m]
         best_loss[lo:hi] = loss.numpy().reshape(per_chunk, R)[:m]
-        history[:, lo:hi] = hist.numpy().reshape(s.steps, per_chunk, R)[:, :m]
+        history[:, lo:hi] = hist.reshape(s.steps, per_chunk, R)[:, :m]
         if progress is not None:
             progress(hi, n)
 

@@ -29,7 +29,8 @@ PROJECT_STEPS = 200
 def project_faces(generator, card, images, *, steps: int = PROJECT_STEPS, restarts: int = FitSettings.restarts,
                   seed: int = 0, lr: float = FitSettings.lr, candidates: int = FitSettings.candidates,
                   discriminator=None, lam: float = 0.0, fixed: dict | None = None,
-                  batch: int = FitSettings.batch, progress: Callable[[int, int], None] | None = None) -> dict:
+                  batch: int = FitSettings.batch, progress: Callable[[int, int], None] | None = None,
+                  on_step: Callable[[float], None] | None = None) -> dict:
     """Project aligned faces ``images`` ``(n, S, S, C) uint8`` onto the generator.
 
     Returns ``inputs`` ``{name: (n, size) float32}`` (feed them to the generator, the
@@ -37,7 +38,8 @@ def project_faces(generator, card, images, *, steps: int = PROJECT_STEPS, restar
     and ``ssim`` ``(n,)`` of those against ``images``, ``loss`` ``(steps, n)`` per
     iteration (``loss_restarts`` ``(steps, n, restarts)``) and ``seconds``. A
     ``discriminator`` with ``lam`` > 0 adds the perceptual loss; ``fixed`` holds inputs
-    other than z at given values."""
+    other than z at given values; ``progress`` and ``on_step`` are
+    :func:`model.apps.inversion.fit_inputs`'s (``on_step`` may raise ``Cancelled`` to stop)."""
     from model.eval.metrics import psnr, ssim
     from model.train.sampling import to_uint8
 
@@ -45,7 +47,8 @@ def project_faces(generator, card, images, *, steps: int = PROJECT_STEPS, restar
     images = check_images(images, card)
     settings = FitSettings(steps=steps, restarts=restarts, candidates=candidates, lr=lr, lam=lam, batch=batch)
     fit = fit_inputs(generator, card, to_float(images), np.ones(images.shape[:3], np.float32),
-                     discriminator=discriminator, settings=settings, seed=seed, fixed=fixed, progress=progress)
+                     discriminator=discriminator, settings=settings, seed=seed, fixed=fixed, progress=progress,
+                     on_step=on_step)
     out = to_uint8(fit["images"])
     return {"inputs": fit["inputs"], "images": out, "psnr": psnr(out, images), "ssim": ssim(out, images),
             "loss": fit["loss"], "loss_restarts": fit["loss_restarts"], "d_score": fit["d_score"],
