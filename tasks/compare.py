@@ -118,7 +118,11 @@ class CompareGANs(Checked, luigi.Task):
         records = tasks[next(iter(k for k in tasks if k != "classifier"))].requires().folder()
         runs = [{"variant": v, "discriminator": d, "run_dir": tasks[f"{v}/{d}"].run_dir()}
                 for v in self.variants for d in self.discriminators]
-        evaluate, notes = self.evaluator(records, tasks.get("classifier"))
+        from model.eval.comparison import evaluator
+
+        classifier = tasks["classifier"].output().path if "classifier" in tasks else None
+        evaluate, notes = evaluator(records, classifier, self.feature_network or None, self.n, self.face_n,
+                                    self.seed)
 
         def status(text):
             logger.info("CompareGANs %s: %s", self.dataset, text)
@@ -135,47 +139,4 @@ class CompareGANs(Checked, luigi.Task):
             title = f"GAN variants compared on {self.dataset} ({self.steps} steps, batch {self.batch_size}, " \
                     f"seed {self.seed}, {self.generator} generator)"
             (tmp / "report.md").write_text(render_markdown(report, title, notes))
-
-    def evaluator(self, records, classifier_task):
-        """``(evaluate(run_dir) -> figures, notes)`` for this data set's kind."""
-        from pathlib import Path
-
-        import keras
-
-        from model.card import load_generator
-        from model.eval.comparison import classifier_figures, inception_figures
-        from model.eval.evaluation import choose_split, read_split_images, split_sizes, to_rgb
-        from model.eval.metrics import compute_features, load_feature_network
-
-        split, note = choose_split(split_sizes(records), "test")
-        notes = [f"> {note}."] if note else []
-        if classifier_task is not None:
-            folder = Path(classifier_task.output().path)
-            info = json.loads((folder / "report.json").read_text()) if (folder / "report.json").exists() else {}
-            classifier = keras.models.load_model(folder / "classifier.keras", compile=False)
-            features = load_feature_network(str(folder / "features.keras"))
-            real = read_split_images(records, split, self.n, self.seed)
-            real_features = compute_features(features, to_rgb(real))
-            notes.append(f"FID and KID on the {info.get('feature_dim', 128)}-d features of the project's "
-                         f"classifier (TrainClassifier, test accuracy {info.get('test_accuracy', float('nan')):.4f}"
-                         f"), {len(real)} samples per run against {len(real)} real `{split}` images. Class acc: "
-                         f"the classifier's accuracy on ACGAN samples of the requested class; code acc: InfoGAN's "
-                         f"categorical code against the classifier's label under the best one-to-one mapping.")
-
-            def evaluate(run_dir):
-                card, g = load_generator(run_dir)
-                return classifier_figures(g, card, classifier, features, real_features, len(real), self.seed)
-        else:
-            features = load_feature_network(self.feature_network or None)
-            real = to_rgb(read_split_images(records, split, self.n, self.seed))
-            real_features = compute_features(features, real)
-            name = self.feature_network or "FID Inception-v3"
-            notes.append(f"FID and KID on the {name} features, {len(real)} samples per run against "
-                         f"{len(real)} real `{split}` images (FID at this n is biased upwards: compare runs, "
-                         f"not papers); face rate: dlib's detector on {self.face_n} samples.")
-
-            def evaluate(run_dir):
-                card, g = load_generator(run_dir)
-                return inception_figures(g, card, features, real_features, len(real), self.face_n, self.seed)
-        return evaluate, notes
 

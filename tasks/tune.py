@@ -139,27 +139,20 @@ class TuneGAN(Checked, luigi.Task):
         """Seconds per training step of each trial on this machine: measured once
         (model.train.loop.step_seconds, interleaved) and kept, so that a re-run, or a worker sharing
         ``processed/``, plans the very same trials (and finds them done)."""
-        from model.cpu import cpu_model
-        from pipeline.atomic import write_json
+        from model.eval.tuning import cached_step_seconds
 
-        path = processed_dir("tuning", self.dataset, "step_seconds.json")
-        known = json.loads(path.read_text()) if path.exists() else {}
         configs = [trial_task(self.dataset, self.variant, {**self.base(), **p}, 1).config() for p in params]
-        keys = [json.dumps([cpu_model(), {k: v for k, v in asdict(c).items()
-                                          if k not in ("steps", "log_every", "checkpoint_every", "sample_every")}],
-                           sort_keys=True) for c in configs]
-        missing = [k for k in range(len(keys)) if keys[k] not in known]
-        if missing:
+        folder = BuildTFRecords(dataset=self.dataset).folder()
+
+        def measure(missing):
             from model.train.data import image_dataset
             from model.train.loop import step_seconds
 
-            folder = BuildTFRecords(dataset=self.dataset).folder()
             self.set_status_message(f"timing a training step of {len(missing)} trial(s)")
-            measured = step_seconds([configs[k] for k in missing],
-                                    lambda c: image_dataset(folder, "train", c.batch_size, c.shuffle_buffer, c.seed))
-            known.update({keys[k]: s for k, s in zip(missing, measured)})
-            write_json(path, known)
-        return [known[k] for k in keys]
+            return step_seconds(missing, lambda c: image_dataset(folder, "train", c.batch_size, c.shuffle_buffer,
+                                                                 c.seed))
+
+        return cached_step_seconds(processed_dir("tuning", self.dataset, "step_seconds.json"), configs, measure)
 
     def evaluation(self, params: dict, steps: int, split: str) -> EvaluateTrial:
         """The EvaluateTrial of trial ``params`` (on top of the recipe), trained ``steps``
@@ -186,21 +179,13 @@ class TuneGAN(Checked, luigi.Task):
                 "md": luigi.LocalTarget(str(self.folder() / "tuning.md"))}
 
     def run(self):
-        from model.eval.tuning import rank, render_table, shared_settings
+        from model.eval.tuning import rank, render_table, shared_settings, trial_score
 
         evaluations = self.evaluations(self.select_split)
         if self.minutes:
             yield evaluations  # dynamic: trained and scored now, by this worker's processes
-        scores = []
-        for params, evaluation in zip(self.trial_params(), evaluations):
-            report = json.loads(Path(evaluation.output()["json"].path).read_text())
-            if report["split"] != self.select_split:  # EvaluateTrial refuses this; a guard for old reports
-                raise ValueError(f"TuneGAN: trial {params} was scored on {report['split']!r}, not "
-                                 f"{self.select_split!r}")
-            scores.append({"params": params, "steps": report["steps"], "run": report["run_dir"],
-                           "run_name": Path(report["run_dir"]).name, "split": report["split"],
-                           "report": evaluation.output()["json"].path,
-                           **{k: report[k] for k in ("fid", "kid", "face_detect_rate", "ms_ssim", "n")}})
+        scores = [trial_score(params, evaluation.output()["json"].path, self.select_split)
+                  for params, evaluation in zip(self.trial_params(), evaluations)]
         ranked = rank(scores, self.metric)
         winner = ranked[0]
         final = self.evaluation(winner["params"], winner["steps"], self.report_split)

@@ -262,3 +262,52 @@ def render_markdown(report: dict, title: str, notes: list[str] = ()) -> str:
             lines += [f"![{variant} curves, zoomed]({files['zoom']})", ""]
         lines += [f"![{variant} samples]({files['samples']})", ""]
     return "\n".join(lines)
+
+
+def evaluator(records, classifier: str | None, feature_network: str | None, n: int, face_n: int,
+              seed: int = 0) -> tuple:
+    """``(evaluate(run_dir) -> figures, notes)`` for CompareGANs on ``records``: with a
+    ``classifier`` folder (TrainClassifier: labeled data) the classifier's figures on its
+    features, else FID/KID on ``feature_network`` (None: the FID Inception-v3) and the face
+    rate on ``face_n`` samples; ``n`` real images of the test split (or the one
+    :func:`model.eval.evaluation.choose_split` falls back to) and as many samples per run."""
+    import json
+    from pathlib import Path
+
+    import keras
+
+    from model.card import load_generator
+    from model.eval.evaluation import choose_split, read_split_images, split_sizes, to_rgb
+    from model.eval.metrics import compute_features, load_feature_network
+
+    split, note = choose_split(split_sizes(records), "test")
+    notes = [f"> {note}."] if note else []
+    if classifier is not None:
+        folder = Path(classifier)
+        info = json.loads((folder / "report.json").read_text()) if (folder / "report.json").exists() else {}
+        judge = keras.models.load_model(folder / "classifier.keras", compile=False)
+        features = load_feature_network(str(folder / "features.keras"))
+        real = read_split_images(records, split, n, seed)
+        real_features = compute_features(features, to_rgb(real))
+        notes.append(f"FID and KID on the {info.get('feature_dim', 128)}-d features of the project's "
+                     f"classifier (TrainClassifier, test accuracy {info.get('test_accuracy', float('nan')):.4f}"
+                     f"), {len(real)} samples per run against {len(real)} real `{split}` images. Class acc: "
+                     f"the classifier's accuracy on ACGAN samples of the requested class; code acc: InfoGAN's "
+                     f"categorical code against the classifier's label under the best one-to-one mapping.")
+
+        def evaluate(run_dir):
+            card, g = load_generator(run_dir)
+            return classifier_figures(g, card, judge, features, real_features, len(real), seed)
+    else:
+        features = load_feature_network(feature_network)
+        real = to_rgb(read_split_images(records, split, n, seed))
+        real_features = compute_features(features, real)
+        name = feature_network or "FID Inception-v3"
+        notes.append(f"FID and KID on the {name} features, {len(real)} samples per run against "
+                     f"{len(real)} real `{split}` images (FID at this n is biased upwards: compare runs, "
+                     f"not papers); face rate: dlib's detector on {face_n} samples.")
+
+        def evaluate(run_dir):
+            card, g = load_generator(run_dir)
+            return inception_figures(g, card, features, real_features, len(real), face_n, seed)
+    return evaluate, notes

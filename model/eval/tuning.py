@@ -161,3 +161,45 @@ def render_table(report: dict) -> str:
                 f"| {w['n']} |", "",
               f"Winner's run: `{winner['run']}` (model card: `winner_card.json`; test report: `{w['report']}`).", ""]
     return "\n".join(lines)
+
+
+#: Settings that do not change a step's time, left out of :func:`cached_step_seconds`' keys.
+UNTIMED = ("steps", "log_every", "checkpoint_every", "sample_every")
+
+
+def cached_step_seconds(path, configs: list, measure) -> list[float]:
+    """Seconds per training step of each of ``configs`` (TrainConfig) on this CPU, from the JSON
+    cache at ``path`` (keyed by the CPU model and every setting that changes a step's time), the
+    missing ones measured by ``measure(configs) -> seconds`` and added: so that re-runs, and
+    workers sharing ``processed/``, plan the very same trials."""
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from model.cpu import cpu_model
+    from pipeline.atomic import write_json
+
+    path = Path(path)
+    known = json.loads(path.read_text()) if path.exists() else {}
+    keys = [json.dumps([cpu_model(), {k: v for k, v in asdict(c).items() if k not in UNTIMED}], sort_keys=True)
+            for c in configs]
+    missing = [k for k in range(len(keys)) if keys[k] not in known]
+    if missing:
+        known.update({keys[k]: s for k, s in zip(missing, measure([configs[k] for k in missing]))})
+        write_json(path, known)
+    return [known[k] for k in keys]
+
+
+def trial_score(params: dict, report_path, split: str) -> dict:
+    """One trial's row for :func:`rank`: its settings, steps, run folder and the figures of its
+    EvaluateGenerator report at ``report_path``, which must be on ``split`` (selection never
+    sees the split the winner is reported on)."""
+    import json
+    from pathlib import Path
+
+    report = json.loads(Path(report_path).read_text())
+    if report["split"] != split:  # EvaluateTrial refuses this; a guard for old reports
+        raise ValueError(f"TuneGAN: trial {params} was scored on {report['split']!r}, not {split!r}")
+    return {"params": params, "steps": report["steps"], "run": report["run_dir"],
+            "run_name": Path(report["run_dir"]).name, "split": report["split"], "report": str(report_path),
+            **{k: report[k] for k in ("fid", "kid", "face_detect_rate", "ms_ssim", "n")}}
