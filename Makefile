@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := studio/node_modules/.package-lock.json
 # Real Chromium for the studio's browser tests: Debian's package, never a downloaded build.
 CHROMIUM := /usr/bin/chromium
+NGINX := /usr/sbin/nginx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: venv run test lint clean distclean studio studio-deps
@@ -45,12 +46,17 @@ $(CHROMIUM):
 	$(SUDO) apt-get update
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium
 
+# nginx checks the studio's reverse-proxy site (tests/test_deploy.py: nginx -t); not started.
+$(NGINX):
+	$(SUDO) apt-get update
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends nginx-light
+
 # The face studio on http://127.0.0.1:8000/ with the newest exported generator
 # (STUDIO_ARGS="--model processed/models/celeba/dcgan-... --port 8001" to choose).
 studio: venv studio-deps
 	$(BIN)/facegan-studio $(STUDIO_ARGS)
 
-test: venv studio-deps $(CHROMIUM)
+test: venv studio-deps $(CHROMIUM) $(NGINX)
 	$(BIN)/python -m pytest
 
 lint: venv
