@@ -102,8 +102,12 @@ class CompleteFaces(TrainedRun, luigi.Task):
         chosen = choose_method(self.method, read_card(run_dir), run_dir, self.completion)
         if chosen["method"] == "net":
             card, generator, discriminator, note = read_card(run_dir), None, None, ""
+            encoder = None
         else:
+            from model.apps.encoder import load_encoder
+
             card, generator, discriminator, note = load_networks(run_dir, self.precision)
+            encoder = load_encoder(run_dir)  # the search also starts from E(x) when the run has one
         note = "; ".join(n for n in (chosen["note"], note) if n)
         aligner = aligner_for(card, run_dir)
         mask = read_mask_file(self.mask_file, card.resolution) if self.mask_file else self.mask
@@ -117,10 +121,11 @@ class CompleteFaces(TrainedRun, luigi.Task):
                                     blend_method=self.blend, seed=self.seed, progress=progress, note=note,
                                     extra={"inputs_digest": digest, "run": str(run_dir), "lineage": describe(self),
                                            "mask_file": self.mask_file or None,
-                                           "completion": str(chosen["run"]) if chosen["run"] else None},
+                                           "completion": str(chosen["run"]) if chosen["run"] else None,
+                                           "encoder": encoder is not None},
                                     network=chosen["network"],
                                     steps=self.steps, restarts=self.restarts, candidates=self.candidates,
-                                    lr=self.lr, lam=self.lam, keep=self.keep)
+                                    lr=self.lr, lam=self.lam, keep=self.keep, encoder=encoder)
         progress(len(photos))
         progress.close()
         c = index["counts"]

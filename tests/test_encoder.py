@@ -73,3 +73,36 @@ def test_bad_settings_are_one_clear_error(run):
         tasks.TrainEncoder(run_dir=str(run), steps=0)
     with pytest.raises(tasks.ConfigError, match="run_dir"):
         tasks.TrainEncoder(run_dir=str(run / "nowhere"))
+
+
+def test_a_guess_is_a_starting_point_of_the_search(run):
+    """fit_inputs scores ``guess`` beside the random draws: the true inputs of a generated face,
+    given as the guess, are where the search starts, and the face comes back exactly."""
+    from model.apps.inversion import FitSettings, fit_inputs, to_float
+    card, generator = load_generator(run)
+    truth = sample_inputs(card, 3, seed=7)
+    faces = generate(generator, truth)
+    weights = np.ones(faces.shape[:3], np.float32)
+    settings = FitSettings(steps=2, restarts=1, candidates=4)
+    blind = fit_inputs(generator, card, to_float(faces), weights, settings=settings)
+    guided = fit_inputs(generator, card, to_float(faces), weights, settings=settings, guess=truth)
+    # what is left of the guess is the faces' rounding to uint8
+    assert np.all(guided["start_contextual"] < 0.2 * blind["start_contextual"]), (guided["start_contextual"],
+                                                                                  blind["start_contextual"])
+    assert np.abs(guided["images"] - to_float(faces)).mean() < np.abs(blind["images"] - to_float(faces)).mean()
+
+
+def test_projection_and_completion_start_from_the_encoder(run):
+    from model.apps.complete import complete_faces
+    from model.apps.project import REFINE_STEPS, project_faces
+    card, generator = load_generator(run)
+    encoder, _ = train_encoder(generator, card, EncoderSettings(**TINY))
+    faces = generate(generator, sample_inputs(card, 2, seed=11))
+    with_e = project_faces(generator, card, faces, steps=REFINE_STEPS, restarts=1, candidates=1, encoder=encoder)
+    without = project_faces(generator, card, faces, steps=REFINE_STEPS, restarts=1, candidates=1)
+    assert with_e["psnr"].mean() > without["psnr"].mean()  # one candidate: E's guess against one random draw
+    mask = np.zeros((64, 64), bool)
+    mask[20:44, 20:44] = True
+    done = complete_faces(generator, None, card, faces, mask, steps=3, restarts=1, candidates=1, encoder=encoder)
+    assert done["blended"].shape == faces.shape
+    assert np.array_equal(done["blended"][:, ~mask], faces[:, ~mask])  # known pixels kept

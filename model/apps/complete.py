@@ -257,7 +257,7 @@ def complete_faces(generator, discriminator, card, images, masks, *, steps: int 
                    window: int = WINDOW, blend_method: str = "poisson", keep: str = KEEP,
                    fixed: dict | None = None, batch: int = FitSettings.batch, limits: QualityLimits | None = None,
                    progress: Callable[[int, int], None] | None = None,
-                   on_step: Callable[[float], None] | None = None) -> dict:
+                   on_step: Callable[[float], None] | None = None, encoder=None) -> dict:
     """Complete aligned faces.
 
     ``images`` ``(n, S, S, C) uint8`` aligned faces (what is under the hole is ignored),
@@ -265,7 +265,9 @@ def complete_faces(generator, discriminator, card, images, masks, *, steps: int 
     ``discriminator`` may be None (no perceptual loss). ``fixed`` holds inputs other than
     z at given values (see model/apps/inversion.py for how each kind of input is handled).
     ``progress`` and ``on_step`` are :func:`model.apps.inversion.fit_inputs`'s (``on_step``
-    may raise ``Cancelled`` to stop the search between steps). Returns
+    may raise ``Cancelled`` to stop the search between steps). With a run's ``encoder``
+    (model/apps/encoder.py) the search also starts from E of the harmonic fill (the known
+    pixels with the hole Poisson-filled from a flat face). Returns
 
     * ``completed`` ``(n, S, S, C) uint8``: the whole generated face, G(inputs) of the
       best restart (``keep`` ``best``) or the mean of every restart's (``mean``);
@@ -300,9 +302,13 @@ def complete_faces(generator, discriminator, card, images, masks, *, steps: int 
     settings = FitSettings(steps=steps, restarts=restarts, candidates=candidates, lr=lr, lam=lam, batch=batch)
     known = np.where(masks[..., None], 0, images).astype(np.uint8)  # the hole is never read again
     weights = context_weights(masks, window)
+    guess = None
+    if encoder is not None:
+        from model.apps.encoder import encode
+        guess = encode(encoder, blend(known, np.full_like(known, 128), masks, "poisson"))
     from model.apps.inversion import fit_inputs
     fit = fit_inputs(generator, card, to_float(known), weights, discriminator=discriminator,
-                     settings=settings, seed=seed, fixed=fixed, progress=progress, on_step=on_step)
+                     settings=settings, seed=seed, fixed=fixed, progress=progress, on_step=on_step, guess=guess)
     from model.train.sampling import generate
     restarts = fit["restart_loss"].shape[1]
     every = generate(generator, {k: v.reshape(len(images) * restarts, -1) for k, v in fit["restart_inputs"].items()})
@@ -663,6 +669,9 @@ def _complete_cli(args) -> int:
         hole = hole | ~inside_photo(transform, photo.shape, S)
     settings = dict(steps=args.steps, restarts=args.restarts, candidates=args.candidates, lr=args.lr, lam=args.lam,
                     keep=args.keep)
+    if chosen["method"] != "net":
+        from model.apps.encoder import load_encoder
+        settings["encoder"] = load_encoder(run)  # the search also starts from E(x) when the run has one
     if chosen["method"] == "net":
         result = complete_with_net(chosen["network"], face[None], hole[None], blend_method=args.blend)
     else:

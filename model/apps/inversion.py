@@ -276,7 +276,7 @@ def _pad(array: np.ndarray, rows: int) -> np.ndarray:
 def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, discriminator=None,
                settings: FitSettings | None = None, seed: int = 0, fixed: dict | None = None,
                progress: Callable[[int, int], None] | None = None,
-               on_step: Callable[[float], None] | None = None) -> dict:
+               on_step: Callable[[float], None] | None = None, guess: dict | None = None) -> dict:
     """The generator inputs that best reproduce ``targets`` where ``weights`` say.
 
     ``targets`` ``(n, S, S, C) float32`` in [-1, 1]; ``weights`` ``(n, S, S) float32``
@@ -284,7 +284,9 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
     None) adds the perceptual loss. ``progress(done, n)`` is called after each chunk of
     images; ``on_step(fraction)`` between the search's segments with the share of its
     iterations done (0 while candidates are scored): raising from it stops the search
-    (see :class:`Cancelled`). Returns
+    (see :class:`Cancelled`). ``guess`` ``{name: (n, size)}`` (a learned encoder's E(x),
+    model/apps/encoder.py) is each image's first candidate, scored beside the random draws:
+    the search starts from it when it fits best, so a few steps refine it. Returns
 
     * ``inputs``: ``{name: (n, size) float32}``, the best restart's inputs per image;
     * ``images``: ``(n, S, S, C) float32`` G(inputs) in [-1, 1];
@@ -310,6 +312,10 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
     objective = _Objective(generator, discriminator, card, s.lam, set(fixed_rows))
     count = max(s.candidates, s.restarts)
     cand = draw_candidates(card, n, count, seed, fixed_rows)
+    for name, value in (guess or {}).items():
+        if name in cand and name not in fixed_rows:
+            low, high = card.input(name).range  # where the search keeps it
+            cand[name][:, 0] = np.clip(np.asarray(value, np.float32).reshape(n, -1), low, high)
     w4 = weights[..., None]
 
     # 1. Score every candidate (forward passes only); keep the `restarts` best per image.
