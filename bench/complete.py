@@ -100,15 +100,16 @@ def scores(filled: np.ndarray, real: np.ndarray, masks: np.ndarray, seconds: flo
 
 
 def batch1_ms(network, real: np.ndarray, masks: np.ndarray, blend_method: str, n: int) -> dict:
-    """Median milliseconds to complete one face alone (float32 forward, then the blend), and of
-    the forward pass alone, over the first ``n`` faces (after one untimed face)."""
-    from model.variants.completion import complete_batch
+    """Median milliseconds to complete one face alone (the float32 painting, mirrored as
+    completion does it, then the blend), and of the painting alone, over the first ``n`` faces
+    (after one untimed face)."""
+    from model.apps.completion_net import paint
 
-    complete_batch(network, real[:1], masks[:1])  # trace once
+    paint(network, real[:1], masks[:1])  # trace once
     total, forward = [], []
     for i in range(min(n, len(real))):
         t0 = time.perf_counter()
-        painted = complete_batch(network, real[i:i + 1], masks[i:i + 1])
+        painted = paint(network, real[i:i + 1], masks[i:i + 1])
         t1 = time.perf_counter()
         blend(real[i:i + 1], painted, masks[i:i + 1], blend_method)
         total.append(time.perf_counter() - t0)
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
     parser.add_argument("--grid-rows", type=int, default=8)
     args = parser.parse_args(argv)
 
-    from model.apps.completion_net import NET_BLEND, choose_method
+    from model.apps.completion_net import NET_BLEND, NET_MIRROR, choose_method
     from model.apps.inversion import newest_run
     from model.eval.evaluation import read_split_images, split_sizes
     from pipeline.records import read_info
@@ -167,7 +168,7 @@ def main(argv=None) -> int:
            "run": str(run), "steps_trained": card.steps, "records": str(records),
            "completion": str(chosen["run"]) if network is not None else None,
            "completion_steps": chosen["card"]["steps"] if network is not None else None,
-           "completion_note": chosen["note"] or None, "net_blend": NET_BLEND,
+           "completion_note": chosen["note"] or None, "net_blend": NET_BLEND, "net_mirror": NET_MIRROR,
            "split_rule": info.get("settings", {}).get("rule"), "n": len(real), "search_n": search_n,
            "precision": G.dtype_policy.name,
            "settings": {"steps": args.steps, "restarts": args.restarts, "candidates": args.candidates,

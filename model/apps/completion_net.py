@@ -31,6 +31,9 @@ GRID_FACES = 32
 #: How the network's painted hole joins the known pixels by default (bench/complete.py measures
 #: both: docs/completion.md).
 NET_BLEND = "poisson"
+#: Paint each face and its mirror image and average the two (aligned faces are nearly
+#: symmetric, and training mirrors half of them): about +0.01 hole SSIM for a second forward pass.
+NET_MIRROR = True
 
 log = logging.getLogger(__name__)
 
@@ -198,21 +201,36 @@ def check_network_card(card: dict, resolution: int, channels: int, where="") -> 
 
 # -- running ------------------------------------------------------------------------------------
 
-def complete_with_net(network, images, masks, *, blend_method: str = NET_BLEND, window: int | None = None,
-                      max_context_error: float | None = None, batch_size: int = 64) -> dict:
+def paint(network, images: np.ndarray, masks: np.ndarray, mirror: bool = NET_MIRROR,
+          batch_size: int = 64) -> np.ndarray:
+    """The network's whole painted faces ``(n, S, S, C) uint8`` for ``images`` ``(n, S, S, C) uint8``
+    under ``masks`` ``(n, S, S)`` bool; with ``mirror`` the mean of the painting of each face and the
+    mirrored painting of its mirror image. The hole's pixels of ``images`` are never read."""
+    from model.variants.completion import complete_batch
+
+    painted = complete_batch(network, images, masks, batch_size)
+    if not mirror:
+        return painted
+    flipped = complete_batch(network, images[:, :, ::-1], masks[:, :, ::-1], batch_size)[:, :, ::-1]
+    return np.rint((painted.astype(np.float32) + flipped) / 2).astype(np.uint8)
+
+
+def complete_with_net(network, images, masks, *, blend_method: str = NET_BLEND, mirror: bool = NET_MIRROR,
+                      window: int | None = None, max_context_error: float | None = None,
+                      batch_size: int = 64) -> dict:
     """Complete aligned faces with a trained completion network.
 
     ``images`` ``(n, S, S, C) uint8`` (what is under the hole is never read), ``masks``
     ``(n, S, S)`` bool or one ``(S, S)`` for all (True = missing; each with something missing
     and something known, else one clear ``ValueError``). Returns what
     :func:`model.apps.complete.complete_faces` returns where it applies: ``completed`` (the
-    network's whole painted face), ``blended`` (its hole pasted or Poisson-blended into the known
-    pixels, ``blend_method``), ``known_error`` and ``context_error`` (grey levels: the painted
-    face against the known pixels, everywhere and around the hole), ``flags`` (``poor fit``
+    network's whole painted face, :func:`paint` with ``mirror``), ``blended`` (its hole pasted or
+    Poisson-blended into the known pixels, ``blend_method``), ``known_error`` and
+    ``context_error`` (grey levels: the painted face against the known pixels, everywhere and
+    around the hole), ``flags`` (``poor fit``
     above ``max_context_error``), ``ok``, ``masks``, ``weights``, ``seconds``, and
     ``method`` ``"net"``; no loss curve (``loss`` is ``(0, n)``) and no D score (NaN)."""
     from model.apps.complete import WINDOW, QualityLimits, blend, check_mask, context_weights
-    from model.variants.completion import complete_batch
 
     start = time.time()
     images = np.asarray(images)
@@ -228,7 +246,7 @@ def complete_with_net(network, images, masks, *, blend_method: str = NET_BLEND, 
     if masks.shape != images.shape[:3]:
         raise ValueError(f"masks must be ({n}, {S}, {S}) bool (one per image), got {masks.shape}")
     masks = np.stack([check_mask(m, S, f"mask {i}") for i, m in enumerate(masks)]) if n else masks.astype(bool)
-    painted = complete_batch(network, images, masks, batch_size)
+    painted = paint(network, images, masks, mirror, batch_size)
     blended = blend(images, painted, masks, blend_method)
     weights = context_weights(masks, window or WINDOW)
     diff = np.abs(painted.astype(np.float32) - images.astype(np.float32)).mean(-1)
