@@ -17,7 +17,7 @@ from model.card import read_card  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
 from model.eval.evaluation import run_generators  # noqa: E402
 from model.train.augment import augment, color, cutout, translation  # noqa: E402
-from model.train.loop import GANTrainer, restore_networks, train  # noqa: E402
+from model.train.loop import GANTrainer, restore_networks, save_keras_atomic, train  # noqa: E402
 
 SMALL = dict(base_width=8, batch_size=4, steps=4, checkpoint_every=2, log_every=1, seed=3,
              precision="float32", resolution=32)
@@ -139,7 +139,7 @@ def test_augmentation_is_differentiable_and_probability_keeps_some_images():
     assert 16 <= unchanged <= 48
 
 
-def test_augmented_discriminator_passes_gradients_to_the_generator_and_is_off_in_export(tmp_path):
+def test_augmented_discriminator_passes_gradients_to_the_generator():
     trainer = GANTrainer(TrainConfig(**SMALL, augment="translation,cutout,color"))
     model = trainer.model
     with tf.GradientTape() as tape:
@@ -147,11 +147,38 @@ def test_augmented_discriminator_passes_gradients_to_the_generator_and_is_off_in
         score = tf.reduce_sum(model.discriminator(model.augment(fake), training=True))
     grads = tape.gradient(score, model.generator.trainable_variables)
     assert all(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
-    # Off outside training: the exported generator is deterministic.
-    train(TrainConfig(**{**SMALL, "steps": 1}, augment="translation,cutout,color"), _dataset(), tmp_path)
-    g = keras.models.load_model(tmp_path / "generator.keras", compile=False)
+
+
+def test_the_export_carries_the_weight_average_not_the_raw_weights(tmp_path):
+    """Trained with augmentation and an average, the exported generator (as train() saves it)
+    holds the average of the raw weights by the decay rule, computed here step by step, draws
+    what a generator with those weights draws (no augmentation outside training) and other
+    images than the raw generator."""
+    trainer = GANTrainer(TrainConfig(**SMALL, ema=0.9, augment="translation,cutout,color"))
+    g = trainer.generator
+    trainable = {id(w) for w in g.trainable_weights}
+    average = [w.numpy() for w in g.weights]  # starts at the initial weights
+    for t in range(1, 4):
+        trainer.train_step(tf.constant(_images(4, seed=t)))
+        d = min(0.9, (1 + t) / (10 + t))  # the warm-up rate of update t
+        average = [d * a + (1 - d) * w.numpy() if id(w) in trainable else w.numpy()  # batch-norm statistics
+                   for a, w in zip(average, g.weights)]                                # are copied
+    save_keras_atomic(trainer.export_generator(), tmp_path / "generator.keras")
+    save_keras_atomic(trainer.export_generator("generator"), tmp_path / "generator_raw.keras")
+    exported = keras.models.load_model(tmp_path / "generator.keras", compile=False)
+    raw = keras.models.load_model(tmp_path / "generator_raw.keras", compile=False)
+    assert len(exported.weights) == len(average)
+    for w, a in zip(exported.get_weights(), average):
+        np.testing.assert_allclose(w, a, rtol=1e-5, atol=1e-7)
+    for w, r in zip(raw.get_weights(), g.get_weights()):
+        np.testing.assert_array_equal(w, r)
+    assert not np.allclose(exported.get_weights()[0], raw.get_weights()[0])
     z = np.random.default_rng(0).uniform(-1, 1, (3, 100)).astype("float32")
-    np.testing.assert_array_equal(g(z).numpy(), g(z).numpy())
+    images, raw_images = exported(z, training=False).numpy(), raw(z, training=False).numpy()
+    raw.set_weights(average)  # the raw network with the average's weights draws the same images
+    scale = np.abs(raw_images).max()  # an untrained generator's images are faint
+    np.testing.assert_allclose(images, raw(z, training=False).numpy(), rtol=0, atol=1e-4 * scale)
+    assert np.abs(images - raw_images).max() > 0.01 * scale  # about 0.05 of it here
 
 
 def test_bad_options_are_clear_errors():
@@ -184,12 +211,17 @@ def test_augmentation_and_average_under_a_two_device_mirrored_strategy(precision
                                          augment="translation,cutout,color"), strategy)
         images = np.random.default_rng(0).uniform(-1, 1, (16, 64, 64, 3)).astype("float32")
         ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(images).batch(8))
+        # D's logit biased far up: each replica's mean D(x) is near sigmoid(6) = 0.9975, so a sum over
+        # the two replicas (near 2) cannot pass for the global mean.
+        trainer.discriminator.get_layer("logit").bias.assign([6.0])
         before = trainer.ema.values()
         for batch in ds:
             out = trainer.train_step(batch)
         assert int(trainer.step.numpy()) == 2 and int(trainer.ema.updates.numpy()) == 2
         assert all(np.isfinite(float(v)) for v in out.values()), out
-        assert 0.0 <= float(out["d_real"]) <= 1.0, out  # a global mean, not a sum over replicas
+        # Global means, not sums over the replicas:
+        assert 0.99 < float(out["d_real"]) <= 1.0 and 0.99 < float(out["d_fake"]) <= 1.0, out
+        assert float(out["d_acc_real"]) == 1.0 and float(out["d_acc_fake"]) == 0.0, out
         after, weights = trainer.ema.values(), trainer.generator.get_weights()
         assert not np.array_equal(before[0], after[0]) and not np.allclose(after[0], weights[0])
         # Two replicas, two different augmentations of the same images.

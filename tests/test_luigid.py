@@ -91,6 +91,11 @@ def test_two_workers_share_the_dag_and_run_each_shard_once(luigid, tmp_path):
     assert sorted(Counter(t.split("(")[0] for t in shards).items()) == [("AlignShard", 4), ("RecordShard", 4)]
     assert set(shards.values()) == {1}, shards  # every shard ran exactly once
     assert sum(1 for log in logs if " running   BuildTFRecords(" in log) == 1  # in one worker
+    # Both workers worked: each process ran and finished at least one task (its own pid in
+    # Luigi's "[pid N] Worker Worker(...) done   Task(...)" lines).
+    for worker, log in zip(workers, logs):
+        finished = re.findall(rf"\[pid {worker.pid}\] Worker Worker\(.*\) done +(\w+)\(", log)
+        assert finished, f"worker {worker.pid} ran no task:\n{log[-3000:]}"
 
     # The scheduler agrees: all four alignment shards are DONE.
     query = urllib.parse.quote(json.dumps({"status": "DONE"}))

@@ -133,11 +133,16 @@ def test_two_device_mirrored_strategy_step(precision):
         trainer = GANTrainer(TrainConfig(base_width=8, batch_size=8, seed=1, precision=PRECISION), strategy)
         images = np.random.default_rng(0).uniform(-1, 1, (16, 64, 64, 3)).astype("float32")
         ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(images).batch(8))
+        # D's logit biased far up: each replica's mean D(x) is near sigmoid(6) = 0.9975, so a sum over
+        # the two replicas (near 2) cannot pass for the global mean.
+        trainer.discriminator.get_layer("logit").bias.assign([6.0])
         before = trainer.generator.trainable_variables[0].numpy().copy()
         for batch in ds:
             out = trainer.train_step(batch)
         assert int(trainer.step.numpy()) == 2
-        assert 0.0 <= float(out["d_real"]) <= 1.0, out  # a global mean, not a sum over replicas
+        # Global means, not sums over the replicas:
+        assert 0.99 < float(out["d_real"]) <= 1.0 and 0.99 < float(out["d_fake"]) <= 1.0, out
+        assert float(out["d_acc_real"]) == 1.0 and float(out["d_acc_fake"]) == 0.0, out
         assert not np.array_equal(before, trainer.generator.trainable_variables[0].numpy())
         print("OK", {k: round(float(v), 4) for k, v in out.items()})
     """).replace("PRECISION", repr(precision))
