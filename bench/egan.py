@@ -3,6 +3,7 @@
     python bench/egan.py --data ../shared/data/celeba [--steps 1200] [--workdir processed/bench-egan]
         [--groups "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"]
         [--mode pretrain] [--samples 512] [--sweep-max 1,2,5] [--publish docs/images] [--no-baseline]
+        [--set SECTION.KEY=VALUE ...]
 
 Runs the project's own Luigi tasks through a local scheduler in a work folder of its
 own (``--workdir``; ``.`` reuses the repository's raw/ and processed/):
@@ -22,6 +23,10 @@ own (``--workdir``; ``.`` reuses the repository's raw/ and processed/):
 5. ``EvaluateGenerator`` (held-out test faces, same n; FID, KID, face rate and the MS-SSIM of
    sample pairs, which rises when a generator collapses) of every EGAN run and of the DCGAN
    (``--no-baseline`` skips the DCGAN: control only, no answer to what control costs).
+
+``--set SECTION.KEY=VALUE`` (repeatable) sets any luigi.cfg setting over the benchmark's own
+(bench/luigi_bench.py); tests/test_bench_smoke.py runs it tiny with it: ``TrainEGAN.base_width=8``,
+``EvaluateGenerator.feature_network=<a small .keras network>``, ``EvaluateGenerator.face_n=4``.
 
 Prints one JSON line last: ``rho`` per extractor at the first ``--sweep-max``
 (``rho_by_sweep``: at each), the classifiers' accuracies, FID/KID/face rate of each run,
@@ -59,7 +64,7 @@ def configure(args) -> None:
         "DetectAlignFaces": {"jobs": 0},
         "TrainDCGAN": common, "TrainEGAN": {**common, "mode": args.mode, "weight": args.weight,
                       "c_distribution": args.c_distribution},
-    })
+    }, args.set)
 
 
 def correlations(values, rows) -> dict:
@@ -117,6 +122,7 @@ def main(argv=None) -> int:
     parser.add_argument("--publish", default="", help="copy one sweep grid per extractor into this folder")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="train and score the plain DCGAN at the same budget (--no-baseline: control only)")
+    luigi_bench.add_set_option(parser)
     args = parser.parse_args(argv)
     try:
         sweep_maxima = [float(v) for v in args.sweep_max.split(",") if v.strip()]

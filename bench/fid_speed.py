@@ -2,7 +2,7 @@
 against the fused paths of model/eval/fast_inception.py, on the same real faces, with both FIDs.
 
     python bench/fid_speed.py --data ../shared/data/celeba/img_align_celeba [--n 250]
-        [--precisions reference,float32,bfloat16] [--batch-size 16]
+        [--precisions reference,float32,bfloat16] [--batch-size 16] [--no-sqrtm]
 
 Takes 2n aligned CelebA photos (center 108x108 -> 64x64, as bench/fid_sanity.py), halves
 A and B, and B blurred (sigma 1 px: an FID in the range of a trained generator's). For each
@@ -20,7 +20,9 @@ change of machine load hits them alike, and reports:
   products per batch) against one product per image and channel (how it was done before);
 * ``fid_cpu_seconds``: one FID (A vs B) through the 2048-d ``sqrtm`` of the reference and
   through the n < d form :func:`model.eval.metrics.frechet_distance_low_rank`, and their
-  relative difference.
+  relative difference (``--no-sqrtm`` leaves out the ``sqrtm``, 20-60 s of CPU: the low-rank
+  time only; with ``--n 2 --batch-size 2 --precisions reference,float32`` the benchmark is the
+  smoke run of tests/test_bench_smoke.py).
 
 The targets (issue 18): >= 30 images/s and FID within 1% of the float32 features. Prints one
 JSON line last, with the CPU model, its bfloat16 units, torch's thread count and the load
@@ -78,6 +80,8 @@ def main(argv=None) -> int:
                         help="ways to run the network, the first is the reference "
                              f"(of {', '.join(metrics.FEATURE_PRECISIONS)})")
     parser.add_argument("--batch-size", type=int, default=metrics.FEATURE_BATCH)
+    parser.add_argument("--sqrtm", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the 2048-d sqrtm FID against the low-rank one (--no-sqrtm: the low-rank only)")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
     start = time.time()
@@ -127,10 +131,12 @@ def main(argv=None) -> int:
         r["feature_rel_diff"] = round(float(np.abs(a - b).mean() / np.abs(b).mean()), 6)
     fast = paths[precisions[-1]]
     a, b = feats[precisions[-1]]["A"], feats[precisions[-1]]["B"]
-    start_fid = time.process_time()
-    sa, sb = metrics.statistics(a), metrics.statistics(b)
-    via_sqrtm = metrics.frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
-    sqrtm_s = time.process_time() - start_fid
+    via_sqrtm = sqrtm_s = None
+    if args.sqrtm:
+        start_fid = time.process_time()
+        sa, sb = metrics.statistics(a), metrics.statistics(b)
+        via_sqrtm = metrics.frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
+        sqrtm_s = round(time.process_time() - start_fid, 2)
     start_fid = time.process_time()
     low_rank = metrics.fid_from_features(a, b)
     low_rank_s = time.process_time() - start_fid
@@ -140,8 +146,8 @@ def main(argv=None) -> int:
         "n": args.n, "images_per_path": total, "batch_size": args.batch_size,
         "resolved": resolved, "paths": paths,
         "resize_ms_per_image": resize_times(images[:args.batch_size]),
-        "fid_cpu_seconds": {"sqrtm": round(sqrtm_s, 2), "low_rank": round(low_rank_s, 3),
-                            "rel_diff": abs(low_rank / via_sqrtm - 1)},
+        "fid_cpu_seconds": {"sqrtm": sqrtm_s, "low_rank": round(low_rank_s, 3),
+                            "rel_diff": abs(low_rank / via_sqrtm - 1) if args.sqrtm else None},
         "images_per_s": fast["images_per_s"], "reference_images_per_s": paths[ref]["images_per_s"],
         "fid_rel_diff": fast["fid_rel_diff"],
         "targets": {"images_per_s_30": fast["images_per_s"] >= 30, "fid_within_1pct": fast["fid_rel_diff"] <= 0.01},

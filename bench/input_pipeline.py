@@ -17,6 +17,11 @@ holding ``latest.json``. Measures, on this machine, in this run:
 - with ``--shard-sizes 64,256,1024``, the reader over copies with that many
   examples per file (how big record files must be on this disk).
 
+``--train-batch`` and ``--train-width`` change the timed training step's batch and
+generator width (default: TrainConfig's, 64 and 128); with them, ``--seconds 0.2`` and
+``--train-steps 1`` the benchmark runs in seconds (tests/test_bench_smoke.py), its figures
+then only a smoke check.
+
 Prints one JSON line.
 """
 from __future__ import annotations
@@ -57,12 +62,16 @@ def reader_rate(folder: Path, split: str, batch: int, seconds: float, determinis
     return n * batch / (time.perf_counter() - start)
 
 
-def train_rate(folder: Path, split: str, steps: int) -> float:
-    """Images per second through the default DCGAN training step (TrainDCGAN's precision)."""
+def train_rate(folder: Path, split: str, steps: int, batch: int | None = None, width: int | None = None) -> float:
+    """Images per second through the default DCGAN training step (TrainDCGAN's precision;
+    ``batch`` and ``width``: another batch size and base width than the default's)."""
+    from dataclasses import replace
+
     from model.train.data import image_dataset
     from model.train.loop import GANTrainer, TrainConfig
     from tasks.train import TrainDCGAN
     config = TrainConfig(precision=TrainDCGAN.precision._default)
+    config = replace(config, batch_size=batch or config.batch_size, base_width=width or config.base_width)
     real = next(iter(image_dataset(folder, split, config.batch_size)))
     trainer = GANTrainer(config)
     for _ in range(2):  # trace and warm up
@@ -114,6 +123,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0, help="Time spent pulling batches.")
     parser.add_argument("--train-steps", type=int, default=5, help="Timed DCGAN steps.")
+    parser.add_argument("--train-batch", type=int, default=None,
+                        help="Batch of the timed steps (default: TrainConfig's, 64).")
+    parser.add_argument("--train-width", type=int, default=None,
+                        help="Base width of the timed DCGAN (default: TrainDCGAN's, 128).")
     parser.add_argument("--compare-png", action="store_true", help="Also measure a PNG copy.")
     parser.add_argument("--shard-sizes", default="", help="Also measure copies with this many "
                                                           "examples per file, e.g. 64,256,1024.")
@@ -143,7 +156,7 @@ def main() -> None:
             mib = copied["num_bytes"] / len(copied["files"]) / 2**20
             result.setdefault("images_per_s_by_file_mib", {})[f"{mib:.1f}"] = round(
                 reader_rate(copy, args.split, args.batch, args.seconds))
-    train_images_per_s = train_rate(folder, args.split, args.train_steps)
+    train_images_per_s = train_rate(folder, args.split, args.train_steps, args.train_batch, args.train_width)
     result.update({"train_images_per_s": round(train_images_per_s, 1),
                    "ratio": round(images_per_s / train_images_per_s, 1),
                    "cpus": len(os.sched_getaffinity(0))})

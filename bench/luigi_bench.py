@@ -4,24 +4,51 @@ luigi.cfg, and one local-scheduler build that fails loudly.
     from luigi_bench import configure, build
     configure(workdir, {"TrainDCGAN": {"steps": 100}})
     minutes = build(tasks.TrainDCGAN(dataset="celeba"))
+
+``add_set_option(parser)`` gives a benchmark ``--set SECTION.KEY=VALUE`` (repeatable): any
+luigi.cfg setting, over the benchmark's own; ``configure(workdir, settings, args.set)``
+applies them. tests/test_bench_smoke.py runs the benchmarks tiny that way (small networks,
+a small feature network for FID, few samples).
 """
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def configure(workdir: str | Path, settings: dict[str, dict]) -> None:
+def setting(text: str) -> tuple[str, str, str]:
+    """``"Section.key=value"`` -> ``(section, key, value)``, for ``--set``."""
+    name, equals, value = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not equals or not dot or not section or not key:
+        raise argparse.ArgumentTypeError(f"expected SECTION.KEY=VALUE (a luigi.cfg setting, e.g. "
+                                         f"EvaluateGenerator.face_n=16), got {text!r}")
+    return section, key.replace("-", "_"), value
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    """``--set SECTION.KEY=VALUE``, repeatable, into ``args.set``."""
+    parser.add_argument("--set", action="append", default=[], type=setting, metavar="SECTION.KEY=VALUE",
+                        help="any luigi.cfg setting, over the benchmark's own (repeatable), e.g. "
+                             "--set EvaluateGenerator.feature_network=features.keras --set TrainDCGAN.base_width=8")
+
+
+def configure(workdir: str | Path, settings: dict[str, dict], overrides=()) -> None:
     """Load ``luigi.cfg``, put ``[paths]`` raw/processed under ``workdir`` and set
-    ``settings`` (``{section: {key: value}}``, values as str())."""
+    ``settings`` (``{section: {key: value}}``, values as str()), then ``overrides``
+    (``(section, key, value)`` triples: ``--set``)."""
     import luigi.configuration
 
     luigi.configuration.add_config_path(str(ROOT / "luigi.cfg"))
     config = luigi.configuration.get_config()
     work = Path(workdir).resolve()
-    for section, values in {"paths": {"raw": work / "raw", "processed": work / "processed"}, **settings}.items():
+    merged = {section: dict(values) for section, values in settings.items()}
+    for section, key, value in overrides:
+        merged.setdefault(section, {})[key] = value
+    for section, values in {"paths": {"raw": work / "raw", "processed": work / "processed"}, **merged}.items():
         if not config.has_section(section):
             config.add_section(section)
         for key, value in values.items():

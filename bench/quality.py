@@ -4,6 +4,7 @@ wall-clock budget, scored against the same held-out faces.
     python bench/quality.py --data ../shared/data/celeba [--recipes paper,ema,ema+augment]
         [--minutes 20] [--workdir processed/bench-quality] [--precision auto] [--batch-size 64]
         [--steps N] [--points 6] [--extend] [--publish docs/images --prefix quality]
+        [--set SECTION.KEY=VALUE ...]
 
 Runs the project's own Luigi tasks through a local scheduler, in a work folder
 of its own (``[paths]`` raw/processed under ``--workdir``):
@@ -25,6 +26,10 @@ of its own (``[paths]`` raw/processed under ``--workdir``):
 With ``--extend`` a recipe's run starts from its finished shorter run in the workdir
 (model.train.loop.continue_run; ``continued_from`` names it, ``minutes`` then count this
 invocation's training only): the winner's 40 minutes reuse its first 20.
+
+``--set SECTION.KEY=VALUE`` (repeatable) sets any luigi.cfg setting over the benchmark's own
+(bench/luigi_bench.py); tests/test_bench_smoke.py runs it tiny with it: ``TrainDCGAN.base_width=8``,
+``EvaluateGenerator.feature_network=<a small .keras network>``, ``EvaluateGenerator.face_n=4``.
 
 Prints one JSON line last: per recipe its figures, steps, seconds per step, training minutes
 (with and without the evaluations during training) and its FID-over-steps curve; the
@@ -60,7 +65,7 @@ def configure(args) -> None:
         "TrainDCGAN": {"batch_size": args.batch_size, "precision": args.precision, "sample_every": 0},
         # The curve during training at the final figure's n: all of the held-out split.
         "EvaluateGenerator": {"training_n": 10_000},
-    })
+    }, args.set)
 
 
 def recipe_task(name: str, steps: int, points: int):
@@ -186,6 +191,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="Luigi workers for alignment")
     parser.add_argument("--publish", default="", help="write the grids and FID curves into this folder")
     parser.add_argument("--prefix", default="quality", help="file name prefix of the published images")
+    luigi_bench.add_set_option(parser)
     args = parser.parse_args(argv)
     try:
         names = parse_recipes(args.recipes)

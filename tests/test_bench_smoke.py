@@ -1,0 +1,249 @@
+"""Every benchmark script runs and prints its final JSON line: each bench/*.py once, with
+tiny settings, in a subprocess with a hard timeout, on small data these tests make (never
+../shared/data), so the scripts the README's figures come from keep working with the code.
+
+The figures of a smoke run mean nothing; only that the script ran to its JSON line with
+the keys it documents. bench/train_throughput.py and bench/studio.py have smoke tests of
+their own (tests/test_bench_train_throughput.py, the studio's tests);
+bench/luigi_bench.py is the Luigi benchmarks' shared module, not a script.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from components import require_inception
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+#: Faces in the small CelebA copy: 4 per official partition (train, validation, test).
+FACES = 12
+
+
+# -- small data ---------------------------------------------------------------------------------
+
+def _jpeg(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def celeba(tmp_path_factory) -> Path:
+    """A CelebA copy in the official layout: ``FACES`` aligned 178x218 faces made from the two
+    public-domain portraits (mirrored, shifted and lit differently, so no two are alike) and
+    the four label files."""
+    from test_source_tasks import EYES, label_files
+
+    from pipeline.sources.sample_photos import portrait
+
+    root = tmp_path_factory.mktemp("celeba")
+    (root / "img_align_celeba").mkdir()
+    names = [f"{i + 1:06d}.jpg" for i in range(FACES)]
+    for i, name in enumerate(names):
+        who = ("astronaut", "grace_hopper")[i % 2]
+        (lx, ly), (rx, ry) = EYES[who]
+        scale = 37 / np.hypot(rx - lx, ry - ly) * (1 + 0.03 * (i % 3))
+        cx, cy = (lx + rx) / 2 + 2 * (i % 5), (ly + ry) / 2 - (i % 4)
+        box = (round(cx - 89 / scale), round(cy - 111 / scale), round(cx + 89 / scale), round(cy + 107 / scale))
+        face = portrait(who).crop(box).resize((178, 218), Image.LANCZOS)
+        if i % 4 >= 2:
+            face = face.transpose(Image.FLIP_LEFT_RIGHT)
+        face = Image.fromarray(np.clip(np.asarray(face) * (0.85 + 0.03 * i), 0, 255).astype(np.uint8))
+        (root / "img_align_celeba" / name).write_bytes(_jpeg(face))
+    for name, data in label_files(names).items():
+        (root / name).write_bytes(data)
+    return root
+
+
+@pytest.fixture(scope="module")
+def records(celeba, tmp_path_factory) -> Path:
+    """A 64x64 records version folder of the copy's faces (center 108x108 crop), written
+    directly (no alignment), in the copy's official partition: 4 train, 4 validation, 4 test."""
+    from pipeline.records import write_record_shard, write_version
+
+    work = tmp_path_factory.mktemp("records")
+    images, faces = [], []
+    partitions = ("train", "validation", "test")
+    for i, path in enumerate(sorted((celeba / "img_align_celeba").glob("*.jpg"))):
+        rgb = Image.open(path).convert("RGB")
+        images.append(np.asarray(rgb.crop((35, 55, 143, 163)).resize((64, 64), Image.BILINEAR)))
+        faces.append({"key": path.name, "face": 0, "source": "celeba", "landmarks": [[0.0, 0.0]] * 68,
+                      "transform": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+                      "meta": {"identity": i, "partition": partitions[i % 3]}})
+    shard = work / "shard"
+    shard.mkdir()
+    summary = write_record_shard(shard, np.stack(images), faces, "key", {"train": 1.0})
+    version = work / "v-smoke"
+    version.mkdir()
+    write_version(version, "smoke", 64, [("smoke/shard", shard, summary)], version="v-smoke")
+    return version
+
+
+@pytest.fixture(scope="module")
+def run64(records, tmp_path_factory) -> Path:
+    """A tiny 64x64 DCGAN run (base width 8) trained two steps on the records: its card,
+    exported generator and checkpoint (for the discriminator)."""
+    from model.config import TrainConfig
+    from model.train.data import image_dataset
+    from model.train.loop import train
+
+    run = tmp_path_factory.mktemp("runs") / "dcgan-smoke"
+    config = TrainConfig(base_width=8, batch_size=4, steps=2, checkpoint_every=1, log_every=1, seed=0,
+                         precision="float32")
+    train(config, image_dataset(records, "train", 4), run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def completion64(records, tmp_path_factory) -> Path:
+    """A tiny completion network run (width 4) trained two steps on the records."""
+    from model.apps.completion_net import train_completion
+    from model.config import CompletionConfig
+
+    run = tmp_path_factory.mktemp("completion") / "completion-smoke"
+    config = CompletionConfig(steps=2, batch_size=4, width=4, d_width=4, precision="float32", log_every=1,
+                              checkpoint_every=1, sample_every=0, seed=0)
+    train_completion(config, records, run, {"name": "smoke", "records": str(records)})
+    return run
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory) -> Path:
+    """A small random-weight ``.keras`` feature network (16x16 RGB -> 8 features) that stands
+    in for the FID Inception-v3 where a benchmark takes one."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                            keras.layers.GlobalAveragePooling2D()])
+    path = tmp_path_factory.mktemp("features") / "features.keras"
+    net.save(path)
+    return path
+
+
+# -- the benchmarks -----------------------------------------------------------------------------
+
+def _luigi_tiny(network: str, features: Path) -> list[str]:
+    """``--set`` settings (bench/luigi_bench.py) that make a Luigi benchmark's runs and
+    evaluations tiny: width 8, batch 4, the small feature network, few samples."""
+    settings = {f"{network}.base_width": 8, "EvaluateGenerator.feature_network": features,
+                "EvaluateGenerator.face_n": 4, "EvaluateGenerator.msssim_pairs": 4,
+                "EvaluateGenerator.kid_subsets": 2, "EvaluateGenerator.training_n": 4,
+                "DetectAlignFaces.jobs": 1}
+    return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+
+
+def args_align(d):
+    return ["--data", d["celeba"] / "img_align_celeba", "--limit", 2, "--expect", 1, "--jobs", 1]
+
+
+def args_complete(d):
+    return ["--run", d["run64"], "--completion", d["completion64"], "--records", d["records"], "--n", 2,
+            "--masks", "center", "--steps", 2, "--restarts", 1, "--candidates", 2, "--precision", "float32",
+            "--no-fid", "--timing-n", 1, "--grid", d["tmp"] / "grid.png"]
+
+
+def args_conv_route(d):
+    return ["--rounds", 1, "--batch", 1]
+
+
+def args_egan(d):
+    return ["--data", d["celeba"], "--workdir", d["tmp"] / "work", "--steps", 2, "--batch-size", 4,
+            "--groups", "brightness", "--samples", 2, "--no-baseline", *_luigi_tiny("TrainEGAN", d["features"])]
+
+
+def args_fid_sanity(d):
+    return ["--data", d["celeba"] / "img_align_celeba", "--n", 4, "--seeds", 2,
+            "--feature-network", d["features"], "--plot", d["tmp"] / "fid_sanity.png"]
+
+
+def args_fid_speed(d):
+    require_inception()  # the benchmark of the FID Inception-v3 itself
+    return ["--data", d["celeba"] / "img_align_celeba", "--n", 2, "--precisions", "reference,float32",
+            "--batch-size", 2, "--no-sqrtm"]
+
+
+def args_input_pipeline(d):
+    return ["--records", d["records"], "--batch", 4, "--seconds", 0.2, "--train-steps", 1,
+            "--train-batch", 4, "--train-width", 8]
+
+
+def args_quality(d):
+    return ["--data", d["celeba"], "--workdir", d["tmp"] / "work", "--steps", 2, "--points", 1,
+            "--batch-size", 4, "--precision", "float32", "--workers", 1, *_luigi_tiny("TrainDCGAN", d["features"])]
+
+
+def args_rebuild(d):
+    return ["--n", 4, "--shard-size", 2, "--work", d["tmp"] / "work"]
+
+
+def args_serving_engines(d):
+    return ["--base-width", 8, "--repeats", 5]
+
+
+#: bench script -> (its arguments from the data, the fixtures it needs, keys its JSON line has).
+BENCHES = {
+    "align": (args_align, ("celeba",), {"images_per_s", "speedup", "faces_found", "align_error_openface"}),
+    "complete": (args_complete, ("run64", "completion64", "records"), {"masks", "targets", "real_face_rate"}),
+    "conv_route": (args_conv_route, (), {"layers", "agrees"}),
+    "egan": (args_egan, ("celeba", "features"), {"rho", "control", "quality", "minutes"}),
+    "fid_sanity": (args_fid_sanity, ("celeba", "features"), {"fid_self", "fid_halves", "blur", "noise"}),
+    "fid_speed": (args_fid_speed, ("celeba",), {"paths", "fid_rel_diff", "images_per_s", "targets"}),
+    "input_pipeline": (args_input_pipeline, ("records",), {"images_per_s", "train_images_per_s", "ratio"}),
+    "quality": (args_quality, ("celeba", "features"), {"recipes", "winner", "fid", "kid", "prep_minutes"}),
+    "rebuild": (args_rebuild, (), {"full_s", "incremental_s", "noop_s", "incremental_ratio", "versions"}),
+    "serving_engines": (args_serving_engines, (), {"rows"}),
+}
+#: Checks beyond the keys: the rows a smoke run must have made.
+ROWS = {
+    "complete": lambda r: {"net", "gan", "telea", "mean"} <= set(r["masks"]["center"]),
+    "egan": lambda r: "brightness" in r["rho"] and "egan brightness" in r["quality"],
+    "fid_speed": lambda r: set(r["paths"]) == {"reference", "float32"},
+    "quality": lambda r: set(r["recipes"]) == {"paper"} and r["recipes"]["paper"]["steps"] == 2,
+    "rebuild": lambda r: r["versions"][0] != r["versions"][1],
+}
+#: Scripts with smoke tests elsewhere, and the shared module of the Luigi benchmarks.
+ELSEWHERE = {"train_throughput", "studio", "luigi_bench"}
+TIMEOUT = 300  # seconds per benchmark, a hard limit (the process group is killed)
+
+
+def test_every_bench_script_has_a_smoke_test():
+    scripts = {path.stem for path in BENCH.glob("*.py")}
+    assert scripts - ELSEWHERE == set(BENCHES), "add the new bench script to BENCHES (or ELSEWHERE)"
+
+
+def run_script(script: Path, args: list, cwd: Path, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+    """``python script args`` in its own process group, killed whole after ``timeout`` s."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(script), *map(str, args)], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{script.name} did not finish within {timeout} s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BENCHES))
+def test_bench_script_runs_tiny_and_prints_its_json_line(name, request, tmp_path):
+    make_args, needs, keys = BENCHES[name]
+    data = {"tmp": tmp_path, **{fixture: request.getfixturevalue(fixture) for fixture in needs}}
+    proc = run_script(BENCH / f"{name}.py", make_args(data), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert lines, f"{name}.py printed nothing:\n{proc.stderr[-3000:]}"
+    result = json.loads(lines[-1])
+    assert isinstance(result, dict) and keys <= set(result), (sorted(result), keys)
+    assert ROWS.get(name, lambda r: True)(result), result
