@@ -177,6 +177,11 @@ def args_input_pipeline(d):
             "--train-batch", 4, "--train-width", 8]
 
 
+def args_project(d):
+    return ["--model", d["run64"], "--records", d["records"], "--faces", 2, "--encoder-steps", 2,
+            "--search-steps", 2, "--refine-steps", 2]
+
+
 def args_quality(d):
     return ["--data", d["celeba"], "--workdir", d["tmp"] / "work", "--steps", 2, "--points", 1,
             "--batch-size", 4, "--precision", "float32", "--workers", 1, *_luigi_tiny("TrainDCGAN", d["features"])]
@@ -199,6 +204,7 @@ BENCHES = {
     "fid_sanity": (args_fid_sanity, ("celeba", "features"), {"fid_self", "fid_halves", "blur", "noise"}),
     "fid_speed": (args_fid_speed, ("celeba",), {"paths", "fid_rel_diff", "images_per_s", "targets"}),
     "input_pipeline": (args_input_pipeline, ("records",), {"images_per_s", "train_images_per_s", "ratio"}),
+    "project": (args_project, ("run64", "records"), {"search", "encoder", "encoder+refine", "encoder_ms_p50"}),
     "quality": (args_quality, ("celeba", "features"), {"recipes", "winner", "fid", "kid", "prep_minutes"}),
     "rebuild": (args_rebuild, (), {"full_s", "incremental_s", "noop_s", "incremental_ratio", "versions"}),
     "serving_engines": (args_serving_engines, (), {"rows"}),

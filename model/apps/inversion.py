@@ -39,6 +39,7 @@ import json
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -269,8 +270,31 @@ def _chunks(total: int, size: int):
 
 
 def _pad(array: np.ndarray, rows: int) -> np.ndarray:
-    """``array`` with its first row repeated up to ``rows`` rows (one traced shape for every chunk)."""
+    """``array`` with its first row repeated up to ``rows`` rows (a few traced shapes for every chunk)."""
     return array if len(array) == rows else np.concatenate([array, np.repeat(array[:1], rows - len(array), 0)])
+
+
+def _bucket(rows: int, cap: int) -> int:
+    """The padded size of a chunk of ``rows``: the next power of two, at most ``cap``. One face
+    in the studio is searched at its own few rows, not padded to a whole batch, and the graphs
+    are traced for at most log2(cap) + 1 shapes."""
+    return min(cap, 1 << max(0, rows - 1).bit_length())
+
+
+#: Searches built for a generator (weakly keyed: they go with it): one per discriminator, loss
+#: weight and set of fixed inputs. Building one traces its graphs; a studio request reuses them.
+_OBJECTIVES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_OBJECTIVES_LOCK = threading.Lock()
+
+
+def _objective(generator, discriminator, card, lam: float, fixed_names) -> _Objective:
+    key = (id(discriminator), tuple((s.name, s.kind, s.size) for s in card.inputs), float(lam),
+           tuple(sorted(fixed_names)))
+    with _OBJECTIVES_LOCK:
+        built = _OBJECTIVES.setdefault(generator, {})
+        if key not in built or built[key].D is not discriminator:
+            built[key] = _Objective(generator, discriminator, card, lam, fixed_names)
+        return built[key]
 
 
 def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, discriminator=None,
@@ -309,7 +333,7 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
     if weights.shape != targets.shape[:3]:
         raise ValueError(f"weights must be {targets.shape[:3]} (one per pixel), got {weights.shape}")
     fixed_rows = _fixed_rows(card, fixed, n)
-    objective = _Objective(generator, discriminator, card, s.lam, set(fixed_rows))
+    objective = _objective(generator, discriminator, card, s.lam, set(fixed_rows))
     count = max(s.candidates, s.restarts)
     cand = draw_candidates(card, n, count, seed, fixed_rows)
     for name, value in (guess or {}).items():
@@ -328,9 +352,10 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
         if on_step is not None:
             on_step(0.0)
         img = np.arange(lo, hi) // count
-        feed = {k: tf.constant(_pad(v[lo:hi], rows)) for k, v in flat.items()}
-        total, context, _, logit, _ = objective.score(feed, tf.constant(_pad(targets[img], rows)),
-                                                      tf.constant(_pad(w4[img], rows)))
+        size = _bucket(hi - lo, rows)
+        feed = {k: tf.constant(_pad(v[lo:hi], size)) for k, v in flat.items()}
+        total, context, _, logit, _ = objective.score(feed, tf.constant(_pad(targets[img], size)),
+                                                      tf.constant(_pad(w4[img], size)))
         cand_loss.reshape(-1)[lo:hi] = total.numpy()[:hi - lo]
         cand_context.reshape(-1)[lo:hi] = context.numpy()[:hi - lo]
         cand_logit.reshape(-1)[lo:hi] = logit.numpy()[:hi - lo]
@@ -346,16 +371,17 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
     chunks = list(_chunks(n, per_chunk))
     for k_chunk, (lo, hi) in enumerate(chunks):
         m = hi - lo
-        feed = {k: tf.constant(_pad(v[lo:hi], per_chunk).reshape(per_chunk * R, -1)) for k, v in start.items()}
-        tgt = tf.constant(np.repeat(_pad(targets[lo:hi], per_chunk), R, axis=0))
-        wts = tf.constant(np.repeat(_pad(w4[lo:hi], per_chunk), R, axis=0))
+        size = _bucket(m, per_chunk)
+        feed = {k: tf.constant(_pad(v[lo:hi], size).reshape(size * R, -1)) for k, v in start.items()}
+        tgt = tf.constant(np.repeat(_pad(targets[lo:hi], size), R, axis=0))
+        wts = tf.constant(np.repeat(_pad(w4[lo:hi], size), R, axis=0))
         steps_done = None if on_step is None else (
             lambda done, k_chunk=k_chunk: on_step((k_chunk * s.steps + done) / (len(chunks) * s.steps)))
         inputs, loss, hist = objective.run(feed, tgt, wts, s.steps, s.lr, steps_done)
         for k, v in inputs.items():
-            found[k][lo:hi] = v.numpy().reshape(per_chunk, R, -1)[:m]
-        best_loss[lo:hi] = loss.numpy().reshape(per_chunk, R)[:m]
-        history[:, lo:hi] = hist.reshape(s.steps, per_chunk, R)[:, :m]
+            found[k][lo:hi] = v.numpy().reshape(size, R, -1)[:m]
+        best_loss[lo:hi] = loss.numpy().reshape(size, R)[:m]
+        history[:, lo:hi] = hist.reshape(s.steps, size, R)[:, :m]
         if progress is not None:
             progress(hi, n)
 
@@ -365,9 +391,10 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
     images = np.empty_like(targets)
     terms = {k: np.empty(n, np.float32) for k in ("total", "contextual", "perceptual", "logit")}
     for lo, hi in _chunks(n, rows):
-        feed = {k: tf.constant(_pad(v[lo:hi], rows)) for k, v in inputs.items()}
+        size = _bucket(hi - lo, rows)
+        feed = {k: tf.constant(_pad(v[lo:hi], size)) for k, v in inputs.items()}
         total, context, perceptual, logit, generated = objective.score(
-            feed, tf.constant(_pad(targets[lo:hi], rows)), tf.constant(_pad(w4[lo:hi], rows)))
+            feed, tf.constant(_pad(targets[lo:hi], size)), tf.constant(_pad(w4[lo:hi], size)))
         for name, value in zip(("total", "contextual", "perceptual", "logit"), (total, context, perceptual, logit)):
             terms[name][lo:hi] = value.numpy()[:hi - lo]
         images[lo:hi] = generated.numpy()[:hi - lo]
