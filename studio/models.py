@@ -6,6 +6,7 @@ the listing; an id is a dictionary key here, never joined onto a path.
 """
 from __future__ import annotations
 
+import fnmatch
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ class LoadedModel:
     normals: np.ndarray | None = None                  # (k, z size)
     scales: np.ndarray | None = None                   # (k,)
     _critic: tuple | None = None                       # (discriminator or None,) once looked up
+    encoder: object = None                             # the run's learned inverse (encoder.keras), if any
+    warm: str = "cold"                                 # the searches' graphs: cold, warming, ready, failed: ...
 
     @classmethod
     def load(cls, model_id: str, run_dir: Path, max_rows: int = 32, wait_s: float = 0.0,
@@ -52,11 +55,39 @@ class LoadedModel:
         forward(_zeros(card, 1))  # trace (TensorFlow) or allocate (OpenVINO) now, not on the first request
         forward(_zeros(card, 2))
         kept = (directions or {}).get("directions", [])
-        return cls(model_id, run_dir, card, directions, forward,
-                   MicroBatcher(forward, max_rows, wait_s, name=model_id),
-                   [d["name"] for d in kept],
-                   np.array([d["normal"] for d in kept], np.float32).reshape(len(kept), card.z.size),
-                   np.array([d["scale"] for d in kept], np.float32))
+        from model.apps.encoder import load_encoder
+        loaded = cls(model_id, run_dir, card, directions, forward,
+                     MicroBatcher(forward, max_rows, wait_s, name=model_id),
+                     [d["name"] for d in kept],
+                     np.array([d["normal"] for d in kept], np.float32).reshape(len(kept), card.z.size),
+                     np.array([d["scale"] for d in kept], np.float32), encoder=load_encoder(run_dir))
+        loaded.warm_up()
+        return loaded
+
+    def warm_up(self) -> threading.Thread:
+        """Build and trace projection's and completion's graphs for one face now, in a background
+        thread (a few seconds; ``warm`` says where it is), so a person's first request pays
+        only the search: the graphs are kept per generator (model/apps/inversion.py)."""
+        def work():
+            try:
+                from model.apps.complete import complete_faces, make_mask
+                from model.apps.project import project_faces
+                from model.card import sample_inputs
+                from model.train.sampling import generate
+
+                face = generate(self.forward.generator, sample_inputs(self.card, 1, seed=0))
+                project_faces(self.forward.generator, self.card, face, steps=2, encoder=self.encoder)
+                mask = make_mask("center", self.card.resolution)
+                complete_faces(self.forward.generator, self.discriminator(), self.card, face, mask, steps=2,
+                               encoder=self.encoder)
+                self.warm = "ready"
+            except Exception as exc:  # the features still work, cold; say why
+                self.warm = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+        self.warm = "warming"
+        thread = threading.Thread(target=work, name=f"warm-{self.id}", daemon=True)
+        thread.start()
+        return thread
 
     def apply_directions(self, z: np.ndarray, offsets: dict[str, float], locks: list[str]) -> np.ndarray:
         """``z`` ``(d,)`` moved along the named directions (already validated names)."""
@@ -71,6 +102,8 @@ class LoadedModel:
         d = self.directions or {}
         z = self.card.z
         return {"id": self.id, "card": self.card.to_json(), "evaluation": read_evaluation(self.run_dir),
+                "engine": getattr(self.forward, "engine", ""), "encoder": self.encoder is not None,
+                "warm": self.warm,  # projection and completion: "warming" while their graphs are built
                 "z": {"size": z.size, "distribution": z.distribution, "range": list(z.range),
                       "gray": {"black": z.range[0], "white": z.range[1], "mapping": "linear"}},
                 "inputs": [s.to_json() for s in self.card.extra_inputs],
@@ -114,13 +147,17 @@ class ModelRegistry:
     (model.train.serving.serving_forward: ``auto``, ``float32`` or ``mixed_bfloat16``)."""
 
     def __init__(self, root: Path | None, default: Path, max_rows: int = 32, wait_s: float = 0.0,
-                 precision: str = "auto", engine: str = "auto"):
+                 precision: str = "auto", engine: str = "auto", allow: tuple[str, ...] = ("*",)):
         self.root = Path(root).resolve() if root else None
         self.default_dir = Path(default).resolve()
         self.max_rows, self.wait_s, self.precision, self.engine = max_rows, wait_s, precision, engine
+        self.allow = tuple(allow) or ("*",)
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
         self.default_id = self._id(self.default_dir)
+        if not self.allowed(self.default_id):
+            raise ValueError(f"the run {self.default_id!r} to open first is not in --allow-models "
+                             f"{','.join(self.allow)}: give --model one of them")
         self._runs: dict[str, Path] = {}
         self.refresh()
 
@@ -135,8 +172,12 @@ class ModelRegistry:
         if self.root is not None and self.root.is_dir():
             for run in find_runs(self.root):
                 runs.setdefault(self._id(run.resolve()), run.resolve())
-        self._runs = runs
-        return runs
+        self._runs = {k: v for k, v in runs.items() if self.allowed(k)}
+        return self._runs
+
+    def allowed(self, model_id: str) -> bool:
+        """Whether ``model_id`` matches one of the ``--allow-models`` globs (``celeba/*``)."""
+        return any(fnmatch.fnmatchcase(model_id, pattern) for pattern in self.allow)
 
     def listing(self) -> list[dict]:
         out = []
