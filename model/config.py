@@ -65,6 +65,7 @@ class TrainConfig:
     d_lr: float | None = None   # the discriminator's own learning rate (two time-scale rule); None = lr
     g_steps: int = 1            # generator updates per discriminator update
     steps: int = 10_000
+    max_minutes: float = 0.0    # training budget: the step count is chosen from the measured speed (0 = off)
     seed: int = 0
     precision: str = "auto"     # see PRECISIONS; "auto" picks by hardware
     log_every: int = 10
@@ -93,6 +94,8 @@ class TrainConfig:
             value = getattr(self, name)
             require(value is None or 0 <= value < 1, name, value, "in [0, 1) (or empty for the variant's default)")
         require(0 <= self.ema < 1, "ema", self.ema, "in [0, 1) (0 = off; e.g. 0.999)")
+        require(self.max_minutes >= 0, "max_minutes", self.max_minutes,
+                ">= 0 (0 = off: train exactly steps; e.g. 5 to stop within 5 minutes)")
         require(0 < self.augment_p <= 1, "augment_p", self.augment_p, "in (0, 1]")
         require(resolution_ok(self.resolution), "resolution", self.resolution,
                 "4 or 7 times a power of two (28, 32, 56, 64, 112, 128, ...): the generator doubles a 4x4 or "

@@ -9,8 +9,8 @@ import luigi
 
 from model.config import (
     C_DISTRIBUTIONS,
-    EGAN_MODES,
     DISCRIMINATORS,
+    EGAN_MODES,
     EXTRACTOR_FORMULAS,
     GENERATORS,
     PRECISIONS,
@@ -48,7 +48,13 @@ class TrainGAN(Checked, luigi.Task):
                                           description="Discriminator network family.")
     generator = luigi.ChoiceParameter(default=DEFAULTS["generator"], choices=GENERATORS,
                                       description="Generator network family.")
-    steps = luigi.IntParameter(default=DEFAULTS["steps"], description="Training steps (batches).")
+    steps = luigi.IntParameter(default=DEFAULTS["steps"], description="Training steps (batches); with "
+                                                                      "max_minutes, the most it trains.")
+    max_minutes = luigi.FloatParameter(default=DEFAULTS["max_minutes"],
+                                       description="Training budget in minutes (0: off): the run times its "
+                                                   "first steps and trains as many as fit, at most --steps; "
+                                                   "the count chosen is kept in budget.json and the model "
+                                                   "card (model/train/budget.py).")
     batch_size = luigi.IntParameter(default=DEFAULTS["batch_size"], description="Global batch size (paper: 64).")
     lr = luigi.OptionalFloatParameter(default=None, description="Learning rate; empty: the variant's paper "
                                                                 "value (DCGAN: Adam 0.0002).")

@@ -304,10 +304,10 @@ def training_evaluator(run_dir, records, settings: EvalSettings, eval_every: int
     """The ``on_checkpoint(step, trainer)`` hook of :func:`model.train.loop.train` for ``eval_every``.
 
     At the first checkpoint at or after each multiple of ``eval_every`` (and at the
-    last step) it computes FID and KID of ``settings.training_n`` samples of the generator
-    the run would export at that step (its weight average with ``ema``) against the
-    held-out split of ``records`` and writes them to
-    ``run_dir/eval.csv`` (one row per step; a resumed run replaces rows it recomputes).
+    last step: ``steps``, or the one a ``max_minutes`` budget chose) it computes FID and
+    KID of ``settings.training_n`` samples of the generator the run would export at that
+    step (its weight average with ``ema``) against the held-out split of ``records`` and
+    writes them to ``run_dir/eval.csv`` (one row per step; a resumed run replaces rows it recomputes).
     """
     path = Path(run_dir) / "eval.csv"
     state: dict = {}
@@ -328,7 +328,7 @@ def training_evaluator(run_dir, records, settings: EvalSettings, eval_every: int
     def on_checkpoint(step: int, trainer) -> None:
         rows = {r["step"]: r for r in read_eval_csv(path)}
         last = max((s for s in rows if s < step), default=0)
-        if not (step // eval_every > last // eval_every or step == steps):
+        if not (step // eval_every > last // eval_every or step in (steps, trainer.last_step)):
             return
         from model.eval.metrics import compute_features, fid_from_features, kid
         from model.train.sampling import generate

@@ -12,6 +12,7 @@ export with its model card. A run lives in one folder:
     metrics.csv      the variant's scalars every ``log_every`` steps
     tb/              TensorBoard scalars and fixed-noise image grids
     progress/        the fixed-noise grid as PNG every ``sample_every`` steps
+    budget.json      the step count a run with ``max_minutes`` chose (model/train/budget.py)
     losses.png       the scalar curves, drawn at the end
     saved_model/     the exported generator for serving (every input -> uint8 images)
     openvino/        the same signature as OpenVINO IR, the studio's engine (when installed)
@@ -34,6 +35,7 @@ import tensorflow as tf
 
 from model.card import ModelCard, write_card
 from model.config import PRECISIONS, TrainConfig  # noqa: F401  (re-exported)
+from model.train.budget import BUDGET_FILE, BudgetPlanner, read_plan
 from model.train.ema import WeightAverage
 from model.train.precision import resolve_precision  # noqa: F401  (re-exported)
 from model.variants import build_variant
@@ -86,6 +88,10 @@ class GANTrainer:
                 self.ema = WeightAverage(self.model.generator, c.ema) if c.ema else None
         finally:
             keras.config.set_dtype_policy(previous)
+        #: The step the run ends at: ``config.steps``, or the count a ``max_minutes`` budget chose.
+        self.last_step = c.steps
+        #: The budget's record (model/train/budget.py), once the step count is chosen.
+        self.budget: dict | None = None
 
     @property
     def generator(self) -> keras.Model:
@@ -129,11 +135,12 @@ class GANTrainer:
         files = {"keras": "generator.keras", "saved_model": "saved_model"}
         if self.ema is not None:
             files["raw_keras"] = "generator_raw.keras"  # the un-averaged weights, for comparison
+        budget = {"budget": self.budget} if self.budget is not None else {}
         return ModelCard(variant=self.model.name, discriminator=c.discriminator, generator=c.generator,
                          resolution=c.resolution, channels=c.channels, inputs=self.model.inputs(),
                          dataset=dict(dataset or {}), precision=self.policy, steps=int(self.step.numpy()),
                          weights="ema" if self.ema is not None else "generator", files=files,
-                         training={**asdict(c), "variant_options": self.model.describe()})
+                         training={**asdict(c), "variant_options": self.model.describe(), **budget})
 
 
 def fixed_inputs(model: GANModel, n: int = 64) -> dict[str, np.ndarray]:
@@ -152,9 +159,12 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
           progress: Callable[[int, int, dict], None] | None = None,
           strategy: tf.distribute.Strategy | None = None,
           on_checkpoint: Callable[[int, GANTrainer], None] | None = None,
-          model: GANModel | None = None, dataset_card: dict | None = None) -> dict:
+          model: GANModel | None = None, dataset_card: dict | None = None,
+          clock: Callable[[], float] = time.monotonic) -> dict:
     """Train ``model`` (default: the variant ``config.variant``) to ``config.steps`` in
-    ``run_dir``, resuming from its last checkpoint.
+    ``run_dir``, resuming from its last checkpoint; with ``config.max_minutes``, to the step
+    count that budget holds at the measured speed (model/train/budget.py; ``clock`` reads
+    the seconds it is measured in), kept in ``budget.json`` so a resumed run ends there too.
 
     ``dataset`` yields global batches forever (dicts of the features the variant
     reads, or image tensors), in an order fixed by the seed; on resume the
@@ -162,13 +172,16 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
     back with the checkpoint, so a resumed run sees the same data and noise as
     an uninterrupted one. ``progress(step, steps, scalars)`` is called every
     ``log_every`` steps, ``on_checkpoint(step, trainer)`` right after each
-    checkpoint is saved (e.g. to evaluate the generator). ``dataset_card``
+    checkpoint is saved (e.g. to evaluate the generator; ``trainer.last_step`` is the
+    step the run ends at). ``dataset_card``
     (name, version, records, ...) goes into the model card. Writes
     ``generator.keras`` last and returns the final scalars.
     """
     from model.train.sampling import grid, save_png
     from model.train.serving import OPENVINO_FILE, export_openvino, export_saved_model, openvino_available
+    from pipeline.atomic import write_json
 
+    began = clock()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     strategy = strategy or make_strategy()
@@ -179,6 +192,13 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     start = int(trainer.step.numpy())
+    planner = None
+    if config.max_minutes:
+        trainer.budget = read_plan(run_dir)
+        if trainer.budget is None:
+            planner = BudgetPlanner(config.max_minutes, config.steps, start, began, clock)
+        else:
+            trainer.last_step = trainer.budget["steps"]
     metrics_path = run_dir / "metrics.csv"
     _truncate_metrics(metrics_path, start)
     new_file = not metrics_path.exists()
@@ -194,7 +214,8 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
         with tb.as_default(step=step):
             tf.summary.image("fixed_noise", images[:16], max_outputs=16)
 
-    batches = strategy.experimental_distribute_dataset(dataset.skip(start).take(max(0, config.steps - start)))
+    batches = strategy.experimental_distribute_dataset(
+        dataset.skip(start).take(max(0, trainer.last_step - start)))
     scalars: dict = {}
     with open(metrics_path, "a", newline="") as fh:
         writer = csv.writer(fh)
@@ -209,20 +230,28 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
                 raise DivergenceError(
                     f"loss is not finite at step {step} ({scalars}); the last good checkpoint "
                     f"{manager.latest_checkpoint} is kept: lower the learning rate or change the seed")
-            if step % config.log_every == 0 or step == config.steps:
+            if planner is not None:  # the scalars are read: the step has finished
+                plan = planner.after_step(step)
+                if plan is not None:
+                    write_json(run_dir / BUDGET_FILE, plan)  # before any checkpoint past it
+                    trainer.budget, trainer.last_step, planner = plan, plan["steps"], None
+            last = trainer.last_step
+            if step % config.log_every == 0 or step == last:
                 writer.writerow((step, *(f"{scalars[k]:.6g}" for k in scalar_names)))
                 fh.flush()
                 with tb.as_default(step=step):
                     for k, v in scalars.items():
                         tf.summary.scalar(k, v)
                 if progress is not None:
-                    progress(step, config.steps, scalars)
-            if (config.sample_every and step % config.sample_every == 0) or step == config.steps:
+                    progress(step, last, scalars)
+            if (config.sample_every and step % config.sample_every == 0) or step == last:
                 snapshot(step)
-            if step % config.checkpoint_every == 0 or step == config.steps:
+            if step % config.checkpoint_every == 0 or step == last:
                 manager.save(checkpoint_number=step)
                 if on_checkpoint is not None:
                     on_checkpoint(step, trainer)
+            if step >= last:
+                break
     tb.close()
     plot_losses(metrics_path, run_dir / "losses.png", trainer.model.plots)
     if trainer.model.export(trainer, run_dir, dataset_card):  # a model with files of its own (a completion net)
@@ -238,8 +267,9 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
         save_keras_atomic(trainer.export_generator("generator"), run_dir / card.files["raw_keras"])
     write_card(run_dir, card)
     save_keras_atomic(generator, run_dir / card.files["keras"])  # last: the task's completion marker
+    budget = {"budget": trainer.budget} if trainer.budget is not None else {}
     return {"step": int(trainer.step.numpy()), **scalars, "precision": trainer.policy,
-            "replicas": strategy.num_replicas_in_sync, "config": asdict(config)}
+            "replicas": strategy.num_replicas_in_sync, "config": asdict(config), **budget}
 
 
 def step_seconds(configs: list[TrainConfig], dataset_fn: Callable[[TrainConfig], tf.data.Dataset],

@@ -1,0 +1,95 @@
+"""A training budget in minutes (``TrainConfig.max_minutes``): the step count from the measured speed.
+
+With a budget the loop (model/train/loop.py) times its first steps and then fixes
+the run's step count once: the step reached plus as many steps as the rest of
+the budget holds at the measured seconds per step, at most ``TrainConfig.steps``.
+The budget counts from the loop's start (building the networks, restoring, tracing
+the training step), snapshots and checkpoints included; the export after the last
+step is not. The first ``WARMUP`` steps are not timed (the first traces the graph);
+the next ``MEASURE`` are, or fewer when the budget ends before them.
+
+The choice is written to ``budget.json`` in the run folder before training goes
+on, so a run interrupted and resumed ends at the same step (a run interrupted
+before the choice measures again when it resumes). Nothing in training depends
+on the total step count, so a budget run that chose N steps is the run
+``steps=N`` without a budget, step for step: deterministic given its step count.
+The model card's ``training["budget"]`` and ``result.json`` carry the record::
+
+    {"max_minutes": 5.0, "steps": 312, "cap": 800, "seconds_per_step": 0.912,
+     "measured": [2, 22], "planned_at": 22, "elapsed": 31.4}
+
+(``measured``: the steps timed, from one to the other; ``elapsed``: the budget's
+seconds used when the choice was made.)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+BUDGET_FILE = "budget.json"
+#: Steps after the loop's start that are not timed: the first traces the training step.
+WARMUP = 2
+#: Steps timed to measure the speed (fewer when the budget ends first).
+MEASURE = 20
+
+
+def steps_within(budget_s: float, elapsed_s: float, step: int, seconds_per_step: float, cap: int) -> int:
+    """The last step of a run at ``step`` after ``elapsed_s`` of its ``budget_s`` seconds, at
+    ``seconds_per_step``: ``step`` plus the whole steps the rest holds, within ``[step, cap]``."""
+    room = max(0.0, budget_s - elapsed_s)
+    more = math.floor(room / seconds_per_step) if seconds_per_step > 0 else cap
+    return int(max(step, min(cap, step + more)))
+
+
+def read_plan(run_dir: str | os.PathLike) -> dict | None:
+    """The step count a budget run chose (``budget.json``), or None when it has not chosen yet."""
+    path = Path(run_dir) / BUDGET_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}): delete it to measure the run's speed again") from None
+
+
+class BudgetPlanner:
+    """Times a budget run's steps and fixes its step count once (:func:`steps_within`).
+
+    ``began`` is the ``clock()`` reading at the loop's start, ``start`` the step it starts
+    from (0, or a resumed run's). :meth:`after_step` is called once per step, after the
+    step's results are read (so the step has finished), and calls ``clock`` once; it
+    returns the plan when it makes it, else None.
+    """
+
+    def __init__(self, minutes: float, cap: int, start: int, began: float,
+                 clock: Callable[[], float]):
+        self.budget, self.cap, self.start, self.began, self.clock = minutes * 60.0, cap, start, began, clock
+        self.minutes = minutes
+        self.window: tuple[int, float] | None = None  # (step, clock) where timing began
+
+    def after_step(self, step: int) -> dict | None:
+        now = self.clock()
+        elapsed = now - self.began
+        if self.window is None:
+            if step - self.start >= WARMUP:
+                self.window = (step, now)
+            elif elapsed >= self.budget:  # the budget went on start-up and tracing
+                return self._plan(step, step, None, elapsed)
+            return None
+        first, t0 = self.window
+        timed = step - first
+        per_step = (now - t0) / timed
+        last = steps_within(self.budget, elapsed, step, per_step, self.cap)
+        # Decide at the window's end, or earlier when the budget (or the cap) ends inside it.
+        if timed >= MEASURE or last < first + MEASURE:
+            return self._plan(step, last, per_step, elapsed)
+        return None
+
+    def _plan(self, step: int, last: int, per_step: float | None, elapsed: float) -> dict:
+        measured = [self.window[0], step] if self.window else []
+        return {"max_minutes": self.minutes, "steps": int(last), "cap": self.cap,
+                "seconds_per_step": None if per_step is None else round(per_step, 6),
+                "measured": measured, "planned_at": step, "elapsed": round(elapsed, 3)}

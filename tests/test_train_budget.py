@@ -1,0 +1,153 @@
+"""The training budget (TrainConfig.max_minutes, model/train/budget.py): the loop times its
+first steps and fixes the step count once, records it in budget.json and the model card,
+and a resumed run ends at the same count. The clock is injected: a fake one advances one
+second per reading, so the counts below are exact, whatever the machine's load."""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import time
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from model.card import read_card  # noqa: E402
+from model.train.budget import BUDGET_FILE, MEASURE, WARMUP, steps_within  # noqa: E402
+from model.train.loop import TrainConfig, train  # noqa: E402
+
+TINY = dict(base_width=8, batch_size=4, steps=100, checkpoint_every=4, log_every=1, seed=3,
+            precision="float32", max_minutes=0.5)
+
+
+def _dataset(seed=0):
+    tf.random.set_seed(seed)  # as model.train.data does: the order is the seed's alone
+    images = np.random.default_rng(seed).uniform(-1, 1, (16, 64, 64, 3)).astype("float32")
+    return tf.data.Dataset.from_tensor_slices(images).shuffle(16, seed=seed).repeat().batch(4)
+
+
+def seconds(per_reading=1.0, first=0.0):
+    """A fake clock: ``first`` at its first reading, then ``per_reading`` seconds more at each."""
+    readings = itertools.count()
+    return lambda: first + per_reading * next(readings)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_at(step):
+    def progress(done, total, scalars):
+        if done == step:
+            raise Interrupted(f"killed at step {done}")
+    return progress
+
+
+def _weights(run_dir):
+    return keras.models.load_model(run_dir / "generator.keras", compile=False).get_weights()
+
+
+def _metric_steps(run_dir):
+    return [int(r[0]) for r in list(csv.reader(open(run_dir / "metrics.csv")))[1:]]
+
+
+def test_steps_within_fills_the_rest_of_the_budget_within_the_cap():
+    assert steps_within(60, 20, 10, 2.0, 1000) == 30           # 40 s left at 2 s a step
+    assert steps_within(60, 20, 10, 3.0, 1000) == 23           # whole steps only
+    assert steps_within(60, 20, 10, 0.01, 800) == 800          # the cap (--steps) holds
+    assert steps_within(60, 70, 10, 1.0, 800) == 10            # spent: stop where it is
+
+
+def test_the_budget_fixes_the_step_count_and_the_card_records_it(tmp_path):
+    result = train(TrainConfig(**TINY), _dataset(), tmp_path / "budget", clock=seconds(1.0))
+    # A reading at the start (t=0), one per step after: steps 2..22 timed at 1 s each, 22 s
+    # used, the 8 s left hold 8 more steps.
+    assert (WARMUP, MEASURE) == (2, 20)
+    plan = json.loads((tmp_path / "budget" / BUDGET_FILE).read_text())
+    assert plan == {"max_minutes": 0.5, "steps": 30, "cap": 100, "seconds_per_step": 1.0,
+                    "measured": [2, 22], "planned_at": 22, "elapsed": 22.0}
+    card = read_card(tmp_path / "budget")
+    assert card.steps == 30 and card.training["budget"] == plan and card.training["max_minutes"] == 0.5
+    assert result["step"] == 30 and result["budget"] == plan
+    assert _metric_steps(tmp_path / "budget") == list(range(1, 31))
+    assert (tmp_path / "budget" / "progress" / "step-0000030.png").is_file()
+    assert tf.train.latest_checkpoint(str(tmp_path / "budget" / "ckpt")).endswith("ckpt-30")
+
+    # Deterministic given its step count: the same run as --steps 30 without a budget.
+    train(TrainConfig(**{**TINY, "steps": 30, "max_minutes": 0.0}), _dataset(), tmp_path / "plain")
+    assert "budget" not in read_card(tmp_path / "plain").training
+    assert not (tmp_path / "plain" / BUDGET_FILE).exists()
+    for a, b in zip(_weights(tmp_path / "budget"), _weights(tmp_path / "plain")):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_resumed_after_the_choice_ends_at_the_chosen_step(tmp_path):
+    with pytest.raises(Interrupted):  # chosen at step 22 (30 steps), killed at 26, checkpoint 24
+        train(TrainConfig(**TINY), _dataset(), tmp_path / "run", progress=interrupt_at(26), clock=seconds(1.0))
+    assert json.loads((tmp_path / "run" / BUDGET_FILE).read_text())["steps"] == 30
+    assert not (tmp_path / "run" / "generator.keras").exists()
+    # Resumed on a machine ten times faster: the count stays the one chosen.
+    train(TrainConfig(**TINY), _dataset(), tmp_path / "run", clock=seconds(0.1))
+    assert read_card(tmp_path / "run").steps == 30
+    assert _metric_steps(tmp_path / "run") == list(range(1, 31))
+
+    train(TrainConfig(**TINY), _dataset(), tmp_path / "whole", clock=seconds(1.0))
+    for a, b in zip(_weights(tmp_path / "run"), _weights(tmp_path / "whole")):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_resumed_before_the_choice_measures_again(tmp_path):
+    with pytest.raises(Interrupted):  # killed at step 6, before the choice; checkpoint at 4
+        train(TrainConfig(**TINY), _dataset(), tmp_path, progress=interrupt_at(6), clock=seconds(1.0))
+    assert not (tmp_path / BUDGET_FILE).exists()
+    train(TrainConfig(**TINY), _dataset(), tmp_path, clock=seconds(1.0))
+    # From step 4: 5 and 6 untimed, 6..26 timed (t = 2..22), 8 s left.
+    plan = json.loads((tmp_path / BUDGET_FILE).read_text())
+    assert (plan["measured"], plan["steps"]) == ([6, 26], 34)
+    assert read_card(tmp_path).steps == 34
+
+
+def test_a_budget_spent_before_the_timing_ends_the_run_at_once(tmp_path):
+    # Start-up took 100 s of a 30 s budget: the run stops after its first step.
+    readings = iter([0.0] + [100.0 + i for i in range(200)])
+    train(TrainConfig(**TINY), _dataset(), tmp_path / "spent", clock=lambda: next(readings))
+    assert read_card(tmp_path / "spent").steps == 1
+    assert json.loads((tmp_path / "spent" / BUDGET_FILE).read_text())["seconds_per_step"] is None
+    # A slow speed measured inside the window: it ends inside the window, not after it.
+    train(TrainConfig(**TINY), _dataset(), tmp_path / "slow", clock=seconds(5.0))
+    plan = json.loads((tmp_path / "slow" / BUDGET_FILE).read_text())
+    assert plan["steps"] == 6 and plan["planned_at"] < WARMUP + MEASURE  # 30 s at 5 s a reading
+
+
+def test_a_real_clock_stops_a_long_run_inside_a_small_budget(tmp_path):
+    # A 3-second budget on a cap of 100000 steps: whatever this machine's speed, far fewer are trained.
+    start = time.monotonic()
+    train(TrainConfig(**{**TINY, "steps": 100_000, "max_minutes": 0.05, "checkpoint_every": 1000}),
+          _dataset(), tmp_path)
+    took = time.monotonic() - start
+    plan = json.loads((tmp_path / BUDGET_FILE).read_text())
+    assert 1 <= plan["steps"] < 100_000 and read_card(tmp_path).steps == plan["steps"]
+    if plan["seconds_per_step"] is not None:  # the choice is the rest of the budget at the measured speed
+        assert plan["steps"] == steps_within(3.0, plan["elapsed"], plan["planned_at"],
+                                             plan["seconds_per_step"], 100_000)
+    assert took < 120, took  # generous: 3 s of training plus start-up and the export, on a loaded machine
+
+
+def test_max_minutes_is_validated_and_off_by_default():
+    assert TrainConfig().max_minutes == 0
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(max_minutes=-1)
+
+
+def test_train_dcgan_passes_its_budget_and_keeps_the_steps_without_one():
+    import tasks
+
+    default = tasks.TrainDCGAN()
+    assert default.max_minutes == 0 and default.config(resolution=64, channels=3).max_minutes == 0
+    budget = tasks.TrainDCGAN(max_minutes=5.0, steps=800)
+    config = budget.config(resolution=64, channels=3)
+    assert (config.max_minutes, config.steps) == (5.0, 800)
+    assert budget.run_dir() != tasks.TrainDCGAN(steps=800).run_dir()  # a budget run is its own run
