@@ -26,7 +26,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 
 # The main job on the embedded sample data: offline, CPU, a few minutes. The sample run's
 # training settings are given here, on its one command line, not in luigi.cfg (where they
-# would apply to every data set's TrainDCGAN); README "Two commands" says why these.
+# would apply to every data set's TrainDCGAN); docs/training.md "The sample run" says why these.
 # max-minutes: training stops within 5 minutes on any CPU (the step count is chosen from
 # the measured speed, at most 1600; model/train/budget.py).
 SAMPLE_RUN := --TrainDCGAN-steps 1600 --TrainDCGAN-max-minutes 5 --TrainDCGAN-batch-size 32 \

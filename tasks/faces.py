@@ -38,7 +38,7 @@ def alignment_version(task: luigi.Task) -> str:
 
 #: FaceAligner's defaults: the alignment parameters take theirs from here.
 A = defaults_of(FaceAligner)
-#: Images per AlignShard task (luigi.cfg and the README state this value too;
+#: Images per AlignShard task (luigi.cfg and docs/parameters.md state this value too;
 #: tests/test_defaults.py checks they agree).
 SHARD_SIZE = 128
 

@@ -1,6 +1,6 @@
 """Every benchmark script runs and prints its final JSON line: each bench/*.py once, with
 tiny settings, in a subprocess with a hard timeout, on small data these tests make (never
-../shared/data), so the scripts the README's figures come from keep working with the code.
+../shared/data), so the scripts the figures of docs/benchmarks.md come from keep working with the code.
 
 The figures of a smoke run mean nothing; only that the script ran to its JSON line with
 the keys it documents. bench/train_throughput.py and bench/studio.py have smoke tests of

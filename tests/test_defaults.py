@@ -1,6 +1,6 @@
 """Defaults stated once: a setting's default lives in pipeline/ (or, for a task-only
-setting, in the task), and luigi.cfg, the README's table and the command line
-either take it from there or agree with it, as checked here."""
+setting, in the task), and luigi.cfg, the parameter table of docs/parameters.md and the
+command line either take it from there or agree with it, as checked here."""
 from __future__ import annotations
 
 import configparser
@@ -34,16 +34,16 @@ OWNED = {"Sample": tasks.Sample, "DetectAlignFaces": tasks.DetectAlignFaces,
          "CompareGANs": tasks.CompareGANs, "TrainClassifier": tasks.TrainClassifier,
          "TrainEncoder": tasks.TrainEncoder, "DownloadMNIST": tasks.DownloadMNIST,
          "DownloadCIFAR10": tasks.DownloadCIFAR10, "TrainCompletion": tasks.TrainCompletion}
-#: README cells that describe a default too long for the table (luigi.cfg states it).
+#: docs/parameters.md cells that describe a default too long for the table (luigi.cfg states it).
 DESCRIBED = {("TrainAttributeClassifier", "attributes"), ("FitAttributeDirections", "attributes"),
              ("DownloadMNIST", "files"), ("DownloadCIFAR10", "files"), ("DownloadCIFAR10", "batches")}
-#: A README default that is a note in parentheses: ``(empty...)`` is the empty value (None
+#: A table default that is a note in parentheses: ``(empty...)`` is the empty value (None
 #: for an optional parameter), ``(required)`` a parameter without a default.
 EMPTY, REQUIRED = "", object()
 
 
 def same(param: luigi.Parameter, text: str) -> bool:
-    """Whether the luigi.cfg / README ``text`` is the parameter's default."""
+    """Whether the luigi.cfg / docs/parameters.md ``text`` is the parameter's default."""
     return param.normalize(param.parse(text)) == param.normalize(param._default)
 
 
@@ -62,13 +62,17 @@ def test_luigi_cfg_states_the_defaults_of_the_code():
     assert differ == []
 
 
+PARAMETERS_DOC = ROOT / "docs" / "parameters.md"
+
+
 def readme_rows() -> list[tuple[str, str, object]]:
-    """``(task, parameter, default)`` from the README's parameter table: a row names one or
+    """``(task, parameter, default)`` from the parameter table (docs/parameters.md, moved
+    there from the README): a row names one or
     more tasks (``TrainGAN`` / ``TrainDCGAN``; an empty first cell continues the tasks above)
     and states one default per parameter it names, comma separated; a note in parentheses
     after a value (``0 (all)``) is not part of it."""
     rows, names = [], []
-    text = (ROOT / "README.md").read_text()
+    text = PARAMETERS_DOC.read_text()
     table = text[text.index("| Task | Parameter | Default | Meaning |"):]
     for line in table.splitlines()[2:]:
         if not line.startswith("|"):
@@ -77,13 +81,13 @@ def readme_rows() -> list[tuple[str, str, object]]:
         names = re.findall(r"`(\w+)`", cells[0]) or names
         params = re.findall(r"`(\w+)`", cells[1])
         values = [cells[2]] if len(params) == 1 else re.split(r",\s*(?![^(]*\))", cells[2])
-        assert len(values) == len(params), f"README row {line!r}: one default per parameter"
+        assert len(values) == len(params), f"docs/parameters.md row {line!r}: one default per parameter"
         rows += [(task, p, default_of(v)) for task in names for p, v in zip(params, values)]
     return rows
 
 
 def default_of(cell: str):
-    """The default a README value states: ``60 (sample)`` -> ``60``, ``(empty: lr)`` -> EMPTY,
+    """The default a table value states: ``60 (sample)`` -> ``60``, ``(empty: lr)`` -> EMPTY,
     ``(required)`` -> REQUIRED, an empty cell -> None (none stated); anything else as it is."""
     if not cell.strip():
         return None
@@ -103,13 +107,13 @@ def test_readme_table_states_the_defaults_of_the_code():
     differ = []
     for task, name, value in rows:
         params = dict(OWNED[task].get_params())
-        assert name in params, f"README: {task} has no parameter {name!r}"
+        assert name in params, f"docs/parameters.md: {task} has no parameter {name!r}"
         if value is REQUIRED:
             ok = params[name]._default is luigi.parameter._no_value
         else:
             ok = params[name]._default is not luigi.parameter._no_value and same(params[name], value)
         if not ok:
-            differ.append(f"{task}.{name}: README {value if value is not REQUIRED else '(required)'} "
+            differ.append(f"{task}.{name}: docs/parameters.md {value if value is not REQUIRED else '(required)'} "
                           f"(code: {params[name]._default!r})")
     assert differ == []
 

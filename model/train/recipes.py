@@ -26,7 +26,7 @@ RECIPES: dict[str, dict] = {
 }
 
 #: ``TrainDCGAN``'s defaults: the recipe that scored best in ``bench/quality.py`` at the same
-#: 20-minute budget (README, "Quality per CPU-minute"). ``TrainGAN`` keeps the paper's.
+#: 20-minute budget (docs/benchmarks.md, "Quality per CPU-minute"). ``TrainGAN`` keeps the paper's.
 DCGAN_DEFAULT = "ema+augment"
 
 
