@@ -179,3 +179,25 @@ def test_auto_takes_the_network_of_the_same_records_and_falls_back_to_search_wit
     chosen = choose_method("auto", card, run)
     assert chosen["method"] == "net" and chosen["run"] == broken and chosen["network"] is not None
     assert choose_method("search", card, run)["method"] == "search"
+
+
+def test_the_cli_says_which_method_ran(tmp_path, capsys, monkeypatch):
+    from model.apps.complete import main
+    from model.card import write_card
+    from model.train.sampling import save_png
+
+    run = tmp_path / "processed" / "models" / "faces" / "dcgan-x"
+    run.mkdir(parents=True)
+    write_card(run, ModelCard(variant="dcgan", resolution=S, channels=3, inputs=[noise_spec(8)],
+                              dataset={"name": "faces", "version": "v-1"}))
+    completion = completion_run(tmp_path / "processed", "v-1")
+    save_png(faces(1)[0], tmp_path / "face.png")
+    monkeypatch.chdir(tmp_path)
+    assert main([str(tmp_path / "face.png"), "--aligned", "--model", str(run), "--mask", "center",
+                 "--out", str(tmp_path / "out.png")]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["method"] == "net" and line["completion"] == str(completion) and line["loss_start"] is None
+    assert (tmp_path / "out.png").exists()
+    assert main([str(tmp_path / "face.png"), "--aligned", "--model", str(run), "--method", "net",
+                 "--completion", str(tmp_path)]) == 2
+    assert "is no completion run folder" in capsys.readouterr().err

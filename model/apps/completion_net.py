@@ -175,7 +175,7 @@ def find_completion_run(dataset: dict, roots) -> Path | None:
             except (OSError, ValueError):
                 continue
             if same_records(card.get("dataset", {}), dataset or {}):
-                found.append((card_path.stat().st_mtime, card_path.parent))
+                found.append((card_path.stat().st_mtime, card_path.parent.resolve()))
     return max(found)[1] if found else None
 
 
