@@ -17,6 +17,8 @@ from pipeline.console import quiet_start
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from studio.jobs import DEADLINE_S
+
     p = argparse.ArgumentParser(prog="facegan-studio", description="Serve the face studio (edit a face through z).")
     p.add_argument("--model", help="run folder with generator.keras and model_card.json "
                                    "(default: the newest under --models-root)")
@@ -34,9 +36,26 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="inference precision: auto is float32 on OpenVINO; on TensorFlow bfloat16 where the CPU "
                         "has AVX-512 BF16/AMX (about 2x faster there, pixels within a few levels), else float32 "
                         "(default: %(default)s)")
+    p.add_argument("--max-jobs", type=_at_least_one, default=None,
+                   help="projections and completions queued or running at once; more are refused with 429 "
+                        "(default: the core count, at least 2)")
+    p.add_argument("--max-jobs-per-client", type=_at_least_one, default=None,
+                   help="a client's share of that queue (default: half of --max-jobs, at least 1)")
+    p.add_argument("--job-deadline", type=float, default=DEADLINE_S, metavar="SECONDS",
+                   help="a projection or completion still unfinished this long after it was asked for is "
+                        "stopped and answered 504 (default: %(default)g)")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
                    help="server log level; debug also shows TensorFlow's start-up lines (default: %(default)s)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.job_deadline > 0:
+        p.error(f"--job-deadline must be > 0 seconds, got {args.job_deadline:g}")
+    return args
+
+
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def fail(message: str) -> int:
@@ -67,6 +86,7 @@ def main(argv=None) -> int:
             return fail(str(exc))
 
     from studio.app import create_app
+    from studio.jobs import JobQueue
     from studio.models import ModelRegistry
 
     try:
@@ -79,7 +99,8 @@ def main(argv=None) -> int:
 
     import uvicorn
 
-    config = uvicorn.Config(create_app(registry), host=args.host, port=args.port, log_level=args.log_level,
+    jobs = JobQueue(args.max_jobs, per_client=args.max_jobs_per_client, deadline_s=args.job_deadline)
+    config = uvicorn.Config(create_app(registry, jobs), host=args.host, port=args.port, log_level=args.log_level,
                             access_log=False)
     server = uvicorn.Server(config)
     host = f"[{args.host}]" if ":" in args.host else args.host
