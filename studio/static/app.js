@@ -6,17 +6,25 @@ import { createApp, nextTick } from "vue";
 const DEBOUNCE_MS = 50;        // painting -> at most one update request per 50 ms
 const HEALTH_EVERY_MS = 3000;  // while the server is unreachable
 const FINE = 0.02;             // wheel / arrow-key step, as a fraction of z's range
+const JOB_POLL_MS = 250;       // how often a running completion / projection is asked about
+// Who this tab is to the server's job queue (its share of the queue is per client).
+const CLIENT_ID = sessionStorage.getItem("facegan-client") || (() => {
+  const id = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join("");
+  sessionStorage.setItem("facegan-client", id);
+  return id;
+})();
 
 // --- helpers ------------------------------------------------------------------------------
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function api(path, body, { raw = false } = {}) {
+async function api(path, body, { raw = false, method } = {}) {
   let response;
+  const headers = { "X-Client-Id": CLIENT_ID };
   try {
-    response = await fetch(path, body === undefined ? {} : {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    response = await fetch(path, body === undefined ? { method: method || "GET", headers } : {
+      method: method || "POST", headers: { ...headers, "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
   } catch (e) {
     throw new ApiError(0, "The studio server is unreachable (is facegan-studio still running?).");
@@ -24,10 +32,13 @@ async function api(path, body, { raw = false } = {}) {
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     try { message = (await response.json()).error || message; } catch (e) { /* not JSON */ }
+    const retry = response.headers.get("Retry-After");
+    if (response.status === 429 && retry) message += ` (retry in about ${retry} s)`;
     throw new ApiError(response.status, `Request failed (${response.status}): ${message}`);
   }
   return raw ? response : response.json();
 }
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function b64urlFromFloats(values) {
   const bytes = new Uint8Array(new Float32Array(values).buffer);
@@ -68,8 +79,8 @@ const App = {
       saved: [], interpA: 0, interpB: 1, interpSteps: 8, frames: [], interpBusy: false,
       tab: "edit",
       upload: { faces: [], chosen: 0, busy: false, error: "" },
-      project: { result: null, busy: false },
-      complete: { result: null, busy: false, drawing: false },
+      project: { result: null, busy: false, job: null },
+      complete: { result: null, busy: false, drawing: false, job: null },
     };
   },
   watch: {
@@ -92,6 +103,7 @@ const App = {
     window.addEventListener("pointercancel", this.paintEnd);
     window.addEventListener("keydown", this.globalKey);
     window.addEventListener("hashchange", this.fromHash);
+    window.addEventListener("pagehide", this.abandonJobs);
     try {
       const listing = await api("/api/models");
       this.models = listing.models;
@@ -462,12 +474,48 @@ const App = {
     async projectFace() {
       const face = this.upload.faces[this.upload.chosen];
       if (!face) return;
-      this.project.busy = true; this.upload.error = "";
+      this.project.busy = true; this.project.job = null; this.upload.error = "";
       try {
-        this.project.result = await api("/api/project", { model: this.modelId, image: face.image });
+        const result = await this.runJob("/api/project", { model: this.modelId, image: face.image }, this.project);
+        if (!result) { this.notice = "The search was cancelled."; return; }
+        this.project.result = result;
         this.remember();
-        this.restore({ z: this.project.result.z, c: this.project.result.c, offsets: {}, locks: [] });
+        this.restore({ z: result.z, c: result.c, offsets: {}, locks: [] });
       } catch (e) { this.upload.error = e.message; } finally { this.project.busy = false; }
+    },
+    // ---- heavy work as jobs: queued on the server, followed here, cancellable ---------------
+    async runJob(path, body, panel) {
+      // The server answers 202 with the job at once; its progress is polled until it is over.
+      // Returns the result, or null when the job was cancelled.
+      panel.job = await api(path + "?wait=false", body);
+      for (;;) {
+        if (panel.job.state === "done") return panel.job.result;
+        if (panel.job.state === "cancelled") return null;
+        if (panel.job.state === "failed") {
+          throw new ApiError(panel.job.status, `Request failed (${panel.job.status}): ${panel.job.error}`);
+        }
+        await sleep(JOB_POLL_MS);
+        panel.job = await api("/api/jobs/" + panel.job.id);
+      }
+    },
+    async cancelJob(panel) {
+      if (!panel.job) return;
+      try { panel.job = await api("/api/jobs/" + panel.job.id, undefined, { method: "DELETE" }); }
+      catch (e) { this.upload.error = e.message; }
+    },
+    jobText(panel, verb) {
+      const job = panel.job;
+      if (!job) return verb + "…";
+      if (job.cancelling) return "Cancelling…";
+      if (job.state === "queued") return `Waiting for the server (${job.position ? job.position + " job(s) ahead" : "next"})…`;
+      return `${verb}… ${Math.round(100 * job.progress)}%`;
+    },
+    abandonJobs() {  // the page is going away: its running jobs are of no use any more
+      for (const panel of [this.project, this.complete]) {
+        if (panel.busy && panel.job) {
+          fetch("/api/jobs/" + panel.job.id, { method: "DELETE", keepalive: true, headers: { "X-Client-Id": CLIENT_ID } });
+        }
+      }
     },
     chooseFace(k) { this.upload.chosen = k; nextTick(this.clearMask); },
     clearMask() {
@@ -522,9 +570,11 @@ const App = {
       const data = ctx.createImageData(size, size);
       this.maskPixels.forEach((v, i) => { data.data.fill(v ? 255 : 0, 4 * i, 4 * i + 3); data.data[4 * i + 3] = 255; });
       ctx.putImageData(data, 0, 0);
-      this.complete.busy = true; this.upload.error = "";
+      this.complete.busy = true; this.complete.job = null; this.upload.error = "";
       try {
-        this.complete.result = await api("/api/complete", { model: this.modelId, image: face.image, mask: canvas.toDataURL("image/png") });
+        const body = { model: this.modelId, image: face.image, mask: canvas.toDataURL("image/png") };
+        const result = await this.runJob("/api/complete", body, this.complete);
+        if (result) this.complete.result = result; else this.notice = "The completion was cancelled.";
       } catch (e) { this.upload.error = e.message; } finally { this.complete.busy = false; }
     },
     useCompleted() {
@@ -696,6 +746,11 @@ const App = {
           <button @click="maskLowerHalf">Mask the lower half</button><button @click="clearMask">Clear mask</button>
           <button class="primary" @click="completeFace" :disabled="complete.busy" id="complete">{{ complete.busy ? 'Completing…' : 'Complete' }}</button>
         </div>
+        <div class="row job" v-if="complete.busy" role="status" aria-live="polite" id="complete-job">
+          <progress :value="complete.job ? complete.job.progress : 0" max="1" aria-label="Completion progress"></progress>
+          <span>{{ jobText(complete, 'Completing') }}</span>
+          <button @click="cancelJob(complete)" :disabled="!complete.job || complete.job.cancelling" id="cancel-complete">Cancel</button>
+        </div>
         <div class="results" v-if="complete.result">
           <figure><img :src="complete.result.completed" alt="Completed face"><figcaption>generated</figcaption></figure>
           <figure><img :src="complete.result.blended" alt="Blended face"><figcaption>blended into the photo</figcaption></figure>
@@ -709,6 +764,11 @@ const App = {
         <div class="results"><figure><img :src="upload.faces[upload.chosen].image" alt="Aligned face from the photo"><figcaption>aligned</figcaption></figure>
           <figure v-if="project.result"><img :src="project.result.image" alt="Closest generated face"><figcaption>closest face (PSNR {{ project.result.psnr }}, SSIM {{ project.result.ssim }})</figcaption></figure></div>
         <button class="primary" @click="projectFace" :disabled="project.busy" id="project">{{ project.busy ? 'Searching z…' : 'Find its z' }}</button>
+        <div class="row job" v-if="project.busy" role="status" aria-live="polite" id="project-job">
+          <progress :value="project.job ? project.job.progress : 0" max="1" aria-label="Search progress"></progress>
+          <span>{{ jobText(project, 'Searching z') }}</span>
+          <button @click="cancelJob(project)" :disabled="!project.job || project.job.cancelling" id="cancel-project">Cancel</button>
+        </div>
       </template>
     </section>
   </div>
