@@ -2,7 +2,10 @@
 
     facegan-studio                                  # the newest exported generator under processed/models
     facegan-studio --model processed/models/celeba/dcgan-1a2b3c4d5e --port 8000
-    facegan-studio --host 0.0.0.0                   # listen on every interface (trusted networks only)
+    FACEGAN_STUDIO_TOKEN=... facegan-studio --host 0.0.0.0   # other machines, with an access token
+
+Without an access token (``--token`` or ``FACEGAN_STUDIO_TOKEN``) it binds only loopback
+addresses; behind a reverse proxy see ``python -m studio.deploy`` (docs/studio.md).
 
 A missing or unreadable model, or a missing page dependency, is one line on stderr
 and exit status 2; the server is never started half-working.
@@ -26,6 +29,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="folder searched for exported generators, listed in the model picker (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--token", default=None, help="access token every request must carry (Bearer header, or the "
+                                                 "cookie /?token=... sets); needed for a --host other machines "
+                                                 "reach (default: $FACEGAN_STUDIO_TOKEN, else none)")
+    p.add_argument("--allow-models", default="*", help="model ids served (paths under --models-root), as comma-"
+                                                       "separated globs, e.g. 'celeba/*' (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=32, help="most rows in one generator call (default: %(default)s)")
     p.add_argument("--batch-wait-ms", type=float, default=0.0,
                    help="extra wait for requests to join a batch (default: %(default)s: only those already queued)")
@@ -65,6 +73,13 @@ def fail(message: str) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from studio.access import check_host, token_from
+
+    try:
+        token = token_from(args.token)
+        check_host(args.host, token)
+    except ValueError as exc:
+        return fail(str(exc))
     quiet_start(verbose=args.log_level == "debug")  # before TensorFlow: no CUDA probe or oneDNN lines
     from studio.app import VUE
 
@@ -91,7 +106,8 @@ def main(argv=None) -> int:
 
     try:
         registry = ModelRegistry(root if root.is_dir() else None, run, args.max_batch, args.batch_wait_ms / 1000,
-                                 args.precision, args.engine)
+                                 args.precision, args.engine,
+                                 tuple(g.strip() for g in args.allow_models.split(",") if g.strip()))
         model = registry.get(None)
     except Exception as exc:  # any load failure is one line, not a traceback
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -100,13 +116,17 @@ def main(argv=None) -> int:
     import uvicorn
 
     jobs = JobQueue(args.max_jobs, per_client=args.max_jobs_per_client, deadline_s=args.job_deadline)
-    config = uvicorn.Config(create_app(registry, jobs), host=args.host, port=args.port, log_level=args.log_level,
-                            access_log=False)
+    app = create_app(registry, jobs)
+    if token is not None:
+        from studio.access import TokenGate
+        app = TokenGate(app, token)
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1 only: behind the proxy a client is its real address
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     server = uvicorn.Server(config)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"Face studio: http://{host}:{args.port}/  (model {model.id}, {model.card.variant}, "
-          f"{model.card.dataset.get('name', '?')}, {model.forward.engine} {model.forward.precision}; "
-          "Ctrl+C stops)", flush=True)
+          f"{model.card.dataset.get('name', '?')}, {model.forward.engine} {model.forward.precision}"
+          f"{'; access token required' if token else ''}; Ctrl+C stops)", flush=True)
     server.run()
     registry.close()
     return 0 if server.started else 1
