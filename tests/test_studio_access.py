@@ -109,3 +109,18 @@ def test_a_first_run_outside_the_allow_list_is_one_clear_error(runs):
     from studio.models import ModelRegistry
     with pytest.raises(ValueError, match="not in --allow-models"):
         ModelRegistry(runs["root"], runs["b"], allow=("celeba/*",))
+
+
+def test_a_remote_client_cannot_split_itself_with_a_client_id():
+    """Per-client limits count a remote client by its address whatever X-Client-Id it sends;
+    only pages on this machine (one per tab) are told apart by it."""
+    from starlette.requests import Request
+
+    from studio.routes.heavy import client_of
+
+    def request(host, client_id):
+        return Request({"type": "http", "method": "POST", "path": "/api/complete", "client": (host, 5000),
+                        "headers": [(b"x-client-id", client_id.encode())]})
+
+    assert client_of(request("192.0.2.7", "tab-1")) == client_of(request("192.0.2.7", "tab-2")) == "host:192.0.2.7"
+    assert client_of(request("127.0.0.1", "tab-1")) != client_of(request("127.0.0.1", "tab-2"))

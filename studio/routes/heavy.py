@@ -24,6 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from studio import features
+from studio.access import is_loopback
 from studio.errors import BadRequest, NotInstalled, error
 from studio.jobs import JobQueue, QueueFull
 from studio.models import LoadedModel, ModelRegistry
@@ -38,11 +39,15 @@ CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def client_of(request: Request) -> str:
-    """Whom a job belongs to: the ``X-Client-Id`` header, else the client's address."""
+    """Whom a job belongs to (its share of the queue): the client's address, which behind a
+    reverse proxy on 127.0.0.1 is the real one (uvicorn trusts its X-Forwarded-For). Only a
+    client on this machine may split itself with ``X-Client-Id`` (one page per tab); a remote
+    client changing the header would otherwise take more than its share."""
+    host = request.client.host if request.client else "unknown"
     given = request.headers.get("x-client-id", "")
-    if CLIENT_ID.fullmatch(given):
+    if CLIENT_ID.fullmatch(given) and is_loopback(host):
         return "id:" + given
-    return "host:" + (request.client.host if request.client else "unknown")
+    return "host:" + host
 
 
 _KERAS: dict[str, object] = {}
