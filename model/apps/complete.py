@@ -26,217 +26,33 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from model.apps.blend import BLENDS, blend  # noqa: F401  (re-exported: the public names stay importable here)
 from model.apps.inversion import FitSettings, check_images, to_float
+from model.apps.masks import (  # noqa: F401  (re-exported)
+    FEATURE_LANDMARKS,
+    FEATURE_PAD,
+    GRID_PITCH,
+    MASKS,
+    RANDOM_MISSING,
+    WINDOW,
+    build_masks,
+    check_mask,
+    context_weights,
+    make_mask,
+    read_mask_file,
+)
+from model.apps.quality import QualityLimits  # noqa: F401  (re-exported)
 
-#: Built-in masks (``--mask``); ``--mask-file`` gives any other.
-MASKS = ("center", "left", "right", "eyes", "mouth", "free-form", "random-pixels", "grid")
-#: Side of the window over which a known pixel counts missing neighbours (Yeh et al.: 7).
-WINDOW = 7
-#: Share of pixels missing in the ``random-pixels`` mask (Yeh et al.'s random mask: 80%).
-RANDOM_MISSING = 0.8
-#: Known pixels lie on a lattice of this pitch in the ``grid`` mask (bamos/dcgan-completion).
-GRID_PITCH = 4
-#: Border around the eye and mouth landmarks of the ``eyes``/``mouth`` masks, as a fraction of the side.
-FEATURE_PAD = 0.0625
-#: Landmark indices (dlib's 68) of the ``eyes`` and ``mouth`` masks.
-FEATURE_LANDMARKS = {"eyes": range(36, 48), "mouth": range(48, 68)}
-BLENDS = ("poisson", "paste")
 #: What fills the hole from the optimised restarts: ``best``, the restart with the lowest
 #: loss (Yeh et al.), or ``mean``, the mean of every restart's G(z): where the restarts
 #: disagree (details the known pixels do not decide) the mean keeps what they share.
 KEEPS = ("best", "mean")
 KEEP = "best"
-
-
-@dataclass(frozen=True)
-class QualityLimits:
-    """When a completion is flagged as poor in reports.
-
-    * poor fit: G(inputs) misses the known pixels around the hole (those the contextual
-      loss weighs, weighted alike) by more than ``max_context_error`` grey levels on
-      average: the seam is visible, or the result ignores the input;
-    * unrealistic: the discriminator scores the completed face below the
-      ``d_quantile`` quantile of its scores for the generator's own random samples (the
-      candidates the search drew), i.e. less like a face than the generator usually is.
-
-    ``max_context_error`` is set from the CelebA benchmark (docs/completion.md)."""
-    max_context_error: float = 40.0
-    d_quantile: float = 0.05
-
-
-# -- masks --------------------------------------------------------------------------------------
-
-def make_mask(kind: str, size: int, *, margin: float = 0.0, seed: int = 0,
-              missing: float = RANDOM_MISSING) -> np.ndarray:
-    """A ``(size, size) bool`` mask, ``True`` = missing, for an aligned face of side ``size``.
-
-    ``center``: the central square of half the side (25% of the area); ``left`` /
-    ``right``: that half of the image; ``eyes`` / ``mouth``: the box around those
-    landmarks of the aligner's template (pipeline/align/aligner.py, at ``margin``) grown by
-    :data:`FEATURE_PAD`; ``free-form``: random brush strokes (DeepFill v2's masks,
-    model/apps/masks.py, seeded); ``random-pixels``: each pixel missing with probability
-    ``missing`` (seeded); ``grid``: only every :data:`GRID_PITCH`-th pixel of every
-    :data:`GRID_PITCH`-th row known."""
-    mask = np.zeros((size, size), bool)
-    half = size // 2
-    if kind == "center":
-        lo = (size - half) // 2
-        mask[lo:lo + half, lo:lo + half] = True
-    elif kind == "left":
-        mask[:, :half] = True
-    elif kind == "right":
-        mask[:, half:] = True
-    elif kind in FEATURE_LANDMARKS:
-        from pipeline.align.aligner import template_points
-        points = template_points(size, margin)[list(FEATURE_LANDMARKS[kind])]
-        pad = FEATURE_PAD * size
-        x0, y0 = np.floor(points.min(0) - pad).astype(int)
-        x1, y1 = np.ceil(points.max(0) + pad).astype(int)
-        mask[max(y0, 0):min(y1, size), max(x0, 0):min(x1, size)] = True
-    elif kind == "free-form":
-        from model.apps.masks import free_form_mask
-        mask = free_form_mask(size, np.random.default_rng(seed))
-    elif kind == "random-pixels":
-        mask = np.random.default_rng(seed).random((size, size)) < missing
-    elif kind == "grid":
-        mask[:] = True
-        mask[::GRID_PITCH, ::GRID_PITCH] = False
-    else:
-        raise ValueError(f"mask must be one of {', '.join(MASKS)} (or give --mask-file), got {kind!r}")
-    return mask
-
-
-def check_mask(mask, size: int, name: str = "mask") -> np.ndarray:
-    """``mask`` as ``(size, size) bool`` with something missing and something known, else one
-    clear ``ValueError`` naming ``name``."""
-    mask = np.asarray(mask)
-    if mask.shape != (size, size):
-        raise ValueError(f"{name}: must be {size}x{size} (the aligned face's side), got shape {mask.shape}")
-    mask = mask.astype(bool)
-    if not mask.any():
-        raise ValueError(f"{name}: nothing is missing (no True/white pixel): nothing to complete; "
-                         f"mark the pixels to fill")
-    if mask.all():
-        raise ValueError(f"{name}: every pixel is missing: nothing is known to complete from; "
-                         f"leave some of the face unmasked (or use model.apps.project's sampling instead)")
-    return mask
-
-
-def read_mask_file(path: str | os.PathLike, size: int) -> np.ndarray:
-    """A mask image (white/non-black = missing, black = known; any format Pillow reads, any
-    mode) as ``(size, size) bool``; one clear error for an unreadable file, the wrong size, or a
-    mask with nothing missing or nothing known."""
-    from pipeline.imaging import DecodeError, decode_rgb
-
-    try:
-        rgb = decode_rgb(Path(path).read_bytes())
-    except OSError as exc:
-        raise ValueError(f"mask file {path}: cannot read it ({exc.strerror or exc})") from None
-    except DecodeError as exc:
-        raise ValueError(f"mask file {path}: not a readable image ({exc})") from None
-    return check_mask(rgb.max(axis=2) > 127, size, f"mask file {path}")
-
-
-def build_masks(kind: str, n: int, size: int, *, margin: float = 0.0, seed: int = 0) -> np.ndarray:
-    """``(n, size, size) bool`` masks of ``kind``; ``random-pixels`` and ``free-form`` draw one per image."""
-    if kind in ("random-pixels", "free-form"):
-        return np.stack([make_mask(kind, size, seed=seed + i) for i in range(n)])
-    return np.repeat(make_mask(kind, size, margin=margin, seed=seed)[None], n, axis=0)
-
-
-def context_weights(masks: np.ndarray, window: int = WINDOW) -> np.ndarray:
-    """Yeh et al.'s importance weights, ``(n, S, S) float32`` from ``(n, S, S)`` or ``(S, S)``
-    bool masks (``True`` = missing): a known pixel weighs the share of missing pixels among
-    the ``window x window`` pixels around it that lie in the image; a missing pixel weighs 0.
-    Known pixels far from the hole weigh 0 too: only the hole's surroundings steer the fit."""
-    masks = np.asarray(masks, bool)
-    single = masks.ndim == 2
-    m = masks[None] if single else masks
-    r = window // 2
-
-    def box_sum(a: np.ndarray) -> np.ndarray:  # sum over the window, by an integral image
-        p = np.pad(a, ((0, 0), (r + 1, r), (r + 1, r)))
-        c = p.cumsum(1).cumsum(2)
-        return c[:, window:, window:] - c[:, :-window, window:] - c[:, window:, :-window] + c[:, :-window, :-window]
-
-    missing = box_sum(m.astype(np.float64))
-    inside = box_sum(np.ones_like(m, np.float64))
-    w = np.where(m, 0.0, missing / inside).astype(np.float32)
-    return w[0] if single else w
-
-
-# -- blending -----------------------------------------------------------------------------------
-
-def blend(images: np.ndarray, completed: np.ndarray, masks: np.ndarray, method: str = "poisson") -> np.ndarray:
-    """The completion blended into the known pixels: ``(n, S, S, C) uint8`` (or one
-    ``(H, W, C)`` image with an ``(H, W)`` mask).
-
-    ``paste``: completed pixels in the hole, the known pixels as they are. ``poisson``:
-    the hole gets the completion's gradients with the known pixels around it as the
-    boundary (:func:`_poisson`). Either way the hole's own pixels in ``images`` are
-    never read (they are replaced by the completion first) and every known pixel comes
-    out exactly as it went in."""
-    if method not in BLENDS:
-        raise ValueError(f"blend must be one of {BLENDS}, got {method!r}")
-    images, completed, masks = np.asarray(images), np.asarray(completed), np.asarray(masks, bool)
-    if images.ndim == 3:
-        return blend(images[None], completed[None], masks[None], method)[0]
-    known = np.where(masks[..., None], completed, images)  # the only image OpenCV gets
-    if method == "paste":
-        return known
-    return np.stack([_poisson(k, c, m) for k, c, m in zip(known, completed, masks)])
-
-
-def _poisson(known: np.ndarray, completed: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """``known`` ``(H, W, C) uint8`` with the hole filled by the Poisson equation (Pérez et
-    al. 2003): inside ``hole`` ``(H, W) bool`` the Laplacian of ``completed``, on the hole's
-    border the known pixels (Dirichlet), at the image's edge no flux (Neumann).
-
-    Solved exactly on the hole's pixels (one sparse LU, every channel at once). OpenCV's
-    ``seamlessClone`` is not used: it reads the destination under the mask, so with the
-    hole's pixels hidden from it (the completion pasted there) it returned the completion
-    unchanged, a paste (docs/completion.md)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.linalg import splu
-
-    if not hole.any():
-        return known
-    if hole.all():  # every other hole (a 4-connected part) borders a known pixel: one solution
-        raise ValueError("Poisson blending needs known pixels around the hole; the mask hides the whole image")
-    h, w = hole.shape
-    ys, xs = np.nonzero(hole)
-    count = len(ys)
-    index = np.full((h, w), -1)
-    index[ys, xs] = np.arange(count)
-    known_f, guide = known.astype(np.float64), completed.astype(np.float64)
-    diagonal = np.zeros(count)
-    b = np.zeros((count, known.shape[-1]))
-    rows, cols = [], []
-    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-        ny, nx = ys + dy, xs + dx
-        p = np.nonzero((ny >= 0) & (ny < h) & (nx >= 0) & (nx < w))[0]  # the edge's neighbour is in the image
-        qy, qx = ny[p], nx[p]
-        diagonal[p] += 1
-        b[p] += guide[ys[p], xs[p]] - guide[qy, qx]  # the completion's gradient across this edge
-        q = index[qy, qx]
-        inner = q >= 0
-        rows.append(p[inner])
-        cols.append(q[inner])
-        np.add.at(b, p[~inner], known_f[qy[~inner], qx[~inner]])  # a known neighbour: the boundary value
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    matrix = coo_matrix((np.concatenate([diagonal, -np.ones(len(rows))]),
-                         (np.concatenate([np.arange(count), rows]), np.concatenate([np.arange(count), cols]))),
-                        shape=(count, count)).tocsc()
-    solved = splu(matrix).solve(b)
-    out = known.copy()
-    out[ys, xs] = np.clip(np.rint(solved), 0, 255).astype(known.dtype)
-    return out
 
 
 # -- completion ---------------------------------------------------------------------------------

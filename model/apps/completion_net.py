@@ -230,7 +230,9 @@ def complete_with_net(network, images, masks, *, blend_method: str = NET_BLEND, 
     around the hole), ``flags`` (``poor fit``
     above ``max_context_error``), ``ok``, ``masks``, ``weights``, ``seconds``, and
     ``method`` ``"net"``; no loss curve (``loss`` is ``(0, n)``) and no D score (NaN)."""
-    from model.apps.complete import WINDOW, QualityLimits, blend, check_mask, context_weights
+    from model.apps.blend import blend
+    from model.apps.masks import WINDOW, check_mask, context_weights
+    from model.apps.quality import QualityLimits
 
     start = time.time()
     images = np.asarray(images)

@@ -3,13 +3,16 @@
 * :func:`free_form_mask`: random brush strokes, the free-form masks of DeepFill v2 (Yu et
   al. 2019, their Algorithm 1), scaled to an aligned face of side ``size``;
 * :func:`training_mask`: one training hole: the center square, the eyes or mouth box (the
-  boxes of model/apps/complete.py ``make_mask``, moved and resized a little) or strokes;
+  boxes of :func:`make_mask`, moved and resized a little) or strokes;
 * :func:`training_masks`: a batch of them from a seed and a batch index, so that a batch's
   holes depend on nothing else (a resumed run draws the very holes an uninterrupted one does).
 
 Every mask is ``(size, size) bool``, ``True`` = missing; none is empty, none is all missing.
 """
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -82,15 +85,13 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 def training_mask(kind: str, size: int, rng: np.random.Generator, margin: float = 0.0) -> np.ndarray:
     """One training hole of ``kind`` (:data:`TRAINING_KINDS`): the ``center``, ``eyes`` or
-    ``mouth`` box of :func:`model.apps.complete.make_mask` (at the aligner's ``margin``), moved
+    ``mouth`` box of :func:`make_mask` (at the aligner's ``margin``), moved
     and resized by :data:`BOX_JITTER` in half the draws and exact in the other half, or
     ``free-form`` strokes."""
     if kind == "free-form":
         return free_form_mask(size, rng)
     if kind not in TRAINING_KINDS:
         raise ValueError(f"training mask kind must be one of {tuple(TRAINING_KINDS)}, got {kind!r}")
-    from model.apps.complete import make_mask
-
     exact = make_mask(kind, size, margin=margin)
     return exact if rng.random() < 0.5 else box_mask(mask_box(exact), size, rng)
 
@@ -102,3 +103,120 @@ def training_masks(seed: int, index: int, n: int, size: int, margin: float = 0.0
     kinds = list(TRAINING_KINDS)
     picks = rng.choice(len(kinds), n, p=list(TRAINING_KINDS.values()))
     return np.stack([training_mask(kinds[k], size, rng, margin) for k in picks])
+
+
+# -- the completion masks (--mask) and the context weights ----------------------------------
+
+#: Built-in masks (``--mask``); ``--mask-file`` gives any other.
+MASKS = ("center", "left", "right", "eyes", "mouth", "free-form", "random-pixels", "grid")
+#: Side of the window over which a known pixel counts missing neighbours (Yeh et al.: 7).
+WINDOW = 7
+#: Share of pixels missing in the ``random-pixels`` mask (Yeh et al.'s random mask: 80%).
+RANDOM_MISSING = 0.8
+#: Known pixels lie on a lattice of this pitch in the ``grid`` mask (bamos/dcgan-completion).
+GRID_PITCH = 4
+#: Border around the eye and mouth landmarks of the ``eyes``/``mouth`` masks, as a fraction of the side.
+FEATURE_PAD = 0.0625
+#: Landmark indices (dlib's 68) of the ``eyes`` and ``mouth`` masks.
+FEATURE_LANDMARKS = {"eyes": range(36, 48), "mouth": range(48, 68)}
+
+
+# -- masks --------------------------------------------------------------------------------------
+
+def make_mask(kind: str, size: int, *, margin: float = 0.0, seed: int = 0,
+              missing: float = RANDOM_MISSING) -> np.ndarray:
+    """A ``(size, size) bool`` mask, ``True`` = missing, for an aligned face of side ``size``.
+
+    ``center``: the central square of half the side (25% of the area); ``left`` /
+    ``right``: that half of the image; ``eyes`` / ``mouth``: the box around those
+    landmarks of the aligner's template (pipeline/align/aligner.py, at ``margin``) grown by
+    :data:`FEATURE_PAD`; ``free-form``: random brush strokes (DeepFill v2's masks,
+    model/apps/masks.py, seeded); ``random-pixels``: each pixel missing with probability
+    ``missing`` (seeded); ``grid``: only every :data:`GRID_PITCH`-th pixel of every
+    :data:`GRID_PITCH`-th row known."""
+    mask = np.zeros((size, size), bool)
+    half = size // 2
+    if kind == "center":
+        lo = (size - half) // 2
+        mask[lo:lo + half, lo:lo + half] = True
+    elif kind == "left":
+        mask[:, :half] = True
+    elif kind == "right":
+        mask[:, half:] = True
+    elif kind in FEATURE_LANDMARKS:
+        from pipeline.align.aligner import template_points
+        points = template_points(size, margin)[list(FEATURE_LANDMARKS[kind])]
+        pad = FEATURE_PAD * size
+        x0, y0 = np.floor(points.min(0) - pad).astype(int)
+        x1, y1 = np.ceil(points.max(0) + pad).astype(int)
+        mask[max(y0, 0):min(y1, size), max(x0, 0):min(x1, size)] = True
+    elif kind == "free-form":
+        from model.apps.masks import free_form_mask
+        mask = free_form_mask(size, np.random.default_rng(seed))
+    elif kind == "random-pixels":
+        mask = np.random.default_rng(seed).random((size, size)) < missing
+    elif kind == "grid":
+        mask[:] = True
+        mask[::GRID_PITCH, ::GRID_PITCH] = False
+    else:
+        raise ValueError(f"mask must be one of {', '.join(MASKS)} (or give --mask-file), got {kind!r}")
+    return mask
+
+
+def check_mask(mask, size: int, name: str = "mask") -> np.ndarray:
+    """``mask`` as ``(size, size) bool`` with something missing and something known, else one
+    clear ``ValueError`` naming ``name``."""
+    mask = np.asarray(mask)
+    if mask.shape != (size, size):
+        raise ValueError(f"{name}: must be {size}x{size} (the aligned face's side), got shape {mask.shape}")
+    mask = mask.astype(bool)
+    if not mask.any():
+        raise ValueError(f"{name}: nothing is missing (no True/white pixel): nothing to complete; "
+                         f"mark the pixels to fill")
+    if mask.all():
+        raise ValueError(f"{name}: every pixel is missing: nothing is known to complete from; "
+                         f"leave some of the face unmasked (or use model.apps.project's sampling instead)")
+    return mask
+
+
+def read_mask_file(path: str | os.PathLike, size: int) -> np.ndarray:
+    """A mask image (white/non-black = missing, black = known; any format Pillow reads, any
+    mode) as ``(size, size) bool``; one clear error for an unreadable file, the wrong size, or a
+    mask with nothing missing or nothing known."""
+    from pipeline.imaging import DecodeError, decode_rgb
+
+    try:
+        rgb = decode_rgb(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"mask file {path}: cannot read it ({exc.strerror or exc})") from None
+    except DecodeError as exc:
+        raise ValueError(f"mask file {path}: not a readable image ({exc})") from None
+    return check_mask(rgb.max(axis=2) > 127, size, f"mask file {path}")
+
+
+def build_masks(kind: str, n: int, size: int, *, margin: float = 0.0, seed: int = 0) -> np.ndarray:
+    """``(n, size, size) bool`` masks of ``kind``; ``random-pixels`` and ``free-form`` draw one per image."""
+    if kind in ("random-pixels", "free-form"):
+        return np.stack([make_mask(kind, size, seed=seed + i) for i in range(n)])
+    return np.repeat(make_mask(kind, size, margin=margin, seed=seed)[None], n, axis=0)
+
+
+def context_weights(masks: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """Yeh et al.'s importance weights, ``(n, S, S) float32`` from ``(n, S, S)`` or ``(S, S)``
+    bool masks (``True`` = missing): a known pixel weighs the share of missing pixels among
+    the ``window x window`` pixels around it that lie in the image; a missing pixel weighs 0.
+    Known pixels far from the hole weigh 0 too: only the hole's surroundings steer the fit."""
+    masks = np.asarray(masks, bool)
+    single = masks.ndim == 2
+    m = masks[None] if single else masks
+    r = window // 2
+
+    def box_sum(a: np.ndarray) -> np.ndarray:  # sum over the window, by an integral image
+        p = np.pad(a, ((0, 0), (r + 1, r), (r + 1, r)))
+        c = p.cumsum(1).cumsum(2)
+        return c[:, window:, window:] - c[:, :-window, window:] - c[:, window:, :-window] + c[:, :-window, :-window]
+
+    missing = box_sum(m.astype(np.float64))
+    inside = box_sum(np.ones_like(m, np.float64))
+    w = np.where(m, 0.0, missing / inside).astype(np.float32)
+    return w[0] if single else w
