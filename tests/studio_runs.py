@@ -8,6 +8,10 @@ whose score is noise and must be dropped.
 """
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +82,34 @@ def make_run(folder: Path, with_c: bool = False, with_directions: bool = False, 
 
         write_directions(folder, fit_directions(generator, card, score, ["Brightness", "Noise"], n=1000, seed=seed))
     return folder
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(app):
+    """``app`` (ASGI) in a real uvicorn server on a free loopback port, in this process:
+    yields ``(url, port, session)``, the session ignoring proxy settings; stopped on exit."""
+    import requests
+    import uvicorn
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    session = requests.Session()
+    session.trust_env = False  # loopback only, whatever the proxy settings
+    try:
+        yield f"http://127.0.0.1:{port}", port, session
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)

@@ -2,23 +2,13 @@
 127.0.0.1, the rule that keeps a token-less studio on loopback, and which runs are exposed."""
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
 import requests
-from studio_runs import make_run
+from studio_runs import make_run, serving
 
 from studio.access import COOKIE, TokenGate, check_host, is_loopback, token_from
 
 TOKEN = "a-long-enough-test-token-0123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -29,27 +19,13 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(runs):
-    import uvicorn
-
     from studio.app import create_app
     from studio.models import ModelRegistry
 
     registry = ModelRegistry(runs["root"], runs["a"], allow=("celeba/*",))
     registry.get(None)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(TokenGate(create_app(registry), TOKEN), host="127.0.0.1", port=port,
-                                       log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    session = requests.Session()
-    session.trust_env = False
-    yield {"url": f"http://127.0.0.1:{port}", "http": session, "registry": registry}
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(TokenGate(create_app(registry), TOKEN)) as (url, _, session):
+        yield {"url": url, "http": session, "registry": registry}
     registry.close()
 
 

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
-from studio_runs import make_run
+from studio_runs import free_port, make_run, serving  # noqa: F401  (free_port: the browser test's)
 
 NO_PROXY = {"http": None, "https": None}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,26 +27,13 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(runs):
     """The studio app in a real uvicorn server on a free loopback port (in this process)."""
-    import uvicorn
-
     from studio.app import create_app
     from studio.models import ModelRegistry
 
     registry = ModelRegistry(runs["root"], runs["dcgan"])
     registry.get(None)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(registry), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    session = requests.Session()
-    session.trust_env = False  # loopback only, whatever the proxy settings
-    yield {"url": f"http://127.0.0.1:{port}", "registry": registry, "http": session}
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(registry)) as (url, _, session):
+        yield {"url": url, "registry": registry, "http": session}
     registry.close()
 
 

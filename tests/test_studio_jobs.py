@@ -16,9 +16,7 @@ import time
 
 import numpy as np
 import pytest
-import requests
-from studio_runs import make_run
-from test_studio_api import free_port
+from studio_runs import make_run, serving
 
 #: A search that runs until it is stopped (minutes on any CPU).
 ENDLESS = {"steps": 100_000, "candidates": 2, "restarts": 1}
@@ -38,30 +36,15 @@ def registry(tmp_path_factory):
 @contextlib.contextmanager
 def serve(registry, fit=None, **queue):
     """A studio app with its own job queue (``queue``: JobQueue's arguments) on a free port."""
-    import uvicorn
-
     from studio.app import create_app
     from studio.jobs import JobQueue
 
     jobs = JobQueue(**queue)
     app = create_app(registry, jobs, fit)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    http = requests.Session()
-    http.trust_env = False  # loopback only, whatever the proxy settings
-    try:
-        yield Studio(f"http://127.0.0.1:{port}", port, http, app, jobs)
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-        # the lifespan's close cancelled every job: no search outlives its server
-        assert wait_until(lambda: jobs.running == 0, 10), "a job kept running after the server stopped"
+    with serving(app) as (url, port, http):
+        yield Studio(url, port, http, app, jobs)
+    # the lifespan's close cancelled every job: no search outlives its server
+    assert wait_until(lambda: jobs.running == 0, 10), "a job kept running after the server stopped"
 
 
 class Studio:
