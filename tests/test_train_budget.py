@@ -16,7 +16,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from model.card import read_card  # noqa: E402
-from model.train.budget import BUDGET_FILE, MEASURE, WARMUP, steps_within  # noqa: E402
+from model.train.budget import BUDGET_FILE, MEASURE, RESERVE, WARMUP, planned_seconds, steps_within  # noqa: E402
 from model.train.loop import TrainConfig, train  # noqa: E402
 
 TINY = dict(base_width=8, batch_size=4, steps=100, checkpoint_every=4, log_every=1, seed=3,
@@ -64,20 +64,20 @@ def test_steps_within_fills_the_rest_of_the_budget_within_the_cap():
 def test_the_budget_fixes_the_step_count_and_the_card_records_it(tmp_path):
     result = train(TrainConfig(**TINY), _dataset(), tmp_path / "budget", clock=seconds(1.0))
     # A reading at the start (t=0), one per step after: steps 2..22 timed at 1 s each, 22 s
-    # used, the 8 s left hold 8 more steps.
-    assert (WARMUP, MEASURE) == (2, 20)
+    # used of the 28.5 s planned into (30 s less the reserve): 6 more steps.
+    assert (WARMUP, MEASURE, RESERVE, planned_seconds(0.5)) == (2, 20, 0.05, 28.5)
     plan = json.loads((tmp_path / "budget" / BUDGET_FILE).read_text())
-    assert plan == {"max_minutes": 0.5, "steps": 30, "cap": 100, "seconds_per_step": 1.0,
+    assert plan == {"max_minutes": 0.5, "steps": 28, "cap": 100, "seconds_per_step": 1.0,
                     "measured": [2, 22], "planned_at": 22, "elapsed": 22.0}
     card = read_card(tmp_path / "budget")
-    assert card.steps == 30 and card.training["budget"] == plan and card.training["max_minutes"] == 0.5
-    assert result["step"] == 30 and result["budget"] == plan
-    assert _metric_steps(tmp_path / "budget") == list(range(1, 31))
-    assert (tmp_path / "budget" / "progress" / "step-0000030.png").is_file()
-    assert tf.train.latest_checkpoint(str(tmp_path / "budget" / "ckpt")).endswith("ckpt-30")
+    assert card.steps == 28 and card.training["budget"] == plan and card.training["max_minutes"] == 0.5
+    assert result["step"] == 28 and result["budget"] == plan
+    assert _metric_steps(tmp_path / "budget") == list(range(1, 29))
+    assert (tmp_path / "budget" / "progress" / "step-0000028.png").is_file()
+    assert tf.train.latest_checkpoint(str(tmp_path / "budget" / "ckpt")).endswith("ckpt-28")
 
-    # Deterministic given its step count: the same run as --steps 30 without a budget.
-    train(TrainConfig(**{**TINY, "steps": 30, "max_minutes": 0.0}), _dataset(), tmp_path / "plain")
+    # Deterministic given its step count: the same run as --steps 28 without a budget.
+    train(TrainConfig(**{**TINY, "steps": 28, "max_minutes": 0.0}), _dataset(), tmp_path / "plain")
     assert "budget" not in read_card(tmp_path / "plain").training
     assert not (tmp_path / "plain" / BUDGET_FILE).exists()
     for a, b in zip(_weights(tmp_path / "budget"), _weights(tmp_path / "plain")):
@@ -85,14 +85,14 @@ def test_the_budget_fixes_the_step_count_and_the_card_records_it(tmp_path):
 
 
 def test_a_run_resumed_after_the_choice_ends_at_the_chosen_step(tmp_path):
-    with pytest.raises(Interrupted):  # chosen at step 22 (30 steps), killed at 26, checkpoint 24
+    with pytest.raises(Interrupted):  # chosen at step 22 (28 steps), killed at 26, checkpoint 24
         train(TrainConfig(**TINY), _dataset(), tmp_path / "run", progress=interrupt_at(26), clock=seconds(1.0))
-    assert json.loads((tmp_path / "run" / BUDGET_FILE).read_text())["steps"] == 30
+    assert json.loads((tmp_path / "run" / BUDGET_FILE).read_text())["steps"] == 28
     assert not (tmp_path / "run" / "generator.keras").exists()
     # Resumed on a machine ten times faster: the count stays the one chosen.
     train(TrainConfig(**TINY), _dataset(), tmp_path / "run", clock=seconds(0.1))
-    assert read_card(tmp_path / "run").steps == 30
-    assert _metric_steps(tmp_path / "run") == list(range(1, 31))
+    assert read_card(tmp_path / "run").steps == 28
+    assert _metric_steps(tmp_path / "run") == list(range(1, 29))
 
     train(TrainConfig(**TINY), _dataset(), tmp_path / "whole", clock=seconds(1.0))
     for a, b in zip(_weights(tmp_path / "run"), _weights(tmp_path / "whole")):
@@ -104,10 +104,10 @@ def test_a_run_resumed_before_the_choice_measures_again(tmp_path):
         train(TrainConfig(**TINY), _dataset(), tmp_path, progress=interrupt_at(6), clock=seconds(1.0))
     assert not (tmp_path / BUDGET_FILE).exists()
     train(TrainConfig(**TINY), _dataset(), tmp_path, clock=seconds(1.0))
-    # From step 4: 5 and 6 untimed, 6..26 timed (t = 2..22), 8 s left.
+    # From step 4: 5 and 6 untimed, 6..26 timed (t = 2..22), 6.5 s left.
     plan = json.loads((tmp_path / BUDGET_FILE).read_text())
-    assert (plan["measured"], plan["steps"]) == ([6, 26], 34)
-    assert read_card(tmp_path).steps == 34
+    assert (plan["measured"], plan["steps"]) == ([6, 26], 32)
+    assert read_card(tmp_path).steps == 32
 
 
 def test_a_budget_spent_before_the_timing_ends_the_run_at_once(tmp_path):
@@ -119,7 +119,8 @@ def test_a_budget_spent_before_the_timing_ends_the_run_at_once(tmp_path):
     # A slow speed measured inside the window: it ends inside the window, not after it.
     train(TrainConfig(**TINY), _dataset(), tmp_path / "slow", clock=seconds(5.0))
     plan = json.loads((tmp_path / "slow" / BUDGET_FILE).read_text())
-    assert plan["steps"] == 6 and plan["planned_at"] < WARMUP + MEASURE  # 30 s at 5 s a reading
+    # At step 3 (t = 15) 13.5 s of the 28.5 are left: 2 more steps at 5 s.
+    assert (plan["steps"], plan["planned_at"]) == (5, 3)
 
 
 def test_a_real_clock_stops_a_long_run_inside_a_small_budget(tmp_path):
@@ -131,7 +132,7 @@ def test_a_real_clock_stops_a_long_run_inside_a_small_budget(tmp_path):
     plan = json.loads((tmp_path / BUDGET_FILE).read_text())
     assert 1 <= plan["steps"] < 100_000 and read_card(tmp_path).steps == plan["steps"]
     if plan["seconds_per_step"] is not None:  # the choice is the rest of the budget at the measured speed
-        assert plan["steps"] == steps_within(3.0, plan["elapsed"], plan["planned_at"],
+        assert plan["steps"] == steps_within(planned_seconds(0.05), plan["elapsed"], plan["planned_at"],
                                              plan["seconds_per_step"], 100_000)
     assert took < 120, took  # generous: 3 s of training plus start-up and the export, on a loaded machine
 

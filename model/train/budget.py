@@ -6,7 +6,9 @@ the budget holds at the measured seconds per step, at most ``TrainConfig.steps``
 The budget counts from the loop's start (building the networks, restoring, tracing
 the training step), snapshots and checkpoints included; the export after the last
 step is not. The first ``WARMUP`` steps are not timed (the first traces the graph);
-the next ``MEASURE`` are, or fewer when the budget ends before them.
+the next ``MEASURE`` are, or fewer when the budget ends before them. ``RESERVE`` of
+the budget is kept back for what the timed steps do not show: the fixed-noise grids
+and checkpoints (about 3% at ``make run``'s settings) and a machine whose load grows.
 
 The choice is written to ``budget.json`` in the run folder before training goes
 on, so a run interrupted and resumed ends at the same step (a run interrupted
@@ -34,6 +36,13 @@ BUDGET_FILE = "budget.json"
 WARMUP = 2
 #: Steps timed to measure the speed (fewer when the budget ends first).
 MEASURE = 20
+#: Share of the budget not planned for: grids, checkpoints, the machine's load changing.
+RESERVE = 0.05
+
+
+def planned_seconds(minutes: float) -> float:
+    """The seconds of a ``minutes`` budget that steps are planned into (``RESERVE`` kept back)."""
+    return minutes * 60.0 * (1.0 - RESERVE)
 
 
 def steps_within(budget_s: float, elapsed_s: float, step: int, seconds_per_step: float, cap: int) -> int:
@@ -66,7 +75,7 @@ class BudgetPlanner:
 
     def __init__(self, minutes: float, cap: int, start: int, began: float,
                  clock: Callable[[], float]):
-        self.budget, self.cap, self.start, self.began, self.clock = minutes * 60.0, cap, start, began, clock
+        self.budget, self.cap, self.start, self.began, self.clock = planned_seconds(minutes), cap, start, began, clock
         self.minutes = minutes
         self.window: tuple[int, float] | None = None  # (step, clock) where timing began
 
