@@ -38,8 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-wait-ms", type=float, default=0.0,
                    help="extra wait for requests to join a batch (default: %(default)s: only those already queued)")
     p.add_argument("--engine", default="auto", choices=("auto", "openvino", "tensorflow"),
-                   help="inference engine: auto is OpenVINO when installed (2.5-4x faster per face on the CPU, "
-                        "the same pixels as TensorFlow in float32), else TensorFlow (default: %(default)s)")
+                   help="inference engine: auto is OpenVINO when installed (1.8-3.7x faster than TensorFlow per "
+                        "face here while the CPU has cores to spare, pixels within a grey level: docs/benchmarks.md), "
+                        "else TensorFlow (default: %(default)s)")
     p.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_bfloat16"),
                    help="inference precision: auto is float32 on OpenVINO; on TensorFlow bfloat16 where the CPU "
                         "has AVX-512 BF16/AMX (about 2x faster there, pixels within a few levels), else float32 "

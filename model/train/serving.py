@@ -105,8 +105,9 @@ def compile_generator(generator, precision: str = "float32"):
 #: Where a run keeps its OpenVINO copy of the serving signature (``model_card.json`` files key
 #: ``openvino``), beside ``generator.keras``.
 OPENVINO_FILE = "openvino/generator.xml"
-#: Serving engines: ``auto`` is OpenVINO when installed (bench/serving_engines.py: 2.5-4x faster
-#: than TensorFlow at batch 1 on AVX2 and AVX-512 CPUs, identical pixels), else TensorFlow.
+#: Serving engines: ``auto`` is OpenVINO when installed (bench/serving_engines.py: 1.8-3.7x faster
+#: than TensorFlow at batch 1 while the CPU has cores to spare, pixels within a grey level;
+#: docs/benchmarks.md), else TensorFlow.
 ENGINES = ("auto", "openvino", "tensorflow")
 
 
