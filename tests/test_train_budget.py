@@ -16,11 +16,19 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from model.card import read_card  # noqa: E402
-from model.train.budget import BUDGET_FILE, MEASURE, RESERVE, WARMUP, planned_seconds, steps_within  # noqa: E402
+from model.train.budget import (  # noqa: E402
+    BUDGET_FILE,
+    MEASURE,
+    MEASURE_SHARE,
+    RESERVE,
+    WARMUP,
+    planned_seconds,
+    steps_within,
+)
 from model.train.loop import TrainConfig, train  # noqa: E402
 
 TINY = dict(base_width=8, batch_size=4, steps=100, checkpoint_every=4, log_every=1, seed=3,
-            precision="float32", max_minutes=0.5)
+            precision="float32", max_minutes=1.0)
 
 
 def _dataset(seed=0):
@@ -63,21 +71,22 @@ def test_steps_within_fills_the_rest_of_the_budget_within_the_cap():
 
 def test_the_budget_fixes_the_step_count_and_the_card_records_it(tmp_path):
     result = train(TrainConfig(**TINY), _dataset(), tmp_path / "budget", clock=seconds(1.0))
-    # A reading at the start (t=0), one per step after: steps 2..22 timed at 1 s each, 22 s
-    # used of the 28.5 s planned into (30 s less the reserve): 6 more steps.
-    assert (WARMUP, MEASURE, RESERVE, planned_seconds(0.5)) == (2, 20, 0.05, 28.5)
+    # A reading at the start (t=0), one per step after: steps 10..30 timed at 1 s each (20 s,
+    # more than a tenth of the budget), 30 s used of the 57 s planned into (60 s less the
+    # reserve): 27 more steps.
+    assert (WARMUP, MEASURE, MEASURE_SHARE, RESERVE, planned_seconds(1.0)) == (10, 20, 0.1, 0.05, 57.0)
     plan = json.loads((tmp_path / "budget" / BUDGET_FILE).read_text())
-    assert plan == {"max_minutes": 0.5, "steps": 28, "cap": 100, "seconds_per_step": 1.0,
-                    "measured": [2, 22], "planned_at": 22, "elapsed": 22.0}
+    assert plan == {"max_minutes": 1.0, "steps": 57, "cap": 100, "seconds_per_step": 1.0,
+                    "measured": [10, 30], "planned_at": 30, "elapsed": 30.0}
     card = read_card(tmp_path / "budget")
-    assert card.steps == 28 and card.training["budget"] == plan and card.training["max_minutes"] == 0.5
-    assert result["step"] == 28 and result["budget"] == plan
-    assert _metric_steps(tmp_path / "budget") == list(range(1, 29))
-    assert (tmp_path / "budget" / "progress" / "step-0000028.png").is_file()
-    assert tf.train.latest_checkpoint(str(tmp_path / "budget" / "ckpt")).endswith("ckpt-28")
+    assert card.steps == 57 and card.training["budget"] == plan and card.training["max_minutes"] == 1.0
+    assert result["step"] == 57 and result["budget"] == plan
+    assert _metric_steps(tmp_path / "budget") == list(range(1, 58))
+    assert (tmp_path / "budget" / "progress" / "step-0000057.png").is_file()
+    assert tf.train.latest_checkpoint(str(tmp_path / "budget" / "ckpt")).endswith("ckpt-57")
 
-    # Deterministic given its step count: the same run as --steps 28 without a budget.
-    train(TrainConfig(**{**TINY, "steps": 28, "max_minutes": 0.0}), _dataset(), tmp_path / "plain")
+    # Deterministic given its step count: the same run as --steps 57 without a budget.
+    train(TrainConfig(**{**TINY, "steps": 57, "max_minutes": 0.0}), _dataset(), tmp_path / "plain")
     assert "budget" not in read_card(tmp_path / "plain").training
     assert not (tmp_path / "plain" / BUDGET_FILE).exists()
     for a, b in zip(_weights(tmp_path / "budget"), _weights(tmp_path / "plain")):
@@ -85,14 +94,14 @@ def test_the_budget_fixes_the_step_count_and_the_card_records_it(tmp_path):
 
 
 def test_a_run_resumed_after_the_choice_ends_at_the_chosen_step(tmp_path):
-    with pytest.raises(Interrupted):  # chosen at step 22 (28 steps), killed at 26, checkpoint 24
-        train(TrainConfig(**TINY), _dataset(), tmp_path / "run", progress=interrupt_at(26), clock=seconds(1.0))
-    assert json.loads((tmp_path / "run" / BUDGET_FILE).read_text())["steps"] == 28
+    with pytest.raises(Interrupted):  # chosen at step 30 (57 steps), killed at 34, checkpoint 32
+        train(TrainConfig(**TINY), _dataset(), tmp_path / "run", progress=interrupt_at(34), clock=seconds(1.0))
+    assert json.loads((tmp_path / "run" / BUDGET_FILE).read_text())["steps"] == 57
     assert not (tmp_path / "run" / "generator.keras").exists()
     # Resumed on a machine ten times faster: the count stays the one chosen.
     train(TrainConfig(**TINY), _dataset(), tmp_path / "run", clock=seconds(0.1))
-    assert read_card(tmp_path / "run").steps == 28
-    assert _metric_steps(tmp_path / "run") == list(range(1, 29))
+    assert read_card(tmp_path / "run").steps == 57
+    assert _metric_steps(tmp_path / "run") == list(range(1, 58))
 
     train(TrainConfig(**TINY), _dataset(), tmp_path / "whole", clock=seconds(1.0))
     for a, b in zip(_weights(tmp_path / "run"), _weights(tmp_path / "whole")):
@@ -100,27 +109,31 @@ def test_a_run_resumed_after_the_choice_ends_at_the_chosen_step(tmp_path):
 
 
 def test_a_run_resumed_before_the_choice_measures_again(tmp_path):
-    with pytest.raises(Interrupted):  # killed at step 6, before the choice; checkpoint at 4
-        train(TrainConfig(**TINY), _dataset(), tmp_path, progress=interrupt_at(6), clock=seconds(1.0))
+    with pytest.raises(Interrupted):  # killed at step 14, before the choice; checkpoint at 12
+        train(TrainConfig(**TINY), _dataset(), tmp_path, progress=interrupt_at(14), clock=seconds(1.0))
     assert not (tmp_path / BUDGET_FILE).exists()
     train(TrainConfig(**TINY), _dataset(), tmp_path, clock=seconds(1.0))
-    # From step 4: 5 and 6 untimed, 6..26 timed (t = 2..22), 6.5 s left.
+    # From step 12: 13..22 untimed, 22..42 timed (t = 10..30), 27 s left.
     plan = json.loads((tmp_path / BUDGET_FILE).read_text())
-    assert (plan["measured"], plan["steps"]) == ([6, 26], 32)
-    assert read_card(tmp_path).steps == 32
+    assert (plan["measured"], plan["steps"]) == ([22, 42], 69)
+    assert read_card(tmp_path).steps == 69
 
 
 def test_a_budget_spent_before_the_timing_ends_the_run_at_once(tmp_path):
-    # Start-up took 100 s of a 30 s budget: the run stops after its first step.
+    # Start-up took 100 s of a 60 s budget: the run stops after its first step.
     readings = iter([0.0] + [100.0 + i for i in range(200)])
     train(TrainConfig(**TINY), _dataset(), tmp_path / "spent", clock=lambda: next(readings))
     assert read_card(tmp_path / "spent").steps == 1
     assert json.loads((tmp_path / "spent" / BUDGET_FILE).read_text())["seconds_per_step"] is None
-    # A slow speed measured inside the window: it ends inside the window, not after it.
+    # A slow machine: at 5 s a step the budget ends right after the warm-up; the count is
+    # fixed at the first timed step (t = 55 of the 57 s: no whole step left).
     train(TrainConfig(**TINY), _dataset(), tmp_path / "slow", clock=seconds(5.0))
     plan = json.loads((tmp_path / "slow" / BUDGET_FILE).read_text())
-    # At step 3 (t = 15) 13.5 s of the 28.5 are left: 2 more steps at 5 s.
-    assert (plan["steps"], plan["planned_at"]) == (5, 3)
+    assert (plan["steps"], plan["planned_at"], plan["measured"]) == (11, 11, [10, 11])
+    # Two seconds a step: the timing (from t = 20) stops when no more than MEASURE steps are left.
+    train(TrainConfig(**TINY), _dataset(), tmp_path / "short", clock=seconds(2.0))
+    plan = json.loads((tmp_path / "short" / BUDGET_FILE).read_text())
+    assert (plan["steps"], plan["planned_at"]) == (28, 10 + 1)
 
 
 def test_a_real_clock_stops_a_long_run_inside_a_small_budget(tmp_path):

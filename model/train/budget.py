@@ -5,10 +5,12 @@ the run's step count once: the step reached plus as many steps as the rest of
 the budget holds at the measured seconds per step, at most ``TrainConfig.steps``.
 The budget counts from the loop's start (building the networks, restoring, tracing
 the training step), snapshots and checkpoints included; the export after the last
-step is not. The first ``WARMUP`` steps are not timed (the first traces the graph);
-the next ``MEASURE`` are, or fewer when the budget ends before them. ``RESERVE`` of
-the budget is kept back for what the timed steps do not show: the fixed-noise grids
-and checkpoints (about 3% at ``make run``'s settings) and a machine whose load grows.
+step is not. The first ``WARMUP`` steps are not timed (the first traces the graph,
+the next ones run slower while the input pipeline and the kernels' caches settle);
+then at least ``MEASURE`` steps and ``MEASURE_SHARE`` of the budget are, unless fewer
+than ``MEASURE`` steps are left by then. ``RESERVE`` of the budget is kept back for
+what the timed steps do not show: the fixed-noise grids and checkpoints (a few percent
+at ``make run``'s settings) and a machine whose load grows.
 
 The choice is written to ``budget.json`` in the run folder before training goes
 on, so a run interrupted and resumed ends at the same step (a run interrupted
@@ -17,8 +19,8 @@ on the total step count, so a budget run that chose N steps is the run
 ``steps=N`` without a budget, step for step: deterministic given its step count.
 The model card's ``training["budget"]`` and ``result.json`` carry the record::
 
-    {"max_minutes": 5.0, "steps": 312, "cap": 800, "seconds_per_step": 0.912,
-     "measured": [2, 22], "planned_at": 22, "elapsed": 31.4}
+    {"max_minutes": 4.0, "steps": 1745, "cap": 2400, "seconds_per_step": 0.1215,
+     "measured": [10, 205], "planned_at": 205, "elapsed": 33.1}
 
 (``measured``: the steps timed, from one to the other; ``elapsed``: the budget's
 seconds used when the choice was made.)
@@ -32,10 +34,13 @@ from pathlib import Path
 from typing import Callable
 
 BUDGET_FILE = "budget.json"
-#: Steps after the loop's start that are not timed: the first traces the training step.
-WARMUP = 2
-#: Steps timed to measure the speed (fewer when the budget ends first).
+#: Steps after the loop's start that are not timed: the first traces the training step, the
+#: next ones run slower (measured: the 10th to 30th step 50% slower than the run's mean).
+WARMUP = 10
+#: The timing lasts at least this many steps and this share of the budget (fewer steps when
+#: the budget ends first).
 MEASURE = 20
+MEASURE_SHARE = 0.1
 #: Share of the budget not planned for: grids, checkpoints, the machine's load changing.
 RESERVE = 0.05
 
@@ -83,17 +88,18 @@ class BudgetPlanner:
         now = self.clock()
         elapsed = now - self.began
         if self.window is None:
+            if elapsed >= self.budget:  # the budget went on start-up and tracing
+                return self._plan(step, step, None, elapsed)
             if step - self.start >= WARMUP:
                 self.window = (step, now)
-            elif elapsed >= self.budget:  # the budget went on start-up and tracing
-                return self._plan(step, step, None, elapsed)
             return None
         first, t0 = self.window
         timed = step - first
         per_step = (now - t0) / timed
         last = steps_within(self.budget, elapsed, step, per_step, self.cap)
-        # Decide at the window's end, or earlier when the budget (or the cap) ends inside it.
-        if timed >= MEASURE or last < first + MEASURE:
+        # Decide when the timing has lasted long enough, or earlier when no more than
+        # MEASURE steps are left (the budget or the cap ends inside the timing).
+        if (timed >= MEASURE and now - t0 >= MEASURE_SHARE * self.budget) or last - step <= MEASURE:
             return self._plan(step, last, per_step, elapsed)
         return None
 
