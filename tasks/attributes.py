@@ -70,6 +70,14 @@ def parse_names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
+def check_run_dir(task: luigi.Task) -> None:
+    """A task's ``run_dir`` parameter, when set, names a run folder with a model card."""
+    if task.run_dir:
+        from model.card import CARD_FILE
+        check(task, "run_dir", (Path(task.run_dir) / CARD_FILE).is_file(),
+              f"holds no {CARD_FILE}: give a run folder of an exported generator")
+
+
 def newest_run() -> Path:
     """The newest run folder with a model card under processed/models."""
     from model.card import newest_run as newest
@@ -101,10 +109,7 @@ class FitAttributeDirections(Checked, luigi.Task):
         at_least(self, "n", 100, "the boundaries are fitted and tested on a part of the samples")
         check(self, "keep", 0 < self.keep <= 1, "must be in (0, 1]")
         check(self, "holdout", 0 < self.holdout < 1, "must be in (0, 1)")
-        if self.run_dir:
-            from model.card import CARD_FILE
-            check(self, "run_dir", (Path(self.run_dir) / CARD_FILE).is_file(),
-                  f"holds no {CARD_FILE}: give a run folder of an exported generator")
+        check_run_dir(self)
 
     def requires(self):
         return TrainAttributeClassifier(dataset=self.dataset, attributes=self.attributes)

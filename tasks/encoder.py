@@ -9,9 +9,9 @@ from pathlib import Path
 import luigi
 
 from model.config import EncoderSettings
-from tasks.attributes import newest_run
+from tasks.attributes import check_run_dir, newest_run
 from tasks.common import Progress, defaults_of
-from tasks.errors import Checked, check, settings_of
+from tasks.errors import Checked, settings_of
 
 E = defaults_of(EncoderSettings)
 
@@ -44,10 +44,7 @@ class TrainEncoder(Checked, luigi.Task):
     def validate(self):
         with settings_of(self):
             self.settings()
-        if self.run_dir:
-            from model.card import CARD_FILE
-            check(self, "run_dir", (Path(self.run_dir) / CARD_FILE).is_file(),
-                  f"holds no {CARD_FILE}: give a run folder of an exported generator")
+        check_run_dir(self)
 
     def run_path(self) -> Path:
         return Path(self.run_dir) if self.run_dir else newest_run()

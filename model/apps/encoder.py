@@ -151,6 +151,7 @@ def fit_encoder(run_dir, records: str | None, settings: EncoderSettings | None =
     on held-out samples and save. Returns what ``encoder.json`` holds."""
     from model.card import load_generator
     from model.train.data import image_dataset
+    from model.train.sampling import generate
 
     settings = settings or EncoderSettings()
     card, generator = load_generator(run_dir)
@@ -161,9 +162,7 @@ def fit_encoder(run_dir, records: str | None, settings: EncoderSettings | None =
     encoder, losses = train_encoder(generator, card, settings, real, progress)
     seconds = time.monotonic() - start
     held = sample_inputs(card, 256, seed=10_000 + settings.seed)
-    faces = np.asarray(np.clip(np.rint((np.asarray(_call_generator(generator, held)) + 1) * 127.5), 0, 255),
-                       np.uint8)
-    guessed = encode(encoder, faces)
+    guessed = encode(encoder, generate(generator, held))
     errors = {k: float(np.mean((guessed[k] - held[k]) ** 2)) for k in guessed}
     info = {"settings": asdict(settings), "records": records, "train_seconds": round(seconds, 1),
             "final_losses": losses, "heldout_latent_mse": errors,
