@@ -16,7 +16,6 @@ is its ``X-Client-Id`` header (the page sends one per tab) or else its address.
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import numpy as np
@@ -50,23 +49,10 @@ def client_of(request: Request) -> str:
     return "host:" + host
 
 
-_KERAS: dict[str, object] = {}
-_KERAS_LOCK = threading.Lock()
-
-
 def keras_generator(model: LoadedModel):
-    """The Keras generator the search differentiates through: the serving forward's own
-    when it has one (TensorFlow), else ``generator.keras`` loaded once (another engine)."""
-    found = getattr(model.forward, "generator", None)
-    if found is not None:
-        return found
-    with _KERAS_LOCK:
-        key = str(model.run_dir)
-        if key not in _KERAS:
-            from model.card import load_generator
-
-            _KERAS[key] = load_generator(model.run_dir)[1]
-        return _KERAS[key]
+    """The Keras generator the search differentiates through: the one the serving forward was
+    made from (model.train.serving.serving_forward keeps it, whatever the engine)."""
+    return model.forward.generator
 
 
 def _aligned(model: LoadedModel, text: str, what: str) -> np.ndarray:
