@@ -40,6 +40,7 @@ class LoadedModel:
     _critic: tuple | None = None                       # (discriminator or None,) once looked up
     encoder: object = None                             # the run's learned inverse (encoder.keras), if any
     warm: str = "cold"                                 # the searches' graphs: cold, warming, ready, failed: ...
+    _warming: tuple | None = None                      # (thread, stop event) while warm_up runs
 
     @classmethod
     def load(cls, model_id: str, run_dir: Path, max_rows: int = 32, wait_s: float = 0.0,
@@ -67,7 +68,13 @@ class LoadedModel:
     def warm_up(self) -> threading.Thread:
         """Build and trace projection's and completion's graphs for one face now, in a background
         thread (a few seconds; ``warm`` says where it is), so a person's first request pays
-        only the search: the graphs are kept per generator (model/apps/inversion.py)."""
+        only the search: the graphs are kept per generator (model/apps/inversion.py).
+        :meth:`close` stops it between steps and waits for it: TensorFlow must not be tracing
+        in a thread while the interpreter exits (it aborts the process)."""
+        from model.apps.inversion import Cancelled, stop_when
+
+        stop = threading.Event()
+
         def work():
             try:
                 from model.apps.complete import complete_faces, make_mask
@@ -76,16 +83,20 @@ class LoadedModel:
                 from model.train.sampling import generate
 
                 face = generate(self.forward.generator, sample_inputs(self.card, 1, seed=0))
-                project_faces(self.forward.generator, self.card, face, steps=2, encoder=self.encoder)
+                project_faces(self.forward.generator, self.card, face, steps=2, encoder=self.encoder,
+                              on_step=stop_when(stop))
                 mask = make_mask("center", self.card.resolution)
                 complete_faces(self.forward.generator, self.discriminator(), self.card, face, mask, steps=2,
-                               encoder=self.encoder)
+                               encoder=self.encoder, on_step=stop_when(stop))
                 self.warm = "ready"
+            except Cancelled:
+                self.warm = "cold"
             except Exception as exc:  # the features still work, cold; say why
                 self.warm = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
         self.warm = "warming"
-        thread = threading.Thread(target=work, name=f"warm-{self.id}", daemon=True)
+        thread = threading.Thread(target=work, name=f"warm-{self.id}")
+        self._warming = (thread, stop)
         thread.start()
         return thread
 
@@ -125,6 +136,10 @@ class LoadedModel:
         return self._critic[0]
 
     def close(self) -> None:
+        if self._warming is not None:
+            thread, stop = self._warming
+            stop.set()
+            thread.join(timeout=120)
         self.batcher.close()
 
 

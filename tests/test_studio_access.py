@@ -100,3 +100,18 @@ def test_a_remote_client_cannot_split_itself_with_a_client_id():
 
     assert client_of(request("192.0.2.7", "tab-1")) == client_of(request("192.0.2.7", "tab-2")) == "host:192.0.2.7"
     assert client_of(request("127.0.0.1", "tab-1")) != client_of(request("127.0.0.1", "tab-2"))
+
+
+def test_a_model_warms_its_searches_and_close_waits_for_the_warm_up(runs):
+    """Projection's and completion's graphs are built at load, in a thread that close() stops
+    and joins (TensorFlow tracing in a thread at interpreter exit aborts the process)."""
+    from studio.models import LoadedModel
+
+    model = LoadedModel.load("celeba/dcgan-a", runs["a"])
+    thread = model._warming[0]
+    thread.join(120)
+    assert model.warm == "ready" and model.info()["warm"] == "ready"
+    model.close()
+    early = LoadedModel.load("mnist/dcgan-b", runs["b"])
+    early.close()  # at once: the warm-up stops between steps, or finishes, before close returns
+    assert not early._warming[0].is_alive() and early.warm in ("cold", "ready")
