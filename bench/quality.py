@@ -1,5 +1,5 @@
 """Quality benchmark: training recipes side by side on a CelebA copy, each for the same
-wall-clock budget, scored against the same held-out faces.
+wall-clock budget, chosen on the validation faces and reported on the test faces.
 
     python bench/quality.py --data ../shared/data/celeba [--recipes paper,ema,ema+augment]
         [--minutes 20] [--workdir processed/bench-quality] [--precision auto] [--batch-size 64]
@@ -18,10 +18,14 @@ of its own (``[paths]`` raw/processed under ``--workdir``):
    workdir's ``step_seconds.json`` (``--retime`` measures again), so a second run plans the
    same steps and finds the trained runs in place;
 3. per recipe (model/train/recipes.py), ``TrainDCGAN`` with the recipe's settings, checkpointing
-   and scoring FID/KID every steps/``--points`` steps (``eval_every``: the curve, with all of
-   the held-out split, so at the same n as the final figure), then ``EvaluateGenerator`` of
-   that run (FID, KID, face-detection rate, MS-SSIM of the exported generator against the
-   held-out split, all of it up to 10k images).
+   and scoring FID/KID every steps/``--points`` steps (``eval_every``: the curve, against all
+   of the validation split, so at the same n as the recipe's figure), then ``EvaluateGenerator``
+   of that run on the **validation** split (FID with its bootstrap spread over the real set,
+   KID, face-detection rate, MS-SSIM of the exported generator, all of the split up to 10k
+   images);
+4. the winner, the recipe with the lowest validation FID, alone ``EvaluateGenerator`` on the
+   **test** split: the figure reported, from faces the choice never saw (as TuneGAN does).
+   Records without a validation and a test split of 2 or more faces each are refused.
 
 With ``--extend`` a recipe's run starts from its finished shorter run in the workdir
 (model.train.loop.continue_run; ``continued_from`` names it, ``minutes`` then count this
@@ -31,10 +35,12 @@ invocation's training only): the winner's 40 minutes reuse its first 20.
 (bench/luigi_bench.py); tests/test_bench_smoke.py runs it tiny with it: ``TrainDCGAN.base_width=8``,
 ``EvaluateGenerator.feature_network=<a small .keras network>``, ``EvaluateGenerator.face_n=4``.
 
-Prints one JSON line last: per recipe its figures, steps, seconds per step, training minutes
-(with and without the evaluations during training) and its FID-over-steps curve; the
-winner (lowest FID) and its figures at the top level (the single-recipe output of
-earlier versions); the split, n, CPU model and load average. ``--publish DIR`` writes
+Prints one JSON line last: per recipe its validation figures (``fid``, ``fid_std``, ...,
+``split``), steps, seconds per step, training minutes (with and without the evaluations during
+training) and its FID-over-steps curve; ``chosen_on`` (validation) and ``reported_on`` (test),
+the ``winner`` (lowest validation FID), its validation figures (``winner_validation``) and its
+test figures at the top level (the single-recipe output of earlier versions, ``split`` test);
+n, CPU model and load average. ``--publish DIR`` writes
 ``{prefix}_recipes.png`` (the recipes' 8x8 sample grids side by side) and
 ``{prefix}_fid_curves.png`` (FID against steps and against training minutes); with one
 recipe also ``{prefix}_grid.png`` and ``{prefix}_fid_over_steps.png``.
@@ -57,14 +63,20 @@ from luigi_bench import build  # noqa: E402
 
 from model.train.recipes import parse_recipes, recipe  # noqa: E402
 
+#: The split the winner is chosen on, and the one its reported figures come from (never the same).
+CHOOSE_ON, REPORT_ON = "validation", "test"
+#: The figures of one evaluation that the JSON line carries.
+FIGURES = ("fid", "fid_std", "fid_boot_mean", "kid", "kid_std", "face_detect_rate", "ms_ssim", "n", "split")
+
 
 def configure(args) -> None:
     """The repository's luigi.cfg plus this benchmark's settings, in ``--workdir``."""
     luigi_bench.configure(args.workdir, {
         "DownloadCelebA": {"local_dir": Path(args.data).resolve(), "allow_partial": "true"},
         "TrainDCGAN": {"batch_size": args.batch_size, "precision": args.precision, "sample_every": 0},
-        # The curve during training at the final figure's n: all of the held-out split.
-        "EvaluateGenerator": {"training_n": 10_000},
+        # The curve during training on the split the choice is made on, at the recipe figure's n:
+        # all of it.
+        "EvaluateGenerator": {"training_n": 10_000, "split": CHOOSE_ON},
     }, args.set)
 
 
@@ -74,6 +86,22 @@ def recipe_task(name: str, steps: int, points: int):
     every = max(1, steps // points)
     return tasks.TrainDCGAN(dataset="celeba", steps=steps, checkpoint_every=every, eval_every=every,
                             **recipe(name))
+
+
+def evaluation(train, split: str):
+    """The ``EvaluateGenerator`` of ``train``'s exported generator (no checkpoints) on ``split``."""
+    import tasks
+    return tasks.EvaluateGenerator(dataset="celeba", model=str(train.run_dir()), checkpoints=False, split=split)
+
+
+def scored(evaluate, split: str) -> dict:
+    """The report of the finished ``evaluate``, which must be on ``split``: EvaluateGenerator falls
+    back to another split when one is missing, and the choice must never see the reported split."""
+    report = json.loads(Path(evaluate.output()["json"].path).read_text())
+    if report["split"] != split:
+        raise SystemExit(f"bench/quality.py: {report['run_dir']} was scored on {report['split']!r}, not "
+                         f"{split!r} ({report.get('split_note')})")
+    return report
 
 
 def time_recipes(names: list[str], folder) -> dict[str, float]:
@@ -132,8 +160,9 @@ def publish(results: dict, folders: dict, out_dir: Path, prefix: str) -> list[st
     for ax, name in zip(axes[0], names):
         r = results[name]
         ax.imshow(Image.open(folders[name] / "grid.png"))
-        ax.set_title(f"{name}\nFID {r['fid']:.1f}, faces {r['face_detect_rate']:.2f}, {r['steps']} steps",
-                     fontsize=10)
+        spread = f" ± {r['fid_std']:.1f}" if r.get("fid_std") is not None else ""
+        ax.set_title(f"{name}\n{r['split']} FID {r['fid']:.1f}{spread}, faces {r['face_detect_rate']:.2f}, "
+                     f"{r['steps']} steps", fontsize=10)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out_dir / f"{prefix}_recipes.png", dpi=100)
@@ -149,7 +178,8 @@ def publish(results: dict, folders: dict, out_dir: Path, prefix: str) -> list[st
         axes[1].plot([s * results[name]["seconds_per_step"] / 60 for s in steps], fids, "o-", label=name)
     for ax, label in zip(axes, ("step", "training minutes (steps x measured s/step)")):
         ax.set_xlabel(label)
-        ax.set_ylabel(f"FID (n={next(iter(results.values()))['n']})")
+        first = next(iter(results.values()))
+        ax.set_ylabel(f"FID ({first['fid_over_steps_split']}, n={first['fid_over_steps_n']})")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("FID over training, per recipe (lower is better)", fontsize=11)
@@ -210,6 +240,12 @@ def main(argv=None) -> int:
     prep_minutes = build(records, args.workers)
     splits = json.loads(Path(records.output().path).read_text())["splits"]
     log(f"records ready in {prep_minutes:.1f} min: {splits}")
+    from model.eval.evaluation import split_sizes
+    sizes = split_sizes(records.folder())
+    if min(sizes.get(CHOOSE_ON, 0), sizes.get(REPORT_ON, 0)) < 2:
+        raise SystemExit(f"bench/quality.py: the records {records.folder()} need a {CHOOSE_ON!r} split to choose "
+                         f"on and a {REPORT_ON!r} split to report on, 2 or more faces each; they have {sizes}: "
+                         f"set --set BuildTFRecords.splits=train=0.8,validation=0.1,test=0.1")
 
     if args.steps:
         step_s, steps = dict.fromkeys(names), dict.fromkeys(names, args.steps)
@@ -219,7 +255,7 @@ def main(argv=None) -> int:
         log(", ".join(f"{n}: {s:.3f} s/step -> {steps[n]} steps" for n, s in step_s.items())
             + f" for {args.minutes} min each")
 
-    results, folders = {}, {}
+    results, folders, trains, reports = {}, {}, {}, {}
     for name in names:
         train = recipe_task(name, steps[name], args.points)
         shorter = shorter_run(train) if args.extend and not train.complete() else None
@@ -231,33 +267,44 @@ def main(argv=None) -> int:
         eval_minutes_in_training = sum(e["seconds"] for e in evals) / 60
         log(f"{name}: trained {steps[name]} steps in {train_minutes:.1f} min "
             f"({eval_minutes_in_training:.1f} of them evaluating)")
-        evaluate = tasks.EvaluateGenerator(dataset="celeba", model=str(train.run_dir()), checkpoints=False)
+        evaluate = evaluation(train, CHOOSE_ON)
         eval_minutes = build(evaluate)
-        report = json.loads(Path(evaluate.output()["json"].path).read_text())
+        report = scored(evaluate, CHOOSE_ON)
+        trains[name], reports[name] = train, report
         folders[name] = Path(evaluate.output()["json"].path).parent
         results[name] = {
             "settings": recipe(name), "batch_size": train.config().batch_size,  # a recipe may set its own
-            **{k: report[k] for k in ("fid", "kid", "face_detect_rate", "ms_ssim", "steps", "n", "weights")},
+            # figures of an evaluation made before the FID's spread existed lack it: None
+            **{k: report.get(k) for k in FIGURES}, "steps": report["steps"], "weights": report["weights"],
             "seconds_per_step": round(step_s[name], 4) if step_s[name] else None,
             "continued_from": str(shorter) if shorter else None,
             "minutes": round(train_minutes, 2),
             "minutes_training_only": round(train_minutes - eval_minutes_in_training, 2),
             "eval_minutes": round(eval_minutes, 2),
             "fid_over_steps": [[e["step"], round(e["fid"], 2)] for e in evals],
+            # the split and n of the curve (a run trained before the curve moved to validation: test)
+            "fid_over_steps_split": evals[-1]["split"] if evals else None,
+            "fid_over_steps_n": evals[-1]["n"] if evals else None,
             "report": str(folders[name] / "report.md"),
         }
-        log(f"{name}: FID {report['fid']:.2f}, face rate {report['face_detect_rate']:.3f}")
+        log(f"{name}: {CHOOSE_ON} FID {report['fid']:.2f}, face rate {report['face_detect_rate']:.3f}")
 
     winner = min(results, key=lambda n: results[n]["fid"])
-    best, real = results[winner], report["real"]
+    best = results[winner]
+    final = evaluation(trains[winner], REPORT_ON)  # after the choice, on faces it never saw
+    test_eval_minutes = build(final)
+    test = scored(final, REPORT_ON)
+    log(f"winner {winner} ({CHOOSE_ON} FID {best['fid']:.2f}): {REPORT_ON} FID {test['fid']:.2f}")
     out = {
-        "recipes": results, "winner": winner,
-        "fid": best["fid"], "kid": best["kid"], "face_detect_rate": best["face_detect_rate"],
-        "ms_ssim": best["ms_ssim"], "steps": best["steps"], "minutes": best["minutes"],
-        "real_face_detect_rate": real.get("face_detect_rate"), "real_ms_ssim": real.get("ms_ssim"),
+        "recipes": results, "winner": winner, "chosen_on": CHOOSE_ON, "reported_on": REPORT_ON,
+        "winner_validation": {k: best[k] for k in FIGURES},
+        **{k: test.get(k) for k in FIGURES}, "steps": test["steps"], "minutes": best["minutes"],
+        "real_face_detect_rate": test["real"].get("face_detect_rate"), "real_ms_ssim": test["real"].get("ms_ssim"),
+        "real_validation": {k: reports[winner]["real"].get(k) for k in ("face_detect_rate", "ms_ssim")},
+        "test_eval_minutes": round(test_eval_minutes, 2),
         "budget_minutes": None if args.steps else args.minutes, "batch_size": best["batch_size"],
-        "precision": report["precision"], "split": report["split"], "n": report["n"],
-        "split_note": report["split_note"], "feature_runner": report.get("feature_runner"),
+        "precision": test["precision"], "split_note": test["split_note"], "split_sizes": sizes,
+        "feature_runner": test.get("feature_runner"),
         "cpu": cpu_model(), "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()], "prep_minutes": round(prep_minutes, 2),
     }

@@ -74,6 +74,9 @@ class EvaluateGenerator(Checked, TrainedRun, luigi.Task):
     training_n = luigi.IntParameter(default=_EVAL["training_n"], significant=False,
                                     description="Samples for the FID/KID training computes every "
                                                 "eval_every steps (eval.csv); kept small, it runs in training.")
+    fid_resamples = luigi.IntParameter(default=_EVAL["fid_resamples"], significant=False,
+                                       description="Bootstrap resamples of the real set for the spread of the "
+                                                   "reported FID (fid_std; 0: none). Adds a figure, changes none.")
 
     def validate(self):
         with settings_of(self):

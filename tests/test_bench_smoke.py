@@ -205,7 +205,8 @@ BENCHES = {
     "fid_speed": (args_fid_speed, ("celeba",), {"paths", "fid_rel_diff", "images_per_s", "targets"}),
     "input_pipeline": (args_input_pipeline, ("records",), {"images_per_s", "train_images_per_s", "ratio"}),
     "project": (args_project, ("run64", "records"), {"search", "encoder", "encoder+refine", "encoder_ms_p50"}),
-    "quality": (args_quality, ("celeba", "features"), {"recipes", "winner", "fid", "kid", "prep_minutes"}),
+    "quality": (args_quality, ("celeba", "features"), {"recipes", "winner", "fid", "fid_std", "kid", "prep_minutes",
+                                                       "chosen_on", "reported_on", "winner_validation"}),
     "rebuild": (args_rebuild, (), {"full_s", "incremental_s", "noop_s", "incremental_ratio", "versions"}),
     "serving_engines": (args_serving_engines, (), {"rows"}),
 }
@@ -214,7 +215,12 @@ ROWS = {
     "complete": lambda r: {"net", "gan", "telea", "mean"} <= set(r["masks"]["center"]),
     "egan": lambda r: "brightness" in r["rho"] and "egan brightness" in r["quality"],
     "fid_speed": lambda r: set(r["paths"]) == {"reference", "float32"},
-    "quality": lambda r: set(r["recipes"]) == {"paper"} and r["recipes"]["paper"]["steps"] == 2,
+    # chosen on validation (every recipe's figures and curve), the winner reported on test
+    "quality": lambda r: (set(r["recipes"]) == {"paper"} and r["recipes"]["paper"]["steps"] == 2
+                          and (r["chosen_on"], r["reported_on"], r["split"]) == ("validation", "test", "test")
+                          and r["recipes"]["paper"]["split"] == r["winner_validation"]["split"] == "validation"
+                          and r["recipes"]["paper"]["fid_over_steps_split"] == "validation"
+                          and r["recipes"]["paper"]["fid_std"] > 0 and r["fid_std"] > 0),
     "rebuild": lambda r: r["versions"][0] != r["versions"][1],
 }
 #: Scripts with smoke tests elsewhere, and the shared module of the Luigi benchmarks.

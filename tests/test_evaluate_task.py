@@ -44,6 +44,9 @@ def test_evaluate_generator_reports_then_compare_runs(tiny):
     for key in ("fid", "kid", "kid_std", "face_detect_rate", "ms_ssim"):
         assert isinstance(report[key], float), key
     assert report["fid"] >= 0 and 0 <= report["face_detect_rate"] <= 1 and 0 <= report["ms_ssim"] <= 1
+    # The reported (final) FID carries its bootstrap spread over the real set; checkpoints do not.
+    assert report["fid_std"] > 0 and report["checkpoints"][-1]["fid_resamples"] == report["settings"]["fid_resamples"]
+    assert "fid_std" not in report["checkpoints"][0]
     assert [(p["step"], p["source"]) for p in report["checkpoints"]] == [(1, "ckpt-1"), (2, "generator.keras")]
     assert report["steps"] == 2 and report["feature_dim"] == 8
     assert 2 <= report["n"] <= 16 and report["n"] == min(16, report["split_sizes"][report["split"]])

@@ -117,6 +117,42 @@ def test_low_rank_fid_equals_the_covariance_route():
                                                                               rel=1e-6)
 
 
+
+def test_fid_bootstrap_is_the_fid_of_reference_sets_drawn_with_replacement():
+    """Each resample's FID is fid_from_features against real[idx], idx drawn with replacement
+    in turn from default_rng(seed), by the low-rank route (n < d) and the d x d one."""
+    rng = np.random.default_rng(11)
+    for d, n in ((64, 30), (8, 50)):
+        fake, real = rng.normal(0.3, 1, (40, d)), rng.normal(0, 1, (n, d))
+        draw = np.random.default_rng(5)
+        naive = [metrics.fid_from_features(fake, real[draw.integers(0, n, n)]) for _ in range(6)]
+        mean, std = metrics.fid_bootstrap(fake, real, resamples=6, seed=5)
+        assert mean == pytest.approx(np.mean(naive), rel=1e-9)
+        assert std == pytest.approx(np.std(naive, ddof=1), rel=1e-6)
+    with pytest.raises(ValueError, match="at least 2 resamples"):
+        metrics.fid_bootstrap(fake, real, resamples=1)
+
+
+def test_fid_bootstrap_spread_is_that_of_independent_reference_sets_and_shrinks_with_n():
+    """Gaussian features: the bootstrap std of one reference set matches the std of the FID
+    over 100 independent reference sets of the same size (a resample without replacement
+    would give 0), shrinks about as 1/sqrt(n), and its mean nears the full-set FID as n grows."""
+    rng = np.random.default_rng(3)
+    d = 8
+    fake = rng.normal(0.3, 1, (2000, d))
+    std_at = {}
+    for n in (100, 1600):
+        real = rng.normal(0, 1, (n, d))
+        full = metrics.fid_from_features(fake, real)
+        mean, std = metrics.fid_bootstrap(fake, real, resamples=20, seed=0)
+        independent = np.std([metrics.fid_from_features(fake, rng.normal(0, 1, (n, d))) for _ in range(100)], ddof=1)
+        assert 0.6 * independent < std < 1.6 * independent, (n, std, independent)
+        std_at[n] = std
+        if n == 1600:
+            assert abs(mean - full) < std  # at small n the repeated rows bias the mean upwards
+    assert std_at[1600] < std_at[100] / 2  # 1/sqrt(16) = 1/4 in expectation
+
+
 def _mmd2_direct(x, y):
     """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, written out as double sums."""
     d = x.shape[1]

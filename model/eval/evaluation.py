@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from model.card import EVALUATION_FILE, read_card, sample_inputs
-from model.eval.metrics import FEATURE_BATCH
+from model.eval.metrics import FEATURE_BATCH, FID_RESAMPLES
 
 logger = logging.getLogger("luigi-interface")
 
@@ -47,6 +47,7 @@ class EvalSettings:
     batch_size: int = FEATURE_BATCH  # images per feature-network batch (model.eval.metrics)
     training_n: int = 500           # samples per training-time evaluation (eval.csv)
     weights: str = ""               # "" = what the run exported; "generator" (raw) or "ema" (its average)
+    fid_resamples: int = FID_RESAMPLES  # bootstrap resamples of the real set: the final FID's spread (0: none)
 
     def __post_init__(self):
         from model.eval.metrics import FEATURE_PRECISIONS
@@ -56,6 +57,8 @@ class EvalSettings:
             require(getattr(self, name) >= 2, name, getattr(self, name), "at least 2 (FID needs a covariance)")
         for name in ("face_n", "msssim_pairs"):
             require(getattr(self, name) >= 0, name, getattr(self, name), ">= 0 (0 skips it)")
+        require(self.fid_resamples == 0 or self.fid_resamples >= 2, "fid_resamples", self.fid_resamples,
+                "0 (no spread) or at least 2")
         one_of("feature_precision", self.feature_precision, FEATURE_PRECISIONS)
         for name in ("kid_subsets", "kid_subset_size", "batch_size"):
             require(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
@@ -221,7 +224,10 @@ def evaluate_run(run_dir, records, settings: EvalSettings, out_dir, cache_dir,
         figures = evaluate_samples(images, real_feats, features, settings.face_n, settings.msssim_pairs,
                                    settings.kid_subsets, settings.kid_subset_size, settings.seed,
                                    lambda what, done, total, step=step: report_progress(
-                                       f"samples of step {step}", done, total) if what == "features" else None)
+                                       f"samples of step {step}", done, total) if what == "features" else None,
+                                   # the spread of the reported (final) figure only: at n >= 2048 each
+                                   # resample costs seconds
+                                   fid_resamples=settings.fid_resamples if k == len(generators) - 1 else 0)
         points.append({"step": step, "source": source, **figures})
         status(f"step {step}: FID {figures['fid']:.2f}, KID {figures['kid']:.4f}")
         final_images = images
@@ -245,7 +251,8 @@ def evaluate_run(run_dir, records, settings: EvalSettings, out_dir, cache_dir,
         "resize": "TF1 ResizeBilinear (align_corners=False, half_pixel_centers=False) to the network's "
                   "input side, then (x - 128) / 128",
         "steps": final["step"], "precision": card.precision,
-        **{k: final.get(k) for k in ("fid", "kid", "kid_std", "face_detect_rate", "ms_ssim")},
+        **{k: final.get(k) for k in ("fid", "fid_std", "fid_boot_mean", "kid", "kid_std", "face_detect_rate",
+                                     "ms_ssim")},
         "real": real, "checkpoints": points,
         "training_evals": read_eval_csv(run_dir / "eval.csv"),
         "train_params": {k: v for k, v in card.training.items() if not isinstance(v, dict)},
@@ -269,8 +276,8 @@ def record_evaluation(run_dir, report: dict, report_path) -> None:
     (what the studio's model picker shows)."""
     from pipeline.atomic import write_json
     write_json(Path(run_dir) / EVALUATION_FILE, {
-        **{k: report.get(k) for k in ("fid", "kid", "face_detect_rate", "ms_ssim", "n", "split", "steps",
-                                      "created")},
+        **{k: report.get(k) for k in ("fid", "fid_std", "kid", "face_detect_rate", "ms_ssim", "n", "split",
+                                      "steps", "created")},
         "report": str(report_path)})
 
 
@@ -391,11 +398,12 @@ def render_report(r: dict) -> str:
     real = r["real"]
     # With n <= kid_subset_size every subset is the whole set: no spread to show.
     kid_std = f" ± {_fmt(r['kid_std'], 2)}" if (r["kid_std"] or 0) > 1e-12 else ""
+    fid_std = f" ± {_fmt(r['fid_std'], 2)} (bootstrap of the real set)" if r.get("fid_std") is not None else ""
     lines = [f"# Evaluation of the {r['dataset']} run {Path(r['run_dir']).name}", ""]
     if r["split_note"]:
         lines += [f"> **Note:** {r['split_note']}.", ""]
     lines += ["| figure | generator | real images |", "| --- | --- | --- |",
-              f"| FID (lower is better) | {_fmt(r['fid'])} | |",
+              f"| FID (lower is better) | {_fmt(r['fid'])}{fid_std} | |",
               f"| KID (lower is better) | {_fmt(r['kid'])}{kid_std} | |",
               f"| face-detection rate | {_fmt(r['face_detect_rate'], 3)} | {_fmt(real.get('face_detect_rate'), 3)} |",
               f"| MS-SSIM of random pairs (lower = more diverse) | {_fmt(r['ms_ssim'], 3)} "

@@ -428,6 +428,49 @@ def frechet_distance_low_rank(a: np.ndarray, b: np.ndarray) -> float:
     return float(diff @ diff + (ca * ca).sum() / na + (cb * cb).sum() / nb - 2.0 * cross)
 
 
+#: Bootstrap resamples of the reference set for the spread of a FID (:func:`fid_bootstrap`).
+FID_RESAMPLES = 20
+
+
+def fid_bootstrap(fake: np.ndarray, real: np.ndarray, resamples: int = FID_RESAMPLES,
+                  seed: int = 0) -> tuple[float, float]:
+    """The spread of :func:`fid_from_features` over the reference set: the FID of ``fake``
+    ``(n1, d)`` against ``resamples`` bootstrap resamples of ``real`` ``(n2, d)`` (``n2``
+    rows drawn with replacement each), as ``(mean, std)`` of those FIDs (``std`` with
+    ``ddof=1``: the bootstrap's standard error of the full-set FID).
+
+    Every resample's FID is the one :func:`fid_from_features` gives for ``real[idx]``
+    (``idx = rng.integers(0, n2, n2)`` in turn, ``rng = default_rng(seed)``). With
+    fewer samples than dimensions that is the low-rank route (milliseconds); otherwise
+    ``sqrt(S_fake)`` is computed once and each resample costs one covariance and one
+    symmetric eigendecomposition, ``tr sqrt(S1 S2) = sum sqrt(eig(sqrt(S1) S2 sqrt(S1)))``.
+    The mean lies a little above the full-set FID: a resample repeats rows, so it
+    covers fewer distinct faces."""
+    fake, real = np.asarray(fake, np.float64), np.asarray(real, np.float64)
+    if resamples < 2:
+        raise ValueError(f"a bootstrap spread needs at least 2 resamples, got {resamples}")
+    if fake.ndim != 2 or real.ndim != 2 or fake.shape[1] != real.shape[1] or min(len(fake), len(real)) < 2:
+        raise ValueError(f"need (n >= 2, d) feature sets of one d, got {fake.shape} and {real.shape}")
+    rng = np.random.default_rng(seed)
+    n, d = len(real), real.shape[1]
+    if max(len(fake), n) < d:
+        def one(idx):
+            return frechet_distance_low_rank(fake, real[idx])
+    else:
+        sf = statistics(fake)
+        w, v = np.linalg.eigh(sf.sigma)
+        root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+        def one(idx):
+            sr = statistics(real[idx])
+            eig = np.linalg.eigvalsh(root @ sr.sigma @ root)
+            diff = sf.mu - sr.mu
+            return float(diff @ diff + np.trace(sf.sigma) + np.trace(sr.sigma)
+                         - 2.0 * np.sqrt(np.clip(eig, 0, None)).sum())
+    values = [one(rng.integers(0, n, n)) for _ in range(resamples)]
+    return float(np.mean(values)), float(np.std(values, ddof=1))
+
+
 # -- KID ------------------------------------------------------------------------------------------
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -590,11 +633,14 @@ def compute_features(features: FeatureFn, images: np.ndarray,
 def evaluate_samples(images: np.ndarray, real_features: np.ndarray, features: FeatureFn,
                      face_n: int = 1000, pairs: int = 1000, kid_subsets: int = 100,
                      kid_subset_size: int = 1000, seed: int = 0,
-                     progress: Callable[[str, int, int], None] | None = None) -> dict:
+                     progress: Callable[[str, int, int], None] | None = None,
+                     fid_resamples: int = 0) -> dict:
     """Every figure for generated ``images`` ``(n, H, W, 3) uint8`` against the real
     images' features: ``fid``, ``kid``, ``kid_std``, ``face_detect_rate`` (on the
     first ``face_n`` images; 0 skips it), ``ms_ssim`` (``pairs`` random pairs; 0
-    skips it), ``n`` and ``seconds``. ``progress(what, done, total)`` reports."""
+    skips it), ``n`` and ``seconds``; with ``fid_resamples`` (0 skips it) also the FID's
+    spread over the reference set, ``fid_std`` and ``fid_boot_mean`` (:func:`fid_bootstrap`).
+    ``progress(what, done, total)`` reports."""
     import time
     start = time.time()
     report = (lambda what: (lambda done, total: progress(what, done, total))) if progress else (lambda what: None)
@@ -602,6 +648,9 @@ def evaluate_samples(images: np.ndarray, real_features: np.ndarray, features: Fe
     kid_mean, kid_std = kid(fake, real_features, kid_subsets, kid_subset_size, seed)
     out = {"n": len(images), "fid": fid_from_features(fake, real_features),
            "kid": kid_mean, "kid_std": kid_std}
+    if fid_resamples:
+        out["fid_boot_mean"], out["fid_std"] = fid_bootstrap(fake, real_features, fid_resamples, seed)
+        out["fid_resamples"] = fid_resamples
     if face_n:
         out["face_detect_rate"], _ = face_detection_rate(images[:face_n], progress=report("face detection"))
         out["face_n"] = min(face_n, len(images))
