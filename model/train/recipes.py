@@ -26,7 +26,8 @@ RECIPES: dict[str, dict] = {
 }
 
 #: ``TrainDCGAN``'s defaults: the recipe that scored best in ``bench/quality.py`` at the same
-#: 20-minute budget (docs/benchmarks.md, "Quality per CPU-minute"). ``TrainGAN`` keeps the paper's.
+#: 20-minute budget (docs/benchmarks.md, "Quality per CPU-minute"), chosen on the test split by the
+#: bench of then (it now chooses on validation; that rerun is pending). ``TrainGAN`` keeps the paper's.
 DCGAN_DEFAULT = "ema+augment"
 
 
