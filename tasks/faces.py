@@ -6,6 +6,7 @@ import luigi
 from pipeline import versions
 from pipeline.align.aligner import DETECTORS, LANDMARK_SETS, MODES, FaceAligner
 from pipeline.align.shards import (
+    check_plan_size,
     commit_plan,
     extend_plan,
     keys_digest,
@@ -184,9 +185,14 @@ class DetectAlignFaces(AlignmentParams, luigi.Task):
         return self.raw().complete() and super().complete()
 
     def shard_tasks(self, keys: list[str]) -> list[AlignShard]:
-        return [self.clone(AlignShard, shard=index, digest=digest)
-                for index, digest in (parse_shard_name(name)
-                                      for name, _ in extend_plan(self.aligned_root(), keys, self.shard_size))]
+        tasks = [self.clone(AlignShard, shard=index, digest=digest)
+                 for index, digest in (parse_shard_name(name)
+                                       for name, _ in extend_plan(self.aligned_root(), keys, self.shard_size))]
+        if not getattr(self, "_size_checked", False):  # once, not again in run()
+            self._size_checked = True
+            check_plan_size(len(tasks), len(keys), "--DetectAlignFaces-shard-size",
+                            f"DetectAlignFaces --dataset {self.dataset}")
+        return tasks
 
     def run(self):
         source = self.raw().source()

@@ -155,13 +155,17 @@ class BuildTFRecords(RecordParams, luigi.Task):
         summary = json.loads(Path(align.output().path).read_text())
         identities = {i for s in summary["shards"] for i in s.get("identities", ())}
         rule = resolve_rule(self.split_by, len(identities), self.min_identities)
-        from pipeline.align.shards import parse_shard_name
+        from pipeline.align.shards import check_plan_size, parse_shard_name
         shard_tasks = [align.clone(RecordShard, shard=parse_shard_name(s["name"])[0],
                                    digest=parse_shard_name(s["name"])[1], rule=rule, splits=self.splits,
                                    split_by=self.split_by, min_identities=self.min_identities,
                                    official_partition=self.official_partition,
                                    image_format=self.image_format)
                        for s in summary["shards"]]
+        if not getattr(self, "_size_checked", False):  # once, not again when run() resumes
+            self._size_checked = True  # with their aligned shards, as many tasks again:
+            check_plan_size(2 * len(shard_tasks), summary["inputs"], "--DetectAlignFaces-shard-size",
+                            f"BuildTFRecords --dataset {self.dataset} (AlignShard and RecordShard)", per_shard=2)
         yield shard_tasks  # dynamic: the rule is known only once the faces are aligned
         if summary["faces"] == 0:
             raise RuntimeError(f"no aligned faces in {self.dataset}: see the rejection logs under "

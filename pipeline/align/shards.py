@@ -17,6 +17,8 @@ adding raw data never changes (or re-aligns) an existing shard.
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +28,8 @@ from pipeline.atomic import atomic_file
 from pipeline.jsonl import read_jsonl, write_jsonl
 from pipeline.sources.base import shard_keys
 from pipeline.versions import digest
+
+log = logging.getLogger(__name__)
 
 
 def write_shard(folder, keys: list[str], images: np.ndarray, faces: list[dict],
@@ -103,6 +107,29 @@ def plan_shards(keys: list[str], committed: list[tuple[str, list[str]]],
     start = max((parse_shard_name(name)[0] for name, _ in committed), default=-1) + 1
     return kept + [(shard_name(start + i, chunk), chunk)
                    for i, chunk in enumerate(shard_keys(fresh, shard_size))]
+
+
+#: Tasks one Luigi scheduler handles well. Past a few thousand it slows: every worker's
+#: get_work walks all pending and running tasks (docs/scale.md#how-many-tasks).
+TASK_LIMIT = 5000
+
+
+def check_plan_size(tasks: int, images: int, parameter: str, what: str, per_shard: int = 1,
+                    limit: int = TASK_LIMIT) -> str | None:
+    """Warn, in one log line, when ``what`` (e.g. ``"DetectAlignFaces --dataset celeba"``) plans
+    ``tasks`` Luigi tasks, more than ``limit``. The plan cuts ``images`` into shards by the size
+    the command-line option ``parameter`` sets, ``per_shard`` tasks a shard (2 when each aligned
+    shard also has a record shard); the line names the smallest shard size that brings the plan
+    to at most ``limit`` tasks. Returns the line, or None when the plan is within the limit.
+    """
+    if tasks <= limit:
+        return None
+    size = math.ceil(images / max(1, limit // per_shard))
+    planned = per_shard * math.ceil(images / size)
+    line = (f"{what} plans {tasks:,} tasks for {images:,} images, more than the {limit:,} a Luigi scheduler "
+            f"handles well (it slows past that): set {parameter} {size} or more ({planned:,} tasks)")
+    log.warning(line)
+    return line
 
 
 def write_keys(path, keys: list[str]) -> None:
