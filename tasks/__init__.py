@@ -22,12 +22,15 @@ from tasks.labeled import DownloadCIFAR10, DownloadMNIST
 from tasks.raw import RAW_TASKS, Sample, raw_task
 from tasks.records import BuildTFRecords, RecordsDaily, RecordShard
 from tasks.samples import ExportAttributeSweep, ExportSamples
+from tasks.storage import install as install_storage
+from tasks.storage import s3
 from tasks.train import TrainDCGAN, TrainEGAN, TrainGAN
 from tasks.tune import EvaluateTrial, TuneGAN
 
 install()
+install_storage()
 
-__all__ = ["paths", "ConfigError", "errors", "Sample", "RAW_TASKS", "raw_task", "AlignShard",
+__all__ = ["paths", "s3", "ConfigError", "errors", "Sample", "RAW_TASKS", "raw_task", "AlignShard",
            "DetectAlignFaces", "BuildTFRecords", "RecordShard", "RecordsDaily", "TrainGAN", "TrainDCGAN",
            "TrainEGAN", "ExportSamples", "ExportAttributeSweep", "TrainClassifier", "CompareGANs",
            "EvaluateGenerator", "CompareRuns", "TuneGAN", "EvaluateTrial",

@@ -9,6 +9,7 @@ import luigi
 from tasks.common import Progress, processed_dir, version
 from tasks.errors import Checked, at_least, check, settings_of
 from tasks.records import BuildTFRecords
+from tasks.storage import target
 
 #: Attributes trained and fitted unless told otherwise (the ones the EGAN thesis and
 #: InterFaceGAN edit, plus a few that a face editor is asked for).
@@ -51,7 +52,7 @@ class TrainAttributeClassifier(Checked, luigi.Task):
         return BuildTFRecords(dataset=self.dataset)
 
     def output(self):
-        return luigi.LocalTarget(str(processed_dir("classifiers", self.dataset, f"attributes-{version(self)}")))
+        return target(str(processed_dir("classifiers", self.dataset, f"attributes-{version(self)}")), folder=True)
 
     def run(self):
         from model.apps.attributes import parse_attributes, train_classifier
@@ -119,7 +120,7 @@ class FitAttributeDirections(Checked, luigi.Task):
 
     def output(self):
         from model.card import DIRECTIONS_FILE
-        return luigi.LocalTarget(str(self.run_path() / DIRECTIONS_FILE))
+        return target(str(self.run_path() / DIRECTIONS_FILE))
 
     def complete(self):
         # directions.json from another classifier or other settings is out of date.

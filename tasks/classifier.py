@@ -8,6 +8,7 @@ from pipeline.atomic import atomic_dir
 from tasks.common import Progress, processed_dir, version
 from tasks.errors import Checked, at_least, check
 from tasks.records import BuildTFRecords
+from tasks.storage import target
 
 
 class TrainClassifier(Checked, luigi.Task):
@@ -40,7 +41,7 @@ class TrainClassifier(Checked, luigi.Task):
         return processed_dir("classifiers", self.dataset, f"classifier-{version(self)}")
 
     def output(self):
-        return luigi.LocalTarget(str(self.folder()))
+        return target(str(self.folder()), folder=True)
 
     def run(self):
         from model.eval.classifier import train_on_records

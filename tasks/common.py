@@ -22,6 +22,8 @@ class paths(luigi.Config):
     """Where inputs and derived data live (``[paths]`` in luigi.cfg)."""
     raw = luigi.Parameter(default="raw", description="Folder of downloaded, crawled and generated inputs.")
     processed = luigi.Parameter(default="processed", description="Folder of everything derived.")
+    cache = luigi.Parameter(default="cache", description="Local mirror and object cache of raw/processed "
+                            "when they are bucket URLs (s3://bucket/prefix; docs/scale.md).")
 
 
 def defaults_of(cls) -> dict[str, object]:
@@ -79,12 +81,18 @@ def values_of(task: luigi.Task, settings, skip=()) -> dict[str, object]:
     return out
 
 
+def _root(root: str) -> Path:
+    """A ``[paths]`` root as a local folder: itself, or its mirror when it is a bucket URL."""
+    from pipeline.storage import is_url, mirror_folder
+    return mirror_folder(paths().cache, root.rstrip("/")) if is_url(root) else Path(root)
+
+
 def raw_dir(*parts: str) -> Path:
-    return Path(paths().raw, *parts)
+    return Path(_root(paths().raw), *parts)
 
 
 def processed_dir(*parts: str) -> Path:
-    return Path(paths().processed, *parts)
+    return Path(_root(paths().processed), *parts)
 
 
 def upstream(task: luigi.Task) -> list[luigi.Task]:

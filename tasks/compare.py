@@ -15,6 +15,7 @@ from tasks.classifier import TrainClassifier
 from tasks.common import describe, processed_dir, version
 from tasks.errors import Checked, at_least, check, settings_of
 from tasks.records import BuildTFRecords
+from tasks.storage import target
 from tasks.train import TrainGAN
 
 logger = logging.getLogger("luigi-interface")
@@ -106,8 +107,8 @@ class CompareGANs(Checked, luigi.Task):
         return processed_dir("comparisons", self.dataset, f"compare-{version(self)}")
 
     def output(self):
-        return {"md": luigi.LocalTarget(str(self.folder() / "report.md")),
-                "json": luigi.LocalTarget(str(self.folder() / "report.json"))}
+        return {"md": target(str(self.folder() / "report.md")),
+                "json": target(str(self.folder() / "report.json"))}
 
     def run(self):
         from pathlib import Path

@@ -13,6 +13,7 @@ from model.apps.completion_net import METHODS
 from model.apps.inversion import FitSettings
 from pipeline.atomic import atomic_dir
 from tasks.common import Progress, describe, processed_dir, report_records, version
+from tasks.storage import target
 from tasks.train import TrainedRun
 
 _FIT = {f.name: f.default for f in fields(FitSettings)}
@@ -83,8 +84,8 @@ class CompleteFaces(TrainedRun, luigi.Task):
 
     def output(self):
         folder = processed_dir("completions", self.run_dataset(), f"{self.run_variant()}-{version(self)}")
-        return {"json": luigi.LocalTarget(str(folder / "index.json")),
-                "md": luigi.LocalTarget(str(folder / "index.md"))}
+        return {"json": target(str(folder / "index.json")),
+                "md": target(str(folder / "index.md"))}
 
     def complete(self):
         path = Path(self.output()["json"].path)

@@ -11,6 +11,7 @@ from pipeline.atomic import write_json
 from tasks.common import Progress, defaults_of, describe, processed_dir, version
 from tasks.errors import Checked, settings_of
 from tasks.records import BuildTFRecords
+from tasks.storage import target
 
 #: The one default of each completion training setting (model/config.py).
 C = defaults_of(CompletionConfig)
@@ -78,7 +79,7 @@ class TrainCompletion(Checked, luigi.Task):
 
     def output(self):
         from model.variants.completion import NETWORK_FILE
-        return luigi.LocalTarget(str(self.run_dir() / NETWORK_FILE))
+        return target(str(self.run_dir() / NETWORK_FILE))
 
     def run(self):
         from model.apps.completion_net import train_completion

@@ -24,6 +24,7 @@ from pipeline.sources.base import DirectorySource, Item, Source
 from tasks import common
 from tasks.common import raw_dir, values_of, with_settings
 from tasks.errors import Checked, ConfigError, settings_of
+from tasks.storage import target
 
 __all__ = ["CrawlDays", "CrawlImages", "CrawlSource", "RangeDaily"]
 
@@ -73,7 +74,7 @@ class CrawlImages(Checked, luigi.Task):
         return raw_dir("crawl", self.date.isoformat())
 
     def output(self):
-        return luigi.LocalTarget(str(self.folder() / "summary.json"))
+        return target(str(self.folder() / "summary.json"))
 
     def complete(self):
         if self.output().exists():

@@ -59,6 +59,7 @@ from pipeline.versions import digest
 from tasks import common
 from tasks.common import Progress, Report, raw_dir, version
 from tasks.errors import Checked, ConfigError, at_least, settings_of
+from tasks.storage import target
 
 MARKER = "source.json"
 
@@ -76,7 +77,7 @@ class _Marked(Checked):
         """Raise :class:`ConfigError` for what the disk says cannot work."""
 
     def output(self):
-        return luigi.LocalTarget(str(self.output_dir() / MARKER))
+        return target(str(self.output_dir() / MARKER))
 
     def complete(self):
         if self.output().exists():

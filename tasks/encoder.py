@@ -12,6 +12,7 @@ from model.config import EncoderSettings
 from tasks.attributes import check_run_dir, newest_run
 from tasks.common import Progress, defaults_of
 from tasks.errors import Checked, settings_of
+from tasks.storage import target
 
 E = defaults_of(EncoderSettings)
 
@@ -51,7 +52,7 @@ class TrainEncoder(Checked, luigi.Task):
 
     def output(self):
         from model.apps.encoder import ENCODER_INFO
-        return luigi.LocalTarget(str(self.run_path() / ENCODER_INFO))
+        return target(str(self.run_path() / ENCODER_INFO))
 
     def records(self) -> str | None:
         from model.card import read_card

@@ -22,6 +22,7 @@ from model.eval.metrics import FEATURE_PRECISIONS
 from pipeline.atomic import atomic_dir, atomic_file, write_json
 from tasks.common import Progress, describe, processed_dir, report_records, version
 from tasks.errors import Checked, settings_of
+from tasks.storage import target
 from tasks.train import TrainedRun
 
 logger = logging.getLogger("luigi-interface")
@@ -89,8 +90,8 @@ class EvaluateGenerator(Checked, TrainedRun, luigi.Task):
         return processed_dir("evaluations", self.run_dataset(), f"{self.run_variant()}-{version(self)}")
 
     def output(self):
-        return {"json": luigi.LocalTarget(str(self.folder() / "report.json")),
-                "md": luigi.LocalTarget(str(self.folder() / "report.md"))}
+        return {"json": target(str(self.folder() / "report.json")),
+                "md": target(str(self.folder() / "report.md"))}
 
     def complete(self):
         if self.output()["json"].exists():
@@ -153,8 +154,8 @@ class CompareRuns(luigi.Task):
 
     def output(self):
         root = processed_dir("evaluations")
-        return {"md": luigi.LocalTarget(str(root / "compare.md")),
-                "json": luigi.LocalTarget(str(root / "compare.json"))}
+        return {"md": target(str(root / "compare.md")),
+                "json": target(str(root / "compare.json"))}
 
     def _inputs(self) -> list[list[str]]:
         return [[p, hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16]] for p in self.paths()]

@@ -19,6 +19,7 @@ from pipeline.atomic import atomic_dir, write_json
 from tasks.common import Progress, defaults_of, describe, processed_dir
 from tasks.errors import Checked, at_least, check, settings_of
 from tasks.raw import check_dataset, raw_task
+from tasks.storage import target
 
 #: Parameters that say how the work is cut or run, not what it produces.
 LAYOUT_PARAMS = frozenset({"shard", "digest", "shard_size", "jobs"})
@@ -121,7 +122,7 @@ class AlignShard(AlignmentParams, luigi.Task):
         return name_of(self.shard, self.digest)
 
     def output(self):
-        return luigi.LocalTarget(str(self.aligned_root() / self.name()))
+        return target(str(self.aligned_root() / self.name()), folder=True)
 
     def keys(self) -> list[str]:
         """The shard's key list, checked against ``digest``."""
@@ -179,7 +180,7 @@ class DetectAlignFaces(AlignmentParams, luigi.Task):
         return keys_digest(self.raw().source().keys())
 
     def output(self):
-        return luigi.LocalTarget(str(self.aligned_root() / f"summary-{self.keys_digest()}.json"))
+        return target(str(self.aligned_root() / f"summary-{self.keys_digest()}.json"))
 
     def complete(self):
         return self.raw().complete() and super().complete()

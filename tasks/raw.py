@@ -16,6 +16,7 @@ from tasks.crawl import CrawlDays
 from tasks.downloads import DownloadCelebA, DownloadLSUN, ImportImageNet
 from tasks.errors import Checked, at_least, check
 from tasks.labeled import DownloadCIFAR10, DownloadMNIST
+from tasks.storage import target
 
 
 class SampleSource(DirectorySource):
@@ -52,7 +53,7 @@ class Sample(Checked, luigi.Task):
         return raw_dir("sample", f"seed{self.seed}")
 
     def output(self):
-        return luigi.LocalTarget(str(self.folder() / f"n{self.n}.json"))
+        return target(str(self.folder() / f"n{self.n}.json"))
 
     def run(self):
         from pipeline.atomic import write_json

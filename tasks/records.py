@@ -24,6 +24,7 @@ from tasks.common import version as task_version
 from tasks.errors import Checked, at_least, settings_of
 from tasks.faces import AlignmentParams, AlignShard, DetectAlignFaces
 from tasks.raw import check_dataset, raw_task
+from tasks.storage import target
 
 
 class RecordParams(Checked):
@@ -72,7 +73,7 @@ class RecordShard(AlignmentParams, RecordParams, luigi.Task):
 
     def output(self):
         root = records_root(self.dataset, self.aligned_root(), self.record_settings())
-        return luigi.LocalTarget(str(root / "shards" / self.rule / self.requires().name()))
+        return target(str(root / "shards" / self.rule / self.requires().name()), folder=True)
 
     def run(self):
         from pipeline.align.shards import read_shard
@@ -133,7 +134,12 @@ class BuildTFRecords(RecordParams, luigi.Task):
         return self.requires().keys_digest()
 
     def output(self):
-        return luigi.LocalTarget(str(self.root() / "builds" / f"{self.keys_digest()}.json"))
+        return target(str(self.root() / "builds" / f"{self.keys_digest()}.json"))
+
+    def store_areas(self) -> list[Path]:
+        """What a run writes (tasks/storage.py): version folders and ``latest.json`` beside the
+        output file, under the records root."""
+        return [self.root()]
 
     def complete(self):
         return self.raw().complete() and super().complete()
@@ -228,7 +234,7 @@ class RecordsDaily(Checked, luigi.Task):
         return BuildTFRecords(dataset=self.dataset)
 
     def output(self):
-        return luigi.LocalTarget(str(self.requires().root() / "daily" / f"{self.date.isoformat()}.json"))
+        return target(str(self.requires().root() / "daily" / f"{self.date.isoformat()}.json"))
 
     def run(self):
         build = json.loads(Path(self.input().path).read_text())

@@ -5,6 +5,7 @@ import luigi
 
 from pipeline.atomic import atomic_dir
 from tasks.common import processed_dir, version
+from tasks.storage import target
 from tasks.train import TrainedRun
 
 
@@ -23,8 +24,8 @@ class ExportSamples(TrainedRun, luigi.Task):
     interpolation_steps = luigi.IntParameter(default=10, description="Images per interpolation row.")
 
     def output(self):
-        return luigi.LocalTarget(str(processed_dir("exports", self.run_dataset(),
-                                                   f"{self.run_variant()}-{version(self)}")))
+        return target(processed_dir("exports", self.run_dataset(), f"{self.run_variant()}-{version(self)}"),
+                      folder=True)
 
     def run(self):
         from model.train.sampling import export_samples
@@ -59,8 +60,8 @@ class ExportAttributeSweep(TrainedRun, luigi.Task):
     seed = luigi.IntParameter(default=0, description="Seed of the rows' draws.")
 
     def output(self):
-        return luigi.LocalTarget(str(processed_dir("exports", self.run_dataset(),
-                                                   f"{self.run_variant()}-{version(self)}-sweep")))
+        return target(processed_dir("exports", self.run_dataset(), f"{self.run_variant()}-{version(self)}-sweep"),
+                      folder=True)
 
     def run(self):
         from model.train.sampling import attribute_sweeps

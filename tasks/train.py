@@ -25,6 +25,7 @@ from pipeline.atomic import write_json
 from tasks.common import Progress, defaults_of, describe, processed_dir, version
 from tasks.errors import Checked, ConfigError, check, settings_of
 from tasks.records import BuildTFRecords
+from tasks.storage import target
 
 #: The one default of each training setting (model/config.py).
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if not callable(f.default_factory)}
@@ -40,6 +41,10 @@ class TrainGAN(Checked, luigi.Task):
     ``tb/`` (TensorBoard), ``progress/`` (fixed-noise grids), ``losses.png``,
     ``result.json`` and ``lineage.json``. The version hashes the parameters and the
     upstream tasks; ``TrainDCGAN`` with the same settings is the same run.
+
+    On several machines, each runs the same command with ``TF_CONFIG`` set
+    (``MultiWorkerMirroredStrategy``; ``batch_size`` stays the global batch): only the chief
+    writes this folder (docs/training.md, "Multi-worker training").
     """
     dataset = luigi.Parameter(default="sample", description="Data set to train on.")
     variant = luigi.ChoiceParameter(default=DEFAULTS["variant"], choices=tuple(VARIANTS),
@@ -130,9 +135,9 @@ class TrainGAN(Checked, luigi.Task):
         return processed_dir("models", self.dataset, f"{self.variant}-{version(self, family='TrainGAN')}")
 
     def output(self):
-        return {"keras": luigi.LocalTarget(str(self.run_dir() / "generator.keras")),
-                "saved_model": luigi.LocalTarget(str(self.run_dir() / "saved_model")),
-                "card": luigi.LocalTarget(str(self.run_dir() / "model_card.json"))}
+        return {"keras": target(str(self.run_dir() / "generator.keras")),
+                "saved_model": target(str(self.run_dir() / "saved_model"), folder=True),
+                "card": target(str(self.run_dir() / "model_card.json"))}
 
     def config(self, resolution: int | None = None, channels: int | None = None,
                labels: list | None = None) -> TrainConfig:
@@ -148,19 +153,24 @@ class TrainGAN(Checked, luigi.Task):
 
     def run(self):
         from model.train.data import class_names
+        from model.train.distribute import is_chief, make_strategy
         from model.train.loop import train
         from model.variants import build_variant
 
+        # First: under TF_CONFIG the multi-worker strategy must come before any TensorFlow op.
+        strategy = make_strategy()
+        chief = is_chief()  # only the chief of a TF_CONFIG cluster writes the run folder
         folder = self.records().folder()
         config = self.config(labels=class_names(folder))
         model = build_variant(config)
         run_dir = self.run_dir()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "lineage.json", describe(self))
+        if chief:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / "lineage.json", describe(self))
         data = training_data(folder, config, model)
         progress = Progress(self, config.steps, "steps", every=1)
         on_checkpoint = None
-        if self.eval_every:
+        if self.eval_every and chief:
             from luigi.task_register import Register
 
             from model.eval.evaluation import training_evaluator
@@ -171,11 +181,11 @@ class TrainGAN(Checked, luigi.Task):
                                                processed_dir("evaluations", self.dataset, "reference"),
                                                status=self.set_status_message)
         start = time.time()
-        result = train(config, data, run_dir, progress, on_checkpoint=on_checkpoint, model=model,
-                       dataset_card=dataset_card(self.dataset, folder))
+        result = train(config, data, run_dir, progress, strategy=strategy, on_checkpoint=on_checkpoint,
+                       model=model, dataset_card=dataset_card(self.dataset, folder))
         progress.close()
-        # wall-clock of this invocation (a resumed run counts only its own part)
-        write_json(run_dir / "result.json", {**result, "seconds": round(time.time() - start, 1)})
+        if chief:  # wall-clock of this invocation (a resumed run counts only its own part)
+            write_json(run_dir / "result.json", {**result, "seconds": round(time.time() - start, 1)})
 
 
 def training_data(folder, config: TrainConfig, model):

