@@ -185,12 +185,13 @@ class FusedBatchNormalization(layers.BatchNormalization):
     Same statistics as the parent: normalisation by the biased batch variance,
     moving averages updated with ``momentum`` from the biased variance (the
     fused op reports the unbiased one; it is rescaled). Inference, masks,
-    renorm and other axes use the parent's code.
+    renorm, other axes and ``synchronized`` statistics (over several replicas) use the
+    parent's code.
     """
 
     def call(self, inputs, training=None, mask=None):
         fused = (training and self.trainable and mask is None and not self.renorm and self.scale and self.center
-                 and len(inputs.shape) == 4 and self.axis in (-1, 3))
+                 and not self.synchronized and len(inputs.shape) == 4 and self.axis in (-1, 3))
         if not fused:
             return super().call(inputs, training=training, mask=mask)
         x = tf.cast(inputs, self.compute_dtype)

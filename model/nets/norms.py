@@ -3,6 +3,7 @@ scales), layer norm, or none, chosen by name (``TrainConfig.norm``)."""
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from model.nets.layers import FusedBatchNormalization
@@ -20,10 +21,15 @@ def batch_norm(fast: bool, momentum: float = 0.9, epsilon: float = 1e-5, gamma_s
                name: str | None = None) -> layers.BatchNormalization:
     """Batch norm (the fused one of model/nets/layers.py when ``fast``). The defaults, momentum 0.9
     and epsilon 1e-5, are Torch's (0.1 update rate), scales ~ N(1, ``gamma_std``) as the DCGAN
-    reference code (``gamma_std=0``: ones, Keras' default)."""
+    reference code (``gamma_std=0``: ones, Keras' default).
+
+    Made in the scope of a strategy with several replicas, it normalises over the global
+    batch (``synchronized``: the statistics are summed over the replicas), as one device does
+    (model/train/distribute.py)."""
     cls = FusedBatchNormalization if fast else layers.BatchNormalization
     gamma = keras.initializers.RandomNormal(1.0, gamma_std) if gamma_std else "ones"
-    return cls(momentum=momentum, epsilon=epsilon, gamma_initializer=gamma, name=name)
+    synchronized = tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
+    return cls(momentum=momentum, epsilon=epsilon, gamma_initializer=gamma, name=name, synchronized=synchronized)
 
 
 def normalization(norm: str, fast: bool, axis=-1, momentum: float = 0.9, epsilon: float = 1e-5, gamma_std=0.02,

@@ -5,7 +5,9 @@ step: the D and G updates and the scalars it reports; see
 model/variants/base.py). The loop owns everything else: dtype policy and
 distribution strategy, checkpoints and exact resume, the NaN guard,
 ``metrics.csv`` and TensorBoard, fixed-noise grids, the loss plot, and the
-export with its model card. A run lives in one folder:
+export with its model card. Under several replicas or machines (model/train/distribute.py)
+a step is the step one device makes on the global batch, and only the chief writes the
+run folder. A run lives in one folder:
 
     ckpt/            tf.train checkpoints: the variant's networks and optimizers,
                      the step and the noise generator's state
@@ -36,24 +38,21 @@ import tensorflow as tf
 from model.card import ModelCard, write_card
 from model.config import PRECISIONS, TrainConfig  # noqa: F401  (re-exported)
 from model.train.budget import BUDGET_FILE, BudgetPlanner, read_plan
+from model.train.distribute import (
+    GlobalBatchDraws,
+    barrier,
+    broadcast_from_chief,
+    check_global_batch,
+    is_multi_worker,
+    make_strategy,
+    shard_by_batch_rows,
+    shared_generator,
+    writable_run_dir,
+)
 from model.train.ema import WeightAverage
 from model.train.precision import resolve_precision  # noqa: F401  (re-exported)
 from model.variants import build_variant
 from model.variants.base import GANModel
-
-
-def make_strategy() -> tf.distribute.Strategy:
-    """MultiWorkerMirroredStrategy under TF_CONFIG, MirroredStrategy over several
-    visible GPUs (or several logical CPUs), else the default strategy."""
-    if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in gpus])
-    cpus = tf.config.list_logical_devices("CPU")
-    if not gpus and len(cpus) > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in cpus])
-    return tf.distribute.get_strategy()
 
 
 class DivergenceError(RuntimeError):
@@ -73,13 +72,18 @@ class GANTrainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.policy = resolve_precision(c.precision)
         self.model = model or build_variant(c)
+        replicas = self.strategy.num_replicas_in_sync
+        check_global_batch(c.batch_size, replicas)
         keras.utils.set_random_seed(c.seed)  # weight init is part of the run's identity
+        # Several replicas draw the noise one device draws for the global batch (distribute.py).
+        shared = shared_generator(c.seed + 1, self.strategy) if replicas > 1 else None
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(self.policy)
         try:
             with self.strategy.scope():
-                self.rng = tf.random.Generator.from_seed(c.seed + 1)
-                self.model.rng, self.model.policy = self.rng, self.policy
+                self.rng = tf.random.Generator.from_seed(c.seed + 1) if shared is None else shared
+                self.model.rng = self.rng if shared is None else GlobalBatchDraws(shared, replicas)
+                self.model.policy = self.policy
                 self.model.build()
                 self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
                 # Build optimizer slots now so a restored checkpoint fills them in place.
@@ -176,21 +180,68 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
     step the run ends at). ``dataset_card``
     (name, version, records, ...) goes into the model card. Writes
     ``generator.keras`` last and returns the final scalars.
+
+    Under ``TF_CONFIG`` (``MultiWorkerMirroredStrategy``) every worker calls this with the
+    same arguments; ``config.batch_size`` stays the global batch. The chief writes
+    ``run_dir`` and calls ``on_checkpoint``; another worker trains into a temporary folder
+    it deletes, exports nothing, and returns when the chief has exported. Every worker
+    starts from the chief's checkpoint (model/train/distribute.py). ``max_minutes`` is
+    refused there: each machine would time its own steps and choose its own count.
     """
-    from model.train.sampling import grid, save_png
+    began = clock()
+    strategy = strategy or make_strategy()
+    if config.max_minutes and is_multi_worker(strategy):
+        raise ValueError(f"max_minutes = {config.max_minutes} with several workers (TF_CONFIG): each would "
+                         f"time its own steps and stop at another step; set --steps instead")
+    chief = strategy.extended.should_checkpoint
+    with writable_run_dir(run_dir, chief) as folder:
+        trainer, scalars = _train_steps(config, dataset, folder, progress, strategy,
+                                        on_checkpoint if chief else None, model, clock, began)
+        result = {"step": int(trainer.step.numpy()), **scalars, "precision": trainer.policy,
+                  "replicas": strategy.num_replicas_in_sync, "config": asdict(config)}
+        if chief:
+            plot_losses(folder / "metrics.csv", folder / "losses.png", trainer.model.plots)
+            # a model with files of its own (a completion net) exports itself
+            if not trainer.model.export(trainer, folder, dataset_card):
+                _export_generator(trainer, folder, dataset_card)
+                if trainer.budget is not None:
+                    result["budget"] = trainer.budget
+    barrier(strategy)  # the other workers wait for the chief's export
+    return result
+
+
+def _export_generator(trainer: GANTrainer, run_dir: Path, dataset_card: dict | None) -> None:
+    """The exported generator of a finished run: saved_model/, openvino/ (when installed), the
+    raw weights beside an average, model_card.json, and generator.keras last."""
     from model.train.serving import OPENVINO_FILE, export_openvino, export_saved_model, openvino_available
+
+    generator = trainer.export_generator()
+    card = trainer.card(dataset_card)
+    export_saved_model(generator, run_dir / card.files["saved_model"], card)
+    if openvino_available():  # the studio's engine; runs without it serve through TensorFlow
+        export_openvino(run_dir / card.files["saved_model"], run_dir / OPENVINO_FILE)
+        card.files["openvino"] = OPENVINO_FILE
+    if "raw_keras" in card.files:
+        save_keras_atomic(trainer.export_generator("generator"), run_dir / card.files["raw_keras"])
+    write_card(run_dir, card)
+    save_keras_atomic(generator, run_dir / card.files["keras"])  # last: the task's completion marker
+
+
+def _train_steps(config: TrainConfig, dataset: tf.data.Dataset, run_dir: Path, progress, strategy,
+                 on_checkpoint, model: GANModel | None, clock, began: float) -> tuple[GANTrainer, dict]:
+    """The steps of :func:`train` in ``run_dir`` (this worker's folder): resume, train, log,
+    snapshot and checkpoint; returns the trainer and the last step's scalars."""
+    from model.train.sampling import grid, save_png
     from pipeline.atomic import write_json
 
-    began = clock()
-    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    strategy = strategy or make_strategy()
     trainer = GANTrainer(config, strategy, model)
     scalar_names = trainer.model.scalars
     ckpt = trainer.checkpoint()
     manager = tf.train.CheckpointManager(ckpt, run_dir / "ckpt", max_to_keep=3)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    broadcast_from_chief(strategy, ckpt)  # several workers: every one starts from the chief's state
     start = int(trainer.step.numpy())
     planner = None
     if config.max_minutes:
@@ -214,8 +265,9 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
         with tb.as_default(step=step):
             tf.summary.image("fixed_noise", images[:16], max_outputs=16)
 
+    steps = dataset.skip(start).take(max(0, trainer.last_step - start))
     batches = strategy.experimental_distribute_dataset(
-        dataset.skip(start).take(max(0, trainer.last_step - start)))
+        shard_by_batch_rows(steps) if is_multi_worker(strategy) else steps)
     scalars: dict = {}
     with open(metrics_path, "a", newline="") as fh:
         writer = csv.writer(fh)
@@ -253,23 +305,7 @@ def train(config: TrainConfig, dataset: tf.data.Dataset, run_dir: str | os.PathL
             if step >= last:
                 break
     tb.close()
-    plot_losses(metrics_path, run_dir / "losses.png", trainer.model.plots)
-    if trainer.model.export(trainer, run_dir, dataset_card):  # a model with files of its own (a completion net)
-        return {"step": int(trainer.step.numpy()), **scalars, "precision": trainer.policy,
-                "replicas": strategy.num_replicas_in_sync, "config": asdict(config)}
-    generator = trainer.export_generator()
-    card = trainer.card(dataset_card)
-    export_saved_model(generator, run_dir / card.files["saved_model"], card)
-    if openvino_available():  # the studio's engine; runs without it serve through TensorFlow
-        export_openvino(run_dir / card.files["saved_model"], run_dir / OPENVINO_FILE)
-        card.files["openvino"] = OPENVINO_FILE
-    if "raw_keras" in card.files:
-        save_keras_atomic(trainer.export_generator("generator"), run_dir / card.files["raw_keras"])
-    write_card(run_dir, card)
-    save_keras_atomic(generator, run_dir / card.files["keras"])  # last: the task's completion marker
-    budget = {"budget": trainer.budget} if trainer.budget is not None else {}
-    return {"step": int(trainer.step.numpy()), **scalars, "precision": trainer.policy,
-            "replicas": strategy.num_replicas_in_sync, "config": asdict(config), **budget}
+    return trainer, scalars
 
 
 def step_seconds(configs: list[TrainConfig], dataset_fn: Callable[[TrainConfig], tf.data.Dataset],
