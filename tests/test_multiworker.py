@@ -1,0 +1,325 @@
+"""TrainDCGAN on two machines (MultiWorkerMirroredStrategy, TF_CONFIG), played by two processes
+on 127.0.0.1: both workers end with the same weights, only the chief writes the run folder,
+and the run is the one-worker run with the same (global) batch, to float rounding.
+
+Each process is a "machine" with its own raw/ and processed/ folders (copies of records the
+test builds once) and its own temporary folder, and runs the command a user types,
+``luigi --module tasks TrainDCGAN --local-scheduler ...``, through ``luigi.cmdline`` behind a
+small spy that keeps the trainer, so that the test can read every worker's final state
+(a worker other than the chief writes nothing it could be read from). Hard timeouts: every
+process runs in a session of its own and its whole process group is killed at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Seconds for building the records, and for the three training processes together (2 cores).
+BUILD_TIMEOUT, TRAIN_TIMEOUT = 600, 600
+#: The sample data set the test builds once (two public-domain portraits, varied).
+SAMPLE = ["--Sample-n", "16"]
+#: TrainDCGAN's default recipe (ema 0.999, augment translation,cutout,color) at a small width,
+#: in float32, for 4 steps of the global batch 8 (4 per worker on two workers).
+TRAIN = ["--TrainDCGAN-steps", "4", "--TrainDCGAN-batch-size", "8", "--TrainDCGAN-base-width", "8",
+         "--TrainDCGAN-precision", "float32", "--TrainDCGAN-checkpoint-every", "2",
+         "--TrainDCGAN-sample-every", "2", "--TrainDCGAN-log-every", "1"]
+
+#: One "machine": the luigi command line behind a spy that saves the trainer's final state
+#: (generator weights, their moving average, step, noise state) to argv[1].
+DRIVER = """
+import sys
+import numpy as np
+import model.train.loop as loop
+from luigi.cmdline import luigi_run
+
+made = []
+init = loop.GANTrainer.__init__
+def keep(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    made.append(self)
+loop.GANTrainer.__init__ = keep
+try:
+    luigi_run(sys.argv[2:])
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+if made:
+    t = made[-1]
+    np.savez(sys.argv[1], **{f"weight{i}": w.numpy() for i, w in enumerate(t.generator.weights)},
+             **{f"average{i}": a for i, a in enumerate(t.ema.values())}, step=t.step.numpy(),
+             rng=t.rng.state.numpy())
+sys.exit(code)
+"""
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` ports free on 127.0.0.1 right now (chosen by the kernel)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def tf_config(ports: list[int], index: int) -> str:
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def luigi_args(machine: Path, task: str, *args: str) -> list[str]:
+    return ["--module", "tasks", task, "--local-scheduler", "--paths-raw", str(machine / "raw"),
+            "--paths-processed", str(machine / "processed"), *SAMPLE, *args]
+
+
+def start(cmd: list[str], machine: Path, env: dict) -> subprocess.Popen:
+    (machine / "tmp").mkdir(parents=True, exist_ok=True)
+    env = {**{k: v for k, v in os.environ.items() if k != "TF_CONFIG"}, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": str(ROOT), "TMPDIR": str(machine / "tmp"), **env}
+    log = open(machine / "log.txt", "w")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def finish(procs: dict[str, subprocess.Popen], timeout: float) -> None:
+    """Wait for every process until the deadline; then (and whatever happens) kill their groups."""
+    deadline = time.monotonic() + timeout
+    try:
+        for proc in procs.values():
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def tail(machine: Path, n: int = 4000) -> str:
+    return (machine / "log.txt").read_text()[-n:]
+
+
+def test_who_writes_the_run_folder_follows_tensorflows_rule():
+    from model.train.distribute import is_chief, num_workers
+
+    two = {"worker": ["a:1", "b:1"]}
+    assert is_chief("") and num_workers("") == 1  # one machine
+    assert is_chief(json.dumps({"cluster": two, "task": {"type": "worker", "index": 0}}))
+    assert not is_chief(json.dumps({"cluster": two, "task": {"type": "worker", "index": 1}}))
+    with_chief = {"chief": ["c:1"], **two}
+    assert is_chief(json.dumps({"cluster": with_chief, "task": {"type": "chief", "index": 0}}))
+    assert not is_chief(json.dumps({"cluster": with_chief, "task": {"type": "worker", "index": 0}}))
+    assert num_workers(json.dumps({"cluster": with_chief})) == 3
+    with pytest.raises(ValueError, match="TF_CONFIG is not JSON"):
+        is_chief("{cluster")
+
+
+def test_another_worker_trains_into_a_scratch_folder_it_deletes(tmp_path):
+    from model.train.distribute import check_global_batch, writable_run_dir
+
+    with writable_run_dir(tmp_path / "run", chief=True) as folder:
+        assert folder == tmp_path / "run"
+    with pytest.raises(RuntimeError, match="stop"), writable_run_dir(tmp_path / "run", chief=False) as folder:
+        assert folder != tmp_path / "run" and folder.is_dir()
+        (folder / "ckpt").mkdir()
+        raise RuntimeError("stop")
+    assert not folder.exists() and not (tmp_path / "run").exists()
+    check_global_batch(8, 2)
+    with pytest.raises(ValueError, match="batch_size = 9 is the global batch; .* 2 replicas .*--batch-size 8"):
+        check_global_batch(9, 2)
+
+
+#: In a process of its own (two logical CPUs must be set before TensorFlow starts): 3 steps of
+#: the default recipe on one device and under MirroredStrategy over two, from the same weights.
+TWO_DEVICES = """
+import json, sys
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from model.train.loop import GANTrainer, TrainConfig, make_strategy
+config = TrainConfig(base_width=8, batch_size=8, seed=1, precision="float32", ema=0.999,
+                     augment="translation,cutout,color")
+images = np.random.default_rng(0).uniform(-1, 1, (24, 64, 64, 3)).astype("float32")
+two = make_strategy()
+assert two.num_replicas_in_sync == 2, two
+out = {}
+for name, strategy in (("one", tf.distribute.get_strategy()), ("two", two)):
+    trainer = GANTrainer(config, strategy)
+    batches = tf.data.Dataset.from_tensor_slices(images).batch(8)
+    for batch in strategy.experimental_distribute_dataset(batches):
+        trainer.train_step(batch)
+    for i, w in enumerate(trainer.generator.weights + trainer.discriminator.weights):
+        out[f"{name}/weight{i}"] = w.numpy()
+    for i, a in enumerate(trainer.ema.values()):
+        out[f"{name}/average{i}"] = a
+    out[f"{name}/rng"] = trainer.rng.state.numpy()
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.slow
+def test_two_replicas_take_the_step_one_device_takes_on_the_global_batch(tmp_path):
+    """MirroredStrategy over two logical CPUs, the same machinery as two workers (rows of the
+    global batch per replica, synchronized batch norm, the one-device noise), in one process."""
+    proc = subprocess.Popen([sys.executable, "-c", TWO_DEVICES, str(tmp_path / "out.npz")], cwd=ROOT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out[-3000:]
+    saved = np.load(tmp_path / "out.npz")
+    one = {k.split("/")[1]: saved[k] for k in saved.files if k.startswith("one/")}
+    two = {k.split("/")[1]: saved[k] for k in saved.files if k.startswith("two/")}
+    assert np.array_equal(one.pop("rng"), two.pop("rng"))
+    assert_same_training(two, one)
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> Path:
+    """A machine folder (raw/, processed/) holding the sample records, built once."""
+    machine = tmp_path_factory.mktemp("records")
+    procs = {"build": start([sys.executable, "-m", "luigi", *luigi_args(machine, "BuildTFRecords")], machine, {})}
+    finish(procs, BUILD_TIMEOUT)
+    assert procs["build"].returncode == 0, tail(machine)
+    return machine
+
+
+def machine_with_records(records: Path, machine: Path) -> Path:
+    for part in ("raw", "processed"):
+        shutil.copytree(records / part, machine / part)
+    return machine
+
+
+def assert_same_training(a: dict, b: dict, lr: float = 2e-4) -> None:
+    """The weights (and averages) in ``a`` are those in ``b`` (same keys) to float rounding.
+
+    Two replicas sum the batch statistics and the gradients in another order than one device,
+    a relative change of about 1e-7. Adam divides each gradient by its running size, so for the
+    few weights whose gradient almost cancels (a sum of terms of both signs) the rounding moves
+    the step itself, by at most about a step (lr = 2e-4). Measured on this test's data after 4
+    steps: 98 of about 146,000 values more than 1e-5 apart (0.07%), at most 4.8e-5. Runs that
+    are not the one-device run fail both bounds by far: per-replica batch statistics, or noise
+    drawn per replica, put 97-99% of the values more than 1e-5 apart, the median 2e-4 to
+    4e-4, the largest 5e-3 to 8e-3 (measured with the loop's fixes switched off)."""
+    keys = [k for k in b if k not in ("step", "rng")]
+    apart = np.concatenate([np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)).ravel() for k in keys])
+    share = float((apart > 1e-5).mean())
+    assert share < 0.01 and apart.max() < lr, (f"{share:.2%} of the values more than 1e-5 apart, at most "
+                                               f"{apart.max():.2e} (median {np.median(apart):.1e})")
+
+
+def train_on(machines: dict[str, Path], tf_configs: dict[str, str | None],
+             args: dict[str, list[str]] | None = None) -> None:
+    """TrainDCGAN (``TRAIN``, then that machine's ``args``) on each machine named in ``tf_configs``
+    at once, with that ``TF_CONFIG`` (None: unset); each saves its trainer's final state to
+    ``state.npz``. Every one must exit 0."""
+    procs = {}
+    try:
+        for name, config in tf_configs.items():
+            machine = machines[name]
+            cmd = [sys.executable, "-c", DRIVER, str(machine / "state.npz"),
+                   *luigi_args(machine, "TrainDCGAN", *TRAIN, *(args or {}).get(name, []))]
+            procs[name] = start(cmd, machine, {"TF_CONFIG": config} if config else {})
+    finally:
+        finish(procs, TRAIN_TIMEOUT)
+    for name, proc in procs.items():
+        assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{tail(machines[name])}"
+
+
+def runs(machine: Path) -> list[Path]:
+    return sorted((machine / "processed" / "models" / "sample").glob("dcgan-*"))
+
+
+@pytest.mark.slow
+def test_two_workers_train_as_one_worker_with_the_same_global_batch(records, tmp_path):
+    machines = {name: machine_with_records(records, tmp_path / name) for name in ("chief", "worker", "single")}
+    ports = free_ports(2)
+    began = time.monotonic()
+    train_on(machines, {"chief": tf_config(ports, 0), "worker": tf_config(ports, 1), "single": None})
+    seconds = time.monotonic() - began
+
+    chief, worker, single = (dict(np.load(machines[n] / "state.npz")) for n in ("chief", "worker", "single"))
+    names = list(chief)
+    assert int(chief["step"]) == int(worker["step"]) == int(single["step"]) == 4
+    # Both workers hold the same bits: weights, their moving average, the noise state.
+    for key in names:
+        assert np.array_equal(chief[key], worker[key]), key
+    # The noise stream is the one-worker stream (every replica drew the global batch's noise).
+    assert np.array_equal(chief["rng"], single["rng"])
+    # The one-worker run with the same global batch (8), to float rounding.
+    assert_same_training(chief, single)
+
+    # Only the chief wrote a run folder, the same run (the same version) as the one-worker run.
+    (run,) = runs(machines["chief"])
+    (single_run,) = runs(machines["single"])
+    assert run.name == single_run.name
+    assert not (machines["worker"] / "processed" / "models").exists()
+    assert not list((machines["worker"] / "tmp").glob("facegan-worker-*"))  # its scratch folder is gone
+    for name in ("generator.keras", "model_card.json", "saved_model", "ckpt", "metrics.csv", "tb",
+                 "progress/step-0000004.png", "lineage.json", "result.json"):
+        assert (run / name).exists(), name
+    result = json.loads((run / "result.json").read_text())
+    assert result["replicas"] == 2 and result["step"] == 4
+    assert json.loads((single_run / "result.json").read_text())["replicas"] == 1
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["steps"] == 4 and card["training"]["batch_size"] == 8
+
+    # The exported generator is the chief's moving average, close to the one-worker export.
+    import keras
+    exported = keras.models.load_model(run / "generator.keras", compile=False).get_weights()
+    alone = keras.models.load_model(single_run / "generator.keras", compile=False).get_weights()
+    averages = [chief[f"average{i}"] for i in range(sum(k.startswith("average") for k in names))]
+    assert len(exported) == len(averages)
+    for mine, average in zip(exported, averages):
+        np.testing.assert_array_equal(mine, average)
+    assert_same_training(dict(enumerate(exported)), dict(enumerate(alone)))
+    print(f"three TrainDCGAN processes (2 workers + 1 alone): {seconds:.0f} s")
+
+
+@pytest.mark.slow
+def test_two_workers_resume_from_the_chiefs_checkpoint_alone(records, tmp_path):
+    """A two-worker run stopped after step 2 and started again: the chief resumes from the
+    checkpoint in its run folder, the other worker (which kept nothing) takes the chief's state,
+    and the run ends where the uninterrupted one-worker run ends."""
+    import csv
+
+    from model.train.loop import continue_run
+
+    machines = {name: machine_with_records(records, tmp_path / name) for name in ("chief", "worker", "single")}
+    # The uninterrupted one-worker run of 4 steps, and on the chief a run of 2 steps: what a run
+    # stopped at step 2 leaves behind (a checkpoint and metrics of 2 steps), copied below into
+    # the folder of the 4-step run.
+    train_on(machines, {"single": None, "chief": None}, {"chief": ["--TrainDCGAN-steps", "2"]})
+    (single_run,) = runs(machines["single"])
+    (short,) = runs(machines["chief"])
+    run = short.parent / single_run.name
+    assert continue_run(short, run) == 2
+
+    ports = free_ports(2)
+    train_on(machines, {"chief": tf_config(ports, 0), "worker": tf_config(ports, 1)})
+    chief, worker, single = (dict(np.load(machines[n] / "state.npz")) for n in ("chief", "worker", "single"))
+    assert int(chief["step"]) == int(worker["step"]) == 4
+    for key in chief:
+        assert np.array_equal(chief[key], worker[key]), key
+    assert np.array_equal(chief["rng"], single["rng"])
+    assert_same_training(chief, single)
+    assert [int(r["step"]) for r in csv.DictReader(open(run / "metrics.csv"))] == [1, 2, 3, 4]
+    assert (run / "generator.keras").is_file()
+    assert not (machines["worker"] / "processed" / "models").exists()
