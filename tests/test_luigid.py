@@ -111,3 +111,89 @@ def test_two_workers_share_the_dag_and_run_each_shard_once(luigid, tmp_path):
     assert aligned["inputs"] == 8 and len(info["shards"]) == 4
     counts = [len(list(iter_records(version / f))) for s in info["splits"].values() for f in s["files"]]
     assert sum(counts) == aligned["faces"] > 0
+
+
+# -- many machines: workers that share only luigid and a bucket ---------------------------
+
+SHARDS = 8
+SAMPLE_FLAGS = ["--Sample-n", str(2 * SHARDS), "--DetectAlignFaces-shard-size", "2"]
+
+
+def _started_and_done(log: str, pid: int) -> tuple[list[str], list[str]]:
+    """The AlignShard tasks the worker ``pid`` started and finished (``shard=i`` each)."""
+    started = re.findall(rf"\[pid {pid}\] Worker Worker\(.*\) running +AlignShard\(.*?shard=(\d+),", log)
+    done = re.findall(rf"\[pid {pid}\] Worker Worker\(.*\) done +AlignShard\(.*?shard=(\d+),", log)
+    return started, done
+
+
+def test_workers_on_two_machines_share_luigid_and_a_bucket_and_take_over_a_killed_workers_shard(tmp_path):
+    """Two workers with separate local caches (two machines) and one luigid and one bucket;
+    one is SIGKILLed in the middle of a shard after finishing another. The scheduler hands
+    the lost shard to the other worker (deploy/luigid.cfg's take-over settings, shortened):
+    every shard completes exactly once, both did work, and the records equal a local run's."""
+    import s3_server
+    from components import require_module
+    from luigid_helpers import running_luigid, scheduler_config
+    require_module("moto")
+    require_module("s3fs")
+
+    server, s3 = s3_server.start()
+    try:
+        bucket = s3.bucket("shared")
+        env = s3_server.luigi_env()
+        flags = lambda machine: s3_server.bucket_paths(s3, bucket, tmp_path / machine)  # noqa: E731
+        raw = s3_server.luigi(["Sample", "--local-scheduler", *SAMPLE_FLAGS, *flags("machine-0")], env)
+        assert raw.returncode == 0, raw.stderr[-3000:]
+        local = s3_server.luigi(["BuildTFRecords", "--local-scheduler", *SAMPLE_FLAGS,
+                                 "--paths-raw", str(tmp_path / "local" / "raw"),
+                                 "--paths-processed", str(tmp_path / "local" / "processed")], env)
+        assert local.returncode == 0, local.stderr[-3000:]
+
+        config = scheduler_config(tmp_path, worker_disconnect_delay=5, retry_delay=1)
+        with running_luigid(tmp_path, config) as port:
+            logs = [tmp_path / f"worker-{m}.log" for m in "ab"]
+            workers = [subprocess.Popen(
+                [sys.executable, "-m", "luigi", "--module", "tasks", "BuildTFRecords", "--scheduler-host",
+                 "127.0.0.1", "--scheduler-port", str(port), "--workers", "1", "--worker-keep-alive", "--no-lock",
+                 *SAMPLE_FLAGS, *flags(f"machine-{m}")],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True)
+                for m, log in zip("ab", logs)]
+            try:
+                killed = None
+                deadline = time.monotonic() + 300
+                while killed is None:  # a: after one shard of its own, in the middle of the next
+                    assert time.monotonic() < deadline, logs[0].read_text()[-3000:]
+                    assert workers[0].poll() is None, logs[0].read_text()[-3000:]
+                    started, done = _started_and_done(logs[0].read_text(), workers[0].pid)
+                    if done and len(started) > len(done):
+                        os.killpg(workers[0].pid, signal.SIGKILL)
+                        killed = started[-1]
+                    time.sleep(0.05)
+                workers[0].wait(timeout=30)
+                # 10 ([retcode] already_running): the summary counts the killed worker's attempt
+                # as "being run by another worker"; nothing may have failed.
+                assert workers[1].wait(timeout=600) in (0, 10), logs[1].read_text()[-3000:]
+            finally:
+                for w in workers:
+                    if w.poll() is None:
+                        os.killpg(w.pid, signal.SIGKILL)
+                        w.wait(timeout=30)
+        a, b = (log.read_text() for log in logs)
+        a_started, a_done = _started_and_done(a, workers[0].pid)
+        _, b_done = _started_and_done(b, workers[1].pid)
+        assert killed not in a_done and killed in b_done  # the killed worker's shard, taken over
+        assert a_done and b_done  # both machines did work
+        assert sorted(a_done + b_done, key=int) == [str(i) for i in range(SHARDS)]  # each exactly once
+        assert " running   BuildTFRecords(" in b and "were no failed tasks" in b
+        keys = s3.keys(bucket)
+        aligned = {k.split("/")[-2] for k in keys if "/aligned/" in k and k.endswith("/_MANIFEST.json")
+                   and "/shard-" in k}
+        assert len(aligned) == SHARDS
+        # The bucket's records are the local run's, byte for byte.
+        records = sorted(p for p in (tmp_path / "local" / "processed" / "records").rglob("*.tfrecord*"))
+        assert records
+        for path in records:
+            key = f"data/processed/{path.relative_to(tmp_path / 'local' / 'processed').as_posix()}"
+            assert s3.read(bucket, key) == path.read_bytes(), key
+    finally:
+        server.stop()
