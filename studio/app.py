@@ -23,7 +23,9 @@ Endpoints (JSON errors ``{"error": message}`` with a 4xx code for bad requests):
   the result, or with ``?wait=false`` gets the job (202) to follow with ``GET /api/jobs/{id}``
   and cancel with ``DELETE /api/jobs/{id}``; ``GET /api/jobs`` shows the queue. A full queue
   is 429 with Retry-After, a job past its deadline 504. 501 when the installed code has no
-  projection / completion (``features`` in ``/api/model``).
+  projection / completion (``features`` in ``/api/model``). A completion by the trained completion
+  network (one exists for the generator's records version; ``method`` ``auto``, ``net`` or
+  ``search``) needs no job: answered at once. The answer's ``method`` says which ran.
 
 The routes live in studio/routes/ (one APIRouter per feature); this module puts them together.
 """

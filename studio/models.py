@@ -7,6 +7,7 @@ the listing; an id is a dictionary key here, never joined onto a path.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from studio.batcher import MicroBatcher
 
 #: Offsets along attribute directions, in standard deviations of z along the normal.
 OFFSET_RANGE = (-3.0, 3.0)
+
+log = logging.getLogger(__name__)
 
 
 class UnknownModel(KeyError):
@@ -41,6 +44,8 @@ class LoadedModel:
     encoder: object = None                             # the run's learned inverse (encoder.keras), if any
     warm: str = "cold"                                 # the searches' graphs: cold, warming, ready, failed: ...
     _warming: tuple | None = None                      # (thread, stop event) while warm_up runs
+    _completion: tuple = (None, None)                  # (key of the network files, choose_method's answer)
+    _completion_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def load(cls, model_id: str, run_dir: Path, max_rows: int = 32, wait_s: float = 0.0,
@@ -68,7 +73,8 @@ class LoadedModel:
     def warm_up(self) -> threading.Thread:
         """Build and trace projection's and completion's graphs for one face now, in a background
         thread (a few seconds; ``warm`` says where it is), so a person's first request pays
-        only the search: the graphs are kept per generator (model/apps/inversion.py).
+        only the search: the graphs are kept per generator (model/apps/inversion.py). The
+        completion network of :meth:`completion`, when there is one, is loaded and traced first.
         :meth:`close` stops it between steps and waits for it: TensorFlow must not be tracing
         in a thread while the interpreter exits (it aborts the process)."""
         from model.apps.inversion import Cancelled, stop_when
@@ -83,9 +89,13 @@ class LoadedModel:
                 from model.train.sampling import generate
 
                 face = generate(self.forward.generator, sample_inputs(self.card, 1, seed=0))
+                mask = make_mask("center", self.card.resolution)
+                chosen = self.completion()
+                if chosen["method"] == "net":  # load and trace the network too (its first call traces)
+                    from model.apps.completion_net import complete_with_net
+                    complete_with_net(chosen["network"], face, mask)
                 project_faces(self.forward.generator, self.card, face, steps=2, encoder=self.encoder,
                               on_step=stop_when(stop))
-                mask = make_mask("center", self.card.resolution)
                 complete_faces(self.forward.generator, self.discriminator(), self.card, face, mask, steps=2,
                                encoder=self.encoder, on_step=stop_when(stop))
                 self.warm = "ready"
@@ -99,6 +109,30 @@ class LoadedModel:
         self._warming = (thread, stop)
         thread.start()
         return thread
+
+    def completion(self) -> dict:
+        """Which completion a request runs: ``choose_method("auto", ...)`` of
+        model/apps/completion_net.py, the one interface the CLI and CompleteFaces use. The
+        network trained on this generator's records version (its card's ``dataset.version``;
+        a completion run under ``processed/completion`` of the working directory or beside a
+        folder above the run) when there is one, else the search. Looked up on every call
+        (under a millisecond), so a network trained while the studio runs is used from the
+        next request on; a network is loaded once, and again only when its files change."""
+        from model.apps.completion_net import choose_method, completion_roots, find_completion_run
+        from model.variants.completion import CARD_FILE, NETWORK_FILE
+
+        found = find_completion_run(self.card.dataset, completion_roots(self.run_dir))
+        key = None if found is None else (found, *(_mtime(found / name) for name in (CARD_FILE, NETWORK_FILE)))
+        with self._completion_lock:
+            if self._completion[0] != key or self._completion[1] is None:
+                try:
+                    chosen = choose_method("auto", self.card, self.run_dir, found or "")
+                except Exception as exc:  # a network of another size, an unreadable file: the search still works
+                    note = f"the completion network {found} cannot be used ({exc}): using search"
+                    log.warning(note)
+                    chosen = {"method": "search", "network": None, "card": None, "run": found, "note": note}
+                self._completion = (key, chosen)
+            return self._completion[1]
 
     def apply_directions(self, z: np.ndarray, offsets: dict[str, float], locks: list[str]) -> np.ndarray:
         """``z`` ``(d,)`` moved along the named directions (already validated names)."""
@@ -141,6 +175,13 @@ class LoadedModel:
             stop.set()
             thread.join(timeout=120)
         self.batcher.close()
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def _zeros(card: ModelCard, n: int) -> dict[str, np.ndarray]:

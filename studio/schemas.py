@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, Strict
@@ -51,6 +51,12 @@ class ImageRequest(BaseModel):
     model: ModelId = None
     image: Annotated[str, Field(max_length=MAX_IMAGE_JSON_BYTES)]
     mask: Annotated[str | None, Field(max_length=MAX_IMAGE_JSON_BYTES)] = None
+
+
+class CompleteRequest(ImageRequest):
+    """``method``: ``auto`` (the completion network trained on the generator's records when there
+    is one, else the search), ``net`` or ``search`` (model/apps/completion_net.py METHODS)."""
+    method: Literal["auto", "net", "search"] = "auto"
 
 
 def _clip(values: np.ndarray, low: float, high: float) -> tuple[np.ndarray, int]:

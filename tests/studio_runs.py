@@ -4,7 +4,8 @@
 ``with_c=True`` makes a two-input functional generator (``z`` and an attribute ``c``)
 instead. ``with_directions=True`` fits real directions for it: the attribute scored is
 the mean brightness of the generated face (a property every image has), plus one
-whose score is noise and must be dropped.
+whose score is noise and must be dropped. ``completion_run(root, version)`` writes a tiny
+(untrained, width 4) completion network with its card for records ``version``.
 """
 from __future__ import annotations
 
@@ -81,6 +82,27 @@ def make_run(folder: Path, with_c: bool = False, with_directions: bool = False, 
             return np.hstack([brightness(images), rng.uniform(size=(len(images), 1))])
 
         write_directions(folder, fit_directions(generator, card, score, ["Brightness", "Noise"], n=1000, seed=seed))
+    return folder
+
+
+def completion_run(root: Path, version: str, network: bool = True, size: int = 64, dataset: str = "faces") -> Path:
+    """A completion run folder ``root/completion/<dataset>/<version>`` (model/apps/completion_net.py finds
+    it from a generator run below ``root`` trained on records ``version``), with or without its network."""
+    import json
+    from dataclasses import asdict
+
+    from model.config import CompletionConfig
+    from model.nets.completion import build_completion_network
+    from model.variants.completion import CARD_FILE, CARD_FORMAT, NETWORK_FILE
+
+    folder = Path(root) / "completion" / dataset / version
+    folder.mkdir(parents=True)
+    card = {"format": CARD_FORMAT, "kind": "completion", "resolution": size, "channels": 3,
+            "dataset": {"name": dataset, "version": version}, "steps": 1, "files": {"keras": NETWORK_FILE},
+            "training": asdict(CompletionConfig(width=4, resolution=size))}
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    if network:
+        build_completion_network(size, 3, 4).save(folder / NETWORK_FILE)
     return folder
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
 
 import numpy as np
 import pytest
+import studio_runs
 
 tf = pytest.importorskip("tensorflow")
 
@@ -139,17 +139,8 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
 # -- which method ---------------------------------------------------------------------------------------
 
 def completion_run(root, version: str, network: bool = True):
-    """A completion run folder under ``root`` for records ``version``, with or without its network."""
-    folder = root / "completion" / "faces" / version
-    folder.mkdir(parents=True)
-    config = CompletionConfig(width=4, resolution=S)
-    card = {"format": "facegan-completion-card/1", "kind": "completion", "resolution": S, "channels": 3,
-            "dataset": {"name": "faces", "version": version}, "steps": 1, "files": {"keras": NETWORK_FILE},
-            "training": asdict(config)}
-    (folder / CARD_FILE).write_text(json.dumps(card))
-    if network:
-        build_completion_network(S, 3, 4).save(folder / NETWORK_FILE)
-    return folder
+    """A completion run folder under ``root`` for records ``version`` (16x16), with or without its network."""
+    return studio_runs.completion_run(root, version, network, size=S)
 
 
 def test_auto_takes_the_network_of_the_same_records_and_falls_back_to_search_with_a_line(tmp_path, caplog):

@@ -444,7 +444,54 @@ def test_completion_fills_the_hole_and_keeps_every_known_pixel(server):
     assert np.array_equal(blended[~hole], photo[~hole])
     assert not np.array_equal(blended[hole], photo[hole])
     assert np.array_equal(completed, image(post(server, "/api/generate", {"z": out["z"]})))
-    assert out["perceptual"] is False and isinstance(out["flags"], list)
+    assert out["perceptual"] is False and isinstance(out["flags"], list) and out["method"] == "search"
+
+
+def test_completion_runs_the_network_of_the_generators_records_else_the_search(tmp_path):
+    """The studio chooses as the CLI and CompleteFaces do (choose_method "auto"): the search while no
+    completion network was trained on the generator's records version, the network from the next
+    request on once one is beside the runs; it is answered at once (no job, even with
+    wait=false) in milliseconds, and every answer says which method ran."""
+    import time
+
+    from studio_runs import completion_run
+
+    from studio import features
+    from studio.app import create_app
+    from studio.models import ModelRegistry
+
+    root = tmp_path / "models"
+    run = make_run(root / "celeba" / "dcgan-a")  # records v-test
+    registry = ModelRegistry(root, run)
+    registry.get(None)
+    face = features.data_url(np.full((64, 64, 3), 90, np.uint8))
+    mask = np.zeros((64, 64, 3), np.uint8)
+    mask[16:48, 16:48] = 255
+    body = {"image": face, "mask": features.data_url(mask)}
+    with serving(create_app(registry, fit={"steps": 3, "candidates": 2, "restarts": 1})) as (url, _, http):
+        r = http.post(url + "/api/complete", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["method"] == "search" and len(r.json()["z"]) == 100 and "X-Job-Id" in r.headers
+        r = http.post(url + "/api/complete", json={**body, "method": "net"}, timeout=30)
+        assert r.status_code == 404 and "no completion network trained on records v-test" in r.json()["error"]
+
+        completion_run(root, "v-test", dataset="celeba")  # trained while the studio runs
+        seconds = []
+        for wait in ("true", "true", "true", "false", "false"):
+            start = time.perf_counter()
+            r = http.post(url + "/api/complete?wait=" + wait, json=body, timeout=60)
+            seconds.append(time.perf_counter() - start)
+            assert r.status_code == 200, r.text
+            out = r.json()
+            assert out["method"] == "net" and "X-Job-Id" not in r.headers and "z" not in out
+            assert out["network"] == {"dataset": "celeba", "version": "v-test", "steps": 1}
+            blended = data_image(out["blended"])
+            assert np.array_equal(blended[~(mask[..., 0] > 0)], data_image(face)[~(mask[..., 0] > 0)])
+        assert out["seconds"] < 0.5 and sorted(seconds)[2] < 1.0, seconds  # the first loads and traces it
+        r = http.post(url + "/api/complete", json={**body, "method": "search"}, timeout=120)
+        assert r.status_code == 200 and r.json()["method"] == "search" and "X-Job-Id" in r.headers
+        assert http.get(url + "/api/jobs", timeout=30).json()["running"] == 0
+    registry.close()
 
 
 def test_projection_and_completion_check_the_face_size(server, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from studio_runs import brightness, make_run
+from studio_runs import brightness, completion_run, make_run
 from test_studio_api import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -303,9 +304,11 @@ def test_model_picker_switches_to_a_model_with_c_sliders(page):
     assert "no attribute directions yet" in page.inner_text("#directions")
 
 
-def test_complete_a_photo_then_start_from_it(page, tmp_path):
+def test_complete_a_photo_then_start_from_it(page, studio, tmp_path):
     """Upload a real photo: the face is aligned, the lower half masked from the keyboard
-    path, completed; then the same face projected, and its z becomes the edited face."""
+    path, completed by the latent search (no completion network for these records); then the
+    same face projected, and its z becomes the edited face. Once a completion network trained
+    on the run's records is there, Complete uses it, and the panel says which method ran."""
     from pipeline.sources.sample_photos import portrait
 
     photo = tmp_path / "astronaut.png"
@@ -318,6 +321,7 @@ def test_complete_a_photo_then_start_from_it(page, tmp_path):
     page.click("#complete")
     page.wait_for_selector("img[alt='Completed face']", timeout=120_000)
     assert page.locator("img[alt='Blended face']").get_attribute("src").startswith("data:image/png;base64,")
+    assert "Completed by the latent search" in page.inner_text("#complete-method")
     shot(page, "completed")
     before = z(page)
     page.get_by_role("button", name="Edit this face").click()
@@ -332,6 +336,17 @@ def test_complete_a_photo_then_start_from_it(page, tmp_path):
     wait_rendered(page)
     assert z(page) != after
     shot(page, "projected")
+
+    network = completion_run(studio["root"], "v-test", dataset="celeba")  # make_run's records
+    try:
+        page.click("#tab-complete")
+        page.click("#complete")
+        page.wait_for_selector("#complete-method:has-text('Completed by the completion network')")
+        assert "trained 1 step on celeba records v-test" in page.inner_text("#complete-method")
+        assert page.get_by_role("button", name="Edit this face").count() == 0  # the network has no z
+        shot(page, "completed-by-network")
+    finally:
+        shutil.rmtree(network)
 
 
 def test_phone_width_is_readable(browser, studio):

@@ -12,6 +12,11 @@
 
 A full queue, or a client holding its share of it, is a 429 with Retry-After. A client
 is its ``X-Client-Id`` header (the page sends one per tab) or else its address.
+
+A completion the trained completion network does (``LoadedModel.completion``: one exists for
+the generator's records version) is no search: tens of milliseconds, so it is answered at
+once (200, whatever ``wait``), off the event loop but not queued behind searches. Every
+completion answer says which ran: ``method`` ``net`` or ``search``.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import time
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from studio import features
 from studio.access import is_loopback
@@ -28,7 +34,7 @@ from studio.errors import BadRequest, NotInstalled, error
 from studio.jobs import JobQueue, QueueFull
 from studio.models import LoadedModel, ModelRegistry
 from studio.routes.deps import Fit, Jobs, Registry, load_model
-from studio.schemas import ImageRequest, number, state_of
+from studio.schemas import CompleteRequest, ImageRequest, number, state_of
 
 router = APIRouter()
 
@@ -116,7 +122,7 @@ async def project(body: ImageRequest, request: Request, registry: Registry, jobs
 
 
 @router.post("/api/complete")
-async def complete(body: ImageRequest, request: Request, registry: Registry, jobs: Jobs, fit: Fit,
+async def complete(body: CompleteRequest, request: Request, registry: Registry, jobs: Jobs, fit: Fit,
                    wait: bool = True):
     fn, model, image = await _prepare(registry, features.COMPLETE, "completion", body)
     if body.mask is None:
@@ -124,16 +130,37 @@ async def complete(body: ImageRequest, request: Request, registry: Registry, job
     mask = _aligned(model, body.mask, "mask").max(axis=-1) > 127  # white = missing
     if not mask.any():
         raise BadRequest("the mask is empty: draw the part to complete")
+    chosen = {"method": "search"} if body.method == "search" else await run_in_threadpool(model.completion)
+    if body.method == "net" and chosen["method"] != "net":
+        return error(404, f"method net: {chosen['note'] or 'no completion network'}")
+    if chosen["method"] == "net":
+        return JSONResponse(await run_in_threadpool(complete_by_net, chosen, image, mask))
 
     def work(on_step):
         critic = model.discriminator()
         out = fn(keras_generator(model), critic, model.card, image[None], mask[None], seed=0, on_step=on_step,
                  encoder=model.encoder, **fit)
-        return {**state_of(out["inputs"]), "completed": features.data_url(out["completed"][0]),
+        return {"method": "search", **state_of(out["inputs"]), "completed": features.data_url(out["completed"][0]),
                 "blended": features.data_url(out["blended"][0]), "flags": out["flags"][0],
                 "perceptual": critic is not None}
 
     return await run_job(request, jobs, "completion", work, wait)
+
+
+def complete_by_net(chosen: dict, image: np.ndarray, mask: np.ndarray) -> dict:
+    """The completion network's answer for one aligned face: no z (the network paints pixels;
+    projection finds a z), and which network (its records version and steps, not its path)."""
+    from model.apps.completion_net import complete_with_net
+
+    try:
+        out = complete_with_net(chosen["network"], image[None], mask[None])
+    except ValueError as exc:  # a mask with nothing known
+        raise BadRequest(f"mask: {exc}") from None
+    card = chosen["card"] or {}
+    return {"method": "net", "network": {"dataset": card.get("dataset", {}).get("name"),
+                                         "version": card.get("dataset", {}).get("version"), "steps": card.get("steps")},
+            "completed": features.data_url(out["completed"][0]), "blended": features.data_url(out["blended"][0]),
+            "flags": out["flags"][0], "perceptual": False, "seconds": round(out["seconds"], 4)}
 
 
 @router.get("/api/jobs")

@@ -486,8 +486,11 @@ const App = {
     // ---- heavy work as jobs: queued on the server, followed here, cancellable ---------------
     async runJob(path, body, panel) {
       // The server answers 202 with the job at once; its progress is polled until it is over.
-      // Returns the result, or null when the job was cancelled.
-      panel.job = await api(path + "?wait=false", body);
+      // Returns the result, or null when the job was cancelled. Work that needs no job (a
+      // completion by the trained completion network: milliseconds) is answered at once (200).
+      const answer = await api(path + "?wait=false", body);
+      if (answer.state === undefined) return answer;
+      panel.job = answer;
       for (;;) {
         if (panel.job.state === "done") return panel.job.result;
         if (panel.job.state === "cancelled") return null;
@@ -576,6 +579,12 @@ const App = {
         const result = await this.runJob("/api/complete", body, this.complete);
         if (result) this.complete.result = result; else this.notice = "The completion was cancelled.";
       } catch (e) { this.upload.error = e.message; } finally { this.complete.busy = false; }
+    },
+    methodText(result) {
+      if (result.method !== "net") return "Completed by the latent search: the generator's z that best fits the face around the hole.";
+      const n = result.network || {};
+      return `Completed by the completion network (trained ${n.steps} step${n.steps === 1 ? "" : "s"} on ${n.dataset || "?"} records `
+        + `${n.version || "?"}); it paints pixels, so there is no z to edit.`;
     },
     useCompleted() {
       const r = this.complete.result;
@@ -752,10 +761,11 @@ const App = {
           <button @click="cancelJob(complete)" :disabled="!complete.job || complete.job.cancelling" id="cancel-complete">Cancel</button>
         </div>
         <div class="results" v-if="complete.result">
-          <figure><img :src="complete.result.completed" alt="Completed face"><figcaption>generated</figcaption></figure>
+          <figure><img :src="complete.result.completed" alt="Completed face"><figcaption>{{ complete.result.method === 'net' ? 'painted' : 'generated' }}</figcaption></figure>
           <figure><img :src="complete.result.blended" alt="Blended face"><figcaption>blended into the photo</figcaption></figure>
-          <button @click="useCompleted">Edit this face</button>
+          <button @click="useCompleted" v-if="complete.result.z">Edit this face</button>
         </div>
+        <p class="help" v-if="complete.result" id="complete-method">{{ methodText(complete.result) }}</p>
         <ul class="flags" v-if="complete.result && complete.result.flags.length" role="status" id="complete-flags">
           <li v-for="(f, k) in complete.result.flags" :key="k">Check this result: {{ f }}</li>
         </ul>
