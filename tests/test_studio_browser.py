@@ -349,6 +349,41 @@ def test_complete_a_photo_then_start_from_it(page, studio, tmp_path):
         shutil.rmtree(network)
 
 
+def test_the_page_shows_the_warm_up_until_the_model_is_ready(browser, studio):
+    """While /api/model says the searches' graphs are being built (warm "warming") the header says
+    "warming up…" and asks again every 2 s; once ready the note goes and the asking stops. These
+    tiny runs warm up in seconds, often before a page loads, so the test holds the answers at
+    "warming" (Playwright's routing) until it lets the server's own through."""
+    context = browser.new_context()
+    context.set_default_timeout(60_000)
+    pg = context.new_page()
+    asked, hold = [], [True]
+
+    def answer(route):
+        response = route.fetch()
+        info = response.json()
+        asked.append(time.monotonic())
+        if hold[0]:
+            info["warm"] = "warming"
+        route.fulfill(response=response, json=info)
+
+    pg.route(re.compile(r".*/api/model\?.*"), answer)
+    pg.goto(studio["url"])
+    wait_rendered(pg)
+    assert pg.inner_text("#warm") == "warming up…"
+    deadline = time.monotonic() + 60
+    while len(asked) < 3 and time.monotonic() < deadline:  # the page's own asking (routed here)
+        pg.wait_for_timeout(200)
+    assert min(b - a for a, b in zip(asked[-3:], asked[-2:])) > 1.5  # a modest pace, not a busy loop
+    assert pg.locator("#warm").is_visible()
+    hold[0] = False
+    pg.wait_for_selector("#warm", state="detached")
+    done = len(asked)
+    pg.wait_for_timeout(4500)
+    assert len(asked) == done  # no more asking once warm
+    context.close()
+
+
 def test_phone_width_is_readable(browser, studio):
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, has_touch=True)
     pg = context.new_page()

@@ -7,6 +7,7 @@ const DEBOUNCE_MS = 50;        // painting -> at most one update request per 50 
 const HEALTH_EVERY_MS = 3000;  // while the server is unreachable
 const FINE = 0.02;             // wheel / arrow-key step, as a fraction of z's range
 const JOB_POLL_MS = 250;       // how often a running completion / projection is asked about
+const WARM_POLL_MS = 2000;     // how often /api/model is asked about the warm-up, only while it runs
 // Who this tab is to the server's job queue (its share of the queue is per client).
 const CLIENT_ID = sessionStorage.getItem("facegan-client") || (() => {
   const id = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -119,6 +120,7 @@ const App = {
     async loadModel(id, { fromHash = false } = {}) {
       this.info = await api("/api/model?id=" + encodeURIComponent(id));
       this.modelId = id;
+      this.followWarmUp();
       this.history = []; this.future = []; this.frames = [];
       this.saved = JSON.parse(localStorage.getItem(this.savedKey()) || "[]");
       this.interpA = 0; this.interpB = Math.min(1, Math.max(this.saved.length - 1, 0));
@@ -126,6 +128,21 @@ const App = {
       this.locks = [];
       if (!(fromHash && this.fromHash())) await this.random();
       this.base = this.snapshot();
+    },
+    followWarmUp() {
+      // While the model's searches are being built (warm "warming": projection and completion
+      // would wait for it), ask /api/model every WARM_POLL_MS until they are ready; never otherwise.
+      clearTimeout(this.warmTimer);
+      if (!this.info || this.info.warm !== "warming") return;
+      const id = this.modelId;
+      this.warmTimer = setTimeout(async () => {
+        try {
+          const info = await api("/api/model?id=" + encodeURIComponent(id));
+          if (id !== this.modelId) return;  // another model was picked meanwhile
+          this.info.warm = info.warm;
+        } catch (e) { /* the server is down: the edits say so; ask again later */ }
+        this.followWarmUp();
+      }, WARM_POLL_MS);
     },
     async pickModel(event) {
       try { await this.loadModel(event.target.value); } catch (e) { this.fail(e); }
@@ -602,6 +619,7 @@ const App = {
       </select>
     </label>
     <span class="card-facts" v-if="current">{{ describe(current) }}<template v-if="info"> · {{ info.card.resolution }}×{{ info.card.resolution }} · z {{ info.z.size }} ({{ info.z.distribution }})</template></span>
+    <span class="warm" role="status" v-if="info && info.warm === 'warming'" id="warm" title="Completion and projection are being prepared; editing works now">warming up…</span>
   </header>
   <div class="message error" role="alert" v-if="error" id="error">{{ error }}<template v-if="down"> Retrying every few seconds…</template></div>
   <div class="message info" role="status" aria-live="polite" v-if="notice" id="notice">{{ notice }}</div>
