@@ -223,8 +223,9 @@ ROWS = {
                           and r["recipes"]["paper"]["fid_std"] > 0 and r["fid_std"] > 0),
     "rebuild": lambda r: r["versions"][0] != r["versions"][1],
 }
-#: Scripts with smoke tests elsewhere, and the shared module of the Luigi benchmarks.
-ELSEWHERE = {"train_throughput", "studio", "luigi_bench"}
+#: Scripts with smoke tests elsewhere (multiworker: tests/test_multiworker.py), and the shared
+#: module of the Luigi benchmarks.
+ELSEWHERE = {"train_throughput", "studio", "luigi_bench", "multiworker"}
 TIMEOUT = 300  # seconds per benchmark, a hard limit (the process group is killed)
 
 

@@ -323,3 +323,22 @@ def test_two_workers_resume_from_the_chiefs_checkpoint_alone(records, tmp_path):
     assert [int(r["step"]) for r in csv.DictReader(open(run / "metrics.csv"))] == [1, 2, 3, 4]
     assert (run / "generator.keras").is_file()
     assert not (machines["worker"] / "processed" / "models").exists()
+
+
+@pytest.mark.slow
+def test_bench_multiworker_runs_tiny_and_prints_its_json_line(tmp_path):
+    """bench/multiworker.py (docs/training.md's step times) at a smoke-test size."""
+    cmd = [sys.executable, str(ROOT / "bench" / "multiworker.py"), "--batch", "4", "--base-width", "8",
+           "--precision", "float32", "--warmup", "1", "--timed", "1", "--rounds", "1", "--alternations", "1"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=TRAIN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert {"one_worker_s", "two_workers_s", "ratio", "images_per_s", "load_avg_end"} <= set(result)
+    assert result["one_worker_s"] > 0 and result["two_workers_s"] > 0
