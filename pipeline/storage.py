@@ -31,12 +31,16 @@ import logging
 import os
 import secrets
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 LOG = logging.getLogger("luigi-interface")
 MANIFEST = "_MANIFEST.json"
+#: Seconds a manifest read from the bucket is reused within a process (another machine's push
+#: to the same folder shows after at most this long).
+MANIFEST_TTL = 30.0
 #: Local files never uploaded: atomic writers' temporaries and lock files (pipeline/atomic.py).
 _SKIP_PREFIX = ".tmp-"
 _SKIP_SUFFIXES = (".lock",)
@@ -122,7 +126,10 @@ class Store:
         self.fs = {p: _filesystem(p, self.endpoint_url) for p in protocols}
         self.objects = self.cache / "objects"
         self.cache.mkdir(parents=True, exist_ok=True)
-        self._pulled: dict[str, dict] = {}  # manifest URL -> the manifest last fetched in full
+        # Requests cost tens of milliseconds and Luigi asks the same questions many times in a run:
+        # a done output stays done; a manifest read in the last MANIFEST_TTL seconds is reused.
+        self._done: set[str] = set()
+        self._manifests: dict[str, tuple[float, dict | None]] = {}
 
     # -- where things are --------------------------------------------------------------------
     def root_of(self, path: str | os.PathLike) -> Root | None:
@@ -187,6 +194,14 @@ class Store:
         """Whether the output at mirror ``path`` is in the bucket: a folder's manifest, or the
         file itself (then fetched into the mirror, so what reads it while scheduling finds it)."""
         url = self.url(path)
+        if url in self._done and (folder or Path(path).exists()):
+            return True
+        found = self._done_in_bucket(url, Path(path), folder)
+        if found:
+            self._done.add(url)
+        return found
+
+    def _done_in_bucket(self, url: str, path: Path, folder: bool) -> bool:
         fs = self._fs(url)
         if folder:
             return _has(fs, f"{url}/{MANIFEST}")
@@ -196,19 +211,23 @@ class Store:
             return False
         if info.get("type") == "directory":  # a folder output not declared as one
             return _has(fs, f"{url}/{MANIFEST}")
-        local = Path(path)
-        if not local.is_file() or local.stat().st_size != info["size"] or info["size"] <= 1 << 20:
-            self._download([(url, local)])
+        if not path.is_file() or path.stat().st_size != info["size"] or not _same_etag(path, info):
+            self._download([(url, path)])
         return True
 
     # -- inputs --------------------------------------------------------------------------------
     def manifest(self, folder: str | os.PathLike) -> dict | None:
         """The manifest of the folder at mirror path ``folder``, or None."""
         url = f"{self.url(folder)}/{MANIFEST}"
+        cached = self._manifests.get(url)
+        if cached is not None and time.monotonic() - cached[0] < MANIFEST_TTL:
+            return cached[1]
         try:
-            return json.loads(self._fs(url).cat_file(url))
+            found = json.loads(self._fs(url).cat_file(url))
         except FileNotFoundError:
-            return None
+            found = None
+        self._manifests[url] = (time.monotonic(), found)
+        return found
 
     def pull(self, folders: Iterable[str | os.PathLike]) -> int:
         """Make the mirror hold every file the manifests of ``folders`` list (mirror paths; a
@@ -319,7 +338,7 @@ class Store:
         """Upload what a task wrote: every file under ``areas`` (mirror folders) that changed
         since ``before`` (:meth:`snapshot`) or that the bucket lacks, then a manifest for each
         of ``folder_outputs`` (every file in it) and each area (its manifest extended), then
-        ``file_outputs`` last. Returns counts: files, bytes, copies."""
+        ``file_outputs`` last. Returns counts: files (uploaded or copied), bytes sent, copies."""
         uploads: dict[Path, str] = {}  # local file -> sha256
         folder_outputs = [*folder_outputs, *[p for p in file_outputs if Path(p).is_dir()]]
         file_outputs = [p for p in file_outputs if not Path(p).is_dir()]
@@ -328,8 +347,12 @@ class Store:
             area = Path(area)
             if self.root_of(area) is None or not area.exists():
                 continue
-            remote = self._remote_sizes(area)
-            for rel, st in local_files(area).items():
+            files = local_files(area)
+            # Only a file the task left unchanged can be missing from the bucket unnoticed; when
+            # it found the folder empty, every file is new and no listing is needed.
+            seen = any(str((area / rel).absolute()) in before for rel in files)
+            remote = self._remote_sizes(area) if seen else {}
+            for rel, st in files.items():
                 path = (area / rel).absolute()
                 key = (st.st_size, st.st_mtime_ns, st.st_ino)
                 if before.get(str(path)) != key or remote.get(rel) != st.st_size:
@@ -353,13 +376,14 @@ class Store:
             manifests.append((folder, files))
         # Inner folders first: an area's manifest is its folder outputs' marker too.
         for folder, files in sorted(manifests, key=lambda m: -len(m[0].parts)):
-            self._put_bytes(f"{self.url(folder)}/{MANIFEST}",
-                            json.dumps({"files": files}, indent=1, sort_keys=True).encode())
+            url = f"{self.url(folder)}/{MANIFEST}"
+            self._put_bytes(url, json.dumps({"files": files}, indent=1, sort_keys=True).encode())
+            self._manifests[url] = (time.monotonic(), {"files": files})
         copies += self._upload([p for p in uploads if p in last], uploads)
         for path, sha in uploads.items():
             self._adopt(path, sha)
-        size = sum(p.stat().st_size for p in uploads)
-        return {"files": len(uploads), "bytes": size, "server_side_copies": copies}
+        sent = sum(p.stat().st_size for p in uploads if p not in copies)
+        return {"files": len(uploads), "bytes": sent, "server_side_copies": len(copies)}
 
     def _remote_sizes(self, folder: Path) -> dict[str, int]:
         url = self.url(folder)
@@ -371,10 +395,10 @@ class Store:
         prefix = url.split("://", 1)[1].rstrip("/") + "/"
         return {name[len(prefix):]: info["size"] for name, info in found.items() if name.startswith(prefix)}
 
-    def _upload(self, paths: list[Path], shas: dict[Path, str]) -> int:
+    def _upload(self, paths: list[Path], shas: dict[Path, str]) -> list[Path]:
         """Upload ``paths``; a file whose bytes the bucket already holds (uploaded in this batch,
         or pushed or pulled through this cache before: a record version links its shards' files)
-        is copied server-side instead. Returns the number of copies."""
+        is copied server-side instead. Returns the files copied."""
         first: dict[str, str] = {}
         puts, copies = [], []
         for path in paths:
@@ -390,15 +414,15 @@ class Store:
             fs.put([str(p) for p, _ in puts], [u for _, u in puts])
             for path, url in puts:
                 self._remember(shas[path], url)
-        done = 0
+        copied = []
         for source, url, path in copies:
             try:
                 self._fs(url).copy(source, url)
-                done += 1
+                copied.append(path)
             except FileNotFoundError:  # the object we knew of is gone: upload the bytes
                 self._fs(url).put_file(str(path), url)
             self._remember(shas[path], url)
-        return done
+        return copied
 
     def _known_url(self, sha: str) -> str | None:
         try:
@@ -422,6 +446,15 @@ class Store:
             self._fs(url).put_file(fh.name, url)
         finally:
             os.unlink(fh.name)
+
+
+def _same_etag(path: Path, info: dict) -> bool:
+    """Whether a small local file holds the object's bytes, by the MD5 an S3 ETag is for a
+    single-part upload (other stores: unknown, so no)."""
+    etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+    if len(etag) != 32 or info["size"] > 1 << 20:
+        return info["size"] > 1 << 20  # a large file of the right size is taken as it is
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest() == etag
 
 
 def _has(fs, url: str) -> bool:

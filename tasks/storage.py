@@ -23,6 +23,7 @@ import inspect
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import luigi
@@ -115,9 +116,11 @@ def _run_stored(self, original):
     pass through; an abandoned run (Luigi stops at a yield whose tasks are not done yet, or the
     task fails) pushes nothing."""
     st = store()
+    clock = time.perf_counter()
     pulled = pull_outputs(st, self.requires())
     found, folders, files = areas(self)
     before = st.snapshot(found)
+    spent = time.perf_counter() - clock
     self._store_running = True
     try:
         result = original(self)
@@ -129,13 +132,17 @@ def _run_stored(self, original):
                 except StopIteration:
                     break
                 sent = yield deps
+                clock = time.perf_counter()
                 pulled += pull_outputs(st, deps)
+                spent += time.perf_counter() - clock
     finally:
         self._store_running = False
+    clock = time.perf_counter()
     pushed = st.push(found, folders, files, before)
+    spent += time.perf_counter() - clock
     # One line per task; bench/object_store.py adds them up.
-    LOG.info("%s storage: pulled %d bytes, pushed %d files %d bytes (%d server-side copies)",
-             self.get_task_family(), pulled, pushed["files"], pushed["bytes"], pushed["server_side_copies"])
+    LOG.info("%s storage: pulled %d bytes, pushed %d files %d bytes (%d server-side copies), %.2f s",
+             self.get_task_family(), pulled, pushed["files"], pushed["bytes"], pushed["server_side_copies"], spent)
 
 
 def _wrap_run(original):

@@ -38,6 +38,8 @@ COMPONENTS = {
     "keras": r"could not import 'keras\b",
     "moto": r"could not import 'moto\b",
     "s3fs": r"could not import 's3fs\b",
+    "gcsfs": r"could not import 'gcsfs\b",
+    "gcp-storage-emulator": r"could not import 'gcp_storage_emulator\b",
 }
 _PATTERNS = {name: re.compile(pattern, re.IGNORECASE) for name, pattern in COMPONENTS.items()}
 #: The start of the reason :func:`require` skips with.
