@@ -3,6 +3,7 @@
     python bench/studio.py                                   # a random-weight 64x64 DCGAN (TrainDCGAN's default size)
     python bench/studio.py --model processed/models/celeba/dcgan-<v> --seconds 20
     python bench/studio.py --soak-minutes 10                 # then 10 minutes at 8 clients, server memory sampled
+    python bench/studio.py --clients 1 --mixed 2             # then edits beside 2 clients completing back to back
 
 Starts ``python -m studio`` on a free 127.0.0.1 port, drives ``POST /api/generate`` with
 a new random z per request from 1 and then 8 concurrent keep-alive clients for
@@ -14,11 +15,23 @@ Targets (issue 17, 64x64 on the 2-core CPU): p50 <= 25 ms with one client; p99 <
 100 ms and >= 100 requests/s with 8; no errors; in the soak, server memory (RSS) grows
 by less than 10%. Generation speed does not depend on the weights, so the
 default random-weight generator measures the same as a trained one of that size.
+
+``--mixed K`` adds three phases of ``--seconds`` each (issue 30): ``--mixed-edit-clients``
+edit clients alone; K heavy clients alone, each posting ``POST /api/complete`` (a face the
+server generated, its center square missing; ``--heavy-method``, default the latent search,
+a job of the server's queue) back to back and waiting for each answer; then both together.
+The JSON's ``mixed`` holds edit p50/p99 and requests/s, and the heavy completions' p50/p99
+latency (queue time included: the studio runs one job at a time on 2 cores), count, 429s and
+errors, in each phase, and the ratios together / alone. The server is started with
+``--max-jobs`` of at least K, so every heavy client holds one job (the per-client share is one).
+Target: no edit waits more than a second while completions run (p99 together <= 1000 ms).
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
+import io
 import json
 import os
 import socket
@@ -36,7 +49,8 @@ sys.path.insert(0, str(ROOT))
 
 from model.cpu import cpu_model  # noqa: E402
 
-TARGETS = {"p50_ms_1": 25.0, "p99_ms_8": 100.0, "requests_per_s_8": 100.0, "memory_growth": 0.10}
+TARGETS = {"p50_ms_1": 25.0, "p99_ms_8": 100.0, "requests_per_s_8": 100.0, "memory_growth": 0.10,
+           "mixed_edit_p99_ms": 1000.0}
 
 
 def free_port() -> int:
@@ -129,10 +143,122 @@ def drive(port: int, clients: int, seconds: float, seed: int = 0) -> dict:
             "requests_per_s": round(lat.size / elapsed, 1)}
 
 
-def start_server(run: Path, port: int, engine: str, precision: str) -> subprocess.Popen:
+def _get(port: int, path: str) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path)
+    return json.loads(conn.getresponse().read())
+
+
+def _post(port: int, path: str, body: dict) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    data = response.read()
+    if response.status != 200:
+        raise SystemExit(f"bench/studio.py: POST {path} answered {response.status}: {data[:300]!r}")
+    return json.loads(data)
+
+
+def wait_warm(port: int, limit_s: float = 300.0) -> str:
+    """Until the model's searches are built (``warm`` of /api/model no longer ``warming``)."""
+    deadline = time.monotonic() + limit_s
+    warm = _get(port, "/api/model")["warm"]
+    while warm == "warming" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        warm = _get(port, "/api/model")["warm"]
+    return warm
+
+
+def completion_body(port: int, method: str) -> dict:
+    """A completion request: a face the server generated (seed 0), its center square missing."""
+    from PIL import Image
+
+    face = _post(port, "/api/random", {"seed": 0})["image"]
+    size = Image.open(io.BytesIO(base64.b64decode(face.split(",", 1)[1]))).size[0]
+    mask = np.zeros((size, size, 3), np.uint8)
+    mask[size // 4:3 * size // 4, size // 4:3 * size // 4] = 255
+    buf = io.BytesIO()
+    Image.fromarray(mask).save(buf, format="PNG")
+    return {"image": face, "mask": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
+            "method": method}
+
+
+def heavy(port: int, clients: int, seconds: float, body: dict) -> dict:
+    """``clients`` threads, each posting completions back to back (its own X-Client-Id: its own
+    share of the job queue) and waiting for each answer, starting new ones for ``seconds``."""
+    latencies: list[float] = []
+    counts = {"rejected": 0, "errors": 0}
+    methods: set[str] = set()
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+    data = json.dumps(body)
+
+    def client(k: int) -> None:
+        headers = {"Content-Type": "application/json", "X-Client-Id": f"bench-heavy-{k}"}
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        while time.monotonic() < stop:
+            start = time.perf_counter()
+            try:
+                conn.request("POST", "/api/complete", data, headers)
+                response = conn.getresponse()
+                answer, status = response.read(), response.status
+            except (OSError, http.client.HTTPException):
+                answer, status = b"", 0
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+            with lock:
+                if status == 200:
+                    latencies.append(time.perf_counter() - start)
+                    methods.add(json.loads(answer)["method"])
+                elif status == 429:
+                    counts["rejected"] += 1
+                else:
+                    counts["errors"] += 1
+            if status == 429:
+                time.sleep(0.5)
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat = np.array(latencies) * 1000
+    return {"clients": clients, "completions": int(lat.size), **counts, "methods": sorted(methods),
+            "p50_ms": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
+            "p99_ms": round(float(np.percentile(lat, 99)), 1) if lat.size else None}
+
+
+def mixed(port: int, edit_clients: int, heavy_clients: int, seconds: float, method: str) -> dict:
+    """Edits alone, completions alone, then both at once, ``seconds`` each."""
+    body = completion_body(port, method)
+    out = {"edit_clients": edit_clients, "heavy_clients": heavy_clients, "heavy_method": method,
+           "warm": wait_warm(port)}
+    _post(port, "/api/complete", body)  # one completion first: its graphs traced, a network loaded
+    out["edits_alone"] = drive(port, edit_clients, seconds, seed=500)
+    out["heavy_alone"] = heavy(port, heavy_clients, seconds, body)
+    beside: dict = {}
+    thread = threading.Thread(target=lambda: beside.update(heavy(port, heavy_clients, seconds, body)))
+    thread.start()
+    out["together"] = {"edits": drive(port, edit_clients, seconds, seed=501)}
+    thread.join()
+    out["together"]["heavy"] = beside
+
+    def ratio(a, b):
+        return round(a / b, 2) if a is not None and b else None
+
+    edits, alone = out["together"]["edits"], out["edits_alone"]
+    out["edit_p50_ratio"] = ratio(edits["p50_ms"], alone["p50_ms"])
+    out["edit_p99_ratio"] = ratio(edits["p99_ms"], alone["p99_ms"])
+    out["heavy_p50_ratio"] = ratio(beside["p50_ms"], out["heavy_alone"]["p50_ms"])
+    return out
+
+
+def start_server(run: Path, port: int, engine: str, precision: str, extra: tuple = ()) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen([sys.executable, "-m", "studio", "--model", str(run), "--models-root", str(run.parent),
-                             "--port", str(port), "--engine", engine, "--precision", precision], cwd=ROOT, env=env,
+                             "--port", str(port), "--engine", engine, "--precision", precision, *extra],
+                            cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -159,19 +285,26 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_bfloat16"))
     p.add_argument("--soak-minutes", type=float, default=0.0, help="then this long at 8 clients, sampling the "
                                                                    "server's memory every 10 s (default: off)")
+    p.add_argument("--mixed", type=int, default=0, metavar="K",
+                   help="then edits alone, K clients completing back to back alone, and both together, "
+                        "--seconds each (default: off)")
+    p.add_argument("--mixed-edit-clients", type=int, default=1, help="edit clients in --mixed (default: %(default)s)")
+    p.add_argument("--heavy-method", default="search", choices=("search", "auto", "net"),
+                   help="the heavy clients' completion method (default: %(default)s, a job of the queue)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     precision = args.precision
     tmp = tempfile.TemporaryDirectory(prefix="bench-studio-")
     run = Path(args.model).resolve() if args.model else random_run(Path(tmp.name))
     port = free_port()
-    server = start_server(run, port, args.engine, precision)
+    extra = ("--max-jobs", str(max(2, args.mixed))) if args.mixed > 0 else ()
+    server = start_server(run, port, args.engine, precision, extra)
     result = {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
               "model": str(run) if args.model else "random-weights dcgan 64x64", "engine": args.engine,
               "precision": precision, "seconds": args.seconds, "load_avg_1min_before": round(os.getloadavg()[0], 2)}
     try:
         drive(port, 2, 2.0)  # warm-up: first requests trace nothing, but fill caches and pools
-        for clients in (int(c) for c in args.clients.split(",")):
+        for clients in (int(c) for c in args.clients.split(",") if c.strip()):
             before = next(iter(server_stats(port).values()))
             result[f"clients_{clients}"] = drive(port, clients, args.seconds, seed=clients)
             after = next(iter(server_stats(port).values()))
@@ -196,6 +329,8 @@ def main(argv=None) -> int:
                          "rss_end_mb": samples[-1], "rss_max_mb": max(samples),
                          "memory_growth": round(max(samples) / start_rss - 1, 4)})
             result["soak"] = soak
+        if args.mixed > 0:
+            result["mixed"] = mixed(port, args.mixed_edit_clients, args.mixed, args.seconds, args.heavy_method)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -213,6 +348,12 @@ def main(argv=None) -> int:
     if "soak" in result:
         checks["soak_memory"] = result["soak"]["memory_growth"] < TARGETS["memory_growth"]
         checks["soak_no_errors"] = result["soak"]["errors"] == 0
+    if "mixed" in result:
+        m = result["mixed"]
+        p99 = m["together"]["edits"]["p99_ms"]
+        checks["mixed_edit_p99_ms"] = p99 is not None and p99 <= TARGETS["mixed_edit_p99_ms"]
+        checks["mixed_no_errors"] = (m["edits_alone"]["errors"] == m["together"]["edits"]["errors"] == 0
+                                     and m["heavy_alone"]["errors"] == m["together"]["heavy"]["errors"] == 0)
     result["targets"] = TARGETS
     result["checks"] = checks
     result["pass"] = all(checks.values())

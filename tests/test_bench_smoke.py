@@ -4,7 +4,7 @@ tiny settings, in a subprocess with a hard timeout, on small data these tests ma
 
 The figures of a smoke run mean nothing; only that the script ran to its JSON line with
 the keys it documents. bench/train_throughput.py and bench/studio.py have smoke tests of
-their own (tests/test_bench_train_throughput.py, the studio's tests);
+their own (tests/test_bench_train_throughput.py, tests/test_bench_studio.py);
 bench/luigi_bench.py is the Luigi benchmarks' shared module, not a script.
 """
 from __future__ import annotations
