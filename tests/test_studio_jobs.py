@@ -192,7 +192,9 @@ def test_an_asynchronous_job_shows_progress_then_its_result(registry):
         r = studio.post("/api/complete?wait=false", complete_body(), "poller")
         assert r.status_code == 202
         assert wait_until(lambda: studio.job(r.json()["id"])["state"] == "done", 120, 0.1)
-        assert set(studio.job(r.json()["id"])["result"]) == {"z", "c", "completed", "blended", "flags", "perceptual"}
+        result = studio.job(r.json()["id"])["result"]
+        assert set(result) == {"method", "z", "c", "completed", "blended", "flags", "perceptual"}
+        assert result["method"] == "search"
 
 
 def test_a_full_queue_answers_429_with_retry_after_at_once(registry):
