@@ -142,6 +142,17 @@ def test_another_worker_trains_into_a_scratch_folder_it_deletes(tmp_path):
         check_global_batch(9, 2)
 
 
+def test_a_training_budget_is_refused_with_several_workers(monkeypatch, tmp_path):
+    """Each worker would time its own steps and choose its own step count: refused, before
+    anything is built or written."""
+    import model.train.loop as loop
+
+    monkeypatch.setattr(loop, "is_multi_worker", lambda strategy: True)
+    with pytest.raises(ValueError, match="max_minutes = 1.0 with several workers .*set --steps instead"):
+        loop.train(loop.TrainConfig(max_minutes=1.0), None, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 #: In a process of its own (two logical CPUs must be set before TensorFlow starts): 3 steps of
 #: the default recipe on one device and under MirroredStrategy over two, from the same weights.
 TWO_DEVICES = """
