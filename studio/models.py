@@ -46,6 +46,7 @@ class LoadedModel:
     _warming: tuple | None = None                      # (thread, stop event) while warm_up runs
     _completion: tuple = (None, None)                  # (key of the network files, choose_method's answer)
     _completion_lock: threading.Lock = field(default_factory=threading.Lock)
+    net_lock: threading.Lock = field(default_factory=threading.Lock)  # one network completion at a time
 
     @classmethod
     def load(cls, model_id: str, run_dir: Path, max_rows: int = 32, wait_s: float = 0.0,

@@ -15,7 +15,8 @@ is its ``X-Client-Id`` header (the page sends one per tab) or else its address.
 
 A completion the trained completion network does (``LoadedModel.completion``: one exists for
 the generator's records version) is no search: tens of milliseconds, so it is answered at
-once (200, whatever ``wait``), off the event loop but not queued behind searches. Every
+once (200, whatever ``wait``), off the event loop but not queued behind searches (one at a
+time per model: ``LoadedModel.net_lock``; two at once on 2 cores only slow each other). Every
 completion answer says which ran: ``method`` ``net`` or ``search``.
 """
 from __future__ import annotations
@@ -134,7 +135,7 @@ async def complete(body: CompleteRequest, request: Request, registry: Registry, 
     if body.method == "net" and chosen["method"] != "net":
         return error(404, f"method net: {chosen['note'] or 'no completion network'}")
     if chosen["method"] == "net":
-        return JSONResponse(await run_in_threadpool(complete_by_net, chosen, image, mask))
+        return JSONResponse(await run_in_threadpool(complete_by_net, chosen, image, mask, model.net_lock))
 
     def work(on_step):
         critic = model.discriminator()
@@ -147,13 +148,14 @@ async def complete(body: CompleteRequest, request: Request, registry: Registry, 
     return await run_job(request, jobs, "completion", work, wait)
 
 
-def complete_by_net(chosen: dict, image: np.ndarray, mask: np.ndarray) -> dict:
+def complete_by_net(chosen: dict, image: np.ndarray, mask: np.ndarray, lock) -> dict:
     """The completion network's answer for one aligned face: no z (the network paints pixels;
     projection finds a z), and which network (its records version and steps, not its path)."""
     from model.apps.completion_net import complete_with_net
 
     try:
-        out = complete_with_net(chosen["network"], image[None], mask[None])
+        with lock:
+            out = complete_with_net(chosen["network"], image[None], mask[None])
     except ValueError as exc:  # a mask with nothing known
         raise BadRequest(f"mask: {exc}") from None
     card = chosen["card"] or {}
