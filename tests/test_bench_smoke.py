@@ -191,6 +191,10 @@ def args_rebuild(d):
     return ["--n", 4, "--shard-size", 2, "--work", d["tmp"] / "work"]
 
 
+def args_scale(d):
+    return ["--n", 4, "--shard-size", 2, "--celeba", d["celeba"], "--scheduler-tasks", 5, "--work", d["tmp"] / "work"]
+
+
 def args_serving_engines(d):
     return ["--base-width", 8, "--repeats", 5]
 
@@ -208,6 +212,8 @@ BENCHES = {
     "quality": (args_quality, ("celeba", "features"), {"recipes", "winner", "fid", "fid_std", "kid", "prep_minutes",
                                                        "chosen_on", "reported_on", "winner_validation"}),
     "rebuild": (args_rebuild, (), {"full_s", "incremental_s", "noop_s", "incremental_ratio", "versions"}),
+    "scale": (args_scale, ("celeba",), {"sample_s_per_image", "align_sample_s_per_image", "align_celeba_s_per_image",
+                                        "records_celeba_s_per_image", "scheduler_ms_per_task", "load_avg_end"}),
     "serving_engines": (args_serving_engines, (), {"rows"}),
 }
 #: Checks beyond the keys: the rows a smoke run must have made.
@@ -222,6 +228,7 @@ ROWS = {
                           and r["recipes"]["paper"]["fid_over_steps_split"] == "validation"
                           and r["recipes"]["paper"]["fid_std"] > 0 and r["fid_std"] > 0),
     "rebuild": lambda r: r["versions"][0] != r["versions"][1],
+    "scale": lambda r: r["align_celeba_images"] == FACES and set(r["scheduler_ms_per_task"]) == {"luigid", "local"},
 }
 #: Scripts with smoke tests elsewhere (multiworker: tests/test_multiworker.py), and the shared
 #: module of the Luigi benchmarks.
