@@ -339,7 +339,10 @@ def test_complete_a_photo_then_start_from_it(page, studio, tmp_path):
 
     network = completion_run(studio["root"], "v-test", dataset="celeba")  # make_run's records
     try:
-        page.click("#tab-complete")
+        page.click("#tab-complete")  # its canvas is drawn again: the face and the mask painted before
+        page.wait_for_function("() => { const c = document.querySelector('canvas.mask');"
+                               " const d = c.getContext('2d').getImageData(0, c.height - 4, c.width, 1).data;"
+                               " return d[0] > 200 && d[1] < 80 && d[2] > 100; }")
         page.click("#complete")
         page.wait_for_selector("#complete-method:has-text('Completed by the completion network')")
         assert "trained 1 step on celeba records v-test" in page.inner_text("#complete-method")

@@ -85,6 +85,9 @@ const App = {
     };
   },
   watch: {
+    tab(now) {  // back on the Complete tab: its canvas is new, draw the face and the mask again
+      if (now === "complete" && this.upload.faces.length) nextTick(() => this.drawMask(true));
+    },
     notice(text) {  // a passing note, not an error: it goes away by itself
       clearTimeout(this.noticeTimer);
       if (text) this.noticeTimer = setTimeout(() => { this.notice = ""; }, 5000);
@@ -538,14 +541,25 @@ const App = {
       }
     },
     chooseFace(k) { this.upload.chosen = k; nextTick(this.clearMask); },
-    clearMask() {
+    clearMask() { this.drawMask(false); },
+    drawMask(keep) {
+      // The chosen face on the canvas, with the mask painted so far when `keep` (the canvas is
+      // made anew each time the Complete tab is shown), else with an empty mask.
       const canvas = this.$refs.mask;
       if (!canvas) return;
       const size = this.info.card.resolution;
       canvas.width = size; canvas.height = size;
       const ctx = canvas.getContext("2d");
       const img = new Image();
-      img.onload = () => { ctx.drawImage(img, 0, 0); this.maskPixels = new Uint8Array(size * size); };
+      img.onload = () => {
+        ctx.drawImage(img, 0, 0);
+        if (!keep || !this.maskPixels || this.maskPixels.length !== size * size) {
+          this.maskPixels = new Uint8Array(size * size);
+          return;
+        }
+        ctx.fillStyle = "rgba(255, 0, 160, 0.85)";
+        this.maskPixels.forEach((v, i) => { if (v) ctx.fillRect(i % size, Math.floor(i / size), 1, 1); });
+      };
       img.src = this.upload.faces[this.upload.chosen].image;
     },
     maskDraw(event) {
