@@ -42,9 +42,11 @@ def luigid_unit(workdir: str, user: str = "luigi", config: str | None = None, ex
 
 
 def worker_config(raw: str, processed: str, endpoint_url: str = "", settings=()) -> str:
-    """The luigi.cfg lines a worker pod reads over the image's own: ``[paths]``, ``[s3]
-    endpoint_url`` (when given) and ``settings`` (``(section, key, value)`` triples)."""
-    sections: dict[str, dict[str, str]] = {"paths": {"raw": raw, "processed": processed}}
+    """The luigi.cfg lines a worker pod reads over the image's own: ``[paths]`` (the local
+    mirror and object cache on the pod's scratch volume), ``[s3] endpoint_url`` (when given) and
+    ``settings`` (``(section, key, value)`` triples)."""
+    sections: dict[str, dict[str, str]] = {"paths": {"raw": raw, "processed": processed,
+                                                     "cache": "/scratch/facegan-cache"}}
     if endpoint_url:
         sections["s3"] = {"endpoint_url": endpoint_url}
     for section, key, value in settings:

@@ -177,6 +177,10 @@ def args_input_pipeline(d):
             "--train-batch", 4, "--train-width", 8]
 
 
+def args_object_store(d):
+    return ["--data", d["celeba"], "--limit", 0, "--workdir", d["tmp"] / "work"]
+
+
 def args_project(d):
     return ["--model", d["run64"], "--records", d["records"], "--faces", 2, "--encoder-steps", 2,
             "--search-steps", 2, "--refine-steps", 2]
@@ -208,6 +212,8 @@ BENCHES = {
     "fid_sanity": (args_fid_sanity, ("celeba", "features"), {"fid_self", "fid_halves", "blur", "noise"}),
     "fid_speed": (args_fid_speed, ("celeba",), {"paths", "fid_rel_diff", "images_per_s", "targets"}),
     "input_pipeline": (args_input_pipeline, ("records",), {"images_per_s", "train_images_per_s", "ratio"}),
+    "object_store": (args_object_store, ("celeba",), {"local_s", "bucket_s", "overhead", "traffic", "server_cpu_s",
+                                                      "second_machine", "training_machine", "record_files_identical"}),
     "project": (args_project, ("run64", "records"), {"search", "encoder", "encoder+refine", "encoder_ms_p50"}),
     "quality": (args_quality, ("celeba", "features"), {"recipes", "winner", "fid", "fid_std", "kid", "prep_minutes",
                                                        "chosen_on", "reported_on", "winner_validation"}),
@@ -228,6 +234,9 @@ ROWS = {
                           and r["recipes"]["paper"]["fid_over_steps_split"] == "validation"
                           and r["recipes"]["paper"]["fid_std"] > 0 and r["fid_std"] > 0),
     "rebuild": lambda r: r["versions"][0] != r["versions"][1],
+    # the bucket holds what a second machine needs: it runs nothing; the records equal the local run's
+    "object_store": lambda r: (r["second_machine"]["ran"] == [] and r["record_files_identical"] > 0
+                               and r["traffic"]["bytes_up"] > 0 and r["training_machine"]["again"]["bytes_down"] == 0),
     "scale": lambda r: r["align_celeba_images"] == FACES and set(r["scheduler_ms_per_task"]) == {"luigid", "local"},
 }
 #: Scripts with smoke tests elsewhere (multiworker: tests/test_multiworker.py), and the shared

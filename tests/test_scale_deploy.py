@@ -66,7 +66,8 @@ def test_k8s_manifest_for_three_workers_is_valid(capsys):
     assert env["LUIGI_CONFIG_PATH"]["value"] == "/etc/facegan/luigi.cfg"
     cfg = configparser.ConfigParser()
     cfg.read_string(kinds["ConfigMap", "facegan-workers"]["data"]["luigi.cfg"])
-    assert dict(cfg["paths"]) == {"raw": "s3://faces/celeba/raw", "processed": "s3://faces/celeba/processed"}
+    assert dict(cfg["paths"]) == {"raw": "s3://faces/celeba/raw", "processed": "s3://faces/celeba/processed",
+                                  "cache": "/scratch/facegan-cache"}  # the mirror on the scratch volume
     assert cfg["s3"]["endpoint_url"] == "http://minio.example.org:9000"
     assert worker["resources"]["requests"]["cpu"] == "4"
 
