@@ -13,6 +13,8 @@ a small feature network for FID, few samples).
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -66,3 +68,32 @@ def build(task, workers: int = 1) -> float:
     if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
         raise SystemExit(f"{task.task_id} failed:\n{result.summary_text}")
     return (time.time() - start) / 60
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 (for a server a benchmark starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc, what: str, timeout: float = 60) -> None:
+    """Return once something listens on 127.0.0.1:``port``; exit if ``proc`` (the server's
+    ``Popen``) ends first or ``timeout`` s pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{what} did not start listening") from None
+            time.sleep(0.1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

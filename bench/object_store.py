@@ -21,7 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from luigi_bench import ROOT, cpu_seconds, free_port, wait_for_port  # noqa: E402
+
+from model.cpu import cpu_model  # noqa: E402
+
 LIMIT = 0.15
 STORAGE_LINE = re.compile(r"storage: pulled (\d+) bytes, pushed (\d+) files (\d+) bytes .*?, ([\d.]+) s")
 
@@ -71,12 +74,12 @@ def main(argv=None) -> dict:
     env = {**os.environ, **credentials, "TF_CPP_MIN_LOG_LEVEL": "2"}
     # The S3 server in a process of its own, so its CPU time (which a real object store does
     # not take from this machine) is measured apart.
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         endpoint = f"http://127.0.0.1:{port}"
-        _wait(port)
+        wait_for_port(port, server, "the S3 server")
         s3 = boto3.client("s3", endpoint_url=endpoint)
         s3.create_bucket(Bucket="faces")
         data = subset(Path(args.data).resolve(), args.limit, work / "celeba")
@@ -89,9 +92,9 @@ def main(argv=None) -> dict:
                             "--paths-processed", str(work / "local" / "processed")], env)
         bucket = ["--paths-raw", "s3://faces/raw", "--paths-processed", "s3://faces/processed",
                   "--s3-endpoint-url", endpoint]
-        cpu_before = _cpu_seconds(server.pid)
+        cpu_before = cpu_seconds(server.pid)
         bucket_s, log = luigi([*common, *bucket, "--paths-cache", str(work / "machine-a")], env)
-        server_cpu_s = _cpu_seconds(server.pid) - cpu_before
+        server_cpu_s = cpu_seconds(server.pid) - cpu_before
         second_s, second_log = luigi([*common, *bucket, "--paths-cache", str(work / "machine-b")], env)
         trainer = pull_records(endpoint, work / "machine-a", work / "machine-c")
         objects = [o for page in s3.get_paginator("list_objects_v2").paginate(Bucket="faces")
@@ -105,7 +108,7 @@ def main(argv=None) -> dict:
     result = {
         "bench": "object_store", "task": "BuildTFRecords --dataset celeba",
         "photos": len(list((data / "img_align_celeba").glob("*.jpg"))),
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "load_before": os.getloadavg()[0]},
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_before": os.getloadavg()[0]},
         "local_s": round(local_s, 2), "bucket_s": round(bucket_s, 2), "overhead": round(overhead, 3),
         "limit": LIMIT, "within_limit": overhead <= LIMIT,
         # the S3 server's CPU during the bucket run: on these shared cores, not on a real store's
@@ -152,42 +155,6 @@ def subset(data: Path, limit: int, folder: Path) -> Path:
         if not (folder / label.name).exists():
             (folder / label.name).symlink_to(label)
     return folder
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(port: int, timeout: float = 60) -> None:
-    import socket
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit("the S3 server did not start") from None
-            time.sleep(0.2)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (/proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

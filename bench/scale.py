@@ -38,7 +38,6 @@ import configparser
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -51,7 +50,9 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__)))
 import luigi  # noqa: E402
-from luigi_bench import ROOT, configure  # noqa: E402
+from luigi_bench import ROOT, configure, cpu_seconds, free_port  # noqa: E402
+
+from model.cpu import cpu_model  # noqa: E402
 
 
 class Touch(luigi.Task):
@@ -73,16 +74,6 @@ class All(luigi.WrapperTask):
 
     def requires(self):
         return [Touch(i=i, root=self.root) for i in range(self.n)]
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def run_stage(task) -> None:
@@ -135,12 +126,6 @@ def stage_costs(work: Path, n: int, celeba: str | None, shard_size: int) -> dict
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _luigid(work: Path) -> tuple[subprocess.Popen, int]:
     """luigid on 127.0.0.1 with deploy/luigid.cfg, its state and history moved into ``work``."""
     config = configparser.ConfigParser(interpolation=None)
@@ -149,7 +134,7 @@ def _luigid(work: Path) -> tuple[subprocess.Popen, int]:
     config["task_history"]["db_connection"] = f"sqlite:///{work / 'task-history.db'}"
     with open(work / "luigid.cfg", "w") as fh:
         config.write(fh)
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).with_name("luigid")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from luigi.cmdline import luigid; luigid()"]
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(work / "luigid.cfg")}
@@ -168,12 +153,6 @@ def _luigid(work: Path) -> tuple[subprocess.Popen, int]:
             time.sleep(0.1)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def scheduler_costs(work: Path, counts: list[int]) -> tuple[dict, dict]:
     from luigi.execution_summary import LuigiStatusCode
 
@@ -183,7 +162,7 @@ def scheduler_costs(work: Path, counts: list[int]) -> tuple[dict, dict]:
     try:
         for n in counts:
             for kind in ("luigid", "local"):
-                cpu_before = _cpu_seconds(proc.pid)
+                cpu_before = cpu_seconds(proc.pid)
                 root = work / f"touch-{kind}-{n}"
                 root.mkdir()
                 where = {"local_scheduler": True} if kind == "local" else {"scheduler_host": "127.0.0.1",
@@ -195,7 +174,7 @@ def scheduler_costs(work: Path, counts: list[int]) -> tuple[dict, dict]:
                     raise SystemExit(f"All({n}) against {kind} failed:\n{result.summary_text}")
                 out[kind][str(n)] = round(1000 * seconds / n, 2)
                 if kind == "luigid":
-                    cpu[str(n)] = round(1000 * (_cpu_seconds(proc.pid) - cpu_before) / n, 2)
+                    cpu[str(n)] = round(1000 * (cpu_seconds(proc.pid) - cpu_before) / n, 2)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -237,7 +216,7 @@ def main() -> None:
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    result = {"cpu": _cpu(), "cores": os.cpu_count(), "load_avg_start": round(os.getloadavg()[0], 2)}
+    result = {"cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_start": round(os.getloadavg()[0], 2)}
     try:
         result.update(stage_costs(work / "stages", args.n, args.celeba, args.shard_size))
         counts = [int(c) for c in args.scheduler_tasks.split(",") if c.strip()]

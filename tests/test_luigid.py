@@ -1,11 +1,11 @@
-"""Two workers against a central luigid on loopback: every shard runs exactly once."""
+"""Workers against a central luigid on loopback: every shard runs exactly once, also when the
+workers are two machines sharing only luigid and a bucket and one of them is killed."""
 from __future__ import annotations
 
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from luigid_helpers import running_luigid, scheduler_config
 
 from pipeline.records import iter_records, read_info
 
@@ -22,42 +23,10 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, "luigid exited"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, "luigid did not start listening"
-            time.sleep(0.1)
-
-
 @pytest.fixture
 def luigid(tmp_path):
-    port = _free_port()
-    exe = Path(sys.executable).with_name("luigid")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from luigi.cmdline import luigid; luigid()"]
-    (tmp_path / "luigid-logs").mkdir()
-    log = open(tmp_path / "luigid.log", "w")
-    proc = subprocess.Popen([*cmd, "--port", str(port), "--address", "127.0.0.1",
-                             "--state-path", str(tmp_path / "luigi-state.pickle"),
-                             "--logdir", str(tmp_path / "luigid-logs")],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_for_port(port, proc)
+    with running_luigid(tmp_path) as port:  # Luigi's default scheduler settings
         yield port
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
 
 
 def test_two_workers_share_the_dag_and_run_each_shard_once(luigid, tmp_path):
@@ -133,7 +102,6 @@ def test_workers_on_two_machines_share_luigid_and_a_bucket_and_take_over_a_kille
     every shard completes exactly once, both did work, and the records equal a local run's."""
     import s3_server
     from components import require_module
-    from luigid_helpers import running_luigid, scheduler_config
     require_module("moto")
     require_module("s3fs")
 
