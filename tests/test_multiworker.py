@@ -353,3 +353,44 @@ def test_bench_multiworker_runs_tiny_and_prints_its_json_line(tmp_path):
     result = json.loads(out.strip().splitlines()[-1])
     assert {"one_worker_s", "two_workers_s", "ratio", "images_per_s", "load_avg_end"} <= set(result)
     assert result["one_worker_s"] > 0 and result["two_workers_s"] > 0
+
+
+@pytest.mark.slow
+def test_two_workers_train_from_a_bucket_and_only_the_chief_uploads(tmp_path):
+    """The two workers as two machines that share only a bucket (moto's S3 server on
+    127.0.0.1; [paths] in it, each machine its own cache): both pull the records, train the
+    same bits, and the run folder reaches the bucket from the chief alone, marked done."""
+    import s3_server
+    from components import require_module
+    require_module("moto")
+    require_module("s3fs")
+    server, s3 = s3_server.start()
+    try:
+        bucket = s3.bucket("runs")
+        env = s3_server.luigi_env()
+        built = s3_server.luigi(["BuildTFRecords", "--local-scheduler", *SAMPLE,
+                                 *s3_server.bucket_paths(s3, bucket, tmp_path / "builder")], env, timeout=BUILD_TIMEOUT)
+        assert built.returncode == 0, built.stderr[-3000:]
+        ports = free_ports(2)
+        procs = {}
+        try:
+            for index, name in enumerate(("chief", "worker")):
+                machine = tmp_path / name
+                cmd = [sys.executable, "-c", DRIVER, str(machine / "state.npz"), "--module", "tasks", "TrainDCGAN",
+                       "--local-scheduler", *SAMPLE, *TRAIN, *s3_server.bucket_paths(s3, bucket, machine / "cache")]
+                procs[name] = start(cmd, machine, {**s3_server.CREDENTIALS, "TF_CONFIG": tf_config(ports, index)})
+        finally:
+            finish(procs, TRAIN_TIMEOUT)
+        for name, proc in procs.items():
+            assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{tail(tmp_path / name)}"
+        chief, worker = (dict(np.load(tmp_path / n / "state.npz")) for n in ("chief", "worker"))
+        for key in chief:
+            assert np.array_equal(chief[key], worker[key]), key
+        keys = s3.keys(bucket, "data/processed/models/sample/")
+        (card,) = [k for k in keys if k.endswith("/model_card.json")]
+        run = card.rsplit("/", 1)[0]
+        assert {f"{run}/_MANIFEST.json", f"{run}/generator.keras", f"{run}/saved_model/_MANIFEST.json"} <= set(keys)
+        assert "pushed 0 files" in tail(tmp_path / "worker", 100000)  # the other worker uploaded nothing
+        assert not list((tmp_path / "worker" / "cache").rglob("model_card.json"))
+    finally:
+        server.stop()
