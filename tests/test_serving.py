@@ -70,3 +70,23 @@ def test_unknown_engine_is_one_clear_error(run):
     folder, card, generator = run
     with pytest.raises(ValueError, match="serving engine must be one of"):
         serving_forward(folder, card, generator, "onnx")
+
+
+def test_the_openvino_export_sends_no_usage_data(run, tmp_path, monkeypatch):
+    """OpenVINO's converter starts its telemetry (Google Analytics; no consent file counts as
+    consent) on every conversion; the export converts with the telemetry stub instead: a
+    Telemetry that fails when made proves it is never made, and the converter's own module is
+    left as it was."""
+    telemetry = pytest.importorskip("openvino_telemetry")
+    from openvino.tools.ovc import convert_impl
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("openvino_telemetry.Telemetry was created")
+
+    monkeypatch.setattr(telemetry.Telemetry, "__init__", refuse)
+    # a singleton: forget the instance an earlier conversion in this process may have made
+    monkeypatch.setattr(telemetry.Telemetry, "_SingletonMetaClass__single_instance", None)
+    folder, card, generator = run
+    export_saved_model(generator, tmp_path / "saved_model", card)
+    assert export_openvino(tmp_path / "saved_model", tmp_path / OPENVINO_FILE).is_file()
+    assert convert_impl.tm is telemetry

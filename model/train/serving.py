@@ -116,6 +116,23 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def convert_offline(source: str):
+    """``openvino.convert_model(source)`` without its usage telemetry. OpenVINO's converter
+    reports every conversion to Google Analytics unless a consent file in the user's home says
+    no (openvino_telemetry with ``enable_opt_in_dialog=False``: no file counts as consent); an
+    export here sends nothing anywhere, so the converter gets OpenVINO's own stand-in, the stub
+    it uses when the telemetry package is missing, for the call."""
+    import openvino as ov
+    from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils
+
+    saved = convert_impl.tm, telemetry_utils.tm
+    convert_impl.tm = telemetry_utils.tm = telemetry_stub
+    try:
+        return ov.convert_model(source)
+    finally:
+        convert_impl.tm, telemetry_utils.tm = saved
+
+
 def export_openvino(saved_model: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Convert the SavedModel of :func:`export_saved_model` (every input -> ``uint8`` images) to
     OpenVINO IR at ``path`` (``.xml`` and its ``.bin``), atomically. Weights stay float32
@@ -123,7 +140,7 @@ def export_openvino(saved_model: str | os.PathLike, path: str | os.PathLike) -> 
     import openvino as ov
 
     path = Path(path)
-    model = ov.convert_model(str(saved_model))
+    model = convert_offline(str(saved_model))
     with atomic_path(path.parent) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         ov.save_model(model, str(tmp / path.name), compress_to_fp16=False)
@@ -146,7 +163,7 @@ def openvino_forward(source: str | os.PathLike, names: list[str], precision: str
     from pipeline.align.engine import usable_cores
 
     core = ov.Core()
-    model = core.read_model(str(source)) if str(source).endswith(".xml") else ov.convert_model(str(source))
+    model = core.read_model(str(source)) if str(source).endswith(".xml") else convert_offline(str(source))
     hint = "bf16" if precision == "mixed_bfloat16" else "f32"
     streams = streams or usable_cores()
     one = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint,
