@@ -23,9 +23,10 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
+
+from luigi_bench import free_ports
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TIMEOUT = 900  # seconds per measurement, a hard limit (the process groups are killed)
@@ -51,17 +52,6 @@ def worker(args) -> None:
 
     (seconds,) = step_seconds([config], batches, warmup=args.warmup, timed=args.timed, rounds=args.rounds)
     print(json.dumps({"seconds_per_step": seconds}), flush=True)
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def measure(args, workers: int) -> float:

@@ -25,18 +25,18 @@ summaries) keeps one manifest that each push extends.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-LOG = logging.getLogger("luigi-interface")
+from pipeline.net.download import file_hashes
+
 MANIFEST = "_MANIFEST.json"
 #: Seconds a manifest read from the bucket is reused within a process (another machine's push
 #: to the same folder shows after at most this long).
@@ -67,11 +67,6 @@ def mirror_folder(cache: str | os.PathLike, url: str) -> Path:
     """``{cache}/mirror/{scheme}/{bucket}/{prefix}``: readable, and two roots never collide."""
     scheme, rest = url.split("://", 1)
     return Path(cache, "mirror", scheme, *[p for p in rest.split("/") if p])
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _skipped(rel: str) -> bool:
@@ -288,7 +283,7 @@ class Store:
                 downloads.append((f"{self.url(folder)}/{rel}" if rel else self.url(folder), staging / str(i)))
             self._download(downloads)
             for (rel, entry, local), (_, got) in zip(wanted, downloads):
-                sha = sha256_of(got)
+                sha = file_hashes(got)["sha256"]
                 if sha != entry["sha256"]:
                     raise RuntimeError(f"{self.url(folder)}/{rel}: content changed since its manifest "
                                        f"was written (sha256 {sha[:12]} != {entry['sha256'][:12]}); "
@@ -300,7 +295,7 @@ class Store:
                 _link(obj, local)
                 self._remember(sha, f"{self.url(folder)}/{rel}" if rel else self.url(folder))
         finally:
-            _rmtree(staging)
+            shutil.rmtree(staging, ignore_errors=True)
         return sum(entry["size"] for _, entry, _ in wanted)
 
     def _download(self, pairs: list[tuple[str, Path]]) -> None:
@@ -358,9 +353,9 @@ class Store:
                 if before.get(str(path)) != key or remote.get(rel) != st.st_size:
                     uploads[path] = ""
         for path in uploads:
-            uploads[path] = sha256_of(path)
+            uploads[path] = file_hashes(path)["sha256"]
         first = [p for p in uploads if p not in last]
-        copies = self._upload(first, uploads)
+        copies = set(self._upload(first, uploads))
         manifests = []
         for folder in [*map(Path, folder_outputs), *[Path(a) for a in areas]]:
             folder = folder.absolute()
@@ -371,7 +366,7 @@ class Store:
             for rel, st in local_files(folder).items():
                 path = folder / rel
                 if full or path in uploads:
-                    sha = uploads.get(path) or sha256_of(path)
+                    sha = uploads.get(path) or file_hashes(path)["sha256"]
                     files[rel] = {"size": st.st_size, "sha256": sha}
             manifests.append((folder, files))
         # Inner folders first: an area's manifest is its folder outputs' marker too.
@@ -379,7 +374,7 @@ class Store:
             url = f"{self.url(folder)}/{MANIFEST}"
             self._put_bytes(url, json.dumps({"files": files}, indent=1, sort_keys=True).encode())
             self._manifests[url] = (time.monotonic(), {"files": files})
-        copies += self._upload([p for p in uploads if p in last], uploads)
+        copies.update(self._upload([p for p in uploads if p in last], uploads))
         for path, sha in uploads.items():
             self._adopt(path, sha)
         sent = sum(p.stat().st_size for p in uploads if p not in copies)
@@ -454,7 +449,7 @@ def _same_etag(path: Path, info: dict) -> bool:
     etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
     if len(etag) != 32 or info["size"] > 1 << 20:
         return info["size"] > 1 << 20  # a large file of the right size is taken as it is
-    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest() == etag
+    return file_hashes(path, ("md5",))["md5"] == etag
 
 
 def _has(fs, url: str) -> bool:
@@ -475,11 +470,6 @@ def _link(obj: Path, local: Path) -> None:
     tmp = local.with_name(f".tmp-{local.name}-{os.getpid()}-{secrets.token_hex(3)}")
     os.link(obj, tmp)
     os.replace(tmp, local)
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _short(e: BaseException) -> str:

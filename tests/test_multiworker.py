@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from luigi_bench import free_ports  # noqa: E402
+
 #: Seconds for building the records, and for the three training processes together (2 cores).
 BUILD_TIMEOUT, TRAIN_TIMEOUT = 600, 600
 #: The sample data set the test builds once (two public-domain portraits, varied).
@@ -62,18 +64,6 @@ if made:
              rng=t.rng.state.numpy())
 sys.exit(code)
 """
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` ports free on 127.0.0.1 right now (chosen by the kernel)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def tf_config(ports: list[int], index: int) -> str:
