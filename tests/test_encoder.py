@@ -87,9 +87,9 @@ def test_a_guess_is_a_starting_point_of_the_search(run):
     blind = fit_inputs(generator, card, to_float(faces), weights, settings=settings)
     guided = fit_inputs(generator, card, to_float(faces), weights, settings=settings, guess=truth)
     # what is left of the guess is the faces' rounding to uint8
-    assert np.all(guided["start_contextual"] < 0.2 * blind["start_contextual"]), (guided["start_contextual"],
-                                                                                  blind["start_contextual"])
-    assert np.abs(guided["images"] - to_float(faces)).mean() < np.abs(blind["images"] - to_float(faces)).mean()
+    assert np.all(guided.start_contextual < 0.2 * blind.start_contextual), (guided.start_contextual,
+                                                                                  blind.start_contextual)
+    assert np.abs(guided.images - to_float(faces)).mean() < np.abs(blind.images - to_float(faces)).mean()
 
 
 def test_projection_and_completion_start_from_the_encoder(run):

@@ -126,17 +126,17 @@ def complete_faces(generator, discriminator, card, images, masks, *, steps: int 
     fit = fit_inputs(generator, card, to_float(known), weights, discriminator=discriminator,
                      settings=settings, seed=seed, fixed=fixed, progress=progress, on_step=on_step, guess=guess)
     from model.train.sampling import generate
-    restarts = fit["restart_loss"].shape[1]
-    every = generate(generator, {k: v.reshape(len(images) * restarts, -1) for k, v in fit["restart_inputs"].items()})
+    restarts = fit.restart_loss.shape[1]
+    every = generate(generator, {k: v.reshape(len(images) * restarts, -1) for k, v in fit.restart_inputs.items()})
     every = every.reshape(len(images), restarts, *every.shape[1:])
-    completed = keep_restarts(every, fit["restart"], keep)
+    completed = keep_restarts(every, fit.restart, keep)
     diff = np.abs(completed.astype(np.float32) - known.astype(np.float32)).mean(-1)
     known_error = (diff * ~masks).sum((1, 2)) / (~masks).sum((1, 2))
     context_error = (diff * weights).sum((1, 2)) / np.maximum(weights.sum((1, 2)), 1e-9)
     limits = limits or QualityLimits()
-    d_floor = float(np.quantile(fit["sample_d_scores"], limits.d_quantile)) if len(fit["sample_d_scores"]) else None
+    d_floor = float(np.quantile(fit.sample_d_scores, limits.d_quantile)) if len(fit.sample_d_scores) else None
     flags = []
-    for err, d in zip(context_error, fit["d_score"]):
+    for err, d in zip(context_error, fit.d_score):
         f = []
         if err > limits.max_context_error:
             f.append(f"poor fit: the generated face misses the known pixels around the hole by {err:.1f} grey "
@@ -145,7 +145,8 @@ def complete_faces(generator, discriminator, card, images, masks, *, steps: int 
             f.append(f"unrealistic: the discriminator scores it {d:.3g}, below {100 * (1 - limits.d_quantile):g}% "
                      f"of the generator's random samples ({d_floor:.3g})")
         flags.append(f)
-    return {**{k: v for k, v in fit.items() if k != "images"}, "completed": completed, "restart_completed": every,
+    searched = {k: v for k, v in fit.as_dict().items() if k != "images"}
+    return {**searched, "completed": completed, "restart_completed": every,
             "blended": blend(known, completed, masks, blend_method), "known_error": known_error.astype(np.float32),
             "context_error": context_error.astype(np.float32), "d_floor": d_floor,
             "flags": flags, "ok": np.array([not f for f in flags]), "masks": masks, "weights": weights,

@@ -297,11 +297,67 @@ def _objective(generator, discriminator, card, lam: float, fixed_names) -> _Obje
         return built[key]
 
 
+@dataclass
+class Fit:
+    """What :func:`fit_inputs` found, ``n`` images searched with ``R`` restarts of ``steps``
+    iterations each. Arrays are float32 unless noted."""
+
+    #: ``{name: (n, size)}``: each image's inputs at the best restart's lowest loss.
+    inputs: dict
+    #: ``(n, S, S, C)``: G(inputs) in [-1, 1].
+    images: np.ndarray
+    #: ``(steps, n)``: the loss of every iteration of the restart kept.
+    loss: np.ndarray
+    #: ``(steps, n, R)``: the loss of every iteration of every restart.
+    loss_restarts: np.ndarray
+    #: ``(n,)`` int: the restart kept.
+    restart: np.ndarray
+    #: ``{name: (n, R, size)}`` and ``(n, R)``: every restart's best inputs and loss
+    #: (the alternative completions).
+    restart_inputs: dict
+    restart_loss: np.ndarray
+    #: ``(n,)``: the loss terms at the inputs kept.
+    total: np.ndarray
+    contextual: np.ndarray
+    perceptual: np.ndarray
+    #: ``(n,)``: D's probability that G(inputs) is real (NaN without D).
+    d_score: np.ndarray
+    #: ``(n * candidates,)``: D's probabilities of the random candidates, the generator's
+    #: usual level (empty without D).
+    sample_d_scores: np.ndarray
+    #: ``(n,)``: the best candidate's contextual loss before optimisation (what the search gained).
+    start_contextual: np.ndarray
+
+    def as_dict(self) -> dict:
+        """The fields by name (the arrays themselves, not copies)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class _Scored:
+    """Phase 1's result: every candidate's loss terms ``(n, count)`` and the ``restarts`` best."""
+
+    total: np.ndarray
+    contextual: np.ndarray
+    logit: np.ndarray
+    order: np.ndarray  # (n, R) int: the candidates kept, best first
+    start: dict  # {name: (n, R, size)}: their inputs
+
+
+@dataclass
+class _Searched:
+    """Phase 2's result: each restart's best inputs, its loss and the loss of every iteration."""
+
+    found: dict  # {name: (n, R, size)}
+    best_loss: np.ndarray  # (n, R)
+    history: np.ndarray  # (steps, n, R)
+
+
 def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, discriminator=None,
                settings: FitSettings | None = None, seed: int = 0, fixed: dict | None = None,
                progress: Callable[[int, int], None] | None = None,
-               on_step: Callable[[float], None] | None = None, guess: dict | None = None) -> dict:
-    """The generator inputs that best reproduce ``targets`` where ``weights`` say.
+               on_step: Callable[[float], None] | None = None, guess: dict | None = None) -> Fit:
+    """The generator inputs that best reproduce ``targets`` where ``weights`` say (a :class:`Fit`).
 
     ``targets`` ``(n, S, S, C) float32`` in [-1, 1]; ``weights`` ``(n, S, S) float32``
     (0 where a pixel does not count); ``discriminator`` (a Keras model of the run, or
@@ -310,22 +366,10 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
     iterations done (0 while candidates are scored): raising from it stops the search
     (see :class:`Cancelled`). ``guess`` ``{name: (n, size)}`` (a learned encoder's E(x),
     model/apps/encoder.py) is each image's first candidate, scored beside the random draws:
-    the search starts from it when it fits best, so a few steps refine it. Returns
+    the search starts from it when it fits best, so a few steps refine it.
 
-    * ``inputs``: ``{name: (n, size) float32}``, the best restart's inputs per image;
-    * ``images``: ``(n, S, S, C) float32`` G(inputs) in [-1, 1];
-    * ``loss``: ``(steps, n)`` the loss per iteration of the restart kept, and
-      ``loss_restarts`` ``(steps, n, restarts)`` of every restart;
-    * ``total``, ``contextual``, ``perceptual`` ``(n,)`` at the inputs kept, ``d_score``
-      ``(n,)`` D's probability that G(inputs) is real (NaN without D; ``sample_d_scores``
-      holds D's scores of the random candidates, the generator's usual level), ``restart``
-      ``(n,)`` the restart kept, and ``start_contextual`` ``(n,)`` the best candidate's
-      contextual loss before optimisation (how much the search gained);
-    * ``restart_inputs`` ``{name: (n, restarts, size)}`` and ``restart_loss``
-      ``(n, restarts)``: every restart's best inputs and loss (alternative completions).
-    """
-    import tensorflow as tf
-
+    Three phases: :func:`_score_candidates` (forward passes only), :func:`_optimise_restarts`
+    (Adam on the best few) and :func:`_keep_best` (each image's best restart, its terms)."""
     s = settings or FitSettings()
     targets = np.asarray(targets, np.float32)
     weights = np.asarray(weights, np.float32)
@@ -334,19 +378,25 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
         raise ValueError(f"weights must be {targets.shape[:3]} (one per pixel), got {weights.shape}")
     fixed_rows = _fixed_rows(card, fixed, n)
     objective = _objective(generator, discriminator, card, s.lam, set(fixed_rows))
-    count = max(s.candidates, s.restarts)
-    cand = draw_candidates(card, n, count, seed, fixed_rows)
+    candidates = draw_candidates(card, n, max(s.candidates, s.restarts), seed, fixed_rows)
     for name, value in (guess or {}).items():
-        if name in cand and name not in fixed_rows:
+        if name in candidates and name not in fixed_rows:
             low, high = card.input(name).range  # where the search keeps it
-            cand[name][:, 0] = np.clip(np.asarray(value, np.float32).reshape(n, -1), low, high)
+            candidates[name][:, 0] = np.clip(np.asarray(value, np.float32).reshape(n, -1), low, high)
     w4 = weights[..., None]
+    scored = _score_candidates(objective, candidates, targets, w4, s, on_step)
+    searched = _optimise_restarts(objective, scored.start, targets, w4, s, progress, on_step)
+    return _keep_best(objective, scored, searched, targets, w4, s)
 
-    # 1. Score every candidate (forward passes only); keep the `restarts` best per image.
-    cand_loss = np.empty((n, count), np.float32)
-    cand_context = np.empty((n, count), np.float32)
-    cand_logit = np.empty((n, count), np.float32)
-    flat = {k: v.reshape(n * count, -1) for k, v in cand.items()}
+
+def _score_candidates(objective, candidates: dict, targets, w4, s: FitSettings, on_step) -> _Scored:
+    """Phase 1: every candidate ``{name: (n, count, size)}`` scored against its image by
+    forward passes in chunks of ``s.batch`` rows; the ``s.restarts`` best per image kept."""
+    import tensorflow as tf
+
+    n, count = next(iter(candidates.values())).shape[:2]
+    total, context, logit = (np.empty((n, count), np.float32) for _ in range(3))
+    flat = {k: v.reshape(n * count, -1) for k, v in candidates.items()}
     rows = max(s.batch, 1)
     for lo, hi in _chunks(n * count, rows):
         if on_step is not None:
@@ -354,17 +404,21 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
         img = np.arange(lo, hi) // count
         size = _bucket(hi - lo, rows)
         feed = {k: tf.constant(_pad(v[lo:hi], size)) for k, v in flat.items()}
-        total, context, _, logit, _ = objective.score(feed, tf.constant(_pad(targets[img], size)),
-                                                      tf.constant(_pad(w4[img], size)))
-        cand_loss.reshape(-1)[lo:hi] = total.numpy()[:hi - lo]
-        cand_context.reshape(-1)[lo:hi] = context.numpy()[:hi - lo]
-        cand_logit.reshape(-1)[lo:hi] = logit.numpy()[:hi - lo]
-    order = np.argsort(cand_loss, axis=1, kind="stable")[:, :s.restarts]
-    start = {k: np.take_along_axis(v, order[..., None], axis=1) for k, v in cand.items()}  # (n, R, size)
+        scores = objective.score(feed, tf.constant(_pad(targets[img], size)), tf.constant(_pad(w4[img], size)))
+        for out, value in zip((total, context, logit), (scores[0], scores[1], scores[3])):
+            out.reshape(-1)[lo:hi] = value.numpy()[:hi - lo]
+    order = np.argsort(total, axis=1, kind="stable")[:, :s.restarts]
+    start = {k: np.take_along_axis(v, order[..., None], axis=1) for k, v in candidates.items()}
+    return _Scored(total, context, logit, order, start)
 
-    # 2. Optimise every restart of a chunk of images in one graph.
-    R = s.restarts
-    per_chunk = max(1, rows // R)
+
+def _optimise_restarts(objective, start: dict, targets, w4, s: FitSettings, progress, on_step) -> _Searched:
+    """Phase 2: Adam on every restart ``{name: (n, R, size)}``; all restarts of a chunk of
+    images run in one graph (``s.batch // R`` images a chunk)."""
+    import tensorflow as tf
+
+    n, R = next(iter(start.values())).shape[:2]
+    per_chunk = max(1, max(s.batch, 1) // R)
     best_loss = np.empty((n, R), np.float32)
     history = np.empty((s.steps, n, R), np.float32)
     found = {k: np.empty_like(v) for k, v in start.items()}
@@ -384,31 +438,38 @@ def fit_inputs(generator, card, targets: np.ndarray, weights: np.ndarray, *, dis
         history[:, lo:hi] = hist.reshape(s.steps, size, R)[:, :m]
         if progress is not None:
             progress(hi, n)
+    return _Searched(found, best_loss, history)
 
-    # 3. Keep each image's best restart; report its terms at the inputs kept.
-    keep = np.argmin(best_loss, axis=1)
-    inputs = {k: v[np.arange(n), keep] for k, v in found.items()}
+
+def _keep_best(objective, scored: _Scored, searched: _Searched, targets, w4, s: FitSettings) -> Fit:
+    """Phase 3: each image's restart of lowest loss, and its loss terms and image at the inputs kept."""
+    import tensorflow as tf
+
+    n = len(targets)
+    rows = max(s.batch, 1)
+    keep = np.argmin(searched.best_loss, axis=1)
+    inputs = {k: v[np.arange(n), keep] for k, v in searched.found.items()}
     images = np.empty_like(targets)
     terms = {k: np.empty(n, np.float32) for k in ("total", "contextual", "perceptual", "logit")}
     for lo, hi in _chunks(n, rows):
         size = _bucket(hi - lo, rows)
         feed = {k: tf.constant(_pad(v[lo:hi], size)) for k, v in inputs.items()}
-        total, context, perceptual, logit, generated = objective.score(
-            feed, tf.constant(_pad(targets[lo:hi], size)), tf.constant(_pad(w4[lo:hi], size)))
-        for name, value in zip(("total", "contextual", "perceptual", "logit"), (total, context, perceptual, logit)):
+        *values, generated = objective.score(feed, tf.constant(_pad(targets[lo:hi], size)),
+                                             tf.constant(_pad(w4[lo:hi], size)))
+        for name, value in zip(("total", "contextual", "perceptual", "logit"), values):
             terms[name][lo:hi] = value.numpy()[:hi - lo]
         images[lo:hi] = generated.numpy()[:hi - lo]
     if objective.lam:
-        d_score = 1.0 / (1.0 + np.exp(-terms.pop("logit")))
-        sample_d = (1.0 / (1.0 + np.exp(-cand_logit))).reshape(-1)
+        d_score = 1.0 / (1.0 + np.exp(-terms["logit"]))
+        sample_d = (1.0 / (1.0 + np.exp(-scored.logit))).reshape(-1)
     else:
-        terms.pop("logit")
         d_score, sample_d = np.full(n, np.nan, np.float32), np.full(0, np.nan, np.float32)
-    return {"inputs": inputs, "images": images, "loss": history[:, np.arange(n), keep],
-            "sample_d_scores": sample_d.astype(np.float32),
-            "loss_restarts": history, "restart": keep, "d_score": d_score.astype(np.float32),
-            "restart_inputs": found, "restart_loss": best_loss,
-            "start_contextual": cand_context[np.arange(n), order[:, 0]], **terms}
+    return Fit(inputs=inputs, images=images, loss=searched.history[:, np.arange(n), keep],
+               loss_restarts=searched.history, restart=keep, restart_inputs=searched.found,
+               restart_loss=searched.best_loss, total=terms["total"], contextual=terms["contextual"],
+               perceptual=terms["perceptual"], d_score=d_score.astype(np.float32),
+               sample_d_scores=sample_d.astype(np.float32),
+               start_contextual=scored.contextual[np.arange(n), scored.order[:, 0]])
 
 
 # -- the networks and the aligner of a run ------------------------------------------------------

@@ -57,9 +57,9 @@ def project_faces(generator, card, images, *, steps: int = PROJECT_STEPS, restar
     fit = fit_inputs(generator, card, to_float(images), np.ones(images.shape[:3], np.float32),
                      discriminator=discriminator, settings=settings, seed=seed, fixed=fixed, progress=progress,
                      on_step=on_step, guess=guess)
-    out = to_uint8(fit["images"])
-    return {"inputs": fit["inputs"], "images": out, "psnr": psnr(out, images), "ssim": ssim(out, images),
-            "loss": fit["loss"], "loss_restarts": fit["loss_restarts"], "d_score": fit["d_score"],
+    out = to_uint8(fit.images)
+    return {"inputs": fit.inputs, "images": out, "psnr": psnr(out, images), "ssim": ssim(out, images),
+            "loss": fit.loss, "loss_restarts": fit.loss_restarts, "d_score": fit.d_score,
             "seconds": time.time() - start}
 
 
