@@ -32,6 +32,9 @@ Prints one JSON line last: ``rho`` per extractor at the first ``--sweep-max``
 (``rho_by_sweep``: at each), the classifiers' accuracies, FID/KID/face rate of each run,
 steps and minutes. Targets (issue 15): brightness and sharpness
 rho >= 0.9, Male and Mouth_Slightly_Open rho >= 0.5; the others are reported as they come.
+``cost`` (with the baseline; issue 32): each EGAN's FID over the DCGAN's (<= 1.3) and its
+MS-SSIM of sample pairs minus the DCGAN's (within 0.05). ``--target quantile
+--c-distribution uniform`` trains the quantile target (model/variants/egan.py).
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 import luigi_bench  # noqa: E402
 from luigi_bench import build  # noqa: E402
 
-from model.config import C_DISTRIBUTIONS  # noqa: E402
+from model.config import C_DISTRIBUTIONS, EGAN_TARGETS, EGANOptions  # noqa: E402
 from model.train.recipes import recipe  # noqa: E402
 
 DEFAULT_GROUPS = "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"
@@ -63,7 +66,7 @@ def configure(args) -> None:
         "DownloadCelebA": {"local_dir": Path(args.data).resolve(), "allow_partial": "true"},
         "DetectAlignFaces": {"jobs": 0},
         "TrainDCGAN": common, "TrainEGAN": {**common, "mode": args.mode, "weight": args.weight,
-                      "c_distribution": args.c_distribution},
+                      "c_distribution": args.c_distribution, "target": args.target},
     }, args.set)
 
 
@@ -103,6 +106,30 @@ def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, s
             "c": [round(float(v), 3) for v in values], "n": int(len(measured))}
 
 
+#: What control may cost (issue 32): an EGAN's FID at most this times the plain DCGAN's ...
+MAX_FID_RATIO = 1.3
+#: ... and the MS-SSIM of its sample pairs at most this far from the DCGAN's (a collapse raises it).
+MAX_MS_SSIM_GAP = 0.05
+
+
+def control_cost(quality: dict) -> dict:
+    """Per EGAN run of ``quality`` (``{"egan NAME": report, "dcgan": report, ...}``): its FID over
+    the plain DCGAN's and its MS-SSIM of sample pairs minus the DCGAN's, each against its limit.
+    Empty without the DCGAN baseline."""
+    base = quality.get("dcgan")
+    if base is None:
+        return {}
+    out = {}
+    for name, report in quality.items():
+        if not name.startswith("egan "):
+            continue
+        ratio = report["fid"] / base["fid"]
+        gap = report["ms_ssim"] - base["ms_ssim"]
+        out[name] = {"fid_ratio": round(ratio, 3), "ms_ssim_gap": round(gap, 4),
+                     "met": bool(ratio <= MAX_FID_RATIO and abs(gap) <= MAX_MS_SSIM_GAP)}
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="CelebA copy (img_align_celeba/ and label files)")
@@ -115,6 +142,9 @@ def main(argv=None) -> int:
     parser.add_argument("--weight", type=float, default=1.0, help="lambda of the extractor loss")
     parser.add_argument("--c-distribution", default="bernoulli", choices=C_DISTRIBUTIONS,
                         help="how training draws c: 0/1 (the thesis) or U(0, 1)")
+    parser.add_argument("--target", default=EGANOptions().target, choices=EGAN_TARGETS,
+                        help="what the extractor loss pulls F to: c itself (coin, the thesis) or the real "
+                             "faces' quantile c (quantile; needs --c-distribution uniform)")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--sweep-max", default="1", help="largest c of the sweep; a comma-separated list "
                         "measures each (the first is the one `rho` and the targets report)")
@@ -184,6 +214,7 @@ def main(argv=None) -> int:
         # near the real pairs' figure or above it (quality["real"]).
         quality[name] = {k: report[k] for k in ("fid", "kid", "face_detect_rate", "ms_ssim", "n", "split")}
         quality["real"] = {k: report["real"].get(k) for k in ("face_detect_rate", "ms_ssim")}
+    cost = control_cost(quality)
     if args.publish:
         from model.train.sampling import attribute_sweeps
         for name, (run_dir, _) in runs.items():
@@ -194,9 +225,10 @@ def main(argv=None) -> int:
         "rho": {k: v["rho"] for k, v in rho.items()}, "rho_by_sweep": by_sweep,
         "targets": {k: {"rho": rho[k]["rho"], "target": t, "met": rho[k]["rho"] >= t}
                     for k, t in TARGETS.items() if k in rho},
-        "control": rho, "classifiers": classifiers, "quality": quality,
+        "control": rho, "classifiers": classifiers, "quality": quality, "cost": cost,
         "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "weight": args.weight,
-        "c_distribution": args.c_distribution, "samples": args.samples, "sweep_max": sweep_maxima,
+        "c_distribution": args.c_distribution, "target": args.target, "samples": args.samples,
+        "sweep_max": sweep_maxima,
         "minutes": {k: round(v, 2) for k, v in minutes.items()},
         "runs": {k: str(v[0]) for k, v in runs.items()}, "dcgan_run": str(dcgan.run_dir()) if dcgan else None}))
     return 0

@@ -20,6 +20,9 @@ GENERATORS = ("dcgan", "seed")
 EXTRACTOR_FORMULAS = ("brightness", "sharpness")
 #: How EGAN training draws c (model/variants/egan.py): the thesis' 0/1 coin, or U(0, 1).
 C_DISTRIBUTIONS = ("bernoulli", "uniform")
+#: What EGAN's extractor loss pulls F(G(z, c)) towards: ``coin`` (the thesis: BCE against c
+#: itself, so 0 and 1 are the targets) or ``quantile`` (L1 to the real faces' c-quantile of F).
+EGAN_TARGETS = ("coin", "quantile")
 #: EGAN's CelebA attribute extractors: pre-trained and frozen, or trained jointly.
 EGAN_MODES = ("pretrain", "joint")
 #: Transforms of the differentiable augmentation (model/train/augment.py).
@@ -210,6 +213,13 @@ class EGANOptions:
     # sees a c between 0 and 1, so what G does there is whatever the network interpolates
     # (docs/egan.md); a uniform c asks every c in [0, 1] for its own level of the attribute.
     c_distribution: str = "bernoulli"
+    # coin: the thesis' BCE(c, F(G(z, c))). quantile: |F(G(z, c)) - Q(c)|, Q the real faces'
+    # quantile function of F (tracked from the real batches), so c = 0.3 asks for the level
+    # 30% of real faces are below: the attribute's spread stays that of the data, which a
+    # 0/1 target does not allow (it collapsed the generator; docs/egan.md). Needs a uniform c.
+    target: str = "coin"
+    quantile_points: int = 33    # quantile: levels of Q tracked, evenly spaced in [0, 1]
+    quantile_decay: float = 0.98  # quantile: each batch moves Q by (1 - decay) of its own estimate
 
     def __post_init__(self):
         self.extractors = [str(e) for e in (self.extractors or [])]
@@ -228,5 +238,13 @@ class EGANOptions:
                              "(the folder of a TrainAttributeClassifier run); TrainEGAN sets it")
         if self.c_distribution not in C_DISTRIBUTIONS:
             raise ValueError(f"EGAN c_distribution must be one of {C_DISTRIBUTIONS}, got {self.c_distribution!r}")
+        if self.target not in EGAN_TARGETS:
+            raise ValueError(f"EGAN target must be one of {EGAN_TARGETS}, got {self.target!r}")
+        if self.target == "quantile" and self.c_distribution != "uniform":
+            raise ValueError("EGAN target quantile needs c_distribution uniform (a 0/1 c would ask for the "
+                             "extremes of the real faces only): set both")
+        if self.quantile_points < 2 or not 0.0 <= self.quantile_decay < 1.0:
+            raise ValueError(f"EGAN quantile_points must be >= 2 and quantile_decay in [0, 1), got "
+                             f"{self.quantile_points} and {self.quantile_decay}")
         if self.weight < 0 or self.c_max <= 0:
             raise ValueError(f"EGAN weight must be >= 0 and c_max > 0, got {self.weight} and {self.c_max}")

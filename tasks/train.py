@@ -11,6 +11,7 @@ from model.config import (
     C_DISTRIBUTIONS,
     DISCRIMINATORS,
     EGAN_MODES,
+    EGAN_TARGETS,
     EXTRACTOR_FORMULAS,
     GENERATORS,
     PRECISIONS,
@@ -243,6 +244,10 @@ class TrainEGAN(TrainGAN):
     c_distribution = luigi.ChoiceParameter(default=G["c_distribution"], choices=C_DISTRIBUTIONS,
                                            description="How training draws c: bernoulli (0 or 1, p = 1/2, "
                                                        "the thesis) or uniform (U(0, 1)).")
+    target = luigi.ChoiceParameter(default=G["target"], choices=EGAN_TARGETS,
+                                   description="What the extractor loss pulls F(G(z, c)) to: coin (BCE against "
+                                               "c, the thesis) or quantile (the real faces' level at quantile "
+                                               "c; needs --c-distribution uniform).")
 
     def extractors(self) -> list[str]:
         """One extractor per c: the formulas by name, ``attribute`` expanded to ``--attribute``."""
@@ -280,6 +285,7 @@ class TrainEGAN(TrainGAN):
     def config(self, resolution=None, channels=None, labels=None):
         options = {"extractors": self.extractors(), "weight": self.weight, "mode": self.mode,
                    "c_max": self.c_max, "c_distribution": self.c_distribution,
+                   "target": self.target,
                    **json.loads(luigi.DictParameter().serialize(self.options))}
         classifier = self.classifier_task()
         if classifier is not None:

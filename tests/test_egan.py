@@ -111,6 +111,53 @@ def test_bad_egan_options_are_clear():
         EGAN(TrainConfig(**SMALL, options={"extractors": []}))
     with pytest.raises(ValueError, match=r"c_distribution must be one of \('bernoulli', 'uniform'\), got 'normal'"):
         EGAN(TrainConfig(**SMALL, options={"c_distribution": "normal"}))
+    with pytest.raises(ValueError, match=r"target must be one of \('coin', 'quantile'\), got 'median'"):
+        EGAN(TrainConfig(**SMALL, options={"target": "median"}))
+    with pytest.raises(ValueError, match="target quantile needs c_distribution uniform"):
+        EGAN(TrainConfig(**SMALL, options={"target": "quantile"}))
+
+
+QUANTILE = {"target": "quantile", "c_distribution": "uniform", "extractors": ["brightness", "sharpness"]}
+
+
+def test_the_quantile_target_is_the_real_faces_level_at_quantile_c():
+    """Q tracks the real batches' quantiles (the first batch sets them, later ones move them by
+    1 - decay); Q(c) interpolates between the tracked levels; the loss is the L1 gap to Q(c)."""
+    from model.variants.egan import EGAN
+    variant = EGAN(TrainConfig(**SMALL, options={**QUANTILE, "quantile_points": 5, "quantile_decay": 0.5}))
+    variant.build()
+    levels = np.linspace(-1.0, 1.0, 5, dtype=np.float32)  # brightness 0, 0.25, ..., 1: five flat faces
+    flat = tf.constant(np.broadcast_to(levels[:, None, None, None], (5, 32, 32, 3)).copy())
+    variant.track_quantiles(flat)
+    np.testing.assert_allclose(variant.quantiles.numpy()[0], [0, 0.25, 0.5, 0.75, 1.0], atol=1e-6)
+    c = tf.constant([[0.0, 0.5], [0.125, 1.0], [1.0, 0.0]])
+    np.testing.assert_allclose(variant.target_of(c).numpy()[:, 0], [0.0, 0.125, 1.0], atol=1e-6)
+    variant.track_quantiles(tf.fill((5, 32, 32, 3), -1.0))  # all black: halfway towards 0
+    np.testing.assert_allclose(variant.quantiles.numpy()[0], [0, 0.125, 0.25, 0.375, 0.5], atol=1e-6)
+    fake = tf.fill((3, 32, 32, 3), 0.0)  # brightness 0.5 each
+    loss, scalars = variant.extra_generator_loss(fake, {"c": c})
+    target = variant.target_of(c).numpy()
+    f = variant.extract(fake).numpy()
+    expected = SMALL["batch_size"] ** -1 * np.abs(f - target).sum()
+    assert float(loss) == pytest.approx(variant.options.weight * expected, rel=1e-5)
+    assert float(scalars["e_brightness"]) == pytest.approx((f - target)[:, 0].sum() / SMALL["batch_size"], rel=1e-5)
+
+
+def test_the_quantile_target_trains_and_resumes_with_its_estimate(tmp_path):
+    """Training with the quantile target tracks Q from the real batches; Q is in the checkpoint,
+    so a resumed run ends with the estimate an uninterrupted one has."""
+    def run(steps, folder):
+        seen = {}
+        train(TrainConfig(**{**SMALL, "steps": steps}, options=QUANTILE), _images(), tmp_path / folder,
+              on_checkpoint=lambda step, trainer: seen.update(model=trainer.model))
+        return seen["model"]
+
+    whole = run(4, "whole")
+    assert run(2, "cut").quantiles_seen.numpy() == 2
+    resumed = run(4, "cut")
+    assert whole.quantiles_seen.numpy() == resumed.quantiles_seen.numpy() == 4
+    np.testing.assert_allclose(whole.quantiles.numpy(), resumed.quantiles.numpy(), rtol=1e-6)
+    assert np.ptp(whole.quantiles.numpy(), axis=1).min() > 0  # levels spread, not one value
 
 
 @pytest.mark.parametrize("distribution", ["bernoulli", "uniform"])

@@ -35,3 +35,16 @@ def test_sweep_maxima_are_checked():
         egan.main(["--data", "x", "--sweep-max", "1,a"])
     with pytest.raises(SystemExit):
         egan.main(["--data", "x", "--sweep-max", "0"])
+
+
+def test_what_control_costs_is_measured_against_the_plain_dcgan():
+    quality = {"dcgan": {"fid": 100.0, "ms_ssim": 0.25}, "real": {"ms_ssim": 0.23},
+               "egan brightness": {"fid": 125.0, "ms_ssim": 0.29},   # within both limits
+               "egan sharpness": {"fid": 252.0, "ms_ssim": 0.30},    # FID 2.5x
+               "egan Male": {"fid": 110.0, "ms_ssim": 0.66}}         # collapsed: pairs alike
+    cost = egan.control_cost(quality)
+    assert set(cost) == {"egan brightness", "egan sharpness", "egan Male"}
+    assert cost["egan brightness"] == {"fid_ratio": 1.25, "ms_ssim_gap": 0.04, "met": True}
+    assert cost["egan sharpness"]["met"] is False and cost["egan sharpness"]["fid_ratio"] == 2.52
+    assert cost["egan Male"]["met"] is False and cost["egan Male"]["ms_ssim_gap"] == 0.41
+    assert egan.control_cost({"egan brightness": {"fid": 1.0, "ms_ssim": 0.2}}) == {}  # no baseline, no cost

@@ -5,7 +5,14 @@ with a loss that ties what an extractor F measures on G(z, c) to c.
     w = [z, c], z ~ U(0, 1) (the thesis' default), each c_i drawn 0 or 1 with p = 1/2
         (``c_distribution = "bernoulli"``, the thesis) or from U(0, 1) (``"uniform"``)
     D: the DCGAN discriminator and loss
-    G: the DCGAN fooling loss + weight * sum_i BCE(c_i, F_i(G(w)))
+    G: the DCGAN fooling loss + weight * sum_i BCE(c_i, F_i(G(w)))        (target "coin", the thesis)
+                              + weight * sum_i |F_i(G(w)) - Q_i(c_i)|      (target "quantile")
+
+``quantile``: Q_i is the real faces' quantile function of F_i, tracked over the real batches
+(``quantile_points`` levels, an exponential moving average with ``quantile_decay``), and c is
+drawn from U(0, 1). A coin asks G for the extreme 0 or 1 of F, which nothing real has; a
+quantile asks for a level real faces have, in the proportion they have it, so the
+discriminator does not fight the control (docs/egan.md).
 
 Extractors (model/variants/extractors.py): ``brightness`` and ``sharpness`` by formula, or a
 CelebA attribute through the attribute classifier (model/apps/attributes.py), either
@@ -47,7 +54,7 @@ class EGAN(DCGAN):
     @property
     def plots(self):
         return (*DCGAN.plots, ("extractor loss", ("e_loss",), None),
-                ("F(G(z, c)) - c (mean)", tuple(f"e_{e}" for e in self.options.extractors), None))
+                ("F(G(z, c)) - target (mean)", tuple(f"e_{e}" for e in self.options.extractors), None))
 
     @property
     def features(self):
@@ -60,7 +67,7 @@ class EGAN(DCGAN):
         o = self.options
         c = InputSpec("c", "attribute", len(o.extractors), distribution=o.c_distribution,
                       labels=tuple(o.extractors), range=(0.0, o.c_max),
-                      meta={"extractors": list(o.extractors), "weight": o.weight, "mode": o.mode,
+                      meta={"extractors": list(o.extractors), "weight": o.weight, "mode": o.mode, "target": o.target,
                             "train_values": [0.0, 1.0]})
         return [*super().inputs(), c]
 
@@ -81,8 +88,20 @@ class EGAN(DCGAN):
                 self.classifier = loaded.model
                 self.classifier.trainable = False
 
+        if self.options.target == "quantile":
+            k, q = len(self.options.extractors), self.options.quantile_points
+            # (k, q) F at levels linspace(0, 1, q) of the real faces; a checkpointed state, so a
+            # resumed run goes on from the same estimate. Replicas' estimates are averaged.
+            self.quantiles = tf.Variable(tf.zeros((k, q)), trainable=False, name="egan_quantiles",
+                                         aggregation=tf.VariableAggregation.MEAN)
+            self.quantiles_seen = tf.Variable(0.0, trainable=False, name="egan_quantiles_seen",
+                                              aggregation=tf.VariableAggregation.MEAN)
+
     def trackables(self) -> dict:
         extra = {}
+        if self.options.target == "quantile":
+            extra["quantiles"] = self.quantiles
+            extra["quantiles_seen"] = self.quantiles_seen
         if self.classifier is not None:
             extra["classifier"] = self.classifier
         if self.joint:
@@ -107,12 +126,39 @@ class EGAN(DCGAN):
                 columns.append(probs[:, self.attributes.index(name)])
         return tf.stack(columns, axis=1)
 
+    def train_step(self, batch):
+        if self.options.target == "quantile":
+            self.track_quantiles(batch["image"])
+        return super().train_step(batch)
+
+    def track_quantiles(self, real: tf.Tensor) -> None:
+        """Moves :attr:`quantiles` towards the real batch's own (the first batch sets them)."""
+        q = self.options.quantile_points
+        values = tf.sort(tf.transpose(self.extract(real)), axis=1)  # (k, n)
+        n = tf.cast(tf.shape(values)[1], tf.float32)
+        position = tf.tile(tf.linspace(0.0, 1.0, q)[None, :] * (n - 1.0), [tf.shape(values)[0], 1])
+        estimate = _interpolate(values, position)  # (k, q)
+        decay = tf.where(self.quantiles_seen > 0, self.options.quantile_decay, 0.0)
+        self.quantiles.assign(decay * self.quantiles + (1.0 - decay) * estimate)
+        self.quantiles_seen.assign_add(1.0)
+
+    def target_of(self, c: tf.Tensor) -> tf.Tensor:
+        """``(n, k)`` Q(c): F of the real faces at quantile level c (``quantile`` target)."""
+        position = tf.transpose(tf.clip_by_value(c, 0.0, 1.0)) * (self.options.quantile_points - 1.0)  # (k, n)
+        return tf.stop_gradient(tf.transpose(_interpolate(self.quantiles, position)))
+
     def extra_generator_loss(self, fake, inputs):
         c = inputs["c"]
-        f = tf.clip_by_value(self.extract(fake), 1e-6, 1.0 - 1e-6)
-        per_example = -tf.reduce_sum(c * tf.math.log(f) + (1.0 - c) * tf.math.log(1.0 - f), axis=1)
+        if self.options.target == "quantile":
+            f = self.extract(fake)
+            target = self.target_of(c)
+            per_example = tf.reduce_sum(tf.abs(f - target), axis=1)
+        else:
+            f = tf.clip_by_value(self.extract(fake), 1e-6, 1.0 - 1e-6)
+            target = c
+            per_example = -tf.reduce_sum(c * tf.math.log(f) + (1.0 - c) * tf.math.log(1.0 - f), axis=1)
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
-        gaps = tf.reduce_sum(f - c, axis=0) / self.config.batch_size  # (k,) mean gap over the global batch
+        gaps = tf.reduce_sum(f - target, axis=0) / self.config.batch_size  # (k,) mean gap over the global batch
         scalars = {"e_loss": loss, **{f"e_{e}": gaps[i] for i, e in enumerate(self.options.extractors)}}
         return self.options.weight * loss, scalars
 
@@ -131,3 +177,13 @@ class EGAN(DCGAN):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return {"f_loss": loss / replicas,
                 "f_acc": tf.reduce_sum(right) / tf.maximum(tf.reduce_sum(known), 1.0) / replicas}
+
+
+def _interpolate(table: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
+    """``(k, m)`` values of each row of ``table`` ``(k, q)`` at fractional indices ``position``
+    ``(k, m)`` in [0, q - 1], linearly between neighbours."""
+    last = tf.shape(table)[1] - 1
+    low = tf.clip_by_value(tf.cast(tf.floor(position), tf.int32), 0, last)
+    high = tf.minimum(low + 1, last)
+    frac = position - tf.cast(low, tf.float32)
+    return (1.0 - frac) * tf.gather(table, low, batch_dims=1) + frac * tf.gather(table, high, batch_dims=1)
