@@ -66,7 +66,8 @@ def configure(args) -> None:
         "DownloadCelebA": {"local_dir": Path(args.data).resolve(), "allow_partial": "true"},
         "DetectAlignFaces": {"jobs": 0},
         "TrainDCGAN": common, "TrainEGAN": {**common, "mode": args.mode, "weight": args.weight,
-                      "c_distribution": args.c_distribution, "target": args.target},
+                      "c_distribution": args.c_distribution, "target": args.target,
+                      "weight_warmup": args.weight_warmup},
     }, args.set)
 
 
@@ -142,6 +143,8 @@ def main(argv=None) -> int:
     parser.add_argument("--weight", type=float, default=1.0, help="lambda of the extractor loss")
     parser.add_argument("--c-distribution", default="bernoulli", choices=C_DISTRIBUTIONS,
                         help="how training draws c: 0/1 (the thesis) or U(0, 1)")
+    parser.add_argument("--weight-warmup", type=int, default=EGANOptions().weight_warmup,
+                        help="steps over which lambda ramps linearly from 0 (0: none, the thesis)")
     parser.add_argument("--target", default=EGANOptions().target, choices=EGAN_TARGETS,
                         help="what the extractor loss pulls F to: c itself (coin, the thesis) or the real "
                              "faces' quantile c (quantile; needs --c-distribution uniform)")
@@ -227,8 +230,8 @@ def main(argv=None) -> int:
                     for k, t in TARGETS.items() if k in rho},
         "control": rho, "classifiers": classifiers, "quality": quality, "cost": cost,
         "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "weight": args.weight,
-        "c_distribution": args.c_distribution, "target": args.target, "samples": args.samples,
-        "sweep_max": sweep_maxima,
+        "c_distribution": args.c_distribution, "target": args.target, "weight_warmup": args.weight_warmup,
+        "samples": args.samples, "sweep_max": sweep_maxima,
         "minutes": {k: round(v, 2) for k, v in minutes.items()},
         "runs": {k: str(v[0]) for k, v in runs.items()}, "dcgan_run": str(dcgan.run_dir()) if dcgan else None}))
     return 0

@@ -218,6 +218,9 @@ class EGANOptions:
     # 30% of real faces are below: the attribute's spread stays that of the data, which a
     # 0/1 target does not allow (it collapsed the generator; docs/egan.md). Needs a uniform c.
     target: str = "coin"
+    # Training steps over which the extractor loss' weight ramps linearly from 0 to ``weight``
+    # (0: full weight from the first step, the thesis), so G draws faces before it is steered.
+    weight_warmup: int = 0
     quantile_points: int = 33    # quantile: levels of Q tracked, evenly spaced in [0, 1]
     quantile_decay: float = 0.98  # quantile: each batch moves Q by (1 - decay) of its own estimate
 
@@ -246,5 +249,7 @@ class EGANOptions:
         if self.quantile_points < 2 or not 0.0 <= self.quantile_decay < 1.0:
             raise ValueError(f"EGAN quantile_points must be >= 2 and quantile_decay in [0, 1), got "
                              f"{self.quantile_points} and {self.quantile_decay}")
+        if self.weight_warmup < 0:
+            raise ValueError(f"EGAN weight_warmup must be >= 0 steps, got {self.weight_warmup}")
         if self.weight < 0 or self.c_max <= 0:
             raise ValueError(f"EGAN weight must be >= 0 and c_max > 0, got {self.weight} and {self.c_max}")

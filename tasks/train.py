@@ -239,6 +239,9 @@ class TrainEGAN(TrainGAN):
                                  description="Attribute extractors: pretrain (train the classifier first, "
                                              "then freeze it) or joint (update it each step on real images).")
     weight = luigi.FloatParameter(default=G["weight"], description="lambda, the weight of the extractor loss.")
+    weight_warmup = luigi.IntParameter(default=G["weight_warmup"],
+                                       description="Steps over which lambda ramps linearly from 0 (0: none, "
+                                                   "the thesis).")
     c_max = luigi.FloatParameter(default=G["c_max"], description="Largest c a user may set (the card's range; "
                                                           "training draws c in [0, 1]).")
     c_distribution = luigi.ChoiceParameter(default=G["c_distribution"], choices=C_DISTRIBUTIONS,
@@ -285,7 +288,7 @@ class TrainEGAN(TrainGAN):
     def config(self, resolution=None, channels=None, labels=None):
         options = {"extractors": self.extractors(), "weight": self.weight, "mode": self.mode,
                    "c_max": self.c_max, "c_distribution": self.c_distribution,
-                   "target": self.target,
+                   "target": self.target, "weight_warmup": self.weight_warmup,
                    **json.loads(luigi.DictParameter().serialize(self.options))}
         classifier = self.classifier_task()
         if classifier is not None:

@@ -143,12 +143,29 @@ def test_the_quantile_target_is_the_real_faces_level_at_quantile_c():
     assert float(scalars["e_brightness"]) == pytest.approx((f - target)[:, 0].sum() / SMALL["batch_size"], rel=1e-5)
 
 
+def test_the_extractor_weight_warms_up_linearly_then_stays():
+    from model.variants.egan import EGAN
+    variant = EGAN(TrainConfig(**SMALL, options={"weight": 2.0, "weight_warmup": 4}))
+    variant.build()
+    weights = []
+    for _ in range(6):
+        weights.append(float(variant.extractor_weight()))
+        variant.e_steps.assign_add(1.0)
+    assert weights == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.0])
+    plain = EGAN(TrainConfig(**SMALL, options={"weight": 2.0}))
+    plain.build()
+    assert float(plain.extractor_weight()) == 2.0 and "e_steps" not in plain.trackables()
+    with pytest.raises(ValueError, match="weight_warmup must be >= 0 steps"):
+        EGAN(TrainConfig(**SMALL, options={"weight_warmup": -1}))
+
+
 def test_the_quantile_target_trains_and_resumes_with_its_estimate(tmp_path):
     """Training with the quantile target tracks Q from the real batches; Q is in the checkpoint,
     so a resumed run ends with the estimate an uninterrupted one has."""
     def run(steps, folder):
         seen = {}
-        train(TrainConfig(**{**SMALL, "steps": steps}, options=QUANTILE), _images(), tmp_path / folder,
+        train(TrainConfig(**{**SMALL, "steps": steps}, options={**QUANTILE, "weight_warmup": 3}), _images(),
+              tmp_path / folder,
               on_checkpoint=lambda step, trainer: seen.update(model=trainer.model))
         return seen["model"]
 
@@ -156,6 +173,7 @@ def test_the_quantile_target_trains_and_resumes_with_its_estimate(tmp_path):
     assert run(2, "cut").quantiles_seen.numpy() == 2
     resumed = run(4, "cut")
     assert whole.quantiles_seen.numpy() == resumed.quantiles_seen.numpy() == 4
+    assert whole.e_steps.numpy() == resumed.e_steps.numpy() == 4  # the warm-up's clock resumes too
     np.testing.assert_allclose(whole.quantiles.numpy(), resumed.quantiles.numpy(), rtol=1e-6)
     assert np.ptp(whole.quantiles.numpy(), axis=1).min() > 0  # levels spread, not one value
 

@@ -8,6 +8,8 @@ with a loss that ties what an extractor F measures on G(z, c) to c.
     G: the DCGAN fooling loss + weight * sum_i BCE(c_i, F_i(G(w)))        (target "coin", the thesis)
                               + weight * sum_i |F_i(G(w)) - Q_i(c_i)|      (target "quantile")
 
+``weight_warmup`` steps ramp ``weight`` linearly from 0 (0: the full weight from the start).
+
 ``quantile``: Q_i is the real faces' quantile function of F_i, tracked over the real batches
 (``quantile_points`` levels, an exponential moving average with ``quantile_decay``), and c is
 drawn from U(0, 1). A coin asks G for the extreme 0 or 1 of F, which nothing real has; a
@@ -49,7 +51,8 @@ class EGAN(DCGAN):
     @property
     def scalars(self):
         joint = ("f_loss", "f_acc") if self.joint else ()
-        return (*DCGAN.scalars, "e_loss", *(f"e_{e}" for e in self.options.extractors), *joint)
+        warmup = ("e_weight",) if self.options.weight_warmup else ()
+        return (*DCGAN.scalars, "e_loss", *(f"e_{e}" for e in self.options.extractors), *warmup, *joint)
 
     @property
     def plots(self):
@@ -88,6 +91,10 @@ class EGAN(DCGAN):
                 self.classifier = loaded.model
                 self.classifier.trainable = False
 
+        if self.options.weight_warmup:
+            # Training steps done, for the weight's warm-up: checkpointed, so a resumed run ramps on.
+            self.e_steps = tf.Variable(0.0, trainable=False, name="egan_steps",
+                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         if self.options.target == "quantile":
             k, q = len(self.options.extractors), self.options.quantile_points
             # (k, q) F at levels linspace(0, 1, q) of the real faces; a checkpointed state, so a
@@ -98,7 +105,7 @@ class EGAN(DCGAN):
                                               aggregation=tf.VariableAggregation.MEAN)
 
     def trackables(self) -> dict:
-        extra = {}
+        extra = {"e_steps": self.e_steps} if self.options.weight_warmup else {}
         if self.options.target == "quantile":
             extra["quantiles"] = self.quantiles
             extra["quantiles_seen"] = self.quantiles_seen
@@ -129,7 +136,17 @@ class EGAN(DCGAN):
     def train_step(self, batch):
         if self.options.target == "quantile":
             self.track_quantiles(batch["image"])
-        return super().train_step(batch)
+        out = super().train_step(batch)
+        if self.options.weight_warmup:
+            self.e_steps.assign_add(1.0)
+        return out
+
+    def extractor_weight(self) -> tf.Tensor:
+        """``weight``, ramped linearly from 0 over the first ``weight_warmup`` steps."""
+        o = self.options
+        if not o.weight_warmup:
+            return tf.constant(o.weight, tf.float32)
+        return o.weight * tf.minimum(1.0, self.e_steps / float(o.weight_warmup))
 
     def track_quantiles(self, real: tf.Tensor) -> None:
         """Moves :attr:`quantiles` towards the real batch's own (the first batch sets them)."""
@@ -160,7 +177,9 @@ class EGAN(DCGAN):
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
         gaps = tf.reduce_sum(f - target, axis=0) / self.config.batch_size  # (k,) mean gap over the global batch
         scalars = {"e_loss": loss, **{f"e_{e}": gaps[i] for i, e in enumerate(self.options.extractors)}}
-        return self.options.weight * loss, scalars
+        if self.options.weight_warmup:
+            scalars["e_weight"] = self.extractor_weight()
+        return self.extractor_weight() * loss, scalars
 
     def extra_updates(self, batch):
         if not self.joint:
