@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 import luigi_bench  # noqa: E402
 from luigi_bench import build  # noqa: E402
 
-from model.config import C_DISTRIBUTIONS, EGAN_TARGETS, EGANOptions  # noqa: E402
+from model.config import C_DISTRIBUTIONS, EGAN_MODES, EGAN_TARGETS, EGANOptions  # noqa: E402
 from model.train.recipes import recipe  # noqa: E402
 
 DEFAULT_GROUPS = "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"
@@ -139,13 +139,14 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--groups", default=DEFAULT_GROUPS, help="';'-separated groups of extractors, one "
                                                                 "EGAN run per group, one c per extractor")
-    parser.add_argument("--mode", default="pretrain", choices=("pretrain", "joint"))
-    parser.add_argument("--weight", type=float, default=1.0, help="lambda of the extractor loss")
-    parser.add_argument("--c-distribution", default="bernoulli", choices=C_DISTRIBUTIONS,
+    defaults = EGANOptions()  # the variant's own defaults: one place
+    parser.add_argument("--mode", default=defaults.mode, choices=EGAN_MODES)
+    parser.add_argument("--weight", type=float, default=defaults.weight, help="lambda of the extractor loss")
+    parser.add_argument("--c-distribution", default=defaults.c_distribution, choices=C_DISTRIBUTIONS,
                         help="how training draws c: 0/1 (the thesis) or U(0, 1)")
-    parser.add_argument("--weight-warmup", type=int, default=EGANOptions().weight_warmup,
+    parser.add_argument("--weight-warmup", type=int, default=defaults.weight_warmup,
                         help="steps over which lambda ramps linearly from 0 (0: none, the thesis)")
-    parser.add_argument("--target", default=EGANOptions().target, choices=EGAN_TARGETS,
+    parser.add_argument("--target", default=defaults.target, choices=EGAN_TARGETS,
                         help="what the extractor loss pulls F to: c itself (coin, the thesis) or the real "
                              "faces' quantile c (quantile; needs --c-distribution uniform)")
     parser.add_argument("--samples", type=int, default=512)

@@ -110,9 +110,15 @@ def version(task: luigi.Task, family: str | None = None) -> str:
     stage (say, the alignment mode) writes new outputs instead of silently
     reusing stale ones, while re-running with the same settings finds them.
     ``family`` stands for the task's own family name where two task classes
-    mean the same work (TrainDCGAN is TrainGAN with variant dcgan).
+    mean the same work (TrainDCGAN is TrainGAN with variant dcgan). A parameter a
+    task gained later is named in its ``added_later`` and left out while at its
+    default, so the runs made before it existed keep their folders.
     """
     params = task.to_str_params(only_significant=True)
+    declared = dict(task.get_params())
+    for name in getattr(task, "added_later", ()):
+        if params.get(name) == declared[name].serialize(declared[name]._default):  # the class's own default
+            del params[name]
     return digest([family or task.get_task_family(), params,
                    sorted(version(t) for t in upstream(task))])
 

@@ -227,6 +227,8 @@ class TrainEGAN(TrainGAN):
     controls it at sampling time. ``TrainGAN --variant egan`` with these parameters as its
     ``options``; in ``pretrain`` mode an attribute extractor is the classifier of
     ``TrainAttributeClassifier`` (trained first, then frozen)."""
+    # Parameters added after EGAN runs existed: at their defaults they leave the run's version as it was.
+    added_later = ("weight_warmup", "target")
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")

@@ -132,6 +132,7 @@ def test_the_quantile_target_is_the_real_faces_level_at_quantile_c():
     np.testing.assert_allclose(variant.quantiles.numpy()[0], [0, 0.25, 0.5, 0.75, 1.0], atol=1e-6)
     c = tf.constant([[0.0, 0.5], [0.125, 1.0], [1.0, 0.0]])
     np.testing.assert_allclose(variant.target_of(c).numpy()[:, 0], [0.0, 0.125, 1.0], atol=1e-6)
+    variant.e_steps.assign_add(1.0)  # one training step done: later batches move Q by 1 - decay
     variant.track_quantiles(tf.fill((5, 32, 32, 3), -1.0))  # all black: halfway towards 0
     np.testing.assert_allclose(variant.quantiles.numpy()[0], [0, 0.125, 0.25, 0.375, 0.5], atol=1e-6)
     fake = tf.fill((3, 32, 32, 3), 0.0)  # brightness 0.5 each
@@ -170,10 +171,9 @@ def test_the_quantile_target_trains_and_resumes_with_its_estimate(tmp_path):
         return seen["model"]
 
     whole = run(4, "whole")
-    assert run(2, "cut").quantiles_seen.numpy() == 2
+    assert run(2, "cut").e_steps.numpy() == 2
     resumed = run(4, "cut")
-    assert whole.quantiles_seen.numpy() == resumed.quantiles_seen.numpy() == 4
-    assert whole.e_steps.numpy() == resumed.e_steps.numpy() == 4  # the warm-up's clock resumes too
+    assert whole.e_steps.numpy() == resumed.e_steps.numpy() == 4  # one clock: warm-up and quantiles resume
     np.testing.assert_allclose(whole.quantiles.numpy(), resumed.quantiles.numpy(), rtol=1e-6)
     assert np.ptp(whole.quantiles.numpy(), axis=1).min() > 0  # levels spread, not one value
 
@@ -260,3 +260,20 @@ def test_an_attribute_celeba_lacks_is_one_line_listing_the_valid_names(luigi_con
         tasks.TrainEGAN(dataset="celeba", extractor="attribute", attribute="Moustache")
     with pytest.raises(ConfigError, match=r"\[TrainEGAN\] extractor = 'attribute': needs --attribute"):
         tasks.TrainEGAN(dataset="celeba", extractor="attribute")
+
+
+def test_parameters_added_later_keep_the_earlier_runs_folders(luigi_config):
+    """weight_warmup and target came after EGAN runs existed: at their defaults a run's version is
+    the hash of the parameters it had before them (its folder is found again), and set they make
+    a new version."""
+    import tasks
+    from pipeline.versions import digest
+    from tasks.common import upstream, version
+
+    task = tasks.TrainEGAN(dataset="sample")
+    before = {k: v for k, v in task.to_str_params(only_significant=True).items()
+              if k not in ("weight_warmup", "target")}
+    assert version(task) == digest(["TrainEGAN", before, sorted(version(t) for t in upstream(task))])
+    changed = {version(tasks.TrainEGAN(dataset="sample", weight_warmup=100)),
+               version(tasks.TrainEGAN(dataset="sample", target="quantile", c_distribution="uniform"))}
+    assert len(changed) == 2 and version(task) not in changed

@@ -91,8 +91,9 @@ class EGAN(DCGAN):
                 self.classifier = loaded.model
                 self.classifier.trainable = False
 
-        if self.options.weight_warmup:
-            # Training steps done, for the weight's warm-up: checkpointed, so a resumed run ramps on.
+        if self.counts_steps:
+            # Training steps done (the weight's warm-up; the quantiles' first batch): checkpointed,
+            # so a resumed run ramps on from where it stopped.
             self.e_steps = tf.Variable(0.0, trainable=False, name="egan_steps",
                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         if self.options.target == "quantile":
@@ -101,14 +102,16 @@ class EGAN(DCGAN):
             # resumed run goes on from the same estimate. Replicas' estimates are averaged.
             self.quantiles = tf.Variable(tf.zeros((k, q)), trainable=False, name="egan_quantiles",
                                          aggregation=tf.VariableAggregation.MEAN)
-            self.quantiles_seen = tf.Variable(0.0, trainable=False, name="egan_quantiles_seen",
-                                              aggregation=tf.VariableAggregation.MEAN)
+
+    @property
+    def counts_steps(self) -> bool:
+        """Whether the run keeps its own step count (``e_steps``): a warm-up or the quantiles need it."""
+        return bool(self.options.weight_warmup) or self.options.target == "quantile"
 
     def trackables(self) -> dict:
-        extra = {"e_steps": self.e_steps} if self.options.weight_warmup else {}
+        extra = {"e_steps": self.e_steps} if self.counts_steps else {}
         if self.options.target == "quantile":
             extra["quantiles"] = self.quantiles
-            extra["quantiles_seen"] = self.quantiles_seen
         if self.classifier is not None:
             extra["classifier"] = self.classifier
         if self.joint:
@@ -137,7 +140,7 @@ class EGAN(DCGAN):
         if self.options.target == "quantile":
             self.track_quantiles(batch["image"])
         out = super().train_step(batch)
-        if self.options.weight_warmup:
+        if self.counts_steps:
             self.e_steps.assign_add(1.0)
         return out
 
@@ -155,9 +158,8 @@ class EGAN(DCGAN):
         n = tf.cast(tf.shape(values)[1], tf.float32)
         position = tf.tile(tf.linspace(0.0, 1.0, q)[None, :] * (n - 1.0), [tf.shape(values)[0], 1])
         estimate = _interpolate(values, position)  # (k, q)
-        decay = tf.where(self.quantiles_seen > 0, self.options.quantile_decay, 0.0)
+        decay = tf.where(self.e_steps > 0, self.options.quantile_decay, 0.0)
         self.quantiles.assign(decay * self.quantiles + (1.0 - decay) * estimate)
-        self.quantiles_seen.assign_add(1.0)
 
     def target_of(self, c: tf.Tensor) -> tf.Tensor:
         """``(n, k)`` Q(c): F of the real faces at quantile level c (``quantile`` target)."""
@@ -177,9 +179,10 @@ class EGAN(DCGAN):
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
         gaps = tf.reduce_sum(f - target, axis=0) / self.config.batch_size  # (k,) mean gap over the global batch
         scalars = {"e_loss": loss, **{f"e_{e}": gaps[i] for i, e in enumerate(self.options.extractors)}}
+        weight = self.extractor_weight()
         if self.options.weight_warmup:
-            scalars["e_weight"] = self.extractor_weight()
-        return self.extractor_weight() * loss, scalars
+            scalars["e_weight"] = weight
+        return weight * loss, scalars
 
     def extra_updates(self, batch):
         if not self.joint:
