@@ -75,6 +75,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     sample_every: int = 0       # fixed-noise grid every N steps (0: only at the end)
     shuffle_buffer: int = 10_000
+    data_fraction: float = 1.0  # share of the training split a run reads: its first records (1 = all)
     ema: float = 0.0            # decay of the generator's weight average (0 = off), e.g. 0.999
     augment: str = ""           # DiffAugment policy, e.g. "translation,cutout,color" ("" = off)
     augment_p: float = 1.0      # probability an image is augmented
@@ -100,6 +101,8 @@ class TrainConfig:
         require(self.max_minutes >= 0, "max_minutes", self.max_minutes,
                 ">= 0 (0 = off: train exactly steps; e.g. 5 to stop within 5 minutes)")
         require(0 < self.augment_p <= 1, "augment_p", self.augment_p, "in (0, 1]")
+        require(0 < self.data_fraction <= 1, "data_fraction", self.data_fraction,
+                "in (0, 1] (the share of the training images a run reads; e.g. 0.1)")
         require(resolution_ok(self.resolution), "resolution", self.resolution,
                 "4 or 7 times a power of two (28, 32, 56, 64, 112, 128, ...): the generator doubles a 4x4 or "
                 "7x7 start")
@@ -172,6 +175,7 @@ class CompletionConfig:
     checkpoint_every: int = 200
     sample_every: int = 500
     shuffle_buffer: int = 10_000
+    data_fraction: float = 1.0  # share of the training split a run reads: its first records (1 = all)
     resolution: int = 64        # set from the records
     channels: int = 3           # set from the records
     #: What the training loop reads of every run and a completion run does not use.

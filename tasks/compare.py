@@ -44,6 +44,9 @@ class CompareGANs(Checked, luigi.Task):
                                                         "critic updates and one generator update).")
     batch_size = luigi.IntParameter(default=32, description="Batch size of every run.")
     seed = luigi.IntParameter(default=0, description="Seed of every run (weights, noise, data order).")
+    data_fraction = luigi.FloatParameter(default=TrainGAN.data_fraction._default,  # TrainGAN's own default
+                                         description="Share of the training images every run reads (TrainGAN "
+                                                     "--data-fraction: the same first records for all runs).")
     generator = luigi.ChoiceParameter(default="dcgan", choices=GENERATORS, description="Generator family of "
                                                                                          "every run.")
     variants = luigi.ListParameter(default=list(COMPARED), description="Variants to compare (any of "
@@ -72,6 +75,7 @@ class CompareGANs(Checked, luigi.Task):
         for name in ("steps", "batch_size", "intervals", "n", "face_n", "log_every"):
             at_least(self, name, 1)
         check(self, "intervals", self.intervals <= self.steps, f"must be at most steps ({self.steps})")
+        check(self, "data_fraction", 0 < self.data_fraction <= 1, "must be in (0, 1] (e.g. 0.1)")
         if "acgan" in self.variants and not self.labeled():
             from model.apps.attributes import parse_attributes
 
@@ -94,8 +98,12 @@ class CompareGANs(Checked, luigi.Task):
             options = {"attributes": list(self.acgan_attributes)}
         return TrainGAN(dataset=self.dataset, variant=variant, discriminator=discriminator,
                         generator=self.generator, steps=self.steps, batch_size=self.batch_size, seed=self.seed,
-                        options=options, sample_every=max(1, self.steps // self.intervals),
-                        log_every=self.log_every, checkpoint_every=self.steps)
+                        data_fraction=self.data_fraction, options=options,
+                        sample_every=max(1, self.steps // self.intervals), log_every=self.log_every,
+                        checkpoint_every=self.steps)
+
+    # Added after comparisons existed: at its default a comparison keeps its folder.
+    added_later = ("data_fraction",)
 
     def requires(self):
         runs = {f"{v}/{d}": self.run_task(v, d) for v in self.variants for d in self.discriminators}
@@ -138,6 +146,7 @@ class CompareGANs(Checked, luigi.Task):
                                                   .read_text())
             write_json(tmp / "report.json", report)
             title = f"GAN variants compared on {self.dataset} ({self.steps} steps, batch {self.batch_size}, " \
-                    f"seed {self.seed}, {self.generator} generator)"
+                    f"seed {self.seed}, {self.generator} generator" \
+                    + (f", {self.data_fraction:g} of the training images)" if self.data_fraction < 1 else ")")
             (tmp / "report.md").write_text(render_markdown(report, title, notes))
 

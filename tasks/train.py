@@ -47,6 +47,8 @@ class TrainGAN(Checked, luigi.Task):
     (``MultiWorkerMirroredStrategy``; ``batch_size`` stays the global batch): only the chief
     writes this folder (docs/training.md, "Multi-worker training").
     """
+    # Parameters added after runs existed: at their defaults a run's version (its folder) is as before.
+    added_later = ("data_fraction",)
     dataset = luigi.Parameter(default="sample", description="Data set to train on.")
     variant = luigi.ChoiceParameter(default=DEFAULTS["variant"], choices=tuple(VARIANTS),
                                     description="GAN variant (model/variants/).")
@@ -78,6 +80,10 @@ class TrainGAN(Checked, luigi.Task):
                                                                        "translation,cutout,color (empty: off).")
     augment_p = luigi.FloatParameter(default=DEFAULTS["augment_p"],
                                      description="Probability that an image is augmented.")
+    data_fraction = luigi.FloatParameter(default=DEFAULTS["data_fraction"],
+                                         description="Share of the training images the run reads, in (0, 1]: "
+                                                     "the split's first records, the same for every seed "
+                                                     "(e.g. 0.1 for a less-data experiment).")
     z_dim = luigi.IntParameter(default=DEFAULTS["z_dim"], description="Dimension of z (paper: 100).")
     z_dist = luigi.ChoiceParameter(default=DEFAULTS["z_dist"], choices=Z_DISTS,
                                    description="Noise distribution: uniform in [-1, 1] (paper) or normal.")
@@ -194,7 +200,8 @@ def training_data(folder, config: TrainConfig, model):
     of the features it reads, ``model.images_per_step()`` images each."""
     from model.train.data import training_dataset
     return training_dataset(folder, "train", model.images_per_step(), config.shuffle_buffer, config.seed,
-                            features=model.features, attributes=model.data_attributes())
+                            features=model.features, attributes=model.data_attributes(),
+                            fraction=config.data_fraction)
 
 
 def dataset_card(dataset: str, folder) -> dict:
@@ -228,7 +235,7 @@ class TrainEGAN(TrainGAN):
     ``options``; in ``pretrain`` mode an attribute extractor is the classifier of
     ``TrainAttributeClassifier`` (trained first, then frozen)."""
     # Parameters added after EGAN runs existed: at their defaults they leave the run's version as it was.
-    added_later = ("weight_warmup", "target")
+    added_later = (*TrainGAN.added_later, "weight_warmup", "target")
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")

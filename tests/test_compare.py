@@ -165,7 +165,7 @@ def test_compare_gans_on_mnist_uses_the_trained_classifier(luigi_config, tmp_pat
     for key, value in (("base_width", 8), ("precision", "float32"), ("z_dim", 8)):
         luigi_config("TrainGAN", key, value)
     luigi_config("TrainClassifier", "steps", 5)
-    task = tasks.CompareGANs(dataset="mnist", steps=2, batch_size=4, intervals=1, n=20,
+    task = tasks.CompareGANs(dataset="mnist", steps=2, batch_size=4, intervals=1, n=20, data_fraction=0.5,
                              variants=["acgan", "infogan"], discriminators=["cnn"])
     result = luigi.build([task], local_scheduler=True, detailed_summary=True)
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
@@ -177,6 +177,9 @@ def test_compare_gans_on_mnist_uses_the_trained_classifier(luigi_config, tmp_pat
     assert "classifier" in report["notes"][0]
     header = Path(task.output()["md"].path).read_text().split("\n| ---")[0]
     assert "| class acc | code acc |" in header and "face rate" not in header
+    assert "0.5 of the training images" in header  # every run read the first 20 of the 40 digits
+    assert all(json.loads((Path(r["run"]) / "model_card.json").read_text())["training"]["data_fraction"] == 0.5
+               for r in report["runs"])
     export = tasks.ExportSamples(model=infogan["run"])
     assert luigi.build([export], local_scheduler=True)
     assert (Path(export.output().path) / "cont_c1_sweep.png").exists()
@@ -189,8 +192,9 @@ def test_compare_and_classifier_settings_are_checked_when_built(luigi_config):
 
     for params, where in [({"variants": ["wgan", "bigan"]}, "variants"), ({"variants": []}, "variants"),
                           ({"discriminators": ["resnet"]}, "discriminators"), ({"steps": 0}, "steps"),
-                          ({"steps": 2, "intervals": 3}, "intervals"), ({"n": 0}, "n")]:
-        with pytest.raises(ConfigError, match=rf"^\[CompareGANs\] {where} = .*--CompareGANs-{where}"):
+                          ({"steps": 2, "intervals": 3}, "intervals"), ({"n": 0}, "n"),
+                          ({"data_fraction": 0.0}, "data_fraction")]:
+        with pytest.raises(ConfigError, match=rf"^\[CompareGANs\] {where} = .*--CompareGANs-{where.replace('_', '-')}"):
             tasks.CompareGANs(**params)
     with pytest.raises(ConfigError, match=r"^\[CompareGANs\] acgan_attributes = .*'Beard'"):
         tasks.CompareGANs(dataset="sample", acgan_attributes=["Beard"])

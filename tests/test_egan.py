@@ -261,19 +261,3 @@ def test_an_attribute_celeba_lacks_is_one_line_listing_the_valid_names(luigi_con
     with pytest.raises(ConfigError, match=r"\[TrainEGAN\] extractor = 'attribute': needs --attribute"):
         tasks.TrainEGAN(dataset="celeba", extractor="attribute")
 
-
-def test_parameters_added_later_keep_the_earlier_runs_folders(luigi_config):
-    """weight_warmup and target came after EGAN runs existed: at their defaults a run's version is
-    the hash of the parameters it had before them (its folder is found again), and set they make
-    a new version."""
-    import tasks
-    from pipeline.versions import digest
-    from tasks.common import upstream, version
-
-    task = tasks.TrainEGAN(dataset="sample")
-    before = {k: v for k, v in task.to_str_params(only_significant=True).items()
-              if k not in ("weight_warmup", "target")}
-    assert version(task) == digest(["TrainEGAN", before, sorted(version(t) for t in upstream(task))])
-    changed = {version(tasks.TrainEGAN(dataset="sample", weight_warmup=100)),
-               version(tasks.TrainEGAN(dataset="sample", target="quantile", c_distribution="uniform"))}
-    assert len(changed) == 2 and version(task) not in changed

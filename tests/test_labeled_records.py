@@ -141,6 +141,27 @@ def test_training_dataset_yields_images_and_labels(mnist):
         np.testing.assert_array_equal(ours["image"].numpy(), labeled["image"].numpy())
 
 
+def test_a_data_fraction_reads_the_same_first_records_for_every_seed(mnist):
+    """fraction 0.25 of 40 training images: the manifest's first 10 records, whatever the seed
+    (a less-data experiment compares runs on the same images), each seen before any repeats."""
+    from model.train.data import example_dataset, training_dataset
+
+    folder = build_records("mnist")
+    first = np.concatenate([b["image"].numpy() for b in example_dataset(folder, "train", batch_size=40)])[:10]
+    first = {np.round(img).astype(np.uint8).tobytes() for img in first}
+    assert len(first) == 10
+    for seed in (0, 1):
+        ds = training_dataset(folder, "train", batch_size=5, shuffle=16, seed=seed, features=("image", "label"),
+                              fraction=0.25)
+        seen = [np.round((img + 1) * 127.5).astype(np.uint8).tobytes()
+                for b in (b for _, b in zip(range(6), ds)) for img in b["image"].numpy()]
+        assert set(seen[:10]) == first and set(seen) == first  # one whole pass, then the same ten again
+    from model.config import TrainConfig
+    from pipeline.settings import BadSetting
+    with pytest.raises(BadSetting, match=r"data_fraction must be in \(0, 1\] \(the share"):
+        TrainConfig(data_fraction=0)
+
+
 def test_training_dataset_on_face_records_matches_image_dataset_and_reads_attributes(tmp_path):
     from model.train.data import class_names, image_dataset, training_dataset
 

@@ -82,6 +82,8 @@ def test_bad_training_settings_are_refused_when_the_task_is_built(luigi_config):
         tasks.TrainDCGAN(lr=-1.0)
     with pytest.raises(ConfigError, match=r"\[TrainGAN\] augment = 'blur': must be .*unknown transform"):
         tasks.TrainGAN(augment="blur")
+    with pytest.raises(ConfigError, match=r"\[TrainDCGAN\] data_fraction = 1.5: must be in \(0, 1\]"):
+        tasks.TrainDCGAN(data_fraction=1.5)
     with pytest.raises(ValueError, match="wgan is not a valid choice"):
         tasks.TrainDCGAN(variant="wgan")
     luigi_config("DetectAlignFaces", "size", 50)
@@ -110,3 +112,24 @@ def test_make_run_prints_the_grid_its_command_line_writes(luigi_config):
     luigi_config("TrainDCGAN", "steps", 7)
     luigi_config("TrainDCGAN", "ema", 0.5)
     assert printed == tasks.ExportSamples(n=3).grid_path()
+
+
+@pytest.mark.parametrize("family, later, changes", [
+    ("TrainDCGAN", ("data_fraction",), [{"data_fraction": 0.5}]),
+    ("TrainEGAN", ("data_fraction", "weight_warmup", "target"),
+     [{"data_fraction": 0.5}, {"weight_warmup": 100}, {"target": "quantile", "c_distribution": "uniform"}]),
+])
+def test_parameters_added_later_keep_the_earlier_runs_folders(luigi_config, family, later, changes):
+    """A parameter a task gained after runs existed: at its default a run's version is the hash
+    of the parameters it had before (its folder is found again); set, it makes a new version."""
+    import tasks
+    from pipeline.versions import digest
+    from tasks.common import upstream, version
+
+    cls = getattr(tasks, family)
+    task = cls(dataset="sample")
+    assert set(cls.added_later) == set(later)
+    before = {k: v for k, v in task.to_str_params(only_significant=True).items() if k not in later}
+    assert version(task) == digest([family, before, sorted(version(t) for t in upstream(task))])
+    changed = {version(cls(dataset="sample", **change)) for change in changes}
+    assert len(changed) == len(changes) and version(task) not in changed

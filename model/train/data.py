@@ -78,12 +78,19 @@ def parse_examples(serialized: tf.Tensor, size: int, image_format: str = "raw", 
 
 
 def _records(folder, split: str, shuffle: int, seed: int, repeat: bool,
-             deterministic: bool, cycle_length: int | None) -> tf.data.Dataset:
+             deterministic: bool, cycle_length: int | None, first: int | None = None) -> tf.data.Dataset:
     files = record_files(folder, split)
     # tf.data's shuffle seeds pair the op seed with the global seed, which a training run
     # sets (weight init); fixing it here makes the order ``seed``'s alone, so a run reads the
     # same batches whether it is the first in its process or follows another run.
     tf.random.set_seed(seed)
+    if first is not None:
+        # A fixed subset: the split's first records in manifest order, whatever the seed, so
+        # runs on the same share of the data see the same images (then shuffled by seed).
+        ds = tf.data.TFRecordDataset(files).take(first)
+        if shuffle:
+            ds = ds.shuffle(min(shuffle, first), seed=seed, reshuffle_each_iteration=True)
+        return ds.repeat() if repeat else ds
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -159,10 +166,11 @@ def attribute_indices(attributes) -> list[int]:
 
 def training_dataset(folder, split: str = "train", batch_size: int = 64, shuffle: int = 10_000,
                      seed: int = 0, features=("image",), attributes=None,
-                     deterministic: bool = True) -> tf.data.Dataset:
+                     deterministic: bool = True, fraction: float = 1.0) -> tf.data.Dataset:
     """Training batches as dicts, repeated forever, whole batches only, in an
     order fixed by ``seed`` (with ``features=("image",)`` the very batches of
-    :func:`image_dataset` with the same arguments).
+    :func:`image_dataset` with the same arguments). ``fraction`` < 1 reads only the
+    split's first :func:`subset_size` records (the same ones for every seed).
 
     ``features`` picks from:
 
@@ -211,7 +219,13 @@ def training_dataset(folder, split: str = "train", batch_size: int = 64, shuffle
             out["attributes"] = tf.cast(tf.equal(tf.gather(stored, columns, axis=1), 1), tf.float32)
         return out
 
-    ds = _records(folder, split, shuffle, seed, True, deterministic, None)
+    first = subset_size(info, split, fraction) if fraction < 1 else None
+    ds = _records(folder, split, shuffle, seed, True, deterministic, None, first)
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
+
+
+def subset_size(info: dict, split: str, fraction: float) -> int:
+    """How many records ``fraction`` of ``split`` is (at least 1), from a manifest ``info``."""
+    return max(1, round(fraction * info["splits"][split]["num_examples"]))
