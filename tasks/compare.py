@@ -16,6 +16,7 @@ from tasks.common import describe, processed_dir, version
 from tasks.errors import Checked, at_least, check, settings_of
 from tasks.records import BuildTFRecords
 from tasks.storage import target
+from tasks.train import DEFAULTS as TRAINING
 from tasks.train import TrainGAN
 
 logger = logging.getLogger("luigi-interface")
@@ -44,7 +45,7 @@ class CompareGANs(Checked, luigi.Task):
                                                         "critic updates and one generator update).")
     batch_size = luigi.IntParameter(default=32, description="Batch size of every run.")
     seed = luigi.IntParameter(default=0, description="Seed of every run (weights, noise, data order).")
-    data_fraction = luigi.FloatParameter(default=TrainGAN.data_fraction._default,  # TrainGAN's own default
+    data_fraction = luigi.FloatParameter(default=TRAINING["data_fraction"],
                                          description="Share of the training images every run reads (TrainGAN "
                                                      "--data-fraction: the same first records for all runs).")
     generator = luigi.ChoiceParameter(default="dcgan", choices=GENERATORS, description="Generator family of "
