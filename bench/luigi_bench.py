@@ -58,15 +58,16 @@ def configure(workdir: str | Path, settings: dict[str, dict], overrides=()) -> N
 
 
 def build(task, workers: int = 1) -> float:
-    """Run ``task`` (and what it needs) with a local scheduler; minutes taken. A failure
-    exits with Luigi's summary."""
+    """Run ``task`` (or a list of tasks, ``workers`` at once) and what it needs with a local
+    scheduler; minutes taken. A failure exits with Luigi's summary."""
     import luigi
     from luigi.execution_summary import LuigiStatusCode
 
+    todo = list(task) if isinstance(task, (list, tuple)) else [task]
     start = time.time()
-    result = luigi.build([task], local_scheduler=True, workers=workers, detailed_summary=True)
+    result = luigi.build(todo, local_scheduler=True, workers=workers, detailed_summary=True)
     if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
-        raise SystemExit(f"{task.task_id} failed:\n{result.summary_text}")
+        raise SystemExit(f"{', '.join(t.task_id for t in todo)} failed:\n{result.summary_text}")
     return (time.time() - start) / 60
 
 

@@ -130,6 +130,16 @@ def features(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory):
+    """A small MNIST copy (40 training and 20 test digits of random pixels) and the
+    ``[DownloadMNIST] files`` value that vouches for it."""
+    from labeled_data import write_mnist
+
+    written = write_mnist(tmp_path_factory.mktemp("mnist"), n_train=40, n_test=20)
+    return written.folder, written.files_json()
+
+
 # -- the benchmarks -----------------------------------------------------------------------------
 
 def _luigi_tiny(network: str, features: Path) -> list[str]:
@@ -144,6 +154,13 @@ def _luigi_tiny(network: str, features: Path) -> list[str]:
 
 def args_align(d):
     return ["--data", d["celeba"] / "img_align_celeba", "--limit", 2, "--expect", 1, "--jobs", 1]
+
+
+def args_capsnet(d):
+    folder, files = d["mnist"]
+    return ["--mnist", folder, "--workdir", d["tmp"] / "work", "--steps", 2, "--batch-size", 4, "--eval-every", 1,
+            "--eval-n", 8, "--fractions", "0.5,1", "--set", f"DownloadMNIST.files={files}",
+            "--set", "TrainGAN.base_width=8", "--set", "TrainGAN.precision=float32", "--set", "TrainClassifier.steps=5"]
 
 
 def args_complete(d):
@@ -206,6 +223,7 @@ def args_serving_engines(d):
 #: bench script -> (its arguments from the data, the fixtures it needs, keys its JSON line has).
 BENCHES = {
     "align": (args_align, ("celeba",), {"images_per_s", "speedup", "faces_found", "align_error_openface"}),
+    "capsnet": (args_capsnet, ("mnist",), {"runs", "less_data", "overhead", "claims", "classifier_test_accuracy"}),
     "complete": (args_complete, ("run64", "completion64", "records"), {"masks", "targets", "real_face_rate"}),
     "conv_route": (args_conv_route, (), {"layers", "agrees"}),
     "egan": (args_egan, ("celeba", "features"), {"rho", "control", "quality", "minutes"}),
@@ -224,6 +242,12 @@ BENCHES = {
 }
 #: Checks beyond the keys: the rows a smoke run must have made.
 ROWS = {
+    # two shares x two discriminators, each evaluated at both steps, the claims judged or left open
+    "capsnet": lambda r: (set(r["runs"]) == {"dcgan/cnn/0.5", "dcgan/cnn/1", "dcgan/capsnet/0.5", "dcgan/capsnet/1"}
+                          and all(len(run["curve"]) == 2 and run["s_per_step"] > 0 for run in r["runs"].values())
+                          and set(r["less_data"]["dcgan"]) == {"cnn", "capsnet"}
+                          and r["overhead"]["dcgan"]["step_cost_ratio"] > 0
+                          and set(r["claims"]) == {"less_data", "overhead"}),
     "complete": lambda r: {"net", "gan", "telea", "mean"} <= set(r["masks"]["center"]),
     "egan": lambda r: "brightness" in r["rho"] and "egan brightness" in r["quality"],
     "fid_speed": lambda r: set(r["paths"]) == {"reference", "float32"},

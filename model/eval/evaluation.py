@@ -126,7 +126,7 @@ def reference_features(folder, split: str, n: int, seed: int, network: str | Non
     if path.exists():
         with np.load(path) as cached:
             return cached["features"], images
-    feats = compute_features(features, images, progress)
+    feats = compute_features(features, to_rgb(images), progress)  # gray records (MNIST) as RGB
     with atomic_file(path) as fh:
         np.savez(fh, features=feats, key=key)
     return feats, images
