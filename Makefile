@@ -58,8 +58,10 @@ $(NGINX):
 studio: venv studio-deps
 	$(BIN)/facegan-studio $(STUDIO_ARGS)
 
+# One pytest worker per core, a test file's tests together (its module fixtures are made once);
+# the luigid and multi-worker tests mostly wait, and the other worker runs meanwhile.
 test: venv studio-deps $(CHROMIUM) $(NGINX)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: venv
 	$(BIN)/ruff check .
