@@ -133,3 +133,27 @@ def test_parameters_added_later_keep_the_earlier_runs_folders(luigi_config, fami
     assert version(task) == digest([family, before, sorted(version(t) for t in upstream(task))])
     changed = {version(cls(dataset="sample", **change)) for change in changes}
     assert len(changed) == len(changes) and version(task) not in changed
+
+
+@pytest.mark.slow
+def test_the_thesis_cifar10_dcgan_trains_on_cifar10_and_scores_every_epoch(luigi_config, tiny_feature_network,
+                                                                             tmp_path):
+    """The README's CIFAR-10 command, tiny: the thesis recipe (G twice per D step) on 32x32 RGB
+    records, an eval.csv row at every eval_every (an epoch in the full command)."""
+    from labeled_data import use_cifar10, write_cifar10
+
+    import tasks
+    from model.train.recipes import recipe
+
+    use_cifar10(luigi_config, write_cifar10(tmp_path / "cifar", n_train=16, n_test=8))
+    for key, value in (("n", 8), ("training_n", 8), ("feature_network", tiny_feature_network)):
+        luigi_config("EvaluateGenerator", key, value)
+    task = tasks.TrainDCGAN(dataset="cifar10", **recipe("thesis"), steps=2, batch_size=8, base_width=8,
+                            eval_every=1, checkpoint_every=1)
+    result = luigi.build([task], local_scheduler=True, detailed_summary=True)
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    card = json.loads(Path(task.output()["card"].path).read_text())
+    assert (card["resolution"], card["channels"]) == (32, 3) and card["training"]["g_steps"] == 2
+    assert card["dataset"]["name"] == "cifar10" and card["dataset"]["splits"] == {"train": 16, "test": 8}
+    rows = (task.run_dir() / "eval.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]

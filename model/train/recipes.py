@@ -23,6 +23,8 @@ RECIPES: dict[str, dict] = {
     "ema+augment+b32": {"ema": 0.999, "augment": "translation,cutout,color", "batch_size": 32},
     # ... and at a quarter of it: b32 beat b64 at 40 minutes (FID 86.5 vs 99.7), still falling.
     "ema+augment+b16": {"ema": 0.999, "augment": "translation,cutout,color", "batch_size": 16},
+    # The EGAN thesis' DCGAN (its base code, run on CIFAR-10): the paper's, G updated twice per D step.
+    "thesis": {"ema": 0.0, "augment": "", "g_steps": 2},
 }
 
 #: ``TrainDCGAN``'s defaults: the recipe that scored best in ``bench/quality.py`` at the same
