@@ -58,10 +58,11 @@ $(NGINX):
 studio: venv studio-deps
 	$(BIN)/facegan-studio $(STUDIO_ARGS)
 
-# One pytest worker per core, a test file's tests together (its module fixtures are made once);
-# the luigid and multi-worker tests mostly wait, and the other worker runs meanwhile.
+# One pytest worker per core, at most 4 (each holds a TensorFlow and its models: 1-2 GB), a test
+# file's tests together (its module fixtures are made once); the luigid and multi-worker tests
+# mostly wait, and the other workers run meanwhile.
 test: venv studio-deps $(CHROMIUM) $(NGINX)
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 lint: venv
 	$(BIN)/ruff check .
