@@ -227,6 +227,11 @@ class EGANOptions:
     weight_warmup: int = 0
     quantile_points: int = 33    # quantile: levels of Q tracked, evenly spaced in [0, 1]
     quantile_decay: float = 0.98  # quantile: each batch moves Q by (1 - decay) of its own estimate
+    # quantile: D also sees c (a projection discriminator): a real face comes with the level of
+    # its own F among the real faces (Q inverted), a fake with the c it was made from. D then
+    # judges each face against its level, so G cannot meet a level with texture no real face at
+    # that level has, and learns what real faces at each level look like (docs/egan.md).
+    d_condition: bool = False
 
     def __post_init__(self):
         self.extractors = [str(e) for e in (self.extractors or [])]
@@ -250,6 +255,9 @@ class EGANOptions:
         if self.target == "quantile" and self.c_distribution != "uniform":
             raise ValueError("EGAN target quantile needs c_distribution uniform (a 0/1 c would ask for the "
                              "extremes of the real faces only): set both")
+        if self.d_condition and self.target != "quantile":
+            raise ValueError("EGAN d_condition needs target quantile (a real face's level is its place in the "
+                             "tracked quantiles): set --target quantile --c-distribution uniform")
         if self.quantile_points < 2 or not 0.0 <= self.quantile_decay < 1.0:
             raise ValueError(f"EGAN quantile_points must be >= 2 and quantile_decay in [0, 1), got "
                              f"{self.quantile_points} and {self.quantile_decay}")

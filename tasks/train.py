@@ -235,7 +235,7 @@ class TrainEGAN(TrainGAN):
     ``options``; in ``pretrain`` mode an attribute extractor is the classifier of
     ``TrainAttributeClassifier`` (trained first, then frozen)."""
     # Parameters added after EGAN runs existed: at their defaults they leave the run's version as it was.
-    added_later = (*TrainGAN.added_later, "weight_warmup", "target")
+    added_later = (*TrainGAN.added_later, "weight_warmup", "target", "d_condition")
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")
@@ -260,6 +260,9 @@ class TrainEGAN(TrainGAN):
                                    description="What the extractor loss pulls F(G(z, c)) to: coin (BCE against "
                                                "c, the thesis) or quantile (the real faces' level at quantile "
                                                "c; needs --c-distribution uniform).")
+    d_condition = luigi.BoolParameter(default=G["d_condition"],
+                                      description="Quantile target: D also sees c (real faces: the level of "
+                                                  "their own F), a projection discriminator.")
 
     def extractors(self) -> list[str]:
         """One extractor per c: the formulas by name, ``attribute`` expanded to ``--attribute``."""
@@ -297,7 +300,7 @@ class TrainEGAN(TrainGAN):
     def config(self, resolution=None, channels=None, labels=None):
         options = {"extractors": self.extractors(), "weight": self.weight, "mode": self.mode,
                    "c_max": self.c_max, "c_distribution": self.c_distribution,
-                   "target": self.target, "weight_warmup": self.weight_warmup,
+                   "target": self.target, "weight_warmup": self.weight_warmup, "d_condition": self.d_condition,
                    **json.loads(luigi.DictParameter().serialize(self.options))}
         classifier = self.classifier_task()
         if classifier is not None:

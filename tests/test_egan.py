@@ -178,6 +178,39 @@ def test_the_quantile_target_trains_and_resumes_with_its_estimate(tmp_path):
     assert np.ptp(whole.quantiles.numpy(), axis=1).min() > 0  # levels spread, not one value
 
 
+def test_a_conditional_d_sees_the_real_faces_level_and_the_fakes_c(tmp_path):
+    """d_condition: real faces reach D with the level of their own F among the tracked
+    quantiles (Q inverted), fakes with the c they were made from; D's logit is the plain
+    logit plus the projection <V c, phi(x)>, so it changes with c for the same image; training
+    with it runs, and completion's restored D takes the image and c."""
+    from model.apps.inversion import checkpoint_discriminator
+    from model.variants.egan import EGAN
+    options = {**QUANTILE, "extractors": ["brightness"], "quantile_points": 5, "d_condition": True}
+    variant = EGAN(TrainConfig(**SMALL, options=options))
+    variant.build()
+    levels = np.linspace(-1.0, 1.0, 5, dtype=np.float32)  # brightness 0, 0.25, ..., 1
+    variant.track_quantiles(tf.constant(np.broadcast_to(levels[:, None, None, None], (5, 32, 32, 3)).copy()))
+    np.testing.assert_allclose(variant.level_of(tf.constant([[0.0], [0.125], [0.6], [1.0], [1.5]])).numpy()[:, 0],
+                               [0.0, 0.125, 0.6, 1.0, 1.0], atol=1e-6)  # Q^-1 inverts Q (clipped outside)
+    real = tf.constant(np.broadcast_to(np.float32([-0.5, 0.5])[:, None, None, None], (2, 32, 32, 3)).copy())
+    feed = variant.d_feed(real, batch={"image": real})
+    np.testing.assert_allclose(feed["c"].numpy()[:, 0], [0.25, 0.75], atol=1e-6)
+    c = tf.constant([[0.1], [0.9]])
+    assert variant.d_feed(real, inputs={"c": c})["c"] is c
+    D = variant.discriminator
+    assert {t.name.split(":")[0] for t in D.inputs} == {"image", "c"}
+    D.get_layer("projection").set_weights([np.ones((1, D.get_layer("projection").kernel.shape[1]), np.float32)])
+    same = tf.concat([real[:1], real[:1]], 0)
+    logits = D({"image": same, "c": tf.constant([[0.0], [1.0]])}, training=False).numpy()[:, 0]
+    assert logits[0] != pytest.approx(logits[1])  # the same face judged differently at another level
+    with pytest.raises(ValueError, match="d_condition needs target quantile"):
+        EGAN(TrainConfig(**SMALL, options={"d_condition": True}))
+
+    train(TrainConfig(**SMALL, options=options), _images(), tmp_path / "run")
+    restored = checkpoint_discriminator(tmp_path / "run")
+    assert {t.name.split(":")[0] for t in restored.inputs} == {"image", "c"}
+
+
 @pytest.mark.parametrize("distribution", ["bernoulli", "uniform"])
 def test_training_draws_c_as_the_card_declares(distribution):
     """The 0/1 coin gives only 0 and 1; uniform gives values spread over [0, 1] (not the wider

@@ -35,7 +35,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from model.nets.heads import add_heads
+from model.nets.heads import discriminator_model
 from model.nets.norms import apply_norm, check_norm
 
 #: The seed's constants.
@@ -137,8 +137,9 @@ def build_capsnet_discriminator(resolution: int = 64, channels: int = 3, base_wi
                                 fast: bool = True, heads: dict[str, int] | None = None, hidden: dict | None = None,
                                 norm: str = "batch", routing: str = "dense", iterations: int = 3,
                                 capsules: int = 10, capsule_dim: int = 16,
-                                name: str = "discriminator") -> keras.Model:
+                                name: str = "discriminator", condition: dict[str, int] | None = None) -> keras.Model:
     """The CapsNet discriminator: image in [-1, 1] -> ``(n, 1)`` float32 logit, or
-    ``{head: (n, size)}`` with ``heads`` (model/nets/heads.py)."""
+    ``{head: (n, size)}`` with ``heads``; with ``condition`` it also takes those inputs
+    (a projection discriminator; model/nets/heads.py)."""
     img, x = capsnet_body(resolution, channels, base_width, fast, norm, routing, iterations, capsules, capsule_dim)
-    return keras.Model(img, add_heads(x, heads, hidden, norm, fast), name=name)
+    return discriminator_model(img, x, heads, hidden, norm, fast, condition=condition, name=name)

@@ -18,7 +18,7 @@ import keras
 from keras import layers
 
 from model.config import resolution_ok
-from model.nets.heads import add_heads
+from model.nets.heads import discriminator_model
 from model.nets.layers import MatmulConv2D, MatmulConv2DTranspose
 from model.nets.norms import apply_norm, batch_norm, check_norm
 
@@ -101,8 +101,9 @@ def discriminator_body(resolution: int = 64, channels: int = 3, base_width: int 
 def build_discriminator(resolution: int = 64, channels: int = 3, base_width: int = 128,
                         kernel_size: int = 4, name: str = "discriminator", fast: bool = True,
                         heads: dict[str, int] | None = None, hidden: dict | None = None,
-                        norm: str = "batch") -> keras.Model:
+                        norm: str = "batch", condition: dict[str, int] | None = None) -> keras.Model:
     """D: ``(n, resolution, resolution, channels)`` in [-1, 1] -> ``(n, 1)`` float32 logits,
-    or ``{head: (n, size)}`` with ``heads`` (model/nets/heads.py)."""
+    or ``{head: (n, size)}`` with ``heads``; with ``condition`` it also takes those inputs
+    (a projection discriminator; model/nets/heads.py)."""
     img, x = discriminator_body(resolution, channels, base_width, kernel_size, fast, norm)
-    return keras.Model(img, add_heads(x, heads, hidden, norm, fast, _init), name=name)
+    return discriminator_model(img, x, heads, hidden, norm, fast, _init, condition, name)

@@ -12,10 +12,16 @@ variant asks any family for the outputs it needs:
   hidden layer, Dense(width) -> norm -> LeakyReLU(0.2) (InfoGAN's Q network,
   "FC.128-BN-lReLU", sharing the discriminator body).
 
+``condition={"c": 1}`` makes D conditional, a projection discriminator (Miyato & Koyama
+2018): the model takes ``{"image": x, "c": c}`` and its logit is ``l(phi(x)) + <V c,
+phi(x)>`` on the body's features phi, so D judges an image against the condition it came
+with (EGAN's ``d_condition``: the level of the attribute).
+
 Heads compute in float32 whatever the dtype policy (their values feed losses).
 """
 from __future__ import annotations
 
+import keras
 from keras import layers
 
 from model.nets.norms import apply_norm
@@ -46,4 +52,21 @@ def add_heads(features, heads: dict[str, int] | None, hidden: dict[str, tuple[in
             for name, size in heads.items()}
 
 
-
+def discriminator_model(image, features, heads: dict[str, int] | None = None, hidden: dict | None = None,
+                        norm: str = "batch", fast: bool = True, initializer=None,
+                        condition: dict[str, int] | None = None, name: str = "discriminator") -> keras.Model:
+    """A family's body (``image`` input, ``(n, d)`` ``features``) with its heads
+    (:func:`add_heads`) as a Keras model; with ``condition`` (name -> size) the model also
+    takes those inputs and its logit gains the projection term (module docstring)."""
+    out = add_heads(features, heads, hidden, norm, fast, initializer)
+    if not condition:
+        return keras.Model(image, out, name=name)
+    inputs = {name_: keras.Input((size,), name=name_) for name_, size in condition.items()}
+    c = list(inputs.values())
+    c = c[0] if len(c) == 1 else layers.Concatenate(name="condition")(c)
+    embedded = layers.Dense(features.shape[-1], use_bias=False, dtype="float32", name="projection")(c)
+    term = layers.Dot(axes=1, dtype="float32", name="projection_term")([embedded, features])
+    logit = out["logit"] if isinstance(out, dict) else out
+    logit = layers.Add(dtype="float32", name="conditioned_logit")([logit, term])
+    out = {**out, "logit": logit} if isinstance(out, dict) else logit
+    return keras.Model({"image": image, **inputs}, out, name=name)

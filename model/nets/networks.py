@@ -38,15 +38,18 @@ def build_generator(config, extra_inputs: dict[str, int] | None = None, fast: bo
 
 
 def build_discriminator(config, options: NetworkOptions | None = None, heads: dict[str, int] | None = None,
-                        hidden: dict | None = None, norm: str = "batch", fast: bool = True) -> keras.Model:
+                        hidden: dict | None = None, norm: str = "batch", fast: bool = True,
+                        condition: dict[str, int] | None = None) -> keras.Model:
     """The discriminator family ``config.discriminator`` with ``heads`` (and ``hidden``
-    shared head layers) and normalisation ``norm`` (model/nets/heads.py)."""
+    shared head layers), normalisation ``norm`` and, with ``condition`` (name -> size),
+    those inputs beside the image (a projection discriminator; model/nets/heads.py)."""
     # A variant whose Options does not extend NetworkOptions gets the families' defaults.
     c, o = config, options if isinstance(options, NetworkOptions) else NetworkOptions()
     if c.discriminator == "capsnet":
         from model.nets.capsnet import build_capsnet_discriminator
         return build_capsnet_discriminator(c.resolution, c.channels, c.base_width, fast, heads, hidden, norm,
-                                           o.routing, o.routing_iterations, o.capsules, o.capsule_dim)
+                                           o.routing, o.routing_iterations, o.capsules, o.capsule_dim,
+                                           condition=condition)
     from model.nets.dcgan import build_discriminator as dcgan_discriminator
     return dcgan_discriminator(c.resolution, c.channels, c.base_width, c.kernel_size, fast=fast, heads=heads,
-                               hidden=hidden, norm=norm)
+                               hidden=hidden, norm=norm, condition=condition)

@@ -45,11 +45,23 @@ class DCGAN(GANModel):
         """The discriminator's normalisation: batch norm, as in the paper."""
         return "batch"
 
+    def d_condition(self) -> dict[str, int] | None:
+        """D's inputs beside the image, name -> size (a projection discriminator,
+        model/nets/heads.py); None: D sees the image alone, as in the paper."""
+        return None
+
+    def d_feed(self, images: tf.Tensor, batch: dict | None = None, inputs: dict | None = None):
+        """What D takes for ``images``: the images, or with :meth:`d_condition` the dict
+        of the images and their condition, from the real ``batch`` or from the generator
+        ``inputs`` the fake images were made from (the variant says how)."""
+        return images
+
     def _generator(self, fast: bool) -> keras.Model:
         return build_generator(self.config, self.extra_inputs(), fast=fast)
 
     def _discriminator(self, fast: bool) -> keras.Model:
-        return build_discriminator(self.config, self.options, self.heads(), self.hidden(), self.norm(), fast=fast)
+        return build_discriminator(self.config, self.options, self.heads(), self.hidden(), self.norm(), fast=fast,
+                                   condition=self.d_condition())
 
     def build(self) -> None:
         self.generator = self._generator(fast=True)
@@ -94,7 +106,7 @@ class DCGAN(GANModel):
         """``(g_loss, total, scalars)``: the non-saturating loss of D's verdict on ``fake``,
         and with every term the variant adds (:meth:`generator_terms`,
         :meth:`extra_generator_loss`) what G minimises."""
-        out = self.discriminator(self.augment(fake), training=True)
+        out = self.discriminator(self.d_feed(self.augment(fake), inputs=inputs), training=True)
         g_loss = losses.generator_loss(self.source(out), self.config.batch_size)
         head, head_scalars = self.generator_terms(inputs, out)
         extra, extra_scalars = self.extra_generator_loss(fake, inputs)
@@ -109,8 +121,8 @@ class DCGAN(GANModel):
             inputs = self.sample_inputs(n)
             fake = G(self.generator_input(inputs), training=True)
             with g_tape.stop_recording(), tf.GradientTape() as d_tape:
-                real_out = D(aug(real), training=True)
-                fake_out = D(aug(fake), training=True)
+                real_out = D(self.d_feed(aug(real), batch=batch), training=True)
+                fake_out = D(self.d_feed(aug(fake), inputs=inputs), training=True)
                 d_loss = losses.discriminator_loss(self.source(real_out), self.source(fake_out), c.batch_size)
                 d_extra, d_scalars = self.discriminator_terms(batch, inputs, real_out, fake_out)
                 self.apply(self.d_opt, d_tape, _plus(d_loss, d_extra), D.trainable_variables)

@@ -9,6 +9,8 @@ with a loss that ties what an extractor F measures on G(z, c) to c.
                               + weight * sum_i |F_i(G(w)) - Q_i(c_i)|      (target "quantile")
 
 ``weight_warmup`` steps ramp ``weight`` linearly from 0 (0: the full weight from the start).
+With ``d_condition`` (quantile target) D is a projection discriminator D(x, c): real faces
+come with the level Q^-1(F(x)) of their own F, fakes with their c.
 
 ``quantile``: Q_i is the real faces' quantile function of F_i, tracked over the real batches
 (``quantile_points`` levels, an exponential moving average with ``quantile_decay``), and c is
@@ -122,6 +124,16 @@ class EGAN(DCGAN):
         extra = [(self.f_opt, self.classifier.trainable_variables)] if self.joint else []
         return [*super().optimizer_variables(), *extra]
 
+    def d_condition(self):
+        return {"c": len(self.options.extractors)} if self.options.d_condition else None
+
+    def d_feed(self, images, batch=None, inputs=None):
+        if not self.options.d_condition:
+            return images
+        if inputs is not None:
+            return {"image": images, "c": inputs["c"]}
+        return {"image": images, "c": self.level_of(self.extract(batch["image"]))}
+
     def extract(self, images: tf.Tensor) -> tf.Tensor:
         """``(n, k)`` F values of ``images`` in [-1, 1], one column per extractor, in [0, 1]."""
         columns, probs = [], None
@@ -165,6 +177,18 @@ class EGAN(DCGAN):
         """``(n, k)`` Q(c): F of the real faces at quantile level c (``quantile`` target)."""
         position = tf.transpose(tf.clip_by_value(c, 0.0, 1.0)) * (self.options.quantile_points - 1.0)  # (k, n)
         return tf.stop_gradient(tf.transpose(_interpolate(self.quantiles, position)))
+
+    def level_of(self, values: tf.Tensor) -> tf.Tensor:
+        """``(n, k)`` Q^-1(F): the level in [0, 1] of each ``(n, k)`` F value among the real
+        faces' tracked quantiles (linear between the tracked levels; 0 below, 1 above)."""
+        q = self.options.quantile_points
+        table = self.quantiles  # (k, q), ascending along q
+        v = tf.transpose(values)  # (k, n)
+        upper = tf.clip_by_value(tf.searchsorted(table, v, side="right"), 1, q - 1)
+        lo, hi = tf.gather(table, upper - 1, batch_dims=1), tf.gather(table, upper, batch_dims=1)
+        frac = tf.clip_by_value(tf.math.divide_no_nan(v - lo, hi - lo), 0.0, 1.0)
+        level = (tf.cast(upper - 1, tf.float32) + frac) / (q - 1.0)
+        return tf.stop_gradient(tf.transpose(level))
 
     def extra_generator_loss(self, fake, inputs):
         c = inputs["c"]
