@@ -248,12 +248,22 @@ def runs(machine: Path) -> list[Path]:
     return sorted((machine / "processed" / "models" / "sample").glob("dcgan-*"))
 
 
+@pytest.fixture(scope="module")
+def single(records, tmp_path_factory) -> Path:
+    """The one-worker run of ``TRAIN`` (global batch 8, 4 steps) both two-worker tests compare
+    with: a machine folder with its run and ``state.npz``, trained once."""
+    machine = machine_with_records(records, tmp_path_factory.mktemp("single") / "single")
+    train_on({"single": machine}, {"single": None})
+    return machine
+
+
 @pytest.mark.slow
-def test_two_workers_train_as_one_worker_with_the_same_global_batch(records, tmp_path):
-    machines = {name: machine_with_records(records, tmp_path / name) for name in ("chief", "worker", "single")}
+def test_two_workers_train_as_one_worker_with_the_same_global_batch(records, single, tmp_path):
+    machines = {name: machine_with_records(records, tmp_path / name) for name in ("chief", "worker")}
+    machines["single"] = single
     ports = free_ports(2)
     began = time.monotonic()
-    train_on(machines, {"chief": tf_config(ports, 0), "worker": tf_config(ports, 1), "single": None})
+    train_on(machines, {"chief": tf_config(ports, 0), "worker": tf_config(ports, 1)})
     seconds = time.monotonic() - began
 
     chief, worker, single = (dict(np.load(machines[n] / "state.npz")) for n in ("chief", "worker", "single"))
@@ -291,11 +301,11 @@ def test_two_workers_train_as_one_worker_with_the_same_global_batch(records, tmp
     for mine, average in zip(exported, averages):
         np.testing.assert_array_equal(mine, average)
     assert_same_training(dict(enumerate(exported)), dict(enumerate(alone)))
-    print(f"three TrainDCGAN processes (2 workers + 1 alone): {seconds:.0f} s")
+    print(f"two TrainDCGAN workers: {seconds:.0f} s")
 
 
 @pytest.mark.slow
-def test_two_workers_resume_from_the_chiefs_checkpoint_alone(records, tmp_path):
+def test_two_workers_resume_from_the_chiefs_checkpoint_alone(records, single, tmp_path):
     """A two-worker run stopped after step 2 and started again: the chief resumes from the
     checkpoint in its run folder, the other worker (which kept nothing) takes the chief's state,
     and the run ends where the uninterrupted one-worker run ends."""
@@ -303,11 +313,12 @@ def test_two_workers_resume_from_the_chiefs_checkpoint_alone(records, tmp_path):
 
     from model.train.loop import continue_run
 
-    machines = {name: machine_with_records(records, tmp_path / name) for name in ("chief", "worker", "single")}
-    # The uninterrupted one-worker run of 4 steps, and on the chief a run of 2 steps: what a run
-    # stopped at step 2 leaves behind (a checkpoint and metrics of 2 steps), copied below into
-    # the folder of the 4-step run.
-    train_on(machines, {"single": None, "chief": None}, {"chief": ["--TrainDCGAN-steps", "2"]})
+    machines = {name: machine_with_records(records, tmp_path / name) for name in ("chief", "worker")}
+    machines["single"] = single
+    # Beside the uninterrupted one-worker run of 4 steps, on the chief a run of 2 steps: what a
+    # run stopped at step 2 leaves behind (a checkpoint and metrics of 2 steps), copied below
+    # into the folder of the 4-step run.
+    train_on(machines, {"chief": None}, {"chief": ["--TrainDCGAN-steps", "2"]})
     (single_run,) = runs(machines["single"])
     (short,) = runs(machines["chief"])
     run = short.parent / single_run.name
