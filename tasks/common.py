@@ -111,13 +111,14 @@ def version(task: luigi.Task, family: str | None = None) -> str:
     reusing stale ones, while re-running with the same settings finds them.
     ``family`` stands for the task's own family name where two task classes
     mean the same work (TrainDCGAN is TrainGAN with variant dcgan). A parameter a
-    task gained later is named in its ``added_later`` and left out while at its
-    default, so the runs made before it existed keep their folders.
+    task gained later is a key of its ``added_later``, with the value every run made
+    before it had (what the task did without it): left out while at that value, so
+    those runs keep their folders, also if the parameter's default changes later.
     """
     params = task.to_str_params(only_significant=True)
     declared = dict(task.get_params())
-    for name in getattr(task, "added_later", ()):
-        if params.get(name) == declared[name].serialize(declared[name]._default):  # the class's own default
+    for name, before in getattr(task, "added_later", {}).items():
+        if params.get(name) == declared[name].serialize(before):
             del params[name]
     return digest([family or task.get_task_family(), params,
                    sorted(version(t) for t in upstream(task))])

@@ -103,8 +103,8 @@ class CompareGANs(Checked, luigi.Task):
                         sample_every=max(1, self.steps // self.intervals), log_every=self.log_every,
                         checkpoint_every=self.steps)
 
-    # Added after comparisons existed: at its default a comparison keeps its folder.
-    added_later = ("data_fraction",)
+    # Added after comparisons existed (they used all the data): at 1.0 a comparison keeps its folder.
+    added_later = {"data_fraction": 1.0}
 
     def requires(self):
         runs = {f"{v}/{d}": self.run_task(v, d) for v in self.variants for d in self.discriminators}

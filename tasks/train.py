@@ -47,8 +47,9 @@ class TrainGAN(Checked, luigi.Task):
     (``MultiWorkerMirroredStrategy``; ``batch_size`` stays the global batch): only the chief
     writes this folder (docs/training.md, "Multi-worker training").
     """
-    # Parameters added after runs existed: at their defaults a run's version (its folder) is as before.
-    added_later = ("data_fraction",)
+    # Parameters added after runs existed, with the value the runs before them had: at it a run's
+    # version (its folder) is as before (tasks/common.py version).
+    added_later = {"data_fraction": 1.0}
     dataset = luigi.Parameter(default="sample", description="Data set to train on.")
     variant = luigi.ChoiceParameter(default=DEFAULTS["variant"], choices=tuple(VARIANTS),
                                     description="GAN variant (model/variants/).")
@@ -234,8 +235,9 @@ class TrainEGAN(TrainGAN):
     controls it at sampling time. ``TrainGAN --variant egan`` with these parameters as its
     ``options``; in ``pretrain`` mode an attribute extractor is the classifier of
     ``TrainAttributeClassifier`` (trained first, then frozen)."""
-    # Parameters added after EGAN runs existed: at their defaults they leave the run's version as it was.
-    added_later = (*TrainGAN.added_later, "weight_warmup", "target", "d_condition")
+    # Parameters added after EGAN runs existed, with the value those runs had: at it the run's
+    # version is as it was.
+    added_later = {**TrainGAN.added_later, "weight_warmup": 0, "target": "coin", "d_condition": False}
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")

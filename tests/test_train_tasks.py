@@ -116,8 +116,10 @@ def test_make_run_prints_the_grid_its_command_line_writes(luigi_config):
 
 @pytest.mark.parametrize("family, later, changes", [
     ("TrainDCGAN", ("data_fraction",), [{"data_fraction": 0.5}]),
-    ("TrainEGAN", ("data_fraction", "weight_warmup", "target"),
-     [{"data_fraction": 0.5}, {"weight_warmup": 100}, {"target": "quantile", "c_distribution": "uniform"}]),
+    ("CompareGANs", ("data_fraction",), [{"data_fraction": 0.5}]),
+    ("TrainEGAN", ("data_fraction", "weight_warmup", "target", "d_condition"),
+     [{"data_fraction": 0.5}, {"weight_warmup": 100}, {"target": "quantile", "c_distribution": "uniform"},
+      {"target": "quantile", "c_distribution": "uniform", "d_condition": True}]),
 ])
 def test_parameters_added_later_keep_the_earlier_runs_folders(luigi_config, family, later, changes):
     """A parameter a task gained after runs existed: at its default a run's version is the hash
@@ -133,6 +135,11 @@ def test_parameters_added_later_keep_the_earlier_runs_folders(luigi_config, fami
     assert version(task) == digest([family, before, sorted(version(t) for t in upstream(task))])
     changed = {version(cls(dataset="sample", **change)) for change in changes}
     assert len(changed) == len(changes) and version(task) not in changed
+    # Each named parameter exists; the value named for it is today also its default (a changed
+    # default must decide whether the earlier runs keep their folders).
+    declared = dict(cls.get_params())
+    for name, before in cls.added_later.items():
+        assert getattr(task, name) == declared[name].normalize(before), name
 
 
 @pytest.mark.slow
