@@ -232,6 +232,9 @@ class EGANOptions:
     # judges each face against its level, so G cannot meet a level with texture no real face at
     # that level has, and learns what real faces at each level look like (docs/egan.md).
     d_condition: bool = False
+    # c also enters every upsampling block of G (constant feature maps), not only the first
+    # projection: the late blocks, which draw edges and texture, see it directly.
+    c_every_block: bool = False
 
     def __post_init__(self):
         self.extractors = [str(e) for e in (self.extractors or [])]

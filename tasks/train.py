@@ -237,7 +237,8 @@ class TrainEGAN(TrainGAN):
     ``TrainAttributeClassifier`` (trained first, then frozen)."""
     # Parameters added after EGAN runs existed, with the value those runs had: at it the run's
     # version is as it was.
-    added_later = {**TrainGAN.added_later, "weight_warmup": 0, "target": "coin", "d_condition": False}
+    added_later = {**TrainGAN.added_later, "weight_warmup": 0, "target": "coin", "d_condition": False,
+                   "c_every_block": False}
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")
@@ -265,6 +266,9 @@ class TrainEGAN(TrainGAN):
     d_condition = luigi.BoolParameter(default=G["d_condition"],
                                       description="Quantile target: D also sees c (real faces: the level of "
                                                   "their own F), a projection discriminator.")
+    c_every_block = luigi.BoolParameter(default=G["c_every_block"],
+                                        description="c also enters every upsampling block of G, not only "
+                                                    "its first projection (dcgan generator).")
 
     def extractors(self) -> list[str]:
         """One extractor per c: the formulas by name, ``attribute`` expanded to ``--attribute``."""
@@ -303,6 +307,7 @@ class TrainEGAN(TrainGAN):
         options = {"extractors": self.extractors(), "weight": self.weight, "mode": self.mode,
                    "c_max": self.c_max, "c_distribution": self.c_distribution,
                    "target": self.target, "weight_warmup": self.weight_warmup, "d_condition": self.d_condition,
+                   "c_every_block": self.c_every_block,
                    **json.loads(luigi.DictParameter().serialize(self.options))}
         classifier = self.classifier_task()
         if classifier is not None:

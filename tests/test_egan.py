@@ -211,6 +211,34 @@ def test_a_conditional_d_sees_the_real_faces_level_and_the_fakes_c(tmp_path):
     assert {t.name.split(":")[0] for t in restored.inputs} == {"image", "c"}
 
 
+def test_c_in_every_generator_block_trains_exports_and_reaches_the_last_block(tmp_path):
+    """c_every_block: c is concatenated as constant maps before every upsampling convolution
+    (the last, to_image, included), so c changes the output; the run trains and exports a
+    generator that loads as plain Keras; the seed family refuses it in one line."""
+    from model.nets.networks import build_generator
+    from model.variants.egan import EGAN
+    options = {"extractors": ["brightness", "sharpness"], "c_every_block": True}
+    variant = EGAN(TrainConfig(**SMALL, options=options))
+    variant.build()
+    G = variant.generator
+    def convs(model):
+        return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2DTranspose)]
+    plain = EGAN(TrainConfig(**SMALL, options={"extractors": ["brightness", "sharpness"]}))
+    plain.build()
+    grown = [a.input.shape[-1] - b.input.shape[-1] for a, b in zip(convs(G), convs(plain.generator))]
+    assert len(grown) == len(convs(plain.generator)) >= 2 and grown == [2] * len(grown)  # two c maps before each
+    z = tf.random.uniform((2, 100), seed=1)
+    far = [G({"z": z, "c": tf.fill((2, 2), value)}).numpy() for value in (0.0, 1.0)]
+    assert not np.allclose(*far)
+
+    run = tmp_path / "run"
+    train(TrainConfig(**SMALL, options=options), _images(), run)
+    _, exported = load_generator(run)
+    assert any(type(layer).__name__ == "RepeatVector" for layer in exported.layers)
+    with pytest.raises(ValueError, match="every generator block need --generator dcgan"):
+        build_generator(TrainConfig(**{**SMALL, "generator": "seed"}), {"c": 2}, extra_every_block=True)
+
+
 @pytest.mark.parametrize("distribution", ["bernoulli", "uniform"])
 def test_training_draws_c_as_the_card_declares(distribution):
     """The 0/1 coin gives only 0 and 1; uniform gives values spread over [0, 1] (not the wider

@@ -58,20 +58,36 @@ def generator_inputs(z_dim: int, extra_inputs: dict[str, int] | None = None):
     return inputs, layers.Concatenate(name="inputs")(list(inputs.values()))
 
 
+def _with_codes(x, codes):
+    """``x`` ``(n, h, w, c)`` with the ``(n, k)`` ``codes`` appended as k constant feature maps."""
+    h, w, k = x.shape[1], x.shape[2], codes.shape[-1]
+    maps = layers.Reshape((h, w, k))(layers.RepeatVector(h * w)(codes))
+    return layers.Concatenate(axis=-1)([x, maps])
+
+
 def build_generator(resolution: int = 64, channels: int = 3, z_dim: int = Z_DIM,
                     base_width: int = 128, kernel_size: int = 4, name: str = "generator",
-                    fast: bool = True, extra_inputs: dict[str, int] | None = None) -> keras.Model:
+                    fast: bool = True, extra_inputs: dict[str, int] | None = None,
+                    extra_every_block: bool = False) -> keras.Model:
     """G: ``(n, z_dim) float32`` (plus ``extra_inputs``, see :func:`generator_inputs`) ->
-    ``(n, resolution, resolution, channels)`` in [-1, 1]."""
+    ``(n, resolution, resolution, channels)`` in [-1, 1]. With ``extra_every_block`` the
+    extra inputs also enter every upsampling convolution as constant feature maps (so the
+    late layers, which draw texture, see them directly, not only through the projection)."""
     start, chans = widths(resolution, base_width)
     conv_t = MatmulConv2DTranspose if fast else layers.Conv2DTranspose
     z, x = generator_inputs(z_dim, extra_inputs)
+    codes = None
+    if extra_every_block and extra_inputs:
+        extra = [z[name] for name in extra_inputs]
+        codes = extra[0] if len(extra) == 1 else layers.Concatenate(name="codes")(extra)
     x = layers.Dense(start * start * chans[0], use_bias=False, kernel_initializer=_init(), name="project")(x)
     x = layers.Reshape((start, start, chans[0]))(x)
     x = layers.ReLU()(batch_norm(fast)(x))
     for w in chans[1:]:
+        x = x if codes is None else _with_codes(x, codes)
         x = conv_t(w, kernel_size, 2, "same", use_bias=False, kernel_initializer=_init())(x)
         x = layers.ReLU()(batch_norm(fast)(x))
+    x = x if codes is None else _with_codes(x, codes)
     x = conv_t(channels, kernel_size, 2, "same", kernel_initializer=_init(), name="to_image")(x)
     # float32 output even under a mixed-precision policy: tanh saturates badly in bf16.
     out = layers.Activation("tanh", dtype="float32", name="tanh")(x)

@@ -24,17 +24,22 @@ class NetworkOptions:
     capsule_dim: int = 16         # dynamic routing: size of each output capsule
 
 
-def build_generator(config, extra_inputs: dict[str, int] | None = None, fast: bool = True) -> keras.Model:
+def build_generator(config, extra_inputs: dict[str, int] | None = None, fast: bool = True,
+                    extra_every_block: bool = False) -> keras.Model:
     """The generator family ``config.generator`` for ``config``'s resolution, channels, z and
-    width, taking ``z`` and ``extra_inputs`` (name -> size)."""
+    width, taking ``z`` and ``extra_inputs`` (name -> size); with ``extra_every_block`` (the
+    DCGAN family) those also enter every upsampling block."""
     c = config
     if c.generator == "seed":
+        if extra_every_block:
+            raise ValueError("extra inputs in every generator block need --generator dcgan (the seed "
+                             "generator takes them through its first layer only)")
         from model.nets.seed_generator import build_seed_generator
         return build_seed_generator(c.resolution, c.channels, c.z_dim, c.base_width, fast=fast,
                                     extra_inputs=extra_inputs)
     from model.nets.dcgan import build_generator as dcgan_generator
     return dcgan_generator(c.resolution, c.channels, c.z_dim, c.base_width, c.kernel_size, fast=fast,
-                           extra_inputs=extra_inputs)
+                           extra_inputs=extra_inputs, extra_every_block=extra_every_block)
 
 
 def build_discriminator(config, options: NetworkOptions | None = None, heads: dict[str, int] | None = None,

@@ -56,8 +56,12 @@ class DCGAN(GANModel):
         ``inputs`` the fake images were made from (the variant says how)."""
         return images
 
+    def extra_every_block(self) -> bool:
+        """Whether the inputs beyond z also enter every generator block (not in the paper)."""
+        return False
+
     def _generator(self, fast: bool) -> keras.Model:
-        return build_generator(self.config, self.extra_inputs(), fast=fast)
+        return build_generator(self.config, self.extra_inputs(), fast=fast, extra_every_block=self.extra_every_block())
 
     def _discriminator(self, fast: bool) -> keras.Model:
         return build_discriminator(self.config, self.options, self.heads(), self.hidden(), self.norm(), fast=fast,

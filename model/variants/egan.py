@@ -10,7 +10,8 @@ with a loss that ties what an extractor F measures on G(z, c) to c.
 
 ``weight_warmup`` steps ramp ``weight`` linearly from 0 (0: the full weight from the start).
 With ``d_condition`` (quantile target) D is a projection discriminator D(x, c): real faces
-come with the level Q^-1(F(x)) of their own F, fakes with their c.
+come with the level Q^-1(F(x)) of their own F, fakes with their c. With ``c_every_block``
+c also enters every upsampling block of G as constant feature maps.
 
 ``quantile``: Q_i is the real faces' quantile function of F_i, tracked over the real batches
 (``quantile_points`` levels, an exponential moving average with ``quantile_decay``), and c is
@@ -123,6 +124,9 @@ class EGAN(DCGAN):
     def optimizer_variables(self):
         extra = [(self.f_opt, self.classifier.trainable_variables)] if self.joint else []
         return [*super().optimizer_variables(), *extra]
+
+    def extra_every_block(self) -> bool:
+        return self.options.c_every_block
 
     def d_condition(self):
         return {"c": len(self.options.extractors)} if self.options.d_condition else None
