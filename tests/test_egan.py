@@ -128,12 +128,12 @@ def test_the_quantile_target_is_the_real_faces_level_at_quantile_c():
     variant.build()
     levels = np.linspace(-1.0, 1.0, 5, dtype=np.float32)  # brightness 0, 0.25, ..., 1: five flat faces
     flat = tf.constant(np.broadcast_to(levels[:, None, None, None], (5, 32, 32, 3)).copy())
-    variant.track_quantiles(flat)
+    variant.track_quantiles(variant.extract(flat))
     np.testing.assert_allclose(variant.quantiles.numpy()[0], [0, 0.25, 0.5, 0.75, 1.0], atol=1e-6)
     c = tf.constant([[0.0, 0.5], [0.125, 1.0], [1.0, 0.0]])
     np.testing.assert_allclose(variant.target_of(c).numpy()[:, 0], [0.0, 0.125, 1.0], atol=1e-6)
     variant.e_steps.assign_add(1.0)  # one training step done: later batches move Q by 1 - decay
-    variant.track_quantiles(tf.fill((5, 32, 32, 3), -1.0))  # all black: halfway towards 0
+    variant.track_quantiles(variant.extract(tf.fill((5, 32, 32, 3), -1.0)))  # all black: halfway towards 0
     np.testing.assert_allclose(variant.quantiles.numpy()[0], [0, 0.125, 0.25, 0.375, 0.5], atol=1e-6)
     fake = tf.fill((3, 32, 32, 3), 0.0)  # brightness 0.5 each
     loss, scalars = variant.extra_generator_loss(fake, {"c": c})
@@ -189,11 +189,12 @@ def test_a_conditional_d_sees_the_real_faces_level_and_the_fakes_c(tmp_path):
     variant = EGAN(TrainConfig(**SMALL, options=options))
     variant.build()
     levels = np.linspace(-1.0, 1.0, 5, dtype=np.float32)  # brightness 0, 0.25, ..., 1
-    variant.track_quantiles(tf.constant(np.broadcast_to(levels[:, None, None, None], (5, 32, 32, 3)).copy()))
+    variant.track_quantiles(variant.extract(tf.constant(np.broadcast_to(levels[:, None, None, None],
+                                                                        (5, 32, 32, 3)).copy())))
     np.testing.assert_allclose(variant.level_of(tf.constant([[0.0], [0.125], [0.6], [1.0], [1.5]])).numpy()[:, 0],
                                [0.0, 0.125, 0.6, 1.0, 1.0], atol=1e-6)  # Q^-1 inverts Q (clipped outside)
     real = tf.constant(np.broadcast_to(np.float32([-0.5, 0.5])[:, None, None, None], (2, 32, 32, 3)).copy())
-    feed = variant.d_feed(real, batch={"image": real})
+    feed = variant.d_feed(real, batch={"image": real, "level": variant.level_of(variant.extract(real))})
     np.testing.assert_allclose(feed["c"].numpy()[:, 0], [0.25, 0.75], atol=1e-6)
     c = tf.constant([[0.1], [0.9]])
     assert variant.d_feed(real, inputs={"c": c})["c"] is c

@@ -134,9 +134,8 @@ class EGAN(DCGAN):
     def d_feed(self, images, batch=None, inputs=None):
         if not self.options.d_condition:
             return images
-        if inputs is not None:
-            return {"image": images, "c": inputs["c"]}
-        return {"image": images, "c": self.level_of(self.extract(batch["image"]))}
+        # a real face's level is in its batch (train_step put it there), a fake's c in its inputs
+        return {"image": images, "c": inputs["c"] if inputs is not None else batch["level"]}
 
     def extract(self, images: tf.Tensor) -> tf.Tensor:
         """``(n, k)`` F values of ``images`` in [-1, 1], one column per extractor, in [0, 1]."""
@@ -154,7 +153,11 @@ class EGAN(DCGAN):
 
     def train_step(self, batch):
         if self.options.target == "quantile":
-            self.track_quantiles(batch["image"])
+            # F of the real faces, once: Q's estimate and, with d_condition, each face's level for D
+            real = self.extract(batch["image"])
+            self.track_quantiles(real)
+            if self.options.d_condition:
+                batch = {**batch, "level": self.level_of(real)}
         out = super().train_step(batch)
         if self.counts_steps:
             self.e_steps.assign_add(1.0)
@@ -168,9 +171,10 @@ class EGAN(DCGAN):
         return o.weight * tf.minimum(1.0, self.e_steps / float(o.weight_warmup))
 
     def track_quantiles(self, real: tf.Tensor) -> None:
-        """Moves :attr:`quantiles` towards the real batch's own (the first batch sets them)."""
+        """Moves :attr:`quantiles` towards those of the real batch's ``(n, k)`` F values
+        :meth:`extract` measured (the first batch sets them)."""
         q = self.options.quantile_points
-        values = tf.sort(tf.transpose(self.extract(real)), axis=1)  # (k, n)
+        values = tf.sort(tf.transpose(real), axis=1)  # (k, n)
         n = tf.cast(tf.shape(values)[1], tf.float32)
         position = tf.tile(tf.linspace(0.0, 1.0, q)[None, :] * (n - 1.0), [tf.shape(values)[0], 1])
         estimate = _interpolate(values, position)  # (k, q)
