@@ -100,7 +100,7 @@ def test_workers_on_two_machines_share_luigid_and_a_bucket_and_take_over_a_kille
     """Two workers with separate local caches (two machines) and one luigid and one bucket;
     one is SIGKILLed in the middle of a shard after finishing another. The scheduler hands
     the lost shard to the other worker within deploy/luigid.cfg's promised window (its
-    settings, with a 5 s disconnect delay: one prune less to wait): every shard completes
+    settings, with a 5 s disconnect delay): every shard completes
     exactly once, both did work, and the records equal a local run's."""
     import s3_server
     from components import require_module
@@ -144,6 +144,7 @@ def test_workers_on_two_machines_share_luigid_and_a_bucket_and_take_over_a_kille
                 # as "being run by another worker"; nothing may have failed.
                 assert workers[1].wait(timeout=600) in (0, 10), logs[1].read_text()[-3000:]
                 took = time.monotonic() - killed_at
+                print(f"take-over: the survivor finished {took:.1f} s after the kill")
             finally:
                 for w in workers:
                     if w.poll() is None:
@@ -153,8 +154,9 @@ def test_workers_on_two_machines_share_luigid_and_a_bucket_and_take_over_a_kille
         a_started, a_done = _started_and_done(a, workers[0].pid)
         _, b_done = _started_and_done(b, workers[1].pid)
         assert killed not in a_done and killed in b_done  # the killed worker's shard, taken over
-        # Within two prunes of a minute after the disconnect delay, plus the rest of the DAG's run.
-        assert took < 5 + 2 * 60 + 120, took
+        # The disconnect delay and retry_delay (luigid prunes on get_work), plus the rest of the
+        # DAG's run; luigid's once-a-minute prune alone would take 2 minutes more.
+        assert took < 5 + 30 + 90, took
         assert a_done and b_done  # both machines did work
         assert sorted(a_done + b_done, key=int) == [str(i) for i in range(SHARDS)]  # each exactly once
         assert " running   BuildTFRecords(" in b and "were no failed tasks" in b
