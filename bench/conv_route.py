@@ -1,6 +1,6 @@
 """Which strided layers should take model/nets/layers.py's matmul route on this machine?
 
-    python bench/conv_route.py [--rounds 5] [--batch 64]
+    python bench/conv_route.py [--rounds 5] [--batch 64] [--force-precisions]
 
 For each strided layer of the 64x64 DCGAN (D's convolutions 32->16, 16->8, 8->4;
 G's transposed convolutions 4->8, 8->16, 16->32, at their real widths) and each
@@ -12,7 +12,9 @@ whose speed drifts affects both alike. Prints one JSON line: per layer and
 precision the two times in ms, ``speedup`` (native / matmul) and ``routed``
 (whether ``model.nets.layers.MATMUL_MAX_SIDE`` sends that layer down the matmul route);
 ``agrees`` is true when every routed layer is faster as matmuls and every
-unrouted one is not faster by more than 10%.
+unrouted one is not faster by more than 10%. bfloat16 on a CPU without bfloat16 units
+(emulated, slower than float32) is left out with the reason in ``skipped`` unless
+``--force-precisions``.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import tensorflow as tf  # noqa: E402
 
+from model.cpu import bench_skip_reason  # noqa: E402
 from model.nets.layers import conv2d_same, conv2d_transpose_same, matmul_route_for  # noqa: E402
 
 # (name, transposed, small side, big side, channels at the small side, at the big side)
@@ -59,9 +62,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--force-precisions", action="store_true",
+                   help="time bfloat16 even where the CPU only emulates it")
     args = p.parse_args()
-    results, agrees = [], True
+    results, agrees, skipped = [], True, {}
     for dtype in (tf.bfloat16, tf.float32):
+        skip = bench_skip_reason(f"mixed_{dtype.name}" if dtype == tf.bfloat16 else dtype.name, args.force_precisions)
+        if skip:
+            skipped[dtype.name] = skip
+            continue
         for name, transposed, small, big, c_small, c_big in LAYERS:
             w = tf.cast(tf.random.normal((4, 4, c_big, c_small), stddev=0.02), dtype)
             if transposed:  # kernel (k, k, out, in), input at the small side
@@ -87,7 +96,7 @@ def main() -> None:
             results.append({"layer": name, "dtype": dtype.name, "native_ms": round(t_native * 1e3, 1),
                             "matmul_ms": round(t_matmul * 1e3, 1), "speedup": round(speedup, 2), "routed": routed})
     print(json.dumps({"cpu_count": os.cpu_count(), "batch": args.batch, "rounds": args.rounds,
-                      "layers": results, "agrees": agrees}))
+                      "layers": results, "agrees": agrees, "skipped": skipped}))
 
 
 if __name__ == "__main__":

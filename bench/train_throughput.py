@@ -54,7 +54,15 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from model.cpu import bf16_peak_gflops, bf16_units, cpu_flags, cpu_model, cpu_peak, emulated_reason  # noqa: E402
+from model.cpu import (  # noqa: E402
+    bench_skip_reason,
+    bf16_peak_gflops,
+    bf16_units,
+    cpu_flags,
+    cpu_model,
+    cpu_peak,
+    emulated_reason,
+)
 from model.train.loop import GANTrainer, TrainConfig, resolve_precision  # noqa: E402
 
 #: JSON key suffix of each precision.
@@ -277,8 +285,9 @@ def main() -> None:
         reason = emulated_reason(precision, flags)
         figures = dict.fromkeys(("images_per_s", "gflops", "matmul_gflops", "utilization", "of_peak",
                                  "matmul_of_peak", "cores_busy"))
-        if reason and not args.force_precisions:
-            result["skipped"][precision] = reason + " (--force-precisions times it anyway)"
+        skip = bench_skip_reason(precision, args.force_precisions, flags)
+        if skip:
+            result["skipped"][precision] = skip
         else:
             ips, mm, trainer, busy = measure(precision, args.batch, args.resolution, args.steps, args.repeats,
                                        args.base_width, args.matmul_size)

@@ -95,17 +95,20 @@ def isa_capped_flags(flags: set[str], max_isa: str | None) -> set[str]:
     return {f for f in flags if not f.startswith(drop)}
 
 
-def cpu_flags() -> set[str]:
-    """The flags this process should assume: ``FACEGAN_CPU_FLAGS`` if set, else the first
-    processor's (empty when ``/proc/cpuinfo`` is unreadable), less those above
-    ``ONEDNN_MAX_CPU_ISA`` (:func:`isa_capped_flags`)."""
+def uncapped_flags() -> set[str]:
+    """The CPU's flags: ``FACEGAN_CPU_FLAGS`` if set, else the first processor's (empty when
+    ``/proc/cpuinfo`` is unreadable), whatever ``ONEDNN_MAX_CPU_ISA`` says."""
     override = os.environ.get("FACEGAN_CPU_FLAGS")
     if override is not None:
-        flags = set(override.replace(",", " ").split())
-    else:
-        procs = parse_cpuinfo(_cpuinfo())
-        flags = set(procs[0].get("flags", "").split()) if procs else set()
-    return isa_capped_flags(flags, os.environ.get("ONEDNN_MAX_CPU_ISA"))
+        return set(override.replace(",", " ").split())
+    procs = parse_cpuinfo(_cpuinfo())
+    return set(procs[0].get("flags", "").split()) if procs else set()
+
+
+def cpu_flags() -> set[str]:
+    """The flags this process should assume: :func:`uncapped_flags` less those above
+    ``ONEDNN_MAX_CPU_ISA`` (:func:`isa_capped_flags`)."""
+    return isa_capped_flags(uncapped_flags(), os.environ.get("ONEDNN_MAX_CPU_ISA"))
 
 
 def bf16_units(flags: set[str] | None = None) -> list[str]:
@@ -125,6 +128,34 @@ def emulated_reason(precision: str, flags: set[str] | None = None) -> str | None
     if "float16" in precision and "bfloat16" not in precision and not any(f in flags for f in FP16_FLAGS):
         return (f"{precision}: this CPU has no float16 units (none of {', '.join(FP16_FLAGS)} in its flags), "
                 f"so float16 would be emulated, slower than float32")
+    return None
+
+
+def bench_skip_reason(precision: str, force: bool = False, flags: set[str] | None = None) -> str | None:
+    """Why a benchmark should not time ``precision`` here (``None``: time it): the CPU only
+    emulates it (:func:`emulated_reason`; ``force``, a bench's ``--force-precisions``, times
+    it anyway), or ``ONEDNN_MAX_CPU_ISA`` forbids it (:func:`capped_reason`; no flag helps)."""
+    capped = capped_reason(precision)
+    if capped:
+        return capped
+    reason = emulated_reason(precision, flags)
+    return None if force or not reason else reason + " (--force-precisions times it anyway)"
+
+
+def capped_reason(precision: str) -> str | None:
+    """Why ``precision`` cannot run in this process although the CPU computes it natively:
+    ``ONEDNN_MAX_CPU_ISA`` keeps oneDNN off the CPU's bfloat16 (float16) units, while
+    TensorFlow's oneDNN kernels choose their bfloat16 path from the CPU itself, so oneDNN
+    cannot create their primitives (an error in the first convolution, or an abort). On a CPU
+    that really lacks the units TensorFlow emulates the format instead. ``None``: no conflict."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    if not cap or "float16" not in precision:
+        return None
+    flags = uncapped_flags()
+    if emulated_reason(precision, flags) is None and emulated_reason(precision, cpu_flags()) is not None:
+        return (f"precision {precision}: ONEDNN_MAX_CPU_ISA={cap} keeps oneDNN off this CPU's "
+                f"{precision.removeprefix('mixed_')} units, which TensorFlow's kernels would still ask it for: "
+                f"unset ONEDNN_MAX_CPU_ISA, or use precision float32 (or auto)")
     return None
 
 

@@ -225,7 +225,7 @@ BENCHES = {
     "align": (args_align, ("celeba",), {"images_per_s", "speedup", "faces_found", "align_error_openface"}),
     "capsnet": (args_capsnet, ("mnist",), {"runs", "less_data", "overhead", "claims", "classifier_test_accuracy"}),
     "complete": (args_complete, ("run64", "completion64", "records"), {"masks", "targets", "real_face_rate"}),
-    "conv_route": (args_conv_route, (), {"layers", "agrees"}),
+    "conv_route": (args_conv_route, (), {"layers", "agrees", "skipped"}),
     "egan": (args_egan, ("celeba", "features"), {"rho", "control", "quality", "minutes"}),
     "fid_sanity": (args_fid_sanity, ("celeba", "features"), {"fid_self", "fid_halves", "blur", "noise"}),
     "fid_speed": (args_fid_speed, ("celeba",), {"paths", "fid_rel_diff", "images_per_s", "targets"}),

@@ -120,3 +120,22 @@ def test_environment_overrides(monkeypatch):
     peak = cpu.cpu_peak()
     assert (peak.cores, peak.ghz, peak.clock_source, peak.isa, peak.fma_units) == (3, 2.0, "FACEGAN_CPU_GHZ", "avx2", 1)
     assert peak.gflops == pytest.approx(3 * 2.0 * 16)
+
+
+def test_a_precision_the_onednn_cap_forbids_is_one_line_not_a_crash(monkeypatch):
+    """Under ONEDNN_MAX_CPU_ISA=AVX2 on a CPU with bfloat16 units TensorFlow's kernels still ask
+    oneDNN for bfloat16, which it cannot give: explicit bfloat16 is refused up front; ``auto``
+    is float32; a CPU that really lacks the units (TensorFlow emulates) has no conflict."""
+    monkeypatch.setenv("FACEGAN_CPU_FLAGS", ZEN4_FLAGS)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert cpu.capped_reason("mixed_bfloat16") is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    reason = cpu.capped_reason("mixed_bfloat16")
+    assert reason.startswith("precision mixed_bfloat16: ONEDNN_MAX_CPU_ISA=AVX2") and "\n" not in reason
+    assert "unset ONEDNN_MAX_CPU_ISA" in reason and cpu.capped_reason("float32") is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert cpu.capped_reason("mixed_bfloat16") is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("FACEGAN_CPU_FLAGS", AVX2_FLAGS)  # a real AVX2-only CPU
+    assert cpu.capped_reason("mixed_bfloat16") is None
+

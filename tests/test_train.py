@@ -13,7 +13,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from model.train.loop import DivergenceError, GANTrainer, TrainConfig, continue_run, train  # noqa: E402
+from model.train.loop import DivergenceError, GANTrainer, TrainConfig, continue_run, resolve_precision, train  # noqa: E402
 from model.train.sampling import to_uint8  # noqa: E402
 from model.train.serving import load_serving  # noqa: E402
 
@@ -156,3 +156,13 @@ def test_config_is_validated():
         TrainConfig(z_dist="cauchy")
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="int8")
+
+
+def test_resolve_precision_refuses_what_the_cap_forbids(monkeypatch):
+    monkeypatch.setenv("FACEGAN_CPU_FLAGS", "fma avx avx2 avx512f avx512bw avx512_bf16")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert resolve_precision("auto") == "float32" and resolve_precision("float32") == "float32"
+    with pytest.raises(ValueError, match=r"^precision mixed_bfloat16: ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN off"):
+        resolve_precision("mixed_bfloat16")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"

@@ -62,7 +62,9 @@ def serving_copy(generator, precision: str = "float32"):
     bfloat16 (measured 2x faster on CPUs with AVX-512 BF16; pixels within a few levels
     of float32, most identical). ``float32`` with no small strided layers returns ``generator`` itself."""
     from model.nets.layers import MatmulConv2D, MatmulConv2DTranspose
+    from model.train.precision import resolve_precision
 
+    precision = resolve_precision(precision)  # a precision this process cannot run: one line
     swap = {keras.layers.Conv2DTranspose: MatmulConv2DTranspose, keras.layers.Conv2D: MatmulConv2D}
     outputs = {id(t._keras_history[0]) for t in generator.outputs}
 
