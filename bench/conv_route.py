@@ -67,7 +67,7 @@ def main() -> None:
     args = p.parse_args()
     results, agrees, skipped = [], True, {}
     for dtype in (tf.bfloat16, tf.float32):
-        skip = bench_skip_reason(f"mixed_{dtype.name}" if dtype == tf.bfloat16 else dtype.name, args.force_precisions)
+        skip = bench_skip_reason(dtype.name, args.force_precisions)
         if skip:
             skipped[dtype.name] = skip
             continue

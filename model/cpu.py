@@ -152,7 +152,7 @@ def capped_reason(precision: str) -> str | None:
     if not cap or "float16" not in precision:
         return None
     flags = uncapped_flags()
-    if emulated_reason(precision, flags) is None and emulated_reason(precision, cpu_flags()) is not None:
+    if emulated_reason(precision, flags) is None and emulated_reason(precision, isa_capped_flags(flags, cap)):
         return (f"precision {precision}: ONEDNN_MAX_CPU_ISA={cap} keeps oneDNN off this CPU's "
                 f"{precision.removeprefix('mixed_')} units, which TensorFlow's kernels would still ask it for: "
                 f"unset ONEDNN_MAX_CPU_ISA, or use precision float32 (or auto)")

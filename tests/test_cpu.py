@@ -138,4 +138,3 @@ def test_a_precision_the_onednn_cap_forbids_is_one_line_not_a_crash(monkeypatch)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     monkeypatch.setenv("FACEGAN_CPU_FLAGS", AVX2_FLAGS)  # a real AVX2-only CPU
     assert cpu.capped_reason("mixed_bfloat16") is None
-
