@@ -5,6 +5,7 @@ and every variant x discriminator at 64x64 RGB and 28x28 gray.
                                      [--base-width 128] [--matmul-size 4096]
                                      [--precisions float32,mixed_bfloat16] [--force-precisions]
                                      [--variant-steps 1] [--variants all|none|wgan,acgan] [--tiny]
+                                     [--no-torch]
 
 Times the full training step (model.train.loop.GANTrainer.train_step, a D update
 and a G update) in each precision on an in-memory batch, counts the step's FLOPs
@@ -26,6 +27,12 @@ flags, ONEDNN_MAX_CPU_ISA), and images_per_s/utilization/of_peak repeat TrainDCG
 default precision. A matmul rate far below the peak hides a slow step in
 ``utilization``; ``of_peak`` does not. ``--tiny`` runs a smoke-test size in seconds
 (batch 4, base width 8, 2 steps, one block, 256-square matmuls, no variants).
+
+The peer: the same network and step in PyTorch eager, float32 (bench/torch_peer.py),
+timed in the same process with its blocks alternating with TensorFlow's float32 blocks:
+``torch_images_per_s_fp32`` and ``vs_torch_fp32`` (TensorFlow's images/s over torch's;
+the goal is 2 on AVX2). ``--no-torch`` leaves it out; without torch installed it is null
+and ``skipped`` says so.
 
 Then, in the default precision, ``variants`` times one step of every variant x
 discriminator (model/variants, model/nets/networks.py) at 64x64 RGB and 28x28 gray
@@ -147,9 +154,10 @@ def matmul_block(dtype, n: int = 4096, reps: int = 10):
 
 
 def measure(precision: str, batch: int, resolution: int, steps: int, repeats: int, base_width: int = 128,
-            matmul_size: int = 4096):
-    """``(images/s, matmul GFLOP/s, trainer, cores busy)`` for ``precision``: the best of
-    ``repeats`` rounds, each timing a matmul block and then ``steps`` training steps, so both
+            matmul_size: int = 4096, peer=None):
+    """``(images/s, matmul GFLOP/s, trainer, cores busy, peer images/s)`` for ``precision``: the
+    best of ``repeats`` rounds, each timing a matmul block, ``steps`` training steps and, with
+    ``peer`` (a callable running ``steps`` steps of another framework), the peer's block, so all
     rates see the same machine conditions; ``cores busy`` is the process's CPU seconds per
     second during the best block of steps (2.0 on an idle 2-core machine)."""
     trainer = GANTrainer(TrainConfig(resolution=resolution, batch_size=batch, precision=precision,
@@ -163,7 +171,7 @@ def measure(precision: str, batch: int, resolution: int, steps: int, repeats: in
         for _ in range(steps):
             out = trainer.train_step(real)
         float(out["d_loss"])
-    best_mm = best_train = float("inf")
+    best_mm = best_train = best_peer = float("inf")
     share = 0.0
     for _ in range(repeats):
         best_mm = min(best_mm, seconds(matmul))
@@ -171,7 +179,10 @@ def measure(precision: str, batch: int, resolution: int, steps: int, repeats: in
         t = seconds(train)
         if t < best_train:
             best_train, share = t, (time.process_time() - cpu_start) / t
-    return batch * steps / best_train, flops / best_mm / 1e9, trainer, share
+        if peer is not None:
+            best_peer = min(best_peer, seconds(peer))
+    return (batch * steps / best_train, flops / best_mm / 1e9, trainer, share,
+            None if peer is None else batch * steps / best_peer)
 
 
 def measure_variant(variant: str, discriminator: str, resolution: int, channels: int, batch: int,
@@ -236,6 +247,20 @@ def capsnet_convs(resolution: int, channels: int, batch: int, precision: str, ma
     return out
 
 
+def torch_peer(args):
+    """bench/torch_peer.py's warmed-up block of ``args.steps`` torch steps, or None (with the
+    reason in ``args.skipped``) when ``--no-torch`` or torch is not installed."""
+    if args.no_torch:
+        return None
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        args.skipped["torch"] = "torch is not installed (pip install -e '.[metrics]')"
+        return None
+    from torch_peer import block
+    return block(args.batch, args.steps, args.resolution, args.base_width)
+
+
 def peaks(flags: set[str]) -> tuple[dict, dict]:
     """``(cpu, peak GFLOP/s by precision)``: what the FMA peak was computed from
     (model/cpu.py), and the peak each precision's step is held against."""
@@ -262,6 +287,7 @@ def main() -> None:
                    help="also time precisions this CPU only emulates (bfloat16 without bfloat16 units: slow)")
     p.add_argument("--variant-steps", type=int, default=1, help="timed steps per variant x discriminator")
     p.add_argument("--variants", help="'all', 'none', or variant names, comma separated (default: all)")
+    p.add_argument("--no-torch", action="store_true", help="leave out the PyTorch eager peer (float32)")
     p.add_argument("--tiny", action="store_true", help="smoke-test settings: " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in TINY.items()) + " (explicit options still win)")
     args = p.parse_args()
@@ -277,8 +303,9 @@ def main() -> None:
         "cpu_count": os.cpu_count(), "batch": args.batch, "resolution": args.resolution,
         "base_width": args.base_width, "steps": args.steps, "repeats": args.repeats,
         "matmul_size": args.matmul_size, "cpu": cpu, "fma_peak_gflops": cpu["gflops"], "skipped": {},
-        "load_avg_start": round(os.getloadavg()[0], 2),
+        "load_avg_start": round(os.getloadavg()[0], 2), "torch_images_per_s_fp32": None, "vs_torch_fp32": None,
     }
+    args.skipped = result["skipped"]
     gflop = None
     for precision in args.precisions.split(","):
         suffix = SUFFIX[precision]
@@ -289,8 +316,9 @@ def main() -> None:
         if skip:
             result["skipped"][precision] = skip
         else:
-            ips, mm, trainer, busy = measure(precision, args.batch, args.resolution, args.steps, args.repeats,
-                                       args.base_width, args.matmul_size)
+            peer = torch_peer(args) if precision == "float32" else None
+            ips, mm, trainer, busy, peer_ips = measure(precision, args.batch, args.resolution, args.steps,
+                                                       args.repeats, args.base_width, args.matmul_size, peer)
             gflop = step_flops_per_image(trainer) / 1e9
             top = peak[precision]
             figures = {"images_per_s": round(ips, 2), "gflops": round(ips * gflop, 1), "matmul_gflops": round(mm, 1),
@@ -299,6 +327,9 @@ def main() -> None:
                        "matmul_of_peak": round(mm / top, 3) if top else None, "cores_busy": round(busy, 2)}
             if reason:
                 figures["emulated"] = True
+            if peer_ips is not None:
+                result["torch_images_per_s_fp32"] = round(peer_ips, 2)
+                result["vs_torch_fp32"] = round(ips / peer_ips, 3)
             print(precision, json.dumps(figures), file=sys.stderr, flush=True)
         result.update({f"{k}_{suffix}": v for k, v in figures.items()})
     result["gflop_per_image"] = None if gflop is None else round(gflop, 3)

@@ -9,3 +9,7 @@
                 comparison, classifier, tuning
     apps/       completion, projection, inversion, directions, attribute classifier
 """
+from pipeline.console import tensorflow_defaults
+
+# Before any model module imports TensorFlow, which reads its oneDNN switch at import.
+tensorflow_defaults()

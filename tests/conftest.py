@@ -12,8 +12,11 @@ import pytest
 from components import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
 from luigi.task_register import Register
 
+from pipeline.console import tensorflow_defaults
+
 # Keep TensorFlow quiet and on the CPU threads pytest leaves it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+tensorflow_defaults()  # TensorFlow's oneDNN kernels on every CPU kind, as every command has them
 
 
 def pytest_runtest_setup(item):

@@ -43,3 +43,28 @@ def test_tiny_run_on_a_cpu_without_bfloat16_skips_it_with_the_reason():
     assert result["images_per_s"] == result["images_per_s_fp32"] and result["of_peak"] == result["of_peak_fp32"]
     assert (result["batch"], result["base_width"], result["steps"], result["repeats"]) == (4, 8, 2, 1)
     assert "variants" not in result and result["load_avg_start"] >= 0 and result["load_avg_end"] >= 0
+    # the PyTorch eager peer ran in the same process, and the ratio is TensorFlow's over it
+    assert result["torch_images_per_s_fp32"] > 0
+    assert result["vs_torch_fp32"] == pytest.approx(result["images_per_s_fp32"] / result["torch_images_per_s_fp32"],
+                                                    rel=0.01)
+
+
+def test_the_torch_peer_is_the_same_network():
+    """bench/torch_peer.py's G and D have model/nets/dcgan.py's trainable weights, layer by layer
+    in shape, so ``vs_torch_fp32`` compares one network in two frameworks."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "bench"))
+    from torch_peer import build
+
+    from model.nets.dcgan import build_discriminator, build_generator
+
+    for resolution, width in ((64, 8), (32, 4)):
+        g, d = build(resolution, 3, width)
+        for keras_model, torch_model in ((build_generator(resolution, 3, base_width=width, fast=False), g),
+                                         (build_discriminator(resolution, 3, base_width=width, fast=False), d)):
+            ours = sorted(int(w.shape.num_elements()) for w in keras_model.trainable_weights)
+            theirs = sorted(p.numel() for p in torch_model.parameters())
+            assert ours == theirs, keras_model.name
+        z = torch.zeros(2, 100)
+        assert tuple(g(z).shape) == (2, 3, resolution, resolution)
+        assert tuple(d(g(z)).shape) == (2, 1)

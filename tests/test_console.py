@@ -158,3 +158,19 @@ def test_facegan_studio_starts_quietly(tmp_path):
         assert f"facegan-studio: --model {run}: cannot load the generator" in proc.stderr, proc.stderr[-2000:]
         runs[label] = proc.stderr
     _no_chatter_without_the_switch(runs["quiet"], runs["verbose"], "FACEGAN_VERBOSE=1")
+
+
+@pytest.mark.parametrize("user_setting, enabled", [(None, True), ("0", False)])
+def test_tensorflow_runs_onednn_on_every_cpu_kind_unless_the_user_says_no(user_setting, enabled):
+    """TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI/BF16 or
+    AMX (on AVX2 its Eigen matmul ran at half oneDNN's speed); importing model/ turns them on
+    everywhere first, and a user's TF_ENABLE_ONEDNN_OPTS=0 is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if user_setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = user_setting
+    code = ("import model, tensorflow, os; from tensorflow.python.util import _pywrap_util_port as port; "
+            "print(port.IsMklEnabled(), os.environ['TF_ENABLE_ONEDNN_OPTS'])")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [str(enabled), "1" if enabled else "0"]
