@@ -90,7 +90,7 @@ def main() -> None:
                 for key in (list(runs) if r % 2 == 0 else reversed(list(runs))):
                     times[key].append(seconds(runs[key], x, w))
             t_native, t_matmul = statistics.median(times["native"]), statistics.median(times["matmul"])
-            routed = matmul_route_for(dtype.name, small)
+            routed = matmul_route_for(dtype.name, small, transposed)
             speedup = t_native / t_matmul
             agrees &= speedup > 1.0 if routed else speedup <= 1.1
             results.append({"layer": name, "dtype": dtype.name, "native_ms": round(t_native * 1e3, 1),

@@ -26,6 +26,7 @@ NATIVE_CONV_OPS = {"Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"}
 def matmul_in_float32(monkeypatch):
     """Take the matmul route in float32 up to side 8, so it can be compared to the native kernels exactly."""
     monkeypatch.setattr(model.nets.layers, "MATMUL_MAX_SIDE", {"bfloat16": 8, "float32": 8})
+    monkeypatch.setattr(model.nets.layers, "MATMUL_MAX_SIDE_BY_ISA", {})
 
 
 def _pair(fast_cls, plain_cls, shape, dtype, **kw):
@@ -130,11 +131,20 @@ def test_col2im_matmul_is_the_adjoint_of_the_im2col_convolution(k, size, s):
     np.testing.assert_allclose(float(tf.reduce_sum(y * c)), float(tf.reduce_sum(x * back)), rtol=1e-5)
 
 
-@pytest.mark.parametrize("dtype,size,route", [("float32", 8, True), ("float32", 16, False),
-                                              ("mixed_bfloat16", 16, True), ("mixed_bfloat16", 32, False)])
-def test_default_route_by_dtype_and_side(dtype, size, route):
-    """The matmul route up to side 4 in float32 and 8 in bfloat16; elsewhere the parent's
-    call runs: identical bits."""
+AVX512_FLAGS = "fma avx avx2 avx512f avx512bw avx512_bf16"
+AVX2_FLAGS = "fma avx avx2"
+
+
+@pytest.mark.parametrize("flags,dtype,size,route", [
+    (AVX512_FLAGS, "float32", 8, True), (AVX512_FLAGS, "float32", 16, False),
+    (AVX512_FLAGS, "mixed_bfloat16", 16, True), (AVX512_FLAGS, "mixed_bfloat16", 32, False),
+    (AVX2_FLAGS, "float32", 16, True), (AVX2_FLAGS, "float32", 32, False)])
+def test_default_route_by_cpu_kind_dtype_and_side(monkeypatch, flags, dtype, size, route):
+    """The matmul route for convolutions up to side 4 in float32 and 8 in bfloat16, and up to 8
+    in float32 on an AVX2 CPU (MATMUL_MAX_SIDE_BY_ISA); elsewhere the parent's call runs:
+    identical bits."""
+    monkeypatch.setenv("FACEGAN_CPU_FLAGS", flags)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     shape = (2, size, size, 4)
     fast, plain = _pair(MatmulConv2D, keras.layers.Conv2D, shape, dtype, filters=3, kernel_size=4, strides=2,
                         padding="same")
@@ -180,3 +190,16 @@ def test_fused_adam_matches_adam(shape):
     assert len(fused.variables) == len(plain.variables)  # same state: iterations, lr, m, v
     for a, b in zip(fused.variables, plain.variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-9)  # float32 rounding
+
+
+@pytest.mark.parametrize("flags,transposed,side,route", [
+    (AVX2_FLAGS, False, 8, True), (AVX2_FLAGS, True, 8, False), (AVX2_FLAGS, True, 4, True),
+    (AVX512_FLAGS, False, 8, False), (AVX512_FLAGS, True, 4, True)])
+def test_the_route_is_chosen_per_cpu_kind_and_direction(monkeypatch, flags, transposed, side, route):
+    """float32 on AVX2: D's 16->8 convolution goes down the matmul route, G's 8->16 transposed
+    one keeps the native kernel (bench/conv_route.py on an AVX2 AMD EPYC)."""
+    from model.nets.layers import matmul_route_for
+
+    monkeypatch.setenv("FACEGAN_CPU_FLAGS", flags)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert matmul_route_for("float32", side, transposed) is route

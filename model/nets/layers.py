@@ -28,6 +28,10 @@ from keras import layers
 # input) it is taken at. Measured on a 2-core AMX Xeon (docs/training.md); CPUs only, since
 # GPU convolution kernels were not measured.
 MATMUL_MAX_SIDE = {"bfloat16": 8, "float32": 4}
+# Where a CPU kind measured otherwise (bench/conv_route.py): (vector ISA, dtype, "conv" or
+# "transpose") -> side. AVX2 AMD EPYC, float32, oneDNN: D's 16->8 convolution 1.26x faster as
+# matmuls, G's 8->16 transposed one 0.62x (so it keeps the native kernel).
+MATMUL_MAX_SIDE_BY_ISA = {("avx2", "float32", "conv"): 8}
 
 
 def same_padding(n_in: int, n_out: int, k: int, s: int) -> int:
@@ -135,13 +139,18 @@ def conv2d_transpose_same(x: tf.Tensor, kernel: tf.Tensor, s: int) -> tf.Tensor:
     return conv_t(x, kernel)
 
 
-def matmul_route_for(dtype: str, side: int) -> bool:
-    """Whether a strided layer computing in ``dtype`` with small side ``side`` runs as matmuls here."""
-    return side <= MATMUL_MAX_SIDE.get(dtype, 0) and not tf.config.list_logical_devices("GPU")
+def matmul_route_for(dtype: str, side: int, transposed: bool = False) -> bool:
+    """Whether a strided layer (a transposed convolution with ``transposed``) computing in
+    ``dtype`` with small side ``side`` runs as matmuls on this CPU."""
+    from model.cpu import cpu_flags, vector_isa
+
+    kind = (vector_isa(cpu_flags()), dtype, "transpose" if transposed else "conv")
+    limit = MATMUL_MAX_SIDE_BY_ISA.get(kind, MATMUL_MAX_SIDE.get(dtype, 0))
+    return side <= limit and not tf.config.list_logical_devices("GPU")
 
 
-def _matmul_route(layer, side: int) -> bool:
-    return (matmul_route_for(layer.compute_dtype, side)
+def _matmul_route(layer, side: int, transposed: bool) -> bool:
+    return (matmul_route_for(layer.compute_dtype, side, transposed)
             and layer.padding == "same" and layer.data_format == "channels_last"
             and len(set(layer.strides)) == 1 and layer.strides[0] > 1
             and tuple(layer.dilation_rate) == (1, 1) and layer.kernel_size[0] == layer.kernel_size[1])
@@ -161,7 +170,7 @@ class MatmulConv2D(layers.Conv2D):
     def call(self, inputs):
         _, h, w, _ = inputs.shape
         s = self.strides[0]
-        if h is None or w is None or not _matmul_route(self, -(-max(h, w) // s)):
+        if h is None or w is None or not _matmul_route(self, -(-max(h, w) // s), False):
             return super().call(inputs)
         return _finish(self, conv2d_same(inputs, tf.cast(self.kernel, inputs.dtype), s))
 
@@ -173,7 +182,7 @@ class MatmulConv2DTranspose(layers.Conv2DTranspose):
 
     def call(self, inputs):
         _, h, w, _ = inputs.shape
-        if h is None or w is None or self.output_padding is not None or not _matmul_route(self, max(h, w)):
+        if h is None or w is None or self.output_padding is not None or not _matmul_route(self, max(h, w), True):
             return super().call(inputs)
         return _finish(self, conv2d_transpose_same(inputs, tf.cast(self.kernel, inputs.dtype), self.strides[0]))
 
