@@ -220,6 +220,10 @@ def args_serving_engines(d):
     return ["--base-width", 8, "--repeats", 5]
 
 
+def args_torch_peer(d):
+    return ["--batch", 2, "--base-width", 4, "--steps", 1, "--repeats", 1]
+
+
 #: bench script -> (its arguments from the data, the fixtures it needs, keys its JSON line has).
 BENCHES = {
     "align": (args_align, ("celeba",), {"images_per_s", "speedup", "faces_found", "align_error_openface"}),
@@ -239,6 +243,7 @@ BENCHES = {
     "scale": (args_scale, ("celeba",), {"sample_s_per_image", "align_sample_s_per_image", "align_celeba_s_per_image",
                                         "records_celeba_s_per_image", "scheduler_ms_per_task", "load_avg_end"}),
     "serving_engines": (args_serving_engines, (), {"rows"}),
+    "torch_peer": (args_torch_peer, (), {"torch", "threads", "images_per_s_fp32"}),
 }
 #: Checks beyond the keys: the rows a smoke run must have made.
 ROWS = {
@@ -258,6 +263,7 @@ ROWS = {
                           and r["recipes"]["paper"]["fid_over_steps_split"] == "validation"
                           and r["recipes"]["paper"]["fid_std"] > 0 and r["fid_std"] > 0),
     "rebuild": lambda r: r["versions"][0] != r["versions"][1],
+    "torch_peer": lambda r: r["images_per_s_fp32"] > 0 and (r["batch"], r["base_width"]) == (2, 4),
     # the bucket holds what a second machine needs: it runs nothing; the records equal the local run's
     "object_store": lambda r: (r["second_machine"]["ran"] == [] and r["record_files_identical"] > 0
                                and r["traffic"]["bytes_up"] > 0 and r["training_machine"]["again"]["bytes_down"] == 0),
