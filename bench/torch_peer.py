@@ -16,19 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 
 def build(resolution: int = 64, channels: int = 3, base_width: int = 128, z_dim: int = 100):
     """``(G, D)`` torch modules of model/nets/dcgan.py's shapes (NCHW)."""
     from torch import nn
 
-    ups = 0
-    start = resolution
-    while start % 2 == 0 and start > 4:
-        start //= 2
-        ups += 1
-    chans = [base_width * 2 ** k for k in reversed(range(ups))]  # model.nets.dcgan.widths
+    from model.nets.dcgan import widths
+
+    start, chans = widths(resolution, base_width)
 
     class Generator(nn.Module):
         def __init__(self):
@@ -83,20 +83,15 @@ def trainer(batch: int, resolution: int = 64, base_width: int = 128, z_dim: int 
     return step
 
 
-def threads() -> int:
-    """The cores this process may run on (torch's intra-op threads)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def block(batch: int, steps: int, resolution: int = 64, base_width: int = 128):
     """A warmed-up callable running ``steps`` torch training steps (torch's intra-op threads
-    set to :func:`threads`), for callers that alternate it with their own timed blocks."""
+    set to the cores this process may use), for callers that alternate it with their own
+    timed blocks."""
     import torch
 
-    torch.set_num_threads(threads())
+    from pipeline.align.engine import usable_cores
+
+    torch.set_num_threads(usable_cores())
     step = trainer(batch, resolution, base_width)
     for _ in range(2):  # warm up (oneDNN primitive caches)
         step()

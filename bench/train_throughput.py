@@ -248,17 +248,16 @@ def capsnet_convs(resolution: int, channels: int, batch: int, precision: str, ma
 
 
 def torch_peer(args):
-    """bench/torch_peer.py's warmed-up block of ``args.steps`` torch steps, or None (with the
-    reason in ``args.skipped``) when ``--no-torch`` or torch is not installed."""
+    """``(block, skip reason)``: bench/torch_peer.py's warmed-up block of ``args.steps`` torch
+    steps, or None and why not (None with ``--no-torch``, a reason when torch is missing)."""
     if args.no_torch:
-        return None
+        return None, None
     try:
         import torch  # noqa: F401
     except ImportError:
-        args.skipped["torch"] = "torch is not installed (pip install -e '.[metrics]')"
-        return None
+        return None, "torch is not installed (pip install -e '.[metrics]')"
     from torch_peer import block
-    return block(args.batch, args.steps, args.resolution, args.base_width)
+    return block(args.batch, args.steps, args.resolution, args.base_width), None
 
 
 def peaks(flags: set[str]) -> tuple[dict, dict]:
@@ -305,7 +304,6 @@ def main() -> None:
         "matmul_size": args.matmul_size, "cpu": cpu, "fma_peak_gflops": cpu["gflops"], "skipped": {},
         "load_avg_start": round(os.getloadavg()[0], 2), "torch_images_per_s_fp32": None, "vs_torch_fp32": None,
     }
-    args.skipped = result["skipped"]
     gflop = None
     for precision in args.precisions.split(","):
         suffix = SUFFIX[precision]
@@ -316,7 +314,9 @@ def main() -> None:
         if skip:
             result["skipped"][precision] = skip
         else:
-            peer = torch_peer(args) if precision == "float32" else None
+            peer, why = torch_peer(args) if precision == "float32" else (None, None)
+            if why:
+                result["skipped"]["torch"] = why
             ips, mm, trainer, busy, peer_ips = measure(precision, args.batch, args.resolution, args.steps,
                                                        args.repeats, args.base_width, args.matmul_size, peer)
             gflop = step_flops_per_image(trainer) / 1e9

@@ -52,7 +52,9 @@ def test_tiny_run_on_a_cpu_without_bfloat16_skips_it_with_the_reason():
 def test_the_torch_peer_is_the_same_network():
     """bench/torch_peer.py's G and D have model/nets/dcgan.py's trainable weights, layer by layer
     in shape, so ``vs_torch_fp32`` compares one network in two frameworks."""
-    torch = pytest.importorskip("torch")
+    from components import require_module
+
+    torch = require_module("torch")
     sys.path.insert(0, str(ROOT / "bench"))
     from torch_peer import build
 

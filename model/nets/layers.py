@@ -24,6 +24,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from model.cpu import cpu_flags, vector_isa
+
 # The matmul route, per compute dtype: the largest small side (conv output / transposed-conv
 # input) it is taken at. Measured on a 2-core AMX Xeon (docs/training.md); CPUs only, since
 # GPU convolution kernels were not measured.
@@ -142,8 +144,6 @@ def conv2d_transpose_same(x: tf.Tensor, kernel: tf.Tensor, s: int) -> tf.Tensor:
 def matmul_route_for(dtype: str, side: int, transposed: bool = False) -> bool:
     """Whether a strided layer (a transposed convolution with ``transposed``) computing in
     ``dtype`` with small side ``side`` runs as matmuls on this CPU."""
-    from model.cpu import cpu_flags, vector_isa
-
     kind = (vector_isa(cpu_flags()), dtype, "transpose" if transposed else "conv")
     limit = MATMUL_MAX_SIDE_BY_ISA.get(kind, MATMUL_MAX_SIDE.get(dtype, 0))
     return side <= limit and not tf.config.list_logical_devices("GPU")
