@@ -18,6 +18,21 @@ from pipeline.console import tensorflow_defaults
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tensorflow_defaults()  # TensorFlow's oneDNN kernels on every CPU kind, as every command has them
 
+#: The test files that take longest (14-210 s of test time each on the 2-core AVX2-only EPYC,
+#: ``--durations=0``, 2026-12-03), longest first. ``make test`` hands whole files to its workers
+#: (``--dist loadfile``) in collection order: these go first so that the last files handed out are
+#: short ones, and no worker runs a long file alone at the end while the other idles.
+LONGEST_FIRST = ("test_bench_smoke.py", "test_multiworker.py", "test_ema_augment.py", "test_variants.py",
+                 "test_train.py", "test_train_budget.py", "test_studio_browser.py", "test_tune.py",
+                 "test_luigid.py", "test_console.py", "test_storage.py", "test_compare.py", "test_egan.py",
+                 "test_crash_recovery.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The files of ``LONGEST_FIRST`` first, in its order; the rest after, in their own order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
+
 
 def pytest_runtest_setup(item):
     """``ONEDNN_MAX_CPU_ISA=AVX2 make test`` runs the suite as an AVX2-only CPU would (the float32

