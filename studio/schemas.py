@@ -104,7 +104,9 @@ def state_of(inputs: dict[str, np.ndarray], i: int = 0) -> dict:
 
 
 def _floats(values) -> list[float]:
-    return [round(float(v), 6) for v in np.asarray(values).ravel()]
+    """float32 values as the shortest decimals that read back as the same float32, so a
+    state the page sends back draws exactly the image it came with."""
+    return [float(str(v)) for v in np.asarray(values, np.float32).ravel()]
 
 
 def number(x) -> float | None:

@@ -90,6 +90,33 @@ def test_matmul_conv_transpose_matches_conv2d_transpose(matmul_in_float32, k, si
     _close(_value_and_grads(fast, x), _value_and_grads(plain, x), 1e-5)
 
 
+@pytest.mark.parametrize("fast_cls,plain_cls,size", [(MatmulConv2D, keras.layers.Conv2D, 8),
+                                                     (MatmulConv2DTranspose, keras.layers.Conv2DTranspose, 4)])
+def test_a_frozen_layer_computes_the_same_and_its_input_gradient(matmul_in_float32, fast_cls, plain_cls, size):
+    """freeze() (inference copies: model.train.serving.fast_copy) makes the regrouped kernel a
+    constant: same output and input gradient, and no kernel regrouping per call."""
+    shape = (2, size, size, 6)
+    x = tf.random.stateless_normal(shape, (7, 8))
+    fast, plain = _pair(fast_cls, plain_cls, shape, "float32", filters=5, kernel_size=4, **CONV)
+    fast.freeze()
+
+    def value_and_input_grad(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * tf.random.stateless_normal(y.shape, (0, 1)))
+        return [y.numpy(), tape.gradient(loss, x).numpy()]
+
+    got = value_and_input_grad(fast)
+    _close(got, value_and_input_grad(plain), 1e-5)
+    ops = {op.type for op in tf.function(lambda x: fast(x)).get_concrete_function(x).graph.get_operations()}
+    assert "Transpose" not in ops and "MatMul" in ops and not ops & NATIVE_CONV_OPS, ops
+    fast.kernel.assign(fast.kernel * 2)  # frozen: the constant, until freeze() again
+    np.testing.assert_allclose(fast(x).numpy(), got[0], rtol=1e-6)
+    fast.freeze()
+    assert np.max(np.abs(fast(x).numpy() - got[0])) > 1e-3
+
+
 @pytest.mark.parametrize("fast_cls,plain_cls,shape", [(MatmulConv2D, keras.layers.Conv2D, (4, 8, 8, 16)),
                                                       (MatmulConv2DTranspose, keras.layers.Conv2DTranspose,
                                                        (4, 4, 4, 16))])
