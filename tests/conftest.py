@@ -22,9 +22,9 @@ tensorflow_defaults()  # TensorFlow's oneDNN kernels on every CPU kind, as every
 #: ``--durations=0``, 2026-12-03), longest first. ``make test`` hands whole files to its workers
 #: (``--dist loadfile``) in collection order: these go first so that the last files handed out are
 #: short ones, and no worker runs a long file alone at the end while the other idles.
-LONGEST_FIRST = ("test_bench_smoke.py", "test_multiworker.py", "test_ema_augment.py", "test_variants.py",
-                 "test_train.py", "test_train_budget.py", "test_studio_browser.py", "test_tune.py",
-                 "test_luigid.py", "test_console.py", "test_storage.py", "test_compare.py", "test_egan.py",
+LONGEST_FIRST = ("test_bench_smoke.py", "test_multiworker.py", "test_variants.py", "test_train_budget.py",
+                 "test_studio_browser.py", "test_tune.py", "test_luigid.py", "test_console.py", "test_storage.py",
+                 "test_ema_augment.py", "test_compare.py", "test_egan.py", "test_train.py",
                  "test_crash_recovery.py")
 
 

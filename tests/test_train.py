@@ -3,9 +3,6 @@ divergence stops cleanly, exports agree, two devices train."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -119,36 +116,6 @@ def test_bfloat16_training_keeps_float32_outputs_and_export():
     assert all(np.isfinite(float(v)) for v in out.values())
     exported = trainer.export_generator()
     assert exported.get_layer("to_image").compute_dtype == "float32"
-
-
-@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
-def test_two_device_mirrored_strategy_step(precision):
-    code = textwrap.dedent("""
-        import numpy as np, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from model.train.loop import GANTrainer, TrainConfig, make_strategy
-        strategy = make_strategy()
-        assert strategy.num_replicas_in_sync == 2, strategy
-        trainer = GANTrainer(TrainConfig(base_width=8, batch_size=8, seed=1, precision=PRECISION), strategy)
-        images = np.random.default_rng(0).uniform(-1, 1, (16, 64, 64, 3)).astype("float32")
-        ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(images).batch(8))
-        # D's logit biased far up: each replica's mean D(x) is near sigmoid(6) = 0.9975, so a sum over
-        # the two replicas (near 2) cannot pass for the global mean.
-        trainer.discriminator.get_layer("logit").bias.assign([6.0])
-        before = trainer.generator.trainable_variables[0].numpy().copy()
-        for batch in ds:
-            out = trainer.train_step(batch)
-        assert int(trainer.step.numpy()) == 2
-        # Global means, not sums over the replicas:
-        assert 0.99 < float(out["d_real"]) <= 1.0 and 0.99 < float(out["d_fake"]) <= 1.0, out
-        assert float(out["d_acc_real"]) == 1.0 and float(out["d_acc_fake"]) == 0.0, out
-        assert not np.array_equal(before, trainer.generator.trainable_variables[0].numpy())
-        print("OK", {k: round(float(v), 4) for k, v in out.items()})
-    """).replace("PRECISION", repr(precision))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
 
 
 def test_config_is_validated():
