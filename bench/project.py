@@ -1,6 +1,7 @@
 """Projection with and without a learned encoder, on held-out faces, at batch 1.
 
     python bench/project.py --model processed/models/celeba/dcgan-<v> [--faces 40] [--encoder-steps 1500]
+        [--split test|validation] [--refine-steps 30,60,100]
     python bench/project.py --model RUN --faces 2 --encoder-steps 2 --search-steps 2 --refine-steps 2   # smoke
 
 The faces are the ``test`` split of the records the run's card names (held out from the
@@ -11,11 +12,14 @@ studio does for one person, by:
 
 - ``search``: today's search without an encoder (``--search-steps``, default 200: PROJECT_STEPS);
 - ``encoder``: E(x) alone (no search);
-- ``encoder+refine``: E(x) among the candidates, then ``--refine-steps`` (30: REFINE_STEPS).
+- ``encoder+refine``: E(x) among the candidates, then ``--refine-steps`` (REFINE_STEPS); with
+  several counts (``30,60,100``) each is a row of ``refine_sweep`` and ``encoder+refine`` is the
+  first, and ``smallest_matching`` names the fewest steps that meet the targets below.
 
 Per method: mean PSNR and SSIM of G(inputs) against the face, and seconds per face (p50, p95).
 Targets (issue 29): E alone <= 50 ms per face; encoder+refine at least the search's PSNR and
-SSIM in <= 1 s. The final line is JSON.
+SSIM in <= 1 s. ``--split``: choose a step count on ``validation``, report it on ``test`` (the
+default). The final line is JSON.
 """
 from __future__ import annotations
 
@@ -43,7 +47,10 @@ def main(argv=None) -> int:
     p.add_argument("--records", help="records folder of the held-out faces (default: the one the card names)")
     p.add_argument("--faces", type=int, default=40, help="held-out faces projected (default: %(default)s)")
     p.add_argument("--search-steps", type=int, default=None, help="steps of the plain search (default: 200)")
-    p.add_argument("--refine-steps", type=int, default=None, help="steps after E(x) (default: 30)")
+    p.add_argument("--refine-steps", default=None,
+                   help="steps after E(x), or several, comma-separated (default: REFINE_STEPS)")
+    p.add_argument("--split", default="test", choices=("test", "validation"),
+                   help="the held-out faces: choose on validation, report on test (default: %(default)s)")
     p.add_argument("--encoder-steps", type=int, default=None, help="train an encoder this long when the run "
                                                                    "has none (default: TrainEncoder's)")
     p.add_argument("--keep-encoder", action="store_true", help="write the encoder trained here into the run")
@@ -64,8 +71,8 @@ def main(argv=None) -> int:
     records = args.records or card.dataset.get("records")
     if not records or not Path(records).is_dir():
         raise SystemExit(f"bench/project.py: {run}'s card names no records folder on this machine ({records})")
-    faces = read_split_images(records, "test", args.faces, args.seed)
-    result = {"cpu": cpu_model(), "model": str(run), "faces": len(faces), "split": "test",
+    faces = read_split_images(records, args.split, args.faces, args.seed)
+    result = {"cpu": cpu_model(), "model": str(run), "faces": len(faces), "split": args.split,
               "load_avg_1min_before": round(os.getloadavg()[0], 2)}
     encoder, trained = load_encoder(run), None
     if encoder is None:
@@ -89,12 +96,12 @@ def main(argv=None) -> int:
         return np.concatenate(outs), np.array(seconds)
 
     search_steps = args.search_steps or PROJECT_STEPS
-    refine_steps = args.refine_steps or REFINE_STEPS
+    refine_steps = [int(v) for v in str(args.refine_steps or REFINE_STEPS).split(",")]
     methods = {
         "search": lambda x: project_faces(generator, card, x, steps=search_steps, seed=args.seed)["images"],
         "encoder": lambda x: generate(generator, encode(encoder, x)),
-        "encoder+refine": lambda x: project_faces(generator, card, x, steps=refine_steps, seed=args.seed,
-                                                  encoder=encoder)["images"],
+        **{f"refine@{n}": (lambda x, n=n: project_faces(generator, card, x, steps=n, seed=args.seed,
+                                                          encoder=encoder)["images"]) for n in refine_steps},
     }
     for name, fn in methods.items():
         images, seconds = timed(fn)
@@ -102,7 +109,15 @@ def main(argv=None) -> int:
                         "ssim": round(float(ssim(images, faces).mean()), 4),
                         "seconds_p50": round(float(np.percentile(seconds, 50)), 3),
                         "seconds_p95": round(float(np.percentile(seconds, 95)), 3)}
-    result["search"]["steps"], result["encoder+refine"]["steps"] = search_steps, refine_steps
+    result["search"]["steps"] = search_steps
+    result["refine_sweep"] = [{"steps": n, **result.pop(f"refine@{n}")} for n in refine_steps]
+    result["encoder+refine"] = result["refine_sweep"][0]
+    search = result["search"]
+
+    def meets(row):
+        return (row["seconds_p50"] <= TARGETS["refine_seconds"] and row["psnr"] >= search["psnr"]
+                and row["ssim"] >= search["ssim"])
+    result["smallest_matching"] = min((r["steps"] for r in result["refine_sweep"] if meets(r)), default=None)
     encode(encoder, faces[:1])
     ms = []
     for face in faces:

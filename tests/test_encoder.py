@@ -101,6 +101,11 @@ def test_projection_and_completion_start_from_the_encoder(run):
     with_e = project_faces(generator, card, faces, steps=REFINE_STEPS, restarts=1, candidates=1, encoder=encoder)
     without = project_faces(generator, card, faces, steps=REFINE_STEPS, restarts=1, candidates=1)
     assert with_e["psnr"].mean() > without["psnr"].mean()  # one candidate: E's guess against one random draw
+    # The default step count: a refinement of E's guess with an encoder, the whole search without.
+    from model.apps.project import PROJECT_STEPS
+    assert project_faces(generator, card, faces[:1], restarts=1, candidates=1, encoder=encoder)["loss"].shape == (
+        REFINE_STEPS, 1)
+    assert project_faces(generator, card, faces[:1], restarts=1, candidates=1)["loss"].shape == (PROJECT_STEPS, 1)
     mask = np.zeros((64, 64), bool)
     mask[20:44, 20:44] = True
     done = complete_faces(generator, None, card, faces, mask, steps=3, restarts=1, candidates=1, encoder=encoder)

@@ -28,7 +28,7 @@ PROJECT_STEPS = 200
 REFINE_STEPS = 30
 
 
-def project_faces(generator, card, images, *, steps: int = PROJECT_STEPS, restarts: int = FitSettings.restarts,
+def project_faces(generator, card, images, *, steps: int | None = None, restarts: int = FitSettings.restarts,
                   seed: int = 0, lr: float = FitSettings.lr, candidates: int = FitSettings.candidates,
                   discriminator=None, lam: float = 0.0, fixed: dict | None = None,
                   batch: int = FitSettings.batch, progress: Callable[[int, int], None] | None = None,
@@ -43,12 +43,15 @@ def project_faces(generator, card, images, *, steps: int = PROJECT_STEPS, restar
     other than z at given values; ``progress`` and ``on_step`` are
     :func:`model.apps.inversion.fit_inputs`'s (``on_step`` may raise ``Cancelled`` to stop).
     With a run's ``encoder`` (model/apps/encoder.py) the search starts from E(images) among
-    the candidates: give it ``steps=REFINE_STEPS`` for a quick refinement."""
+    the candidates. ``steps`` defaults to :data:`REFINE_STEPS` with an encoder (a refinement of
+    its guess) and :data:`PROJECT_STEPS` without."""
     from model.eval.metrics import psnr, ssim
     from model.train.sampling import to_uint8
 
     start = time.time()
     images = check_images(images, card)
+    if steps is None:
+        steps = REFINE_STEPS if encoder is not None else PROJECT_STEPS
     settings = FitSettings(steps=steps, restarts=restarts, candidates=candidates, lr=lr, lam=lam, batch=batch)
     guess = None
     if encoder is not None:
@@ -85,13 +88,12 @@ def _project_cli(args) -> int:
     card, generator, _, _ = load_networks(run, args.precision, discriminator=False)
     face = read_face(args.image, card, aligner_for(card, run), args.aligned)["face"]
     encoder = load_encoder(run)
-    steps = args.steps if args.steps is not None else REFINE_STEPS if encoder is not None else PROJECT_STEPS
-    result = project_faces(generator, card, face[None], steps=steps, restarts=args.restarts, seed=args.seed,
+    result = project_faces(generator, card, face[None], steps=args.steps, restarts=args.restarts, seed=args.seed,
                            lr=args.lr, candidates=args.candidates, encoder=encoder)
     if args.out:
         save_png(result["images"][0], args.out)
     print(json.dumps({"image": args.image, "model": str(run), "out": args.out or None,
-                      "encoder": encoder is not None, "steps": steps,
+                      "encoder": encoder is not None, "steps": int(result["loss"].shape[0]),
                       "psnr": round(float(result["psnr"][0]), 2), "ssim": round(float(result["ssim"][0]), 4),
                       "loss_start": float(result["loss"][0, 0]), "loss_end": float(result["loss"][-1, 0]),
                       "seconds": round(result["seconds"], 2),
