@@ -27,13 +27,13 @@ from model.train.budget import (  # noqa: E402
 )
 from model.train.loop import TrainConfig, train  # noqa: E402
 
-TINY = dict(base_width=8, batch_size=4, steps=100, checkpoint_every=4, log_every=1, seed=3,
+TINY = dict(base_width=8, batch_size=4, steps=100, checkpoint_every=4, log_every=1, seed=3, resolution=32,
             precision="float32", max_minutes=1.0)
 
 
 def _dataset(seed=0):
     tf.random.set_seed(seed)  # as model.train.data does: the order is the seed's alone
-    images = np.random.default_rng(seed).uniform(-1, 1, (16, 64, 64, 3)).astype("float32")
+    images = np.random.default_rng(seed).uniform(-1, 1, (16, 32, 32, 3)).astype("float32")
     return tf.data.Dataset.from_tensor_slices(images).shuffle(16, seed=seed).repeat().batch(4)
 
 
