@@ -152,8 +152,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from model.train.loop import GANTrainer, TrainConfig, make_strategy
 config = TrainConfig(base_width=8, batch_size=8, seed=1, precision="float32", ema=0.999,
-                     augment="translation,cutout,color")
-images = np.random.default_rng(0).uniform(-1, 1, (24, 64, 64, 3)).astype("float32")
+                     augment="translation,cutout,color", resolution=32)
+images = np.random.default_rng(0).uniform(-1, 1, (24, 32, 32, 3)).astype("float32")
 two = make_strategy()
 assert two.num_replicas_in_sync == 2, two
 out = {}
@@ -174,7 +174,10 @@ np.savez(sys.argv[1], **out)
 @pytest.mark.slow
 def test_two_replicas_take_the_step_one_device_takes_on_the_global_batch(tmp_path):
     """MirroredStrategy over two logical CPUs, the same machinery as two workers (rows of the
-    global batch per replica, synchronized batch norm, the one-device noise), in one process."""
+    global batch per replica, synchronized batch norm, the one-device noise), in one process,
+    with the EMA and every augmentation: in float32 the two replicas train what one device
+    trains (so the figures are global means and each replica augments its own rows with the
+    global batch's draws). At 32x32: the matmul-route layers are there, at a quarter of the cost."""
     proc = subprocess.Popen([sys.executable, "-c", TWO_DEVICES, str(tmp_path / "out.npz")], cwd=ROOT,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
