@@ -154,14 +154,12 @@ class _Objective:
     def __init__(self, generator, discriminator, card, lam: float, fixed_names):
         import tensorflow as tf
 
-        from model.train.serving import fast_copy
-
         self.tf = tf
         self.source_D, self.card = discriminator, card
         # The search differentiates through copies with the matmul-route layers: half the
         # time per step of the exported plain layers on CPUs (model.train.serving.fast_copy).
-        self.G = fast_copy(generator)
-        self.D = None if discriminator is None else fast_copy(discriminator)
+        self.G = _fast(generator)
+        self.D = None if discriminator is None else _fast(discriminator)
         self.lam = float(lam) if discriminator is not None else 0.0
         self.names = [s.name for s in card.inputs]
         self.optimised = [s for s in card.inputs if s.kind in OPTIMISED_KINDS and s.name not in fixed_names]
@@ -285,6 +283,22 @@ def _bucket(rows: int, cap: int) -> int:
     in the studio is searched at its own few rows, not padded to a whole batch, and the graphs
     are traced for at most log2(cap) + 1 shapes."""
     return min(cap, 1 << max(0, rows - 1).bit_length())
+
+
+#: The fast copy of each network the searches differentiate through (weakly keyed), one per
+#: network whichever searches share it (projection's and completion's of one generator).
+_FAST: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _fast(network):
+    from model.train.serving import fast_copy
+
+    copy = _FAST.get(network)
+    if copy is None:
+        copy = fast_copy(network)
+        if copy is not network:  # a value holding its own key would keep it alive
+            _FAST[network] = copy
+    return copy
 
 
 #: Searches built for a generator (weakly keyed: they go with it): one per discriminator, loss
