@@ -89,34 +89,32 @@ def main(argv=None) -> int:
             save_encoder(run, encoder, {"settings": settings.__dict__, "records": records, **trained})
     result["encoder_trained_here"] = trained
 
-    def timed(fn):
+    def measured(fn) -> dict:
+        """Mean PSNR and SSIM of ``fn``'s images against the faces, each face projected alone,
+        and its seconds per face (after one warm-up call: the graphs traced once, as the studio
+        does at load)."""
+        fn(faces[:1])
         seconds, outs = [], []
-        fn(faces[:1])  # warm-up: traces the graphs once, as the studio does at load
         for face in faces:
             start = time.perf_counter()
             outs.append(fn(face[None]))
             seconds.append(time.perf_counter() - start)
-        return np.concatenate(outs), np.array(seconds)
+        images = np.concatenate(outs)
+        return {"psnr": round(float(psnr(images, faces).mean()), 3),
+                "ssim": round(float(ssim(images, faces).mean()), 4),
+                "seconds_p50": round(float(np.percentile(seconds, 50)), 3),
+                "seconds_p95": round(float(np.percentile(seconds, 95)), 3)}
 
-    search_steps = [int(v) for v in str(args.search_steps or PROJECT_STEPS).split(",")]
-    refine_steps = [int(v) for v in str(args.refine_steps or REFINE_STEPS).split(",")]
-    methods = {
-        **{f"search@{n}": (lambda x, n=n: project_faces(generator, card, x, steps=n, seed=args.seed)["images"])
-           for n in search_steps},
-        "encoder": lambda x: generate(generator, encode(encoder, x)),
-        **{f"refine@{n}": (lambda x, n=n: project_faces(generator, card, x, steps=n, seed=args.seed,
-                                                          encoder=encoder)["images"]) for n in refine_steps},
-    }
-    for name, fn in methods.items():
-        images, seconds = timed(fn)
-        result[name] = {"psnr": round(float(psnr(images, faces).mean()), 3),
-                        "ssim": round(float(ssim(images, faces).mean()), 4),
-                        "seconds_p50": round(float(np.percentile(seconds, 50)), 3),
-                        "seconds_p95": round(float(np.percentile(seconds, 95)), 3)}
-    result["search_sweep"] = [{"steps": n, **result.pop(f"search@{n}")} for n in search_steps]
-    result["search"] = result["search_sweep"][0]
-    result["refine_sweep"] = [{"steps": n, **result.pop(f"refine@{n}")} for n in refine_steps]
-    result["encoder+refine"] = result["refine_sweep"][0]
+    def sweep(counts: str, **kw) -> list[dict]:
+        """One row per step count of a comma-separated list: project_faces with ``kw``."""
+        return [{"steps": n, **measured(lambda x, n=n: project_faces(generator, card, x, steps=n, seed=args.seed,
+                                                                     **kw)["images"])}
+                for n in (int(v) for v in counts.split(","))]
+
+    result["search_sweep"] = sweep(str(args.search_steps or PROJECT_STEPS))
+    result["encoder"] = measured(lambda x: generate(generator, encode(encoder, x)))
+    result["refine_sweep"] = sweep(str(args.refine_steps or REFINE_STEPS), encoder=encoder)
+    result["search"], result["encoder+refine"] = result["search_sweep"][0], result["refine_sweep"][0]
 
     def meets(row, search):
         return (row["seconds_p50"] <= TARGETS["refine_seconds"] and row["psnr"] >= search["psnr"]

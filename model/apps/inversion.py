@@ -165,7 +165,7 @@ class _Objective:
         self.optimised = [s for s in card.inputs if s.kind in OPTIMISED_KINDS and s.name not in fixed_names]
         self.search = tf.function(self._search)
         self.score = tf.function(self._losses)
-        d_inputs = getattr(discriminator, "inputs", None) or []
+        d_inputs = getattr(self.D, "inputs", None) or []  # the names of the network called
         self.d_names = [t.name.split(":")[0] for t in d_inputs] if len(d_inputs) > 1 else []
 
     def _generate(self, inputs: dict):
