@@ -103,3 +103,7 @@ def test_the_longest_files_named_to_run_first_exist():
     from conftest import LONGEST_FIRST
     assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST)
     assert [name for name in LONGEST_FIRST if not (TESTS / name).is_file()] == []
+    # xdist hands out its own order (the files with the most tests first) unless told not to.
+    makefile = (TESTS.parent / "Makefile").read_text()
+    (command,) = [line for line in makefile.splitlines() if "-m pytest" in line]
+    assert "--dist loadfile" in command and "--no-loadscope-reorder" in command, command

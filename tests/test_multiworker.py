@@ -261,53 +261,6 @@ def single(records, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_two_workers_train_as_one_worker_with_the_same_global_batch(records, single, tmp_path):
-    machines = {name: machine_with_records(records, tmp_path / name) for name in ("chief", "worker")}
-    machines["single"] = single
-    ports = free_ports(2)
-    began = time.monotonic()
-    train_on(machines, {"chief": tf_config(ports, 0), "worker": tf_config(ports, 1)})
-    seconds = time.monotonic() - began
-
-    chief, worker, single = (dict(np.load(machines[n] / "state.npz")) for n in ("chief", "worker", "single"))
-    names = list(chief)
-    assert int(chief["step"]) == int(worker["step"]) == int(single["step"]) == 4
-    # Both workers hold the same bits: weights, their moving average, the noise state.
-    for key in names:
-        assert np.array_equal(chief[key], worker[key]), key
-    # The noise stream is the one-worker stream (every replica drew the global batch's noise).
-    assert np.array_equal(chief["rng"], single["rng"])
-    # The one-worker run with the same global batch (8), to float rounding.
-    assert_same_training(chief, single)
-
-    # Only the chief wrote a run folder, the same run (the same version) as the one-worker run.
-    (run,) = runs(machines["chief"])
-    (single_run,) = runs(machines["single"])
-    assert run.name == single_run.name
-    assert not (machines["worker"] / "processed" / "models").exists()
-    assert not list((machines["worker"] / "tmp").glob("facegan-worker-*"))  # its scratch folder is gone
-    for name in ("generator.keras", "model_card.json", "saved_model", "ckpt", "metrics.csv", "tb",
-                 "progress/step-0000004.png", "lineage.json", "result.json"):
-        assert (run / name).exists(), name
-    result = json.loads((run / "result.json").read_text())
-    assert result["replicas"] == 2 and result["step"] == 4
-    assert json.loads((single_run / "result.json").read_text())["replicas"] == 1
-    card = json.loads((run / "model_card.json").read_text())
-    assert card["steps"] == 4 and card["training"]["batch_size"] == 8
-
-    # The exported generator is the chief's moving average, close to the one-worker export.
-    import keras
-    exported = keras.models.load_model(run / "generator.keras", compile=False).get_weights()
-    alone = keras.models.load_model(single_run / "generator.keras", compile=False).get_weights()
-    averages = [chief[f"average{i}"] for i in range(sum(k.startswith("average") for k in names))]
-    assert len(exported) == len(averages)
-    for mine, average in zip(exported, averages):
-        np.testing.assert_array_equal(mine, average)
-    assert_same_training(dict(enumerate(exported)), dict(enumerate(alone)))
-    print(f"two TrainDCGAN workers: {seconds:.0f} s")
-
-
-@pytest.mark.slow
 def test_two_workers_resume_from_the_chiefs_checkpoint_alone(records, single, tmp_path):
     """A two-worker run stopped after step 2 and started again: the chief resumes from the
     checkpoint in its run folder, the other worker (which kept nothing) takes the chief's state,
@@ -336,8 +289,29 @@ def test_two_workers_resume_from_the_chiefs_checkpoint_alone(records, single, tm
     assert np.array_equal(chief["rng"], single["rng"])
     assert_same_training(chief, single)
     assert [int(r["step"]) for r in csv.DictReader(open(run / "metrics.csv"))] == [1, 2, 3, 4]
-    assert (run / "generator.keras").is_file()
+
+    # Only the chief wrote the run folder (beside the 2-step run); the other worker's scratch folder is gone.
+    assert runs(machines["chief"]) == sorted([short, run])
     assert not (machines["worker"] / "processed" / "models").exists()
+    assert not list((machines["worker"] / "tmp").glob("facegan-worker-*"))
+    for name in ("generator.keras", "model_card.json", "saved_model", "ckpt", "metrics.csv", "tb",
+                 "progress/step-0000004.png", "lineage.json", "result.json"):
+        assert (run / name).exists(), name
+    result = json.loads((run / "result.json").read_text())
+    assert result["replicas"] == 2 and result["step"] == 4
+    assert json.loads((single_run / "result.json").read_text())["replicas"] == 1
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["steps"] == 4 and card["training"]["batch_size"] == 8
+
+    # The exported generator is the chief's moving average, close to the one-worker export.
+    import keras
+    exported = keras.models.load_model(run / "generator.keras", compile=False).get_weights()
+    alone = keras.models.load_model(single_run / "generator.keras", compile=False).get_weights()
+    averages = [chief[f"average{i}"] for i in range(sum(k.startswith("average") for k in chief))]
+    assert len(exported) == len(averages)
+    for mine, average in zip(exported, averages):
+        np.testing.assert_array_equal(mine, average)
+    assert_same_training(dict(enumerate(exported)), dict(enumerate(alone)))
 
 
 @pytest.mark.slow
@@ -360,10 +334,12 @@ def test_bench_multiworker_runs_tiny_and_prints_its_json_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_train_from_a_bucket_and_only_the_chief_uploads(tmp_path):
+def test_two_workers_train_from_a_bucket_as_one_worker_and_only_the_chief_uploads(single, tmp_path):
     """The two workers as two machines that share only a bucket (moto's S3 server on
-    127.0.0.1; [paths] in it, each machine its own cache): both pull the records, train the
-    same bits, and the run folder reaches the bucket from the chief alone, marked done."""
+    127.0.0.1; [paths] in it, each machine its own cache), from step 0: both pull the records
+    and train the same bits, which are the one-worker run's with the same global batch (8) to
+    float rounding, and the run folder (the one-worker run's version) reaches the bucket from
+    the chief alone, marked done."""
     import s3_server
     from components import require_module
     require_module("moto")
@@ -388,11 +364,18 @@ def test_two_workers_train_from_a_bucket_and_only_the_chief_uploads(tmp_path):
         for name, proc in procs.items():
             assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{tail(tmp_path / name)}"
         chief, worker = (dict(np.load(tmp_path / n / "state.npz")) for n in ("chief", "worker"))
-        for key in chief:
+        alone = dict(np.load(single / "state.npz"))
+        assert int(chief["step"]) == int(worker["step"]) == int(alone["step"]) == 4
+        for key in chief:  # both workers hold the same bits: weights, their average, the noise state
             assert np.array_equal(chief[key], worker[key]), key
+        # The noise stream is the one-worker stream (every replica drew the global batch's noise).
+        assert np.array_equal(chief["rng"], alone["rng"])
+        assert_same_training(chief, alone)
         keys = s3.keys(bucket, "data/processed/models/sample/")
         (card,) = [k for k in keys if k.endswith("/model_card.json")]
         run = card.rsplit("/", 1)[0]
+        (single_run,) = runs(single)
+        assert run.rsplit("/", 1)[1] == single_run.name  # the same run as the one-worker run
         assert {f"{run}/_MANIFEST.json", f"{run}/generator.keras", f"{run}/saved_model/_MANIFEST.json"} <= set(keys)
         assert "pushed 0 files" in tail(tmp_path / "worker", 100000)  # the other worker uploaded nothing
         assert not list((tmp_path / "worker" / "cache").rglob("model_card.json"))
