@@ -86,7 +86,9 @@ class BudgetPlanner:
 
     def after_step(self, step: int) -> dict | None:
         now = self.clock()
-        elapsed = now - self.began
+        # budget.json's resolution (1 ms, 1 us): the step count is chosen from exactly the
+        # figures the file records, so anyone can recompute it from the file.
+        elapsed = round(now - self.began, 3)
         if self.window is None:
             if elapsed >= self.budget:  # the budget went on start-up and tracing
                 return self._plan(step, step, None, elapsed)
@@ -95,7 +97,7 @@ class BudgetPlanner:
             return None
         first, t0 = self.window
         timed = step - first
-        per_step = (now - t0) / timed
+        per_step = round((now - t0) / timed, 6)
         last = steps_within(self.budget, elapsed, step, per_step, self.cap)
         # Decide when the timing has lasted long enough, or earlier when no more than
         # MEASURE steps are left (the budget or the cap ends inside the timing).
@@ -106,5 +108,4 @@ class BudgetPlanner:
     def _plan(self, step: int, last: int, per_step: float | None, elapsed: float) -> dict:
         measured = [self.window[0], step] if self.window else []
         return {"max_minutes": self.minutes, "steps": int(last), "cap": self.cap,
-                "seconds_per_step": None if per_step is None else round(per_step, 6),
-                "measured": measured, "planned_at": step, "elapsed": round(elapsed, 3)}
+                "seconds_per_step": per_step, "measured": measured, "planned_at": step, "elapsed": elapsed}
