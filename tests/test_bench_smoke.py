@@ -1,26 +1,29 @@
 """Every benchmark script runs and prints its final JSON line: each bench/*.py once, with
-tiny settings, in a subprocess with a hard timeout, on small data these tests make (never
-../shared/data), so the scripts the figures of docs/benchmarks.md come from keep working with the code.
+tiny settings, in a process of its own with a hard timeout, on small data these tests make
+(never ../shared/data), so the scripts the figures of docs/benchmarks.md come from keep
+working with the code.
 
 The figures of a smoke run mean nothing; only that the script ran to its JSON line with
-the keys it documents. bench/train_throughput.py and bench/studio.py have smoke tests of
-their own (tests/test_bench_train_throughput.py, tests/test_bench_studio.py);
-bench/luigi_bench.py is the Luigi benchmarks' shared module, not a script.
+the keys it documents. Each runs as ``python bench/<name>.py`` would, in a child forked
+from one process that imported TensorFlow once (tests/script_runner.py): a fresh
+interpreter per script spent a third of this file's CPU time importing TensorFlow.
+bench/train_throughput.py and bench/studio.py have smoke tests of their own
+(tests/test_bench_train_throughput.py, tests/test_bench_studio.py); bench/luigi_bench.py is
+the Luigi benchmarks' shared module, not a script.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from components import require_inception
 from PIL import Image
+from script_runner import ScriptRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -273,6 +276,7 @@ ROWS = {
 #: module of the Luigi benchmarks.
 ELSEWHERE = {"train_throughput", "studio", "luigi_bench", "multiworker"}
 TIMEOUT = 300  # seconds per benchmark, a hard limit (the process group is killed)
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
 
 
 def test_every_bench_script_has_a_smoke_test():
@@ -280,26 +284,30 @@ def test_every_bench_script_has_a_smoke_test():
     assert scripts - ELSEWHERE == set(BENCHES), "add the new bench script to BENCHES (or ELSEWHERE)"
 
 
-def run_script(script: Path, args: list, cwd: Path, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def runner():
+    """The scripts run as ``python bench/<name>.py args`` would, forked from one process that
+    imported TensorFlow once (tests/script_runner.py)."""
+    runner = ScriptRunner(ENV, ROOT)
+    yield runner
+    runner.close()
+
+
+def run_script(runner: ScriptRunner, script: Path, args: list, cwd: Path,
+               timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     """``python script args`` in its own process group, killed whole after ``timeout`` s."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(script), *map(str, args)], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{script.name} did not finish within {timeout} s:\n{err[-3000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    proc = runner.run(script, args, cwd, ENV, timeout)
+    if proc.returncode is None:
+        pytest.fail(f"{script.name} did not finish within {timeout} s:\n{proc.stderr[-3000:]}")
+    return proc
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BENCHES))
-def test_bench_script_runs_tiny_and_prints_its_json_line(name, request, tmp_path):
+def test_bench_script_runs_tiny_and_prints_its_json_line(name, request, runner, tmp_path):
     make_args, needs, keys = BENCHES[name]
     data = {"tmp": tmp_path, **{fixture: request.getfixturevalue(fixture) for fixture in needs}}
-    proc = run_script(BENCH / f"{name}.py", make_args(data), cwd=tmp_path)
+    proc = run_script(runner, BENCH / f"{name}.py", make_args(data), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert lines, f"{name}.py printed nothing:\n{proc.stderr[-3000:]}"
