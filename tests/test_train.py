@@ -3,6 +3,7 @@ divergence stops cleanly, exports agree, two devices train."""
 from __future__ import annotations
 
 import csv
+import shutil
 
 import numpy as np
 import pytest
@@ -40,35 +41,45 @@ def test_one_step_changes_every_trainable_variable(g_steps, precision):
     assert int(trainer.model.g_opt.iterations.numpy()) == g_steps and int(trainer.model.d_opt.iterations.numpy()) == 1
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
+@pytest.fixture(scope="module")
+def whole_and_short(tmp_path_factory):
+    """A run of ``SMALL`` (4 steps) and the same run stopped at its step-2 checkpoint, trained
+    once for the tests below (which copy the short one before continuing it)."""
+    runs = tmp_path_factory.mktemp("runs")
+    train(TrainConfig(**SMALL), _dataset(), runs / "whole")
+    train(TrainConfig(**{**SMALL, "steps": 2}), _dataset(), runs / "short")
+    return runs / "whole", runs / "short"
+
+
+def test_resume_equals_uninterrupted_run(whole_and_short, tmp_path):
+    whole, short = whole_and_short
     config = TrainConfig(**SMALL)
-    train(config, _dataset(), tmp_path / "whole")
     # The same run, stopped at a checkpoint (step 2) and resumed.
-    train(TrainConfig(**{**SMALL, "steps": 2}), _dataset(), tmp_path / "split")
+    shutil.copytree(short, tmp_path / "split")
     train(config, _dataset(), tmp_path / "split")
 
     rows = list(csv.reader(open(tmp_path / "split" / "metrics.csv")))
-    whole = list(csv.reader(open(tmp_path / "whole" / "metrics.csv")))
+    whole_rows = list(csv.reader(open(whole / "metrics.csv")))
     assert [r[0] for r in rows[1:]] == ["1", "2", "3", "4"]
     np.testing.assert_allclose(np.float64([r[1:] for r in rows[1:]]),
-                               np.float64([r[1:] for r in whole[1:]]), rtol=1e-4, atol=1e-5)
-    a = keras.models.load_model(tmp_path / "whole" / "generator.keras", compile=False)
+                               np.float64([r[1:] for r in whole_rows[1:]]), rtol=1e-4, atol=1e-5)
+    a = keras.models.load_model(whole / "generator.keras", compile=False)
     b = keras.models.load_model(tmp_path / "split" / "generator.keras", compile=False)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
     for name in ("losses.png", "progress/step-0000004.png", "saved_model/saved_model.pb"):
-        assert (tmp_path / "whole" / name).is_file(), name
-    assert list((tmp_path / "whole" / "tb").iterdir())  # TensorBoard event file
+        assert (whole / name).is_file(), name
+    assert list((whole / "tb").iterdir())  # TensorBoard event file
 
 
-def test_a_longer_run_continued_from_a_shorter_one_equals_the_longer_run(tmp_path):
-    train(TrainConfig(**SMALL), _dataset(), tmp_path / "whole")
-    train(TrainConfig(**{**SMALL, "steps": 2}), _dataset(), tmp_path / "short")
+def test_a_longer_run_continued_from_a_shorter_one_equals_the_longer_run(whole_and_short, tmp_path):
+    whole, short = whole_and_short
+    shutil.copytree(short, tmp_path / "short")
     assert continue_run(tmp_path / "short", tmp_path / "long") == 2
     assert not (tmp_path / "long" / "generator.keras").exists()
     train(TrainConfig(**SMALL), _dataset(), tmp_path / "long")
 
-    a = keras.models.load_model(tmp_path / "whole" / "generator.keras", compile=False)
+    a = keras.models.load_model(whole / "generator.keras", compile=False)
     b = keras.models.load_model(tmp_path / "long" / "generator.keras", compile=False)
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
