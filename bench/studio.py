@@ -291,6 +291,8 @@ def main(argv=None) -> int:
     p.add_argument("--mixed-edit-clients", type=int, default=1, help="edit clients in --mixed (default: %(default)s)")
     p.add_argument("--heavy-method", default="search", choices=("search", "auto", "net"),
                    help="the heavy clients' completion method (default: %(default)s, a job of the queue)")
+    p.add_argument("--batch-wait-ms", type=float, default=None,
+                   help="the server's --batch-wait-ms (default: the server's own)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     precision = args.precision
@@ -298,10 +300,13 @@ def main(argv=None) -> int:
     run = Path(args.model).resolve() if args.model else random_run(Path(tmp.name))
     port = free_port()
     extra = ("--max-jobs", str(max(2, args.mixed))) if args.mixed > 0 else ()
+    if args.batch_wait_ms is not None:
+        extra += ("--batch-wait-ms", str(args.batch_wait_ms))
     server = start_server(run, port, args.engine, precision, extra)
     result = {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
               "model": str(run) if args.model else "random-weights dcgan 64x64", "engine": args.engine,
-              "precision": precision, "seconds": args.seconds, "load_avg_1min_before": round(os.getloadavg()[0], 2)}
+              "precision": precision, "seconds": args.seconds, "batch_wait_ms": args.batch_wait_ms,
+              "load_avg_1min_before": round(os.getloadavg()[0], 2)}
     try:
         drive(port, 2, 2.0)  # warm-up: first requests trace nothing, but fill caches and pools
         for clients in (int(c) for c in args.clients.split(",") if c.strip()):

@@ -245,6 +245,10 @@ class ModelRegistry:
                 continue  # removed or rewritten since it was listed
         return out
 
+    def ready(self, model_id: str | None) -> LoadedModel | None:
+        """The model ``model_id`` (None: the default) when it is loaded already, else None; never blocks."""
+        return self._loaded.get(self.default_id if model_id is None else model_id)
+
     def get(self, model_id: str | None) -> LoadedModel:
         """The loaded model ``model_id`` (None: the default); :class:`UnknownModel` otherwise."""
         model_id = self.default_id if model_id is None else model_id

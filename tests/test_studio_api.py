@@ -476,7 +476,9 @@ def test_completion_runs_the_network_of_the_generators_records_else_the_search(t
     root = tmp_path / "models"
     run = make_run(root / "celeba" / "dcgan-a")  # records v-test
     registry = ModelRegistry(root, run)
-    registry.get(None)
+    assert registry.ready(None) is None  # nothing loaded yet: the routes load it off the event loop
+    assert registry.get(None) is registry.ready(None) is registry.ready("celeba/dcgan-a")
+    assert registry.ready("celeba/other") is None
     face = features.data_url(np.full((64, 64, 3), 90, np.uint8))
     mask = np.zeros((64, 64, 3), np.uint8)
     mask[16:48, 16:48] = 255

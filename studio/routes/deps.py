@@ -10,19 +10,22 @@ from studio.jobs import JobQueue
 from studio.models import LoadedModel, ModelRegistry, UnknownModel
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def get_jobs(request: Request) -> JobQueue:
+async def get_jobs(request: Request) -> JobQueue:
     return request.app.state.jobs
 
 
-def get_fit(request: Request) -> dict:
+async def get_fit(request: Request) -> dict:
     """Overrides of the projection / completion search settings (``create_app(fit=...)``)."""
     return request.app.state.fit
 
 
+# The dependencies are coroutines, as are the routes: FastAPI runs a plain function in its
+# thread pool, and those two thread hops per edit (with the model lookup's) cost the 8-client
+# bench 84.8-88.0 against 90.8-97.1 requests/s (AVX2 EPYC, 2026-12-04, alternating runs).
 Registry = Annotated[ModelRegistry, Depends(get_registry)]
 Jobs = Annotated[JobQueue, Depends(get_jobs)]
 Fit = Annotated[dict, Depends(get_fit)]
@@ -39,4 +42,4 @@ def _load(registry: ModelRegistry, model_id: str | None) -> LoadedModel:
 
 async def load_model(registry: ModelRegistry, model_id: str | None) -> LoadedModel:
     """The loaded model ``model_id`` (loading it off the event loop on first use)."""
-    return await run_in_threadpool(_load, registry, model_id)
+    return registry.ready(model_id) or await run_in_threadpool(_load, registry, model_id)
