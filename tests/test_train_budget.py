@@ -83,31 +83,39 @@ def test_the_plan_can_be_recomputed_from_what_budget_json_records():
                                                  plan["planned_at"], plan["seconds_per_step"], 100_000), plan
 
 
-def test_the_budget_fixes_the_step_count_and_the_card_records_it(tmp_path):
-    result = train(TrainConfig(**TINY), _dataset(), tmp_path / "budget", clock=seconds(1.0))
+@pytest.fixture(scope="module")
+def budget_run(tmp_path_factory):
+    """``TINY``'s one-minute budget run, uninterrupted, one second per clock reading: its folder
+    and train()'s result (trained once; the tests below only read it)."""
+    run = tmp_path_factory.mktemp("budget") / "budget"
+    return run, train(TrainConfig(**TINY), _dataset(), run, clock=seconds(1.0))
+
+
+def test_the_budget_fixes_the_step_count_and_the_card_records_it(budget_run, tmp_path):
+    budget, result = budget_run
     # A reading at the start (t=0), one per step after: steps 10..30 timed at 1 s each (20 s,
     # more than a tenth of the budget), 30 s used of the 57 s planned into (60 s less the
     # reserve): 27 more steps.
     assert (WARMUP, MEASURE, MEASURE_SHARE, RESERVE, planned_seconds(1.0)) == (10, 20, 0.1, 0.05, 57.0)
-    plan = json.loads((tmp_path / "budget" / BUDGET_FILE).read_text())
+    plan = json.loads((budget / BUDGET_FILE).read_text())
     assert plan == {"max_minutes": 1.0, "steps": 57, "cap": 100, "seconds_per_step": 1.0,
                     "measured": [10, 30], "planned_at": 30, "elapsed": 30.0}
-    card = read_card(tmp_path / "budget")
+    card = read_card(budget)
     assert card.steps == 57 and card.training["budget"] == plan and card.training["max_minutes"] == 1.0
     assert result["step"] == 57 and result["budget"] == plan
-    assert _metric_steps(tmp_path / "budget") == list(range(1, 58))
-    assert (tmp_path / "budget" / "progress" / "step-0000057.png").is_file()
-    assert tf.train.latest_checkpoint(str(tmp_path / "budget" / "ckpt")).endswith("ckpt-57")
+    assert _metric_steps(budget) == list(range(1, 58))
+    assert (budget / "progress" / "step-0000057.png").is_file()
+    assert tf.train.latest_checkpoint(str(budget / "ckpt")).endswith("ckpt-57")
 
     # Deterministic given its step count: the same run as --steps 57 without a budget.
     train(TrainConfig(**{**TINY, "steps": 57, "max_minutes": 0.0}), _dataset(), tmp_path / "plain")
     assert "budget" not in read_card(tmp_path / "plain").training
     assert not (tmp_path / "plain" / BUDGET_FILE).exists()
-    for a, b in zip(_weights(tmp_path / "budget"), _weights(tmp_path / "plain")):
+    for a, b in zip(_weights(budget), _weights(tmp_path / "plain")):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_a_run_resumed_after_the_choice_ends_at_the_chosen_step(tmp_path):
+def test_a_run_resumed_after_the_choice_ends_at_the_chosen_step(budget_run, tmp_path):
     with pytest.raises(Interrupted):  # chosen at step 30 (57 steps), killed at 34, checkpoint 32
         train(TrainConfig(**TINY), _dataset(), tmp_path / "run", progress=interrupt_at(34), clock=seconds(1.0))
     assert json.loads((tmp_path / "run" / BUDGET_FILE).read_text())["steps"] == 57
@@ -117,8 +125,8 @@ def test_a_run_resumed_after_the_choice_ends_at_the_chosen_step(tmp_path):
     assert read_card(tmp_path / "run").steps == 57
     assert _metric_steps(tmp_path / "run") == list(range(1, 58))
 
-    train(TrainConfig(**TINY), _dataset(), tmp_path / "whole", clock=seconds(1.0))
-    for a, b in zip(_weights(tmp_path / "run"), _weights(tmp_path / "whole")):
+    # The same weights as the run that was never interrupted.
+    for a, b in zip(_weights(tmp_path / "run"), _weights(budget_run[0])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
