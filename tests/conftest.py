@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import luigi
 import luigi.configuration
@@ -11,11 +12,18 @@ import pytest
 # Inception file, ...) fails instead: tests/components.py. Tests call its require() helpers.
 from components import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
 from luigi.task_register import Register
+from script_runner import ScriptRunner
 
 from pipeline.console import tensorflow_defaults
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # Keep TensorFlow quiet and on the CPU threads pytest leaves it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# torch's OpenMP threads spin while they wait for work; with four test workers on two cores the
+# spinning takes the cores from the other workers (bench/torch_peer.py's smoke run beside three
+# busy loops: 20.4 s of CPU spinning, 13.1 s passive, and a shorter wall time).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 tensorflow_defaults()  # TensorFlow's oneDNN kernels on every CPU kind, as every command has them
 
 #: The test files that take longest (75-390 s each with four workers on the 2-core AVX2-only
@@ -47,6 +55,16 @@ def pytest_runtest_setup(item):
         reason = capped_reason("mixed_bfloat16")
         if reason:
             pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    """Programs run as ``python ...`` would, side by side, each forked from one process per test
+    file that imported TensorFlow once (tests/script_runner.py): for tests of what a program does,
+    not of how it starts."""
+    runner = ScriptRunner({**os.environ, "PYTHONPATH": str(ROOT)}, ROOT)
+    yield runner
+    runner.close()
 
 
 @pytest.fixture

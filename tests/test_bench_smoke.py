@@ -296,7 +296,7 @@ def runner():
 def run_script(runner: ScriptRunner, script: Path, args: list, cwd: Path,
                timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     """``python script args`` in its own process group, killed whole after ``timeout`` s."""
-    proc = runner.run(script, args, cwd, ENV, timeout)
+    proc = runner.run([script, *args], cwd, ENV, timeout)
     if proc.returncode is None:
         pytest.fail(f"{script.name} did not finish within {timeout} s:\n{proc.stderr[-3000:]}")
     return proc

@@ -7,15 +7,15 @@ test builds once) and its own temporary folder, and runs the command a user type
 ``luigi --module tasks TrainDCGAN --local-scheduler ...``, through ``luigi.cmdline`` behind a
 small spy that keeps the trainer, so that the test can read every worker's final state
 (a worker other than the chief writes nothing it could be read from). Hard timeouts: every
-process runs in a session of its own and its whole process group is killed at the end.
+process runs in a session of its own and its whole process group is killed at the end. The
+processes are forked from one that imported TensorFlow once (tests/script_runner.py): what
+is tested is how they train, not how they start.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from luigi_bench import free_ports  # noqa: E402
+from script_runner import Child, ScriptRunner  # noqa: E402
 
 #: Seconds for building the records, and for the three training processes together (2 cores).
 BUILD_TIMEOUT, TRAIN_TIMEOUT = 600, 600
@@ -76,16 +77,16 @@ def luigi_args(machine: Path, task: str, *args: str) -> list[str]:
             "--paths-processed", str(machine / "processed"), *SAMPLE, *args]
 
 
-def start(cmd: list[str], machine: Path, env: dict) -> subprocess.Popen:
+def start(runner: ScriptRunner, argv: list[str], machine: Path, env: dict) -> Child:
+    """``python *argv`` as one machine: its own temporary folder and log (stderr in it), no
+    TF_CONFIG unless ``env`` sets one; forked from the file's zygote (a new session)."""
     (machine / "tmp").mkdir(parents=True, exist_ok=True)
-    env = {**{k: v for k, v in os.environ.items() if k != "TF_CONFIG"}, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": str(ROOT), "TMPDIR": str(machine / "tmp"), **env}
-    log = open(machine / "log.txt", "w")
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    env = {**{k: v for k, v in os.environ.items() if k != "TF_CONFIG"}, "PYTHONPATH": str(ROOT),
+           "TMPDIR": str(machine / "tmp"), **env}
+    return runner.start(argv, ROOT, env, machine / "log.txt")
 
 
-def finish(procs: dict[str, subprocess.Popen], timeout: float) -> None:
+def finish(procs: dict[str, Child], timeout: float) -> None:
     """Wait for every process until the deadline; then (and whatever happens) kill their groups."""
     deadline = time.monotonic() + timeout
     try:
@@ -94,7 +95,7 @@ def finish(procs: dict[str, subprocess.Popen], timeout: float) -> None:
     finally:
         for proc in procs.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                proc.kill()
                 proc.wait()
 
 
@@ -172,22 +173,15 @@ np.savez(sys.argv[1], **out)
 
 
 @pytest.mark.slow
-def test_two_replicas_take_the_step_one_device_takes_on_the_global_batch(tmp_path):
+def test_two_replicas_take_the_step_one_device_takes_on_the_global_batch(zygote, tmp_path):
     """MirroredStrategy over two logical CPUs, the same machinery as two workers (rows of the
     global batch per replica, synchronized batch norm, the one-device noise), in one process,
     with the EMA and every augmentation: in float32 the two replicas train what one device
     trains (so the figures are global means and each replica augments its own rows with the
     global batch's draws). At 32x32: the matmul-route layers are there, at a quarter of the cost."""
-    proc = subprocess.Popen([sys.executable, "-c", TWO_DEVICES, str(tmp_path / "out.npz")], cwd=ROOT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, out[-3000:]
+    proc = zygote.run(["-c", TWO_DEVICES, tmp_path / "out.npz"], ROOT, {**os.environ, "PYTHONPATH": str(ROOT)},
+                      timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     saved = np.load(tmp_path / "out.npz")
     one = {k.split("/")[1]: saved[k] for k in saved.files if k.startswith("one/")}
     two = {k.split("/")[1]: saved[k] for k in saved.files if k.startswith("two/")}
@@ -196,10 +190,10 @@ def test_two_replicas_take_the_step_one_device_takes_on_the_global_batch(tmp_pat
 
 
 @pytest.fixture(scope="module")
-def records(tmp_path_factory) -> Path:
+def records(zygote, tmp_path_factory) -> Path:
     """A machine folder (raw/, processed/) holding the sample records, built once."""
     machine = tmp_path_factory.mktemp("records")
-    procs = {"build": start([sys.executable, "-m", "luigi", *luigi_args(machine, "BuildTFRecords")], machine, {})}
+    procs = {"build": start(zygote, ["-m", "luigi", *luigi_args(machine, "BuildTFRecords")], machine, {})}
     finish(procs, BUILD_TIMEOUT)
     assert procs["build"].returncode == 0, tail(machine)
     return machine
@@ -229,7 +223,7 @@ def assert_same_training(a: dict, b: dict, lr: float = 2e-4) -> None:
                                                f"{apart.max():.2e} (median {np.median(apart):.1e})")
 
 
-def train_on(machines: dict[str, Path], tf_configs: dict[str, str | None],
+def train_on(runner: ScriptRunner, machines: dict[str, Path], tf_configs: dict[str, str | None],
              args: dict[str, list[str]] | None = None) -> None:
     """TrainDCGAN (``TRAIN``, then that machine's ``args``) on each machine named in ``tf_configs``
     at once, with that ``TF_CONFIG`` (None: unset); each saves its trainer's final state to
@@ -238,9 +232,9 @@ def train_on(machines: dict[str, Path], tf_configs: dict[str, str | None],
     try:
         for name, config in tf_configs.items():
             machine = machines[name]
-            cmd = [sys.executable, "-c", DRIVER, str(machine / "state.npz"),
+            cmd = ["-c", DRIVER, str(machine / "state.npz"),
                    *luigi_args(machine, "TrainDCGAN", *TRAIN, *(args or {}).get(name, []))]
-            procs[name] = start(cmd, machine, {"TF_CONFIG": config} if config else {})
+            procs[name] = start(runner, cmd, machine, {"TF_CONFIG": config} if config else {})
     finally:
         finish(procs, TRAIN_TIMEOUT)
     for name, proc in procs.items():
@@ -252,16 +246,16 @@ def runs(machine: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def single(records, tmp_path_factory) -> Path:
+def single(zygote, records, tmp_path_factory) -> Path:
     """The one-worker run of ``TRAIN`` (global batch 8, 4 steps) both two-worker tests compare
     with: a machine folder with its run and ``state.npz``, trained once."""
     machine = machine_with_records(records, tmp_path_factory.mktemp("single") / "single")
-    train_on({"single": machine}, {"single": None})
+    train_on(zygote, {"single": machine}, {"single": None})
     return machine
 
 
 @pytest.mark.slow
-def test_two_workers_resume_from_the_chiefs_checkpoint_alone(records, single, tmp_path):
+def test_two_workers_resume_from_the_chiefs_checkpoint_alone(zygote, records, single, tmp_path):
     """A two-worker run stopped after step 2 and started again: the chief resumes from the
     checkpoint in its run folder, the other worker (which kept nothing) takes the chief's state,
     and the run ends where the uninterrupted one-worker run ends."""
@@ -274,14 +268,14 @@ def test_two_workers_resume_from_the_chiefs_checkpoint_alone(records, single, tm
     # Beside the uninterrupted one-worker run of 4 steps, on the chief a run of 2 steps: what a
     # run stopped at step 2 leaves behind (a checkpoint and metrics of 2 steps), copied below
     # into the folder of the 4-step run.
-    train_on(machines, {"chief": None}, {"chief": ["--TrainDCGAN-steps", "2"]})
+    train_on(zygote, machines, {"chief": None}, {"chief": ["--TrainDCGAN-steps", "2"]})
     (single_run,) = runs(machines["single"])
     (short,) = runs(machines["chief"])
     run = short.parent / single_run.name
     assert continue_run(short, run) == 2
 
     ports = free_ports(2)
-    train_on(machines, {"chief": tf_config(ports, 0), "worker": tf_config(ports, 1)})
+    train_on(zygote, machines, {"chief": tf_config(ports, 0), "worker": tf_config(ports, 1)})
     chief, worker, single = (dict(np.load(machines[n] / "state.npz")) for n in ("chief", "worker", "single"))
     assert int(chief["step"]) == int(worker["step"]) == 4
     for key in chief:
@@ -315,26 +309,19 @@ def test_two_workers_resume_from_the_chiefs_checkpoint_alone(records, single, tm
 
 
 @pytest.mark.slow
-def test_bench_multiworker_runs_tiny_and_prints_its_json_line(tmp_path):
+def test_bench_multiworker_runs_tiny_and_prints_its_json_line(zygote, tmp_path):
     """bench/multiworker.py (docs/training.md's step times) at a smoke-test size."""
-    cmd = [sys.executable, str(ROOT / "bench" / "multiworker.py"), "--batch", "4", "--base-width", "8",
-           "--precision", "float32", "--warmup", "1", "--timed", "1", "--rounds", "1", "--alternations", "1"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=TRAIN_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, err[-3000:]
-    result = json.loads(out.strip().splitlines()[-1])
+    argv = [ROOT / "bench" / "multiworker.py", "--batch", "4", "--base-width", "8", "--precision", "float32",
+            "--warmup", "1", "--timed", "1", "--rounds", "1", "--alternations", "1"]
+    proc = zygote.run(argv, tmp_path, {**os.environ, "PYTHONPATH": str(ROOT)}, timeout=TRAIN_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"one_worker_s", "two_workers_s", "ratio", "images_per_s", "load_avg_end"} <= set(result)
     assert result["one_worker_s"] > 0 and result["two_workers_s"] > 0
 
 
 @pytest.mark.slow
-def test_two_workers_train_from_a_bucket_as_one_worker_and_only_the_chief_uploads(single, tmp_path):
+def test_two_workers_train_from_a_bucket_as_one_worker_and_only_the_chief_uploads(zygote, single, tmp_path):
     """The two workers as two machines that share only a bucket (moto's S3 server on
     127.0.0.1; [paths] in it, each machine its own cache), from step 0: both pull the records
     and train the same bits, which are the one-worker run's with the same global batch (8) to
@@ -356,9 +343,10 @@ def test_two_workers_train_from_a_bucket_as_one_worker_and_only_the_chief_upload
         try:
             for index, name in enumerate(("chief", "worker")):
                 machine = tmp_path / name
-                cmd = [sys.executable, "-c", DRIVER, str(machine / "state.npz"), "--module", "tasks", "TrainDCGAN",
+                cmd = ["-c", DRIVER, str(machine / "state.npz"), "--module", "tasks", "TrainDCGAN",
                        "--local-scheduler", *SAMPLE, *TRAIN, *s3_server.bucket_paths(s3, bucket, machine / "cache")]
-                procs[name] = start(cmd, machine, {**s3_server.CREDENTIALS, "TF_CONFIG": tf_config(ports, index)})
+                procs[name] = start(zygote, cmd, machine,
+                                    {**s3_server.CREDENTIALS, "TF_CONFIG": tf_config(ports, index)})
         finally:
             finish(procs, TRAIN_TIMEOUT)
         for name, proc in procs.items():
