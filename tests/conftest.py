@@ -57,11 +57,11 @@ def pytest_runtest_setup(item):
             pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def zygote():
-    """Programs run as ``python ...`` would, side by side, each forked from one process per test
-    file that imported TensorFlow once (tests/script_runner.py): for tests of what a program does,
-    not of how it starts."""
+    """Programs run as ``python ...`` would, side by side, each forked from one process that
+    imported TensorFlow once for the whole run of this pytest worker (tests/script_runner.py):
+    for tests of what a program does, not of how it starts."""
     runner = ScriptRunner({**os.environ, "PYTHONPATH": str(ROOT)}, ROOT)
     yield runner
     runner.close()

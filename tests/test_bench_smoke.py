@@ -284,15 +284,6 @@ def test_every_bench_script_has_a_smoke_test():
     assert scripts - ELSEWHERE == set(BENCHES), "add the new bench script to BENCHES (or ELSEWHERE)"
 
 
-@pytest.fixture(scope="module")
-def runner():
-    """The scripts run as ``python bench/<name>.py args`` would, forked from one process that
-    imported TensorFlow once (tests/script_runner.py)."""
-    runner = ScriptRunner(ENV, ROOT)
-    yield runner
-    runner.close()
-
-
 def run_script(runner: ScriptRunner, script: Path, args: list, cwd: Path,
                timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     """``python script args`` in its own process group, killed whole after ``timeout`` s."""
@@ -304,10 +295,10 @@ def run_script(runner: ScriptRunner, script: Path, args: list, cwd: Path,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BENCHES))
-def test_bench_script_runs_tiny_and_prints_its_json_line(name, request, runner, tmp_path):
+def test_bench_script_runs_tiny_and_prints_its_json_line(name, request, zygote, tmp_path):
     make_args, needs, keys = BENCHES[name]
     data = {"tmp": tmp_path, **{fixture: request.getfixturevalue(fixture) for fixture in needs}}
-    proc = run_script(runner, BENCH / f"{name}.py", make_args(data), cwd=tmp_path)
+    proc = run_script(zygote, BENCH / f"{name}.py", make_args(data), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert lines, f"{name}.py printed nothing:\n{proc.stderr[-3000:]}"

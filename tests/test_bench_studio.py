@@ -5,8 +5,7 @@ client's completions ran by the method asked, does."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_the_studio_bench_measures_edits_beside_completions(tmp_path):
+def test_the_studio_bench_measures_edits_beside_completions(zygote, tmp_path):
     run = make_run(tmp_path / "models" / "celeba" / "dcgan-a")
-    proc = subprocess.run([sys.executable, "bench/studio.py", "--model", str(run), "--seconds", "1",
-                           "--clients", "1", "--mixed", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = zygote.run(["bench/studio.py", "--model", run, "--seconds", "1", "--clients", "1", "--mixed", "1"],
+                      ROOT, dict(os.environ), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
 

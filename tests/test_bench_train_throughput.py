@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,11 +16,10 @@ AVX2_ONLY = "fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2"
 
 
 @pytest.mark.slow
-def test_tiny_run_on_a_cpu_without_bfloat16_skips_it_with_the_reason():
+def test_tiny_run_on_a_cpu_without_bfloat16_skips_it_with_the_reason(zygote):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGAN_")}
     env.update(FACEGAN_CPU_FLAGS=AVX2_ONLY, FACEGAN_CPU_GHZ="2.0", FACEGAN_FMA_UNITS="2")
-    proc = subprocess.run([sys.executable, "bench/train_throughput.py", "--tiny"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = zygote.run(["bench/train_throughput.py", "--tiny"], ROOT, env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -3,15 +3,16 @@ augmentation of the discriminator's inputs, and the two time-scale learning rate
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
+
+ROOT = Path(__file__).resolve().parents[1]
 
 from model.card import read_card  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
@@ -197,7 +198,7 @@ def test_two_time_scale_learning_rates():
 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16"])
-def test_augmentation_and_average_under_a_two_device_mirrored_strategy(precision):
+def test_augmentation_and_average_under_a_two_device_mirrored_strategy(zygote, precision):
     """A training step under a two-replica mirrored strategy (each replica half of the batch)
     in bfloat16: the figures are global means, every replica augments its own half with its
     own draws, and the generator and its average move. (float32 is held to more in
@@ -235,6 +236,7 @@ def test_augmentation_and_average_under_a_two_device_mirrored_strategy(precision
         assert a.shape == b.shape == (4, 32, 32, 3) and not np.array_equal(a, b)
         print("OK", {k: round(float(v), 4) for k, v in out.items()})
     """).replace("PRECISION", repr(precision))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})
+    # A process of its own (the two logical devices must be set before TensorFlow starts), forked
+    # from the file's zygote (tests/script_runner.py), in the repository.
+    proc = zygote.run(["-c", code], ROOT, {"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"}, timeout=300)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
