@@ -26,16 +26,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 tensorflow_defaults()  # TensorFlow's oneDNN kernels on every CPU kind, as every command has them
 
-#: The test files that take longest (75-390 s each with four workers on the 2-core AVX2-only
-#: EPYC, 2026-12-04), longest first. ``make test`` hands whole files to its workers
+#: The test files that take longest (35-390 s each with four workers on the 2-core AVX2-only
+#: EPYC, 2026-12-04, third session), longest first. ``make test`` hands whole files to its workers
 #: (``--dist loadfile``) in collection order (``--no-loadscope-reorder``: xdist would otherwise
 #: hand out the files with the most tests first, and the longest files, which have few tests,
 #: would start last and run alone at the end): these go first so that the last files handed out
 #: are short ones.
-LONGEST_FIRST = ("test_variants.py", "test_bench_smoke.py", "test_tune.py", "test_compare.py",
-                 "test_multiworker.py", "test_egan.py", "test_ema_augment.py", "test_console.py",
-                 "test_train.py", "test_studio_browser.py", "test_storage.py", "test_train_budget.py",
-                 "test_complete.py", "test_core.py", "test_studio_jobs.py", "test_crash_recovery.py")
+LONGEST_FIRST = ("test_variants.py", "test_tune.py", "test_compare.py", "test_bench_smoke.py",
+                 "test_console.py", "test_egan.py", "test_train_budget.py", "test_storage.py",
+                 "test_multiworker.py", "test_train.py", "test_studio_browser.py", "test_ema_augment.py",
+                 "test_core.py", "test_complete.py", "test_luigid.py", "test_studio_jobs.py",
+                 "test_faces.py", "test_crash_recovery.py")
 
 
 def pytest_collection_modifyitems(config, items):
