@@ -25,6 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # busy loops: 20.4 s of CPU spinning, 13.1 s passive, and a shorter wall time).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 tensorflow_defaults()  # TensorFlow's oneDNN kernels on every CPU kind, as every command has them
+#: The environment the run started with: the zygote's, whatever a test has changed since.
+START_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 #: The test files that take longest (35-390 s each with four workers on the 2-core AVX2-only
 #: EPYC, 2026-12-04, third session), longest first. ``make test`` hands whole files to its workers
@@ -63,7 +65,7 @@ def zygote():
     """Programs run as ``python ...`` would, side by side, each forked from one process that
     imported TensorFlow once for the whole run of this pytest worker (tests/script_runner.py):
     for tests of what a program does, not of how it starts."""
-    runner = ScriptRunner({**os.environ, "PYTHONPATH": str(ROOT)}, ROOT)
+    runner = ScriptRunner(START_ENV, ROOT)
     yield runner
     runner.close()
 
