@@ -107,7 +107,7 @@ for pid in children:
 
 class Child:
     """A program the zygote forked: the part of :class:`subprocess.Popen` the tests use (``pid``,
-    ``args``, ``returncode``, :meth:`poll`, :meth:`wait`, :meth:`kill`); its process group is its
+    ``args``, ``returncode``, :meth:`poll`, :meth:`wait`, :meth:`terminate`, :meth:`kill`); its process group is its
     pid. Its output is in the files it was started with."""
 
     def __init__(self, runner: ScriptRunner, pid: int, args: list[str]):
@@ -128,6 +128,13 @@ class Child:
             if not self.runner._pump(deadline):
                 raise subprocess.TimeoutExpired(self.args, timeout)
         return self.returncode
+
+    def terminate(self) -> None:
+        """SIGTERM to the program alone, as :meth:`subprocess.Popen.terminate`."""
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
     def kill(self) -> None:
         """SIGKILL to its whole process group (what it started too)."""

@@ -1,5 +1,6 @@
 """The studio page in real Chromium (Debian's /usr/bin/chromium driven by Playwright)
-against the real server (``python -m studio``) on a free loopback port.
+against the real server (``python -m studio``, forked from the worker's zygote) on a free
+loopback port.
 
 Screenshots land in test-artifacts/studio/ (git-ignored). The last test stops the
 server to check the page's message, then starts it again.
@@ -11,8 +12,6 @@ import io
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
+from script_runner import Child
 from studio_runs import brightness, completion_run, make_run
 from test_studio_api import free_port
 
@@ -33,15 +33,16 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                 reason=f"{CHROMIUM} missing: `make test` installs Debian's chromium")
 
 
-def start_server(run: Path, root: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen([sys.executable, "-m", "studio", "--model", str(run), "--models-root", str(root),
-                             "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def start_server(zygote, run: Path, root: Path, port: int) -> Child:
+    """``python -m studio`` on ``port``, forked from the worker's zygote (tests/script_runner.py;
+    the real start-up is tests/test_console.py's), once it answers ``/api/health``."""
+    log = root / f"studio-{port}.log"
+    proc = zygote.start(["-m", "studio", "--model", run, "--models-root", root, "--port", port], ROOT,
+                        {**os.environ, "PYTHONPATH": str(ROOT)}, log)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the studio exited with {proc.returncode}: {proc.stdout.read()[-2000:]}")
+            raise RuntimeError(f"the studio exited with {proc.returncode}: {log.read_text()[-2000:]}")
         try:
             if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1,
                             proxies={"http": None}).ok:
@@ -53,13 +54,13 @@ def start_server(run: Path, root: Path, port: int) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory):
+def studio(zygote, tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     run = make_run(root / "celeba" / "dcgan-a", with_directions=True)
     make_run(root / "celeba" / "egan-b", with_c=True, seed=1)
     port = free_port()
-    state = {"proc": start_server(run, root, port), "url": f"http://127.0.0.1:{port}/", "run": run,
-             "root": root, "port": port}
+    state = {"proc": start_server(zygote, run, root, port), "zygote": zygote, "url": f"http://127.0.0.1:{port}/",
+             "run": run, "root": root, "port": port}
     yield state
     state["proc"].terminate()
     state["proc"].wait(timeout=30)
@@ -431,7 +432,7 @@ def test_server_down_then_back(page, studio):
     page.wait_for_selector("#error")
     assert "unreachable" in page.inner_text("#error")
     shot(page, "server-down")
-    studio["proc"] = start_server(studio["run"], studio["root"], studio["port"])
+    studio["proc"] = start_server(studio["zygote"], studio["run"], studio["root"], studio["port"])
     page.wait_for_selector("#notice:has-text('The server is back')", timeout=30_000)
     wait_rendered(page)
     assert page.locator("#error").count() == 0
