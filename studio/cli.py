@@ -8,11 +8,13 @@ Without an access token (``--token`` or ``FACEGAN_STUDIO_TOKEN``) it binds only 
 addresses; behind a reverse proxy see ``python -m studio.deploy`` (docs/studio.md).
 
 A missing or unreadable model, or a missing page dependency, is one line on stderr
-and exit status 2; the server is never started half-working.
+and exit status 2; the server is never started half-working. Ctrl+C or SIGTERM stops it
+gracefully (requests in flight answered, jobs cancelled, models closed): exit status 0.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -128,8 +130,17 @@ def main(argv=None) -> int:
     print(f"Face studio: http://{host}:{args.port}/  (model {model.id}, {model.card.variant}, "
           f"{model.card.dataset.get('name', '?')}, {model.forward.engine} {model.forward.precision}"
           f"{'; access token required' if token else ''}; Ctrl+C stops)", flush=True)
-    server.run()
-    registry.close()
+    # uvicorn shuts down gracefully on Ctrl+C or SIGTERM, then raises the signal again: Ctrl+C
+    # would end in a KeyboardInterrupt traceback, and SIGTERM's default action would end the
+    # process before the registry closes and before atexit removes TensorFlow's AutoGraph files
+    # from the temporary folder. Both signals become a KeyboardInterrupt here, and a clean exit 0.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        registry.close()
     return 0 if server.started else 1
 
 

@@ -36,6 +36,7 @@ import tensorflow, keras  # noqa: F401  (the cost every child is spared)
 
 def child(req):
     os.setsid()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl+C as in a python run from a shell
     os.chdir(req["cwd"])
     os.environ.clear()
     os.environ.update(req["env"])
