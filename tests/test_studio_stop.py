@@ -49,3 +49,25 @@ def test_the_studio_stops_cleanly_on_a_signal(zygote, tmp_path, sig):
             proc.wait()
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
     assert autograph_files(tmp) == []
+
+
+def test_a_busy_port_is_one_line_and_exit_status_3(zygote, tmp_path):
+    """The README's troubleshooting: uvicorn's bind error, then exit status 3, no traceback."""
+    import socket
+
+    run = make_run(tmp_path / "models" / "celeba" / "dcgan-a")
+    log = tmp_path / "studio.log"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = zygote.start(["-m", "studio", "--model", run, "--models-root", tmp_path / "models", "--port", port],
+                            ROOT, {**os.environ, "PYTHONPATH": str(ROOT)}, log)
+        try:
+            assert proc.wait(timeout=180) == 3, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    assert "address already in use" in text and "Traceback" not in text, text[-3000:]
