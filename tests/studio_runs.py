@@ -113,6 +113,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_studio(zygote, run: Path, root: Path, port: int, log: Path, env: dict | None = None):
+    """``python -m studio --model run --models-root root --port port`` forked from the worker's
+    zygote (tests/script_runner.py; the real start-up is tests/test_console.py's), its output in
+    ``log``, extra environment ``env``; returned once it answers ``/api/health`` (its
+    :class:`script_runner.Child`)."""
+    import os
+
+    import requests
+
+    root_dir = Path(__file__).resolve().parents[1]
+    proc = zygote.start(["-m", "studio", "--model", run, "--models-root", root, "--port", port], root_dir,
+                        {**os.environ, "PYTHONPATH": str(root_dir), **(env or {})}, log)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the studio exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1, proxies={"http": None}).ok:
+                return proc
+        except requests.ConnectionError:
+            time.sleep(0.3)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"the studio did not answer within 180 s: {log.read_text()[-2000:]}")
+
+
 @contextmanager
 def serving(app):
     """``app`` (ASGI) in a real uvicorn server on a free loopback port, in this process:

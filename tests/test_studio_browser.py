@@ -17,10 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 from PIL import Image
-from script_runner import Child
-from studio_runs import brightness, completion_run, make_run
+from studio_runs import brightness, completion_run, make_run, start_studio
 from test_studio_api import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -33,24 +31,6 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                 reason=f"{CHROMIUM} missing: `make test` installs Debian's chromium")
 
 
-def start_server(zygote, run: Path, root: Path, port: int) -> Child:
-    """``python -m studio`` on ``port``, forked from the worker's zygote (tests/script_runner.py;
-    the real start-up is tests/test_console.py's), once it answers ``/api/health``."""
-    log = root / f"studio-{port}.log"
-    proc = zygote.start(["-m", "studio", "--model", run, "--models-root", root, "--port", port], ROOT,
-                        {**os.environ, "PYTHONPATH": str(ROOT)}, log)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the studio exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1,
-                            proxies={"http": None}).ok:
-                return proc
-        except requests.ConnectionError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("the studio did not answer within 180 s")
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +39,8 @@ def studio(zygote, tmp_path_factory):
     run = make_run(root / "celeba" / "dcgan-a", with_directions=True)
     make_run(root / "celeba" / "egan-b", with_c=True, seed=1)
     port = free_port()
-    state = {"proc": start_server(zygote, run, root, port), "zygote": zygote, "url": f"http://127.0.0.1:{port}/",
-             "run": run, "root": root, "port": port}
+    state = {"proc": start_studio(zygote, run, root, port, root / "studio.log"), "zygote": zygote,
+             "url": f"http://127.0.0.1:{port}/", "run": run, "root": root, "port": port}
     yield state
     state["proc"].terminate()
     state["proc"].wait(timeout=30)
@@ -432,7 +412,8 @@ def test_server_down_then_back(page, studio):
     page.wait_for_selector("#error")
     assert "unreachable" in page.inner_text("#error")
     shot(page, "server-down")
-    studio["proc"] = start_server(studio["zygote"], studio["run"], studio["root"], studio["port"])
+    studio["proc"] = start_studio(studio["zygote"], studio["run"], studio["root"], studio["port"],
+                                   studio["root"] / "studio-again.log")
     page.wait_for_selector("#notice:has-text('The server is back')", timeout=30_000)
     wait_rendered(page)
     assert page.locator("#error").count() == 0
