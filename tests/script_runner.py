@@ -119,7 +119,10 @@ class Child:
         return self.runner._exits.get(self.pid)
 
     def poll(self) -> int | None:
-        self.runner._pump(time.monotonic())
+        """The exit code, or None while it runs; never waits (reads every answer already there,
+        so an exit queued behind another child's answer is not missed)."""
+        while self.returncode is None and self.runner._pump(time.monotonic()) is not None:
+            pass
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _luigi(zygote, tmp_path, task, *args):
-    """``python -m luigi`` in a session of its own (forked from the file's zygote: what is tested
+    """``python -m luigi`` in a session of its own (forked from the pytest worker's zygote: what is tested
     is the kill and the re-run, not the start), its stderr in ``tmp_path/luigi.err``."""
     argv = ["-m", "luigi", "--module", "tasks", task, "--local-scheduler",
             "--paths-raw", tmp_path / "raw", "--paths-processed", tmp_path / "processed", *args]

@@ -237,6 +237,6 @@ def test_augmentation_and_average_under_a_two_device_mirrored_strategy(zygote, p
         print("OK", {k: round(float(v), 4) for k, v in out.items()})
     """).replace("PRECISION", repr(precision))
     # A process of its own (the two logical devices must be set before TensorFlow starts), forked
-    # from the file's zygote (tests/script_runner.py), in the repository.
+    # from the pytest worker's zygote (tests/script_runner.py), in the repository.
     proc = zygote.run(["-c", code], ROOT, {"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"}, timeout=300)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]

@@ -79,7 +79,7 @@ def luigi_args(machine: Path, task: str, *args: str) -> list[str]:
 
 def start(runner: ScriptRunner, argv: list[str], machine: Path, env: dict) -> Child:
     """``python *argv`` as one machine: its own temporary folder and log (stderr in it), no
-    TF_CONFIG unless ``env`` sets one; forked from the file's zygote (a new session)."""
+    TF_CONFIG unless ``env`` sets one; forked from the pytest worker's zygote (a new session)."""
     (machine / "tmp").mkdir(parents=True, exist_ok=True)
     env = {**{k: v for k, v in os.environ.items() if k != "TF_CONFIG"}, "PYTHONPATH": str(ROOT),
            "TMPDIR": str(machine / "tmp"), **env}
