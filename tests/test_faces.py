@@ -382,10 +382,9 @@ def test_shard_with_worker_processes_matches_one_process(tmp_path, astronaut, tw
     assert len(keys) == len({f["key"] for f in faces}) + len(rejected)  # counts in = out + rejected
 
 
-def test_worker_processes_after_tensorflow_is_loaded(tmp_path, astronaut):
-    """Forking a process with TensorFlow's thread pools can deadlock; the pool must not."""
-    import subprocess
-    import sys
+def test_worker_processes_after_tensorflow_is_loaded(zygote, tmp_path, astronaut):
+    """Forking a process with TensorFlow's thread pools can deadlock; the pool must not. (A
+    child of the worker's zygote: TensorFlow imported there, its thread pools started here.)"""
     import textwrap
 
     (tmp_path / "a.jpg").write_bytes(_jpeg(astronaut))
@@ -401,9 +400,9 @@ def test_worker_processes_after_tensorflow_is_loaded(tmp_path, astronaut):
             images, faces, rejected = align_keys(source, source.keys(), FaceAligner(), jobs=2)
             print("FACES", len(faces), len(rejected))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
-                          env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})
-    assert "FACES 2 0" in proc.stdout, proc.stderr[-2000:]
+    proc = zygote.run(["-c", code], ROOT, {"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin",
+                                           "PYTHONPATH": str(ROOT)}, timeout=240)
+    assert proc.returncode == 0 and "FACES 2 0" in proc.stdout, proc.stderr[-2000:]
 
 
 FORK_AFTER_USE = """
