@@ -62,8 +62,12 @@ def bucket_paths(s3: S3, bucket: str, cache: Path, prefix: str = "data") -> list
             "--paths-cache", str(cache), "--s3-endpoint-url", s3.endpoint]
 
 
+#: ``python`` arguments that run luigi on this project's tasks (a process's or a zygote child's).
+LUIGI = ["-m", "luigi", "--module", "tasks"]
+
+
 def luigi(args: list[str], env: dict, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     """Run ``luigi --module tasks ARGS`` in the repository (a real process, its own scheduler
     unless ``args`` name one)."""
-    return subprocess.run([sys.executable, "-m", "luigi", "--module", "tasks", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, *LUIGI, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout, **kw)

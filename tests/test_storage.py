@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import s3_server
 from components import require_module
-from s3_server import ROOT, bucket_paths, luigi, luigi_env
+from s3_server import LUIGI, ROOT, bucket_paths, luigi, luigi_env
 
 require_module("moto")
 require_module("s3fs")
@@ -220,8 +220,8 @@ def test_the_pipeline_runs_in_a_bucket_and_a_rerun_is_a_noop(zygote, s3, bucket,
     flags = bucket_paths(s3, bucket, tmp_path / "machine-a")
     # The run that trains, forked from the worker's zygote (TensorFlow imported once); the
     # reruns load no TensorFlow, so they are plain processes.
-    first = zygote.run(["-m", "luigi", "--module", "tasks", "ExportSamples", "--local-scheduler", *SAMPLE, *TRAIN,
-                        *flags], ROOT, luigi_env(), timeout=600)
+    first = zygote.run([*LUIGI, "ExportSamples", "--local-scheduler", *SAMPLE, *TRAIN, *flags], ROOT, luigi_env(),
+                       timeout=600)
     assert first.returncode == 0, first.stderr[-4000:]
     assert {"Sample", "AlignShard", "DetectAlignFaces", "RecordShard", "BuildTFRecords", "TrainDCGAN",
             "ExportSamples"} <= set(_ran(first.stderr))

@@ -31,6 +31,7 @@ TINY = dict(base_width=8, batch_size=4, seed=5, precision="float32", labels=DIGI
 #: what one float32 RMSProp step can add to a weight of 1, so the step tests clip at 0.05.
 FAST = {"wgan": {"n_critic": 2, "clip": 0.05}, "wgan-gp": {"n_critic": 2}}
 SHAPES = [(64, 3), (32, 3), (28, 1)]
+DISCRIMINATORS, GENERATORS = ("cnn", "capsnet"), ("dcgan", "seed")
 
 
 def _config(variant, discriminator="cnn", generator="dcgan", resolution=28, channels=1, options=None, **kw):
@@ -49,7 +50,7 @@ def _batch(model, resolution=28, channels=1, seed=0):
 def test_every_variant_discriminator_and_generator_builds(resolution, channels):
     """Each combination builds at 64 RGB, 32 RGB and 28 gray with the outputs its variant reads."""
     keras.config.set_dtype_policy("float32")
-    for variant, disc, gen in itertools.product(VARIANTS, ("cnn", "capsnet"), ("dcgan", "seed")):
+    for variant, disc, gen in itertools.product(VARIANTS, DISCRIMINATORS, GENERATORS):
         model = build_variant(_config(variant, disc, gen, resolution, channels))
         g, d = model.inference_generator(), model.inference_discriminator()
         assert g.output_shape == (None, resolution, resolution, channels), (variant, disc, gen)
@@ -79,14 +80,14 @@ def _moved(before, variables):
 # once. The whole product (twice as many traces) adds no pair: D and G meet only through
 # the image, whose shapes the build test checks for every combination.
 STEP_CASES = [(v, d, "seed" if (i + j) % 2 else "dcgan")
-              for i, v in enumerate(VARIANTS) for j, d in enumerate(("cnn", "capsnet"))]
+              for i, v in enumerate(VARIANTS) for j, d in enumerate(DISCRIMINATORS)]
 
 
 def test_step_cases_cover_every_pair_of_choices():
     pairs = lambda a, b: {(case[a], case[b]) for case in STEP_CASES}  # noqa: E731
-    assert pairs(0, 1) == set(itertools.product(VARIANTS, ("cnn", "capsnet")))
-    assert pairs(0, 2) == set(itertools.product(VARIANTS, ("dcgan", "seed")))
-    assert pairs(1, 2) == set(itertools.product(("cnn", "capsnet"), ("dcgan", "seed")))
+    assert pairs(0, 1) == set(itertools.product(VARIANTS, DISCRIMINATORS))
+    assert pairs(0, 2) == set(itertools.product(VARIANTS, GENERATORS))
+    assert pairs(1, 2) == set(itertools.product(DISCRIMINATORS, GENERATORS))
 
 
 @pytest.mark.parametrize("variant,discriminator,generator", STEP_CASES)
