@@ -8,7 +8,8 @@
 Starts ``python -m studio`` on a free 127.0.0.1 port, drives ``POST /api/generate`` with
 a new random z per request from 1 and then 8 concurrent keep-alive clients for
 ``--seconds`` each, and prints one JSON line: p50/p99 latency, requests/s and errors
-per client count (with the mean rows per generator call the server made), and the
+per client count (with the mean rows per generator call the server made, and the figures
+of the ``--ramp-seconds`` the same clients ran just before, not counted), and the
 same generator's raw forward time at batch 1 and 8 (the compiled forward the server
 runs, in this process, same engine and precision), so the server's overhead is visible.
 Targets (issue 17, 64x64 on the 2-core CPU): p50 <= 25 ms with one client; p99 <=
@@ -293,6 +294,11 @@ def main(argv=None) -> int:
                    help="the heavy clients' completion method (default: %(default)s, a job of the queue)")
     p.add_argument("--batch-wait-ms", type=float, default=None,
                    help="the server's --batch-wait-ms (default: the server's own)")
+    p.add_argument("--ramp-seconds", type=float, default=5.0,
+                   help="clients run this long at each count before it is measured; the ramp's own figures "
+                        "are in the JSON as `ramp` (default: %(default)s)")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="the server's --max-batch (default: the server's own, the engine's call size)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     precision = args.precision
@@ -302,16 +308,24 @@ def main(argv=None) -> int:
     extra = ("--max-jobs", str(max(2, args.mixed))) if args.mixed > 0 else ()
     if args.batch_wait_ms is not None:
         extra += ("--batch-wait-ms", str(args.batch_wait_ms))
+    if args.max_batch is not None:
+        extra += ("--max-batch", str(args.max_batch))
     server = start_server(run, port, args.engine, precision, extra)
     result = {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
               "model": str(run) if args.model else "random-weights dcgan 64x64", "engine": args.engine,
               "precision": precision, "seconds": args.seconds, "batch_wait_ms": args.batch_wait_ms,
+              "max_batch": args.max_batch, "ramp_seconds": args.ramp_seconds,
               "load_avg_1min_before": round(os.getloadavg()[0], 2)}
     try:
         drive(port, 2, 2.0)  # warm-up: first requests trace nothing, but fill caches and pools
         for clients in (int(c) for c in args.clients.split(",") if c.strip()):
+            # a ramp at this count first, as load tools do: the clients' requests fall into step
+            # with the server's calls within about 2 s (measured); the ramp's figures are kept
+            ramp = drive(port, clients, args.ramp_seconds, seed=clients + 500) if args.ramp_seconds > 0 else None
             before = next(iter(server_stats(port).values()))
             result[f"clients_{clients}"] = drive(port, clients, args.seconds, seed=clients)
+            if ramp is not None:
+                result[f"clients_{clients}"]["ramp"] = ramp
             after = next(iter(server_stats(port).values()))
             calls = after["batches"] - before["batches"]
             result[f"clients_{clients}"]["mean_batch"] = round((after["rows"] - before["rows"]) / max(calls, 1), 2)

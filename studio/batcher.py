@@ -7,6 +7,11 @@ every other request already queued (up to ``max_rows`` rows; optionally waiting
 request its slice, post-processed (PNG encoding) in the same thread. One client
 alone gets batch 1 with no added wait; under load, the requests that queued while
 a batch ran form the next batch.
+
+How many rows one call takes is the forward's to say (``forward.rows_per_call``): a request
+that arrives while a call runs waits for that call and then for its own, so a call much
+longer than the time the engine needs to keep its cores busy only adds to the tail latency
+(docs/benchmarks.md, studio speed).
 """
 from __future__ import annotations
 
@@ -18,15 +23,21 @@ from typing import Any, Callable
 
 import numpy as np
 
+#: Rows per call for a forward that does not say (``rows_per_call``).
+MAX_ROWS = 32
+
 
 class MicroBatcher:
     """``await submit(inputs, post)``: ``inputs`` ``{name: (k, size) float32}``;
     ``forward({name: (n, size)}) -> (n, ...)`` runs on the concatenated rows;
-    ``post(outputs (k, ...)) -> result`` runs in the worker thread."""
+    ``post(outputs (k, ...)) -> result`` runs in the worker thread. ``max_rows``: most rows
+    in one call (None: ``forward.rows_per_call``, else :data:`MAX_ROWS`); a request with
+    more rows than that still runs, alone."""
 
-    def __init__(self, forward: Callable[[dict], np.ndarray], max_rows: int = 32, wait_s: float = 0.0,
+    def __init__(self, forward: Callable[[dict], np.ndarray], max_rows: int | None = None, wait_s: float = 0.0,
                  name: str = "generator"):
-        self.forward, self.max_rows, self.wait_s = forward, max_rows, wait_s
+        self.forward, self.wait_s = forward, wait_s
+        self.max_rows = max_rows or getattr(forward, "rows_per_call", None) or MAX_ROWS
         self.batches = 0  # forward calls made
         self.rows = 0     # rows generated
         self._queue: queue.SimpleQueue = queue.SimpleQueue()

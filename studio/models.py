@@ -49,7 +49,7 @@ class LoadedModel:
     net_lock: threading.Lock = field(default_factory=threading.Lock)  # one network completion at a time
 
     @classmethod
-    def load(cls, model_id: str, run_dir: Path, max_rows: int = 32, wait_s: float = 0.0,
+    def load(cls, model_id: str, run_dir: Path, max_rows: int | None = None, wait_s: float = 0.0,
              precision: str = "auto", engine: str = "auto") -> "LoadedModel":
         from model.train.serving import serving_forward
 
@@ -203,7 +203,7 @@ class ModelRegistry:
     model is loaded on first use and kept, served by ``engine`` in ``precision``
     (model.train.serving.serving_forward: ``auto``, ``float32`` or ``mixed_bfloat16``)."""
 
-    def __init__(self, root: Path | None, default: Path, max_rows: int = 32, wait_s: float = 0.0,
+    def __init__(self, root: Path | None, default: Path, max_rows: int | None = None, wait_s: float = 0.0,
                  precision: str = "auto", engine: str = "auto", allow: tuple[str, ...] = ("*",)):
         self.root = Path(root).resolve() if root else None
         self.default_dir = Path(default).resolve()

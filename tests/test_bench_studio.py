@@ -17,12 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_the_studio_bench_measures_edits_beside_completions(zygote, tmp_path):
     run = make_run(tmp_path / "models" / "celeba" / "dcgan-a")
-    proc = zygote.run(["bench/studio.py", "--model", run, "--seconds", "1", "--clients", "1", "--mixed", "1"],
+    proc = zygote.run(["bench/studio.py", "--model", run, "--seconds", "1", "--clients", "1", "--mixed", "1",
+                       "--ramp-seconds", "0.5", "--max-batch", "2"],
                       ROOT, dict(os.environ), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
 
     assert result["clients_1"]["requests"] > 0 and result["forward_batch1_ms"] > 0
+    assert result["clients_1"]["ramp"]["requests"] > 0 and result["clients_1"]["ramp"]["errors"] == 0
+    assert (result["max_batch"], result["ramp_seconds"]) == (2, 0.5)
     mixed = result["mixed"]
     assert (mixed["edit_clients"], mixed["heavy_clients"], mixed["heavy_method"]) == (1, 1, "search")
     for edits in (mixed["edits_alone"], mixed["together"]["edits"]):

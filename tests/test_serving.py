@@ -47,6 +47,24 @@ def test_a_face_does_not_depend_on_what_shares_its_call(run, engine):
     assert np.array_equal(mixed[3], together[4])
 
 
+def test_each_engine_says_how_many_rows_a_call_should_take(run):
+    """The studio's batcher takes its call size from the forward: two rows per OpenVINO
+    stream, four on TensorFlow (rows in turn); an explicit --max-batch still wins."""
+    from pipeline.align.engine import usable_cores
+    from studio.batcher import MicroBatcher
+
+    folder, card, generator = run
+    ov = serving_forward(folder, card, generator, "openvino", "float32")
+    assert ov.rows_per_call == 2 * usable_cores()
+    assert serving_forward(folder, card, generator, "tensorflow", "float32").rows_per_call == 4
+    batchers = [MicroBatcher(ov), MicroBatcher(ov, max_rows=3), MicroBatcher(lambda inputs: inputs["z"])]
+    try:
+        assert [b.max_rows for b in batchers] == [2 * usable_cores(), 3, 32]
+    finally:
+        for b in batchers:
+            b.close()
+
+
 def test_openvino_gives_tensorflow_s_pixels_from_every_source(run, tmp_path):
     """The run's generator.keras alone (converted in memory), its SavedModel, and the IR the
     training export writes all serve the TensorFlow forward's pixels (a level at most apart)."""

@@ -202,6 +202,11 @@ def openvino_forward(source: str | os.PathLike, names: list[str], precision: str
             return np.concatenate(out)
 
     call.input_names, call.precision, call.engine = names, precision, f"openvino {ov.get_version().split('-')[0]}"
+    # Two rows per stream: a call then lasts about two row times, so a request arriving during
+    # it waits little, and the next call's rows queue while this one runs. With 8 clients on 2
+    # cores: p99 78-82 ms against 122-125 ms for calls of up to 32 rows, and 117 against
+    # 108-111 requests/s (docs/benchmarks.md, studio speed).
+    call.rows_per_call = 2 * streams
     return call
 
 
@@ -245,4 +250,7 @@ def _serving_forward(run_dir, card, generator, engine: str, precision: str):
 
     forward.input_names, forward.precision = names, batched.precision
     forward.engine = f"tensorflow {tf.__version__}"
+    # rows run one after another on all cores: 4 rows a call kept the 8-client p99 at 99 ms
+    # against 147 ms for up to 32 (AVX2 EPYC, docs/benchmarks.md, studio speed)
+    forward.rows_per_call = 4
     return forward
