@@ -37,8 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--allow-models", default="*", help="model ids served (paths under --models-root), as comma-"
                                                        "separated globs, e.g. 'celeba/*' (default: %(default)s)")
     p.add_argument("--max-batch", type=_at_least_one, default=None,
-                   help="most rows in one generator call (default: the engine's: two per OpenVINO stream, so "
-                        "a request waits for at most about two rows' time before its own call starts)")
+                   help="most rows in one generator call (default: the engine's: two per OpenVINO stream, 4 on "
+                        "TensorFlow; a longer call only makes the requests arriving during it wait longer)")
     p.add_argument("--batch-wait-ms", type=float, default=0.0,
                    help="extra wait for requests to join a batch (default: %(default)s: only those already queued)")
     p.add_argument("--engine", default="auto", choices=("auto", "openvino", "tensorflow"),
