@@ -79,7 +79,7 @@ def _moved(before, variables):
 # alternates, so every pair of choices (variant and D, variant and G, D and G) steps at least
 # once. The whole product (twice as many traces) adds no pair: D and G meet only through
 # the image, whose shapes the build test checks for every combination.
-STEP_CASES = [(v, d, "seed" if (i + j) % 2 else "dcgan")
+STEP_CASES = [(v, d, GENERATORS[(i + j) % 2])
               for i, v in enumerate(VARIANTS) for j, d in enumerate(DISCRIMINATORS)]
 
 
