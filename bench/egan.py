@@ -68,7 +68,8 @@ def configure(args) -> None:
         "TrainDCGAN": common, "TrainEGAN": {**common, "mode": args.mode, "weight": args.weight,
                       "c_distribution": args.c_distribution, "target": args.target,
                       "weight_warmup": args.weight_warmup, "d_condition": str(args.d_condition).lower(),
-                      "c_every_block": str(args.c_every_block).lower()},
+                      "c_every_block": str(args.c_every_block).lower(),
+                      "sharpness_norm": args.sharpness_norm},
     }, args.set)
 
 
@@ -154,6 +155,9 @@ def main(argv=None) -> int:
                         help="quantile target: D also sees c (real faces: the level of their own F)")
     parser.add_argument("--c-every-block", action=argparse.BooleanOptionalAction, default=defaults.c_every_block,
                         help="c also enters every upsampling block of G")
+    parser.add_argument("--sharpness-norm", type=float, default=defaults.sharpness_norm,
+                        help="training's sharpness against the edges' p-norm with this p (0: the strongest "
+                             "edge; the measurer always uses the formula)")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--sweep-max", default="1", help="largest c of the sweep; a comma-separated list "
                         "measures each (the first is the one `rho` and the targets report)")
@@ -237,7 +241,8 @@ def main(argv=None) -> int:
         "control": rho, "classifiers": classifiers, "quality": quality, "cost": cost,
         "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "weight": args.weight,
         "c_distribution": args.c_distribution, "target": args.target, "weight_warmup": args.weight_warmup,
-        "d_condition": args.d_condition, "c_every_block": args.c_every_block, "samples": args.samples,
+        "d_condition": args.d_condition, "c_every_block": args.c_every_block, "sharpness_norm": args.sharpness_norm,
+        "samples": args.samples,
         "sweep_max": sweep_maxima,
         "minutes": {k: round(v, 2) for k, v in minutes.items()},
         "runs": {k: str(v[0]) for k, v in runs.items()}, "dcgan_run": str(dcgan.run_dir()) if dcgan else None}))

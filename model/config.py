@@ -235,6 +235,10 @@ class EGANOptions:
     # c also enters every upsampling block of G (constant feature maps), not only the first
     # projection: the late blocks, which draw edges and texture, see it directly.
     c_every_block: bool = False
+    # sharpness in training divides by the edges' p-norm (this p) instead of the strongest edge
+    # (0: the formula, as the bench measures it). The maximum's gradient reaches one pixel, which
+    # the next step's maximum replaces; the p-norm's reaches every strong edge (docs/egan.md).
+    sharpness_norm: float = 0.0
 
     def __post_init__(self):
         self.extractors = [str(e) for e in (self.extractors or [])]
@@ -264,6 +268,9 @@ class EGANOptions:
         if self.quantile_points < 2 or not 0.0 <= self.quantile_decay < 1.0:
             raise ValueError(f"EGAN quantile_points must be >= 2 and quantile_decay in [0, 1), got "
                              f"{self.quantile_points} and {self.quantile_decay}")
+        if self.sharpness_norm and self.sharpness_norm < 1.0:
+            raise ValueError(f"EGAN sharpness_norm must be 0 (the strongest edge) or a p-norm's p >= 1, "
+                             f"got {self.sharpness_norm}")
         if self.weight_warmup < 0:
             raise ValueError(f"EGAN weight_warmup must be >= 0 steps, got {self.weight_warmup}")
         if self.weight < 0 or self.c_max <= 0:

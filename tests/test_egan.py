@@ -10,7 +10,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from model.card import load_generator, read_card, sample_inputs  # noqa: E402
-from model.config import TrainConfig  # noqa: E402
+from model.config import EGANOptions, TrainConfig  # noqa: E402
 from model.train.loop import GANTrainer, train  # noqa: E402
 from model.train.sampling import attribute_sweeps, generate  # noqa: E402
 from model.train.serving import load_serving  # noqa: E402
@@ -59,6 +59,35 @@ def test_sharpness_by_hand():
     assert measure("sharpness", spot.astype(np.uint8))[0] == pytest.approx(expected, abs=1e-4)
     flat = np.full((1, 4, 4, 3), 90, np.uint8)
     assert float(sharpness(_to_model(flat))[0]) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_sharpness_against_the_edges_p_norm():
+    """sharpness_norm p: the sum of magnitudes over W * H * (mean m^p)^(1/p), which is the
+    formula when every edge is as strong as the strongest, and whose gradient reaches every
+    strong edge, not the strongest pixel alone."""
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 255, (3, 8, 8, 3))
+    gray = (images / 255.0) @ np.array([0.2126, 0.7152, 0.0722])
+    g = np.gradient(gray, axis=(1, 2))
+    mag = np.hypot(g[0], g[1])
+    for p in (1.0, 12.0):
+        expected = mag.sum(axis=(1, 2)) / (64 * np.mean(mag ** p, axis=(1, 2)) ** (1 / p))
+        np.testing.assert_allclose(sharpness(_to_model(images), p).numpy(), expected, rtol=1e-4)
+    ramp = np.tile(np.array([0, 127.5, 255]), (3, 1))[None, :, :, None]  # every magnitude 0.5
+    assert float(sharpness(_to_model(ramp), 12.0)[0]) == pytest.approx(float(sharpness(_to_model(ramp))[0]), abs=1e-4)
+
+    x = tf.constant(_to_model(images[:1]))
+    reached = {}
+    for p in (0.0, 12.0):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = sharpness(x, p)
+        # pixels whose gradient is at least a tenth of the largest: the p-norm spreads the pull
+        grad = np.abs(tape.gradient(y, x).numpy()).sum(axis=-1)
+        reached[p] = int((grad >= 0.1 * grad.max()).sum())
+    assert reached[12.0] > 2 * reached[0.0]
+    with pytest.raises(ValueError, match="sharpness_norm"):
+        EGANOptions(extractors=["sharpness"], sharpness_norm=0.5)
 
 
 def _images(n=16):

@@ -11,7 +11,9 @@ with a loss that ties what an extractor F measures on G(z, c) to c.
 ``weight_warmup`` steps ramp ``weight`` linearly from 0 (0: the full weight from the start).
 With ``d_condition`` (quantile target) D is a projection discriminator D(x, c): real faces
 come with the level Q^-1(F(x)) of their own F, fakes with their c. With ``c_every_block``
-c also enters every upsampling block of G as constant feature maps.
+c also enters every upsampling block of G as constant feature maps. With ``sharpness_norm`` p
+training measures sharpness against the edges' p-norm rather than the strongest edge
+(model/variants/extractors.py).
 
 ``quantile``: Q_i is the real faces' quantile function of F_i, tracked over the real batches
 (``quantile_points`` levels, an exponential moving average with ``quantile_decay``), and c is
@@ -74,6 +76,7 @@ class EGAN(DCGAN):
         c = InputSpec("c", "attribute", len(o.extractors), distribution=o.c_distribution,
                       labels=tuple(o.extractors), range=(0.0, o.c_max),
                       meta={"extractors": list(o.extractors), "weight": o.weight, "mode": o.mode, "target": o.target,
+                            "sharpness_norm": o.sharpness_norm,
                             "train_values": [0.0, 1.0]})
         return [*super().inputs(), c]
 
@@ -142,7 +145,7 @@ class EGAN(DCGAN):
         columns, probs = [], None
         for name in self.options.extractors:
             if name in FORMULAS:
-                columns.append(formula(name)(images))
+                columns.append(formula(name, self.options.sharpness_norm)(images))
             else:
                 if probs is None:
                     probs = tf.cast(self.classifier(images, training=False), tf.float32)
