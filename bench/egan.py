@@ -69,7 +69,7 @@ def configure(args) -> None:
                       "c_distribution": args.c_distribution, "target": args.target,
                       "weight_warmup": args.weight_warmup, "d_condition": str(args.d_condition).lower(),
                       "c_every_block": str(args.c_every_block).lower(),
-                      "sharpness_norm": args.sharpness_norm},
+                      "sharpness_norm": args.sharpness_norm, "z_pairs": str(args.z_pairs).lower()},
     }, args.set)
 
 
@@ -158,6 +158,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sharpness-norm", type=float, default=defaults.sharpness_norm,
                         help="training's sharpness against the edges' p-norm with this p (0: the strongest "
                              "edge; the measurer always uses the formula)")
+    parser.add_argument("--z-pairs", action=argparse.BooleanOptionalAction, default=defaults.z_pairs,
+                        help="quantile target: each z drawn twice with two c's, the loss also on the pair's "
+                             "difference in F")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--sweep-max", default="1", help="largest c of the sweep; a comma-separated list "
                         "measures each (the first is the one `rho` and the targets report)")
@@ -242,7 +245,7 @@ def main(argv=None) -> int:
         "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "weight": args.weight,
         "c_distribution": args.c_distribution, "target": args.target, "weight_warmup": args.weight_warmup,
         "d_condition": args.d_condition, "c_every_block": args.c_every_block, "sharpness_norm": args.sharpness_norm,
-        "samples": args.samples,
+        "z_pairs": args.z_pairs, "samples": args.samples,
         "sweep_max": sweep_maxima,
         "minutes": {k: round(v, 2) for k, v in minutes.items()},
         "runs": {k: str(v[0]) for k, v in runs.items()}, "dcgan_run": str(dcgan.run_dir()) if dcgan else None}))

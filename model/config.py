@@ -239,6 +239,10 @@ class EGANOptions:
     # (0: the formula, as the bench measures it). The maximum's gradient reaches one pixel, which
     # the next step's maximum replaces; the p-norm's reaches every strong edge (docs/egan.md).
     sharpness_norm: float = 0.0
+    # quantile: G's batch draws each z twice with two c's, and the loss also asks each pair's
+    # difference in F to be the difference of its targets, Q(c_a) - Q(c_b): z's part of F cancels
+    # there, so the pull on c's own effect is not lost among the z's (docs/egan.md).
+    z_pairs: bool = False
 
     def __post_init__(self):
         self.extractors = [str(e) for e in (self.extractors or [])]
@@ -268,6 +272,9 @@ class EGANOptions:
         if self.quantile_points < 2 or not 0.0 <= self.quantile_decay < 1.0:
             raise ValueError(f"EGAN quantile_points must be >= 2 and quantile_decay in [0, 1), got "
                              f"{self.quantile_points} and {self.quantile_decay}")
+        if self.z_pairs and self.target != "quantile":
+            raise ValueError("EGAN z_pairs needs target quantile (a pair's targets are the real faces' levels "
+                             "at its two c): set --target quantile --c-distribution uniform")
         if self.sharpness_norm and self.sharpness_norm < 1.0:
             raise ValueError(f"EGAN sharpness_norm must be 0 (the strongest edge) or a p-norm's p >= 1, "
                              f"got {self.sharpness_norm}")

@@ -173,6 +173,34 @@ def test_the_quantile_target_is_the_real_faces_level_at_quantile_c():
     assert float(scalars["e_brightness"]) == pytest.approx((f - target)[:, 0].sum() / SMALL["batch_size"], rel=1e-5)
 
 
+def test_z_pairs_draw_each_z_twice_and_ask_the_pairs_difference_of_levels(tmp_path):
+    """z_pairs: rows 2i and 2i + 1 of G's batch share a z with their own c (an odd last row
+    keeps its z); the pair term is the mean over pairs of |F_a - F_b - (Q_a - Q_b)|, added to
+    the L1 loss and logged as e_pair; a run with it trains."""
+    import csv
+
+    from model.variants.egan import EGAN
+    options = {**QUANTILE, "extractors": ["brightness"], "z_pairs": True}
+    variant = EGAN(TrainConfig(**SMALL, options=options))
+    variant.build()
+    variant.rng = tf.random.Generator.from_seed(0)  # the trainer's draws
+    inputs = {k: v.numpy() for k, v in variant.sample_inputs(5).items()}
+    z, c = inputs["z"], inputs["c"]
+    np.testing.assert_array_equal(z[0], z[1])
+    np.testing.assert_array_equal(z[2], z[3])
+    assert not np.array_equal(z[1], z[2]) and not np.array_equal(z[3], z[4]) and c[0, 0] != c[1, 0]
+    f = tf.constant([[0.2], [0.5], [0.4], [0.1]])
+    target = tf.constant([[0.3], [0.3], [0.9], [0.2]])
+    # pairs: (0.2 - 0.5) - (0.3 - 0.3) = -0.3, (0.4 - 0.1) - (0.9 - 0.2) = -0.4; two pairs in a batch of 4
+    assert float(variant.pair_loss(f, target)) == pytest.approx((0.3 + 0.4) / 2)
+    with pytest.raises(ValueError, match="z_pairs needs target quantile"):
+        EGAN(TrainConfig(**SMALL, options={"z_pairs": True}))
+
+    train(TrainConfig(**SMALL, options=options), _images(), tmp_path / "run")
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert rows and all(np.isfinite(float(r["e_pair"])) and float(r["e_pair"]) >= 0 for r in rows)
+
+
 def test_the_extractor_weight_warms_up_linearly_then_stays():
     from model.variants.egan import EGAN
     variant = EGAN(TrainConfig(**SMALL, options={"weight": 2.0, "weight_warmup": 4}))

@@ -13,7 +13,8 @@ With ``d_condition`` (quantile target) D is a projection discriminator D(x, c): 
 come with the level Q^-1(F(x)) of their own F, fakes with their c. With ``c_every_block``
 c also enters every upsampling block of G as constant feature maps. With ``sharpness_norm`` p
 training measures sharpness against the edges' p-norm rather than the strongest edge
-(model/variants/extractors.py).
+(model/variants/extractors.py). With ``z_pairs`` (quantile target) G's batch draws each z twice
+and the loss adds, per pair of rows (a, b) with one z, |F_a - F_b - (Q(c_a) - Q(c_b))|.
 
 ``quantile``: Q_i is the real faces' quantile function of F_i, tracked over the real batches
 (``quantile_points`` levels, an exponential moving average with ``quantile_decay``), and c is
@@ -57,7 +58,8 @@ class EGAN(DCGAN):
     def scalars(self):
         joint = ("f_loss", "f_acc") if self.joint else ()
         warmup = ("e_weight",) if self.options.weight_warmup else ()
-        return (*DCGAN.scalars, "e_loss", *(f"e_{e}" for e in self.options.extractors), *warmup, *joint)
+        pairs = ("e_pair",) if self.options.z_pairs else ()
+        return (*DCGAN.scalars, "e_loss", *pairs, *(f"e_{e}" for e in self.options.extractors), *warmup, *joint)
 
     @property
     def plots(self):
@@ -76,7 +78,7 @@ class EGAN(DCGAN):
         c = InputSpec("c", "attribute", len(o.extractors), distribution=o.c_distribution,
                       labels=tuple(o.extractors), range=(0.0, o.c_max),
                       meta={"extractors": list(o.extractors), "weight": o.weight, "mode": o.mode, "target": o.target,
-                            "sharpness_norm": o.sharpness_norm,
+                            "sharpness_norm": o.sharpness_norm, "z_pairs": o.z_pairs,
                             "train_values": [0.0, 1.0]})
         return [*super().inputs(), c]
 
@@ -139,6 +141,13 @@ class EGAN(DCGAN):
             return images
         # a real face's level is in its batch (train_step put it there), a fake's c in its inputs
         return {"image": images, "c": inputs["c"] if inputs is not None else batch["level"]}
+
+    def sample_inputs(self, n) -> dict[str, tf.Tensor]:
+        inputs = super().sample_inputs(n)
+        if not self.options.z_pairs:
+            return inputs
+        # rows 2i and 2i + 1 share row 2i's z (an odd last row keeps its own); their c differ
+        return {**inputs, "z": tf.gather(inputs["z"], tf.range(n) // 2 * 2)}
 
     def extract(self, images: tf.Tensor) -> tf.Tensor:
         """``(n, k)`` F values of ``images`` in [-1, 1], one column per extractor, in [0, 1]."""
@@ -207,6 +216,8 @@ class EGAN(DCGAN):
             f = self.extract(fake)
             target = self.target_of(c)
             per_example = tf.reduce_sum(tf.abs(f - target), axis=1)
+            if self.options.z_pairs:
+                pair = self.pair_loss(f, target)
         else:
             f = tf.clip_by_value(self.extract(fake), 1e-6, 1.0 - 1e-6)
             target = c
@@ -214,10 +225,21 @@ class EGAN(DCGAN):
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
         gaps = tf.reduce_sum(f - target, axis=0) / self.config.batch_size  # (k,) mean gap over the global batch
         scalars = {"e_loss": loss, **{f"e_{e}": gaps[i] for i, e in enumerate(self.options.extractors)}}
+        if self.options.z_pairs:
+            scalars["e_pair"] = pair
+            loss = loss + pair
         weight = self.extractor_weight()
         if self.options.weight_warmup:
             scalars["e_weight"] = weight
         return weight * loss, scalars
+
+    def pair_loss(self, f: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        """Mean over the pairs of rows (2i, 2i + 1) sharing a z of sum_k |F_a - F_b - (Q_a - Q_b)|,
+        from ``(n, k)`` F values and targets (averaged over the global batch's pairs)."""
+        m = tf.shape(f)[0] // 2 * 2
+        gap = (f[:m:2] - f[1:m:2]) - (target[:m:2] - target[1:m:2])
+        return tf.nn.compute_average_loss(tf.reduce_sum(tf.abs(gap), axis=1),
+                                          global_batch_size=max(1, self.config.batch_size // 2))
 
     def extra_updates(self, batch):
         if not self.joint:
