@@ -223,6 +223,10 @@ def args_serving_engines(d):
     return ["--base-width", 8, "--repeats", 5]
 
 
+def args_sharpness_norm(d):
+    return ["--records", d["records"], "--split", "train", "--norms", "1,12"]
+
+
 def args_torch_peer(d):
     return ["--batch", 2, "--base-width", 4, "--steps", 1, "--repeats", 1]
 
@@ -246,6 +250,7 @@ BENCHES = {
     "scale": (args_scale, ("celeba",), {"sample_s_per_image", "align_sample_s_per_image", "align_celeba_s_per_image",
                                         "records_celeba_s_per_image", "scheduler_ms_per_task", "load_avg_end"}),
     "serving_engines": (args_serving_engines, (), {"rows"}),
+    "sharpness_norm": (args_sharpness_norm, ("records",), {"n", "spearman", "quantiles", "spread_ratio"}),
     "torch_peer": (args_torch_peer, (), {"torch", "threads", "images_per_s_fp32"}),
 }
 #: Checks beyond the keys: the rows a smoke run must have made.
@@ -266,6 +271,10 @@ ROWS = {
                           and r["recipes"]["paper"]["fid_over_steps_split"] == "validation"
                           and r["recipes"]["paper"]["fid_std"] > 0 and r["fid_std"] > 0),
     "rebuild": lambda r: r["versions"][0] != r["versions"][1],
+    # the 4 train faces, each p against the formula; the 12-norm's levels are at or above the formula's
+    "sharpness_norm": lambda r: (r["n"] == 4 and set(r["spearman"]) == {"1", "12"}
+                                 and all(a >= b - 1e-6 for a, b in zip(r["quantiles"]["12"],
+                                                                       r["quantiles"]["formula"]))),
     "torch_peer": lambda r: r["images_per_s_fp32"] > 0 and (r["batch"], r["base_width"]) == (2, 4),
     # the bucket holds what a second machine needs: it runs nothing; the records equal the local run's
     "object_store": lambda r: (r["second_machine"]["ran"] == [] and r["record_files_identical"] > 0

@@ -1,0 +1,71 @@
+"""How well sharpness against the edges' p-norm ranks real faces as the formula does
+(EGAN's ``sharpness_norm``, model/variants/extractors.py).
+
+    .venv/bin/python bench/sharpness_norm.py --records processed/records/celeba/<hash>/v-<version>
+
+``--records`` is a version folder (with manifest.json) or a records folder holding
+``latest.json``. On the ``--split`` faces it measures sharpness by the formula (the
+strongest edge, as bench/egan.py measures it) and with each p of ``--norms``, and prints
+one JSON line:
+
+- ``spearman``: per p, Spearman's rho between the p-norm measure and the formula over
+  the faces (how far control of the stand-in is control of the formula);
+- ``quantiles``: the 5%, 50% and 95% levels of the formula (``formula``) and of each p;
+- ``spread_ratio``: per p, its 5-95% spread over the formula's: lambda / spread_ratio
+  gives the p-norm run the pull per unit of real spread that lambda gives the formula.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from input_pipeline import version_folder  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", required=True, help="a records version folder, or one holding latest.json")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--norms", default="4,8,12,16,24", help="comma-separated p of the p-norms")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import tensorflow as tf
+    from scipy.stats import spearmanr
+
+    from model.train.data import decode_images
+    from model.variants.extractors import measure, sharpness
+    from pipeline.records import read_info, split_files
+
+    folder = version_folder(args.records)
+    size = read_info(folder)["image_shape"][0]
+    batches = tf.data.TFRecordDataset(split_files(folder, args.split)).batch(512).map(
+        lambda b: decode_images(tf.io.parse_example(b, {"image": tf.io.FixedLenFeature([], tf.string)})["image"],
+                                size))
+    images = np.concatenate([b.numpy() for b in batches])
+    formula = measure("sharpness", images)
+    levels = (0.05, 0.5, 0.95)
+    spread = float(np.subtract(*np.quantile(formula, [0.95, 0.05])))
+    out = {"records": str(folder), "split": args.split, "n": int(len(images)),
+           "quantiles": {"formula": [round(float(q), 4) for q in np.quantile(formula, levels)]},
+           "spearman": {}, "spread_ratio": {}}
+    for p in (float(v) for v in args.norms.split(",") if v.strip()):
+        values = np.concatenate([sharpness(tf.constant(images[i:i + 256], tf.float32) * (1 / 127.5) - 1.0,
+                                           p).numpy() for i in range(0, len(images), 256)])
+        key = f"{p:g}"
+        out["spearman"][key] = round(float(spearmanr(formula, values).statistic), 4)
+        out["quantiles"][key] = [round(float(q), 4) for q in np.quantile(values, levels)]
+        out["spread_ratio"][key] = round(float(np.subtract(*np.quantile(values, [0.95, 0.05]))) / spread, 3) \
+            if spread > 0 else None
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
