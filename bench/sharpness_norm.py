@@ -39,15 +39,14 @@ def main(argv=None) -> int:
     import tensorflow as tf
     from scipy.stats import spearmanr
 
-    from model.train.data import decode_images
+    from model.train.data import decode_images, parse_spec
     from model.variants.extractors import measure, sharpness
     from pipeline.records import read_info, split_files
 
     folder = version_folder(args.records)
     size = read_info(folder)["image_shape"][0]
     batches = tf.data.TFRecordDataset(split_files(folder, args.split)).batch(512).map(
-        lambda b: decode_images(tf.io.parse_example(b, {"image": tf.io.FixedLenFeature([], tf.string)})["image"],
-                                size))
+        lambda b: decode_images(tf.io.parse_example(b, parse_spec(names=("image",)))["image"], size))
     images = np.concatenate([b.numpy() for b in batches])
     formula = measure("sharpness", images)
     levels = (0.05, 0.5, 0.95)
