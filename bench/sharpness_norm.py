@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from scipy.stats import spearmanr
 
     from model.train.data import decode_images, parse_spec
-    from model.variants.extractors import measure, sharpness
+    from model.variants.extractors import measure
     from pipeline.records import read_info, split_files
 
     folder = version_folder(args.records)
@@ -55,8 +55,7 @@ def main(argv=None) -> int:
            "quantiles": {"formula": [round(float(q), 4) for q in np.quantile(formula, levels)]},
            "spearman": {}, "spread_ratio": {}}
     for p in (float(v) for v in args.norms.split(",") if v.strip()):
-        values = np.concatenate([sharpness(tf.constant(images[i:i + 256], tf.float32) * (1 / 127.5) - 1.0,
-                                           p).numpy() for i in range(0, len(images), 256)])
+        values = measure("sharpness", images, sharpness_norm=p)
         key = f"{p:g}"
         out["spearman"][key] = round(float(spearmanr(formula, values).statistic), 4)
         out["quantiles"][key] = [round(float(q), 4) for q in np.quantile(values, levels)]

@@ -216,8 +216,6 @@ class EGAN(DCGAN):
             f = self.extract(fake)
             target = self.target_of(c)
             per_example = tf.reduce_sum(tf.abs(f - target), axis=1)
-            if self.options.z_pairs:
-                pair = self.pair_loss(f, target)
         else:
             f = tf.clip_by_value(self.extract(fake), 1e-6, 1.0 - 1e-6)
             target = c
@@ -225,8 +223,8 @@ class EGAN(DCGAN):
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
         gaps = tf.reduce_sum(f - target, axis=0) / self.config.batch_size  # (k,) mean gap over the global batch
         scalars = {"e_loss": loss, **{f"e_{e}": gaps[i] for i, e in enumerate(self.options.extractors)}}
-        if self.options.z_pairs:
-            scalars["e_pair"] = pair
+        if self.options.z_pairs:  # quantile target only (EGANOptions checks)
+            scalars["e_pair"] = pair = self.pair_loss(f, target)
             loss = loss + pair
         weight = self.extractor_weight()
         if self.options.weight_warmup:

@@ -88,9 +88,10 @@ def formula(name: str, sharpness_norm: float = 0.0):
     return {"brightness": brightness, "sharpness": sharpness}[name]
 
 
-def measure(name: str, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """``(n,) float64`` values of a formula extractor on ``uint8`` images ``(n, H, W, C)``."""
-    fn = formula(name)
+def measure(name: str, images: np.ndarray, batch_size: int = 256, sharpness_norm: float = 0.0) -> np.ndarray:
+    """``(n,) float64`` values of a formula extractor on ``uint8`` images ``(n, H, W, C)``
+    (sharpness with ``sharpness_norm``, see :func:`sharpness`)."""
+    fn = formula(name, sharpness_norm)
     out = [fn(tf.constant(images[i:i + batch_size], tf.float32) * (1 / 127.5) - 1.0).numpy()
            for i in range(0, len(images), batch_size)]
     return np.concatenate(out).astype(np.float64)
