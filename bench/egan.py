@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 import luigi_bench  # noqa: E402
 from luigi_bench import build  # noqa: E402
 
-from model.config import C_DISTRIBUTIONS, EGAN_MODES, EGAN_TARGETS, EGANOptions  # noqa: E402
+from model.config import C_DISTRIBUTIONS, EGAN_MODES, EGAN_PAIRS_FROM, EGAN_TARGETS, EGANOptions  # noqa: E402
 from model.train.recipes import recipe  # noqa: E402
 
 DEFAULT_GROUPS = "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"
@@ -69,7 +69,8 @@ def configure(args) -> None:
                       "c_distribution": args.c_distribution, "target": args.target,
                       "weight_warmup": args.weight_warmup, "d_condition": str(args.d_condition).lower(),
                       "c_every_block": str(args.c_every_block).lower(),
-                      "sharpness_norm": args.sharpness_norm, "z_pairs": str(args.z_pairs).lower()},
+                      "sharpness_norm": args.sharpness_norm, "z_pairs": str(args.z_pairs).lower(),
+                      "pairs_from": args.pairs_from},
     }, args.set)
 
 
@@ -161,6 +162,9 @@ def main(argv=None) -> int:
     parser.add_argument("--z-pairs", action=argparse.BooleanOptionalAction, default=defaults.z_pairs,
                         help="quantile target: each z drawn twice with two c's, the loss also on the pair's "
                              "difference in F")
+    parser.add_argument("--pairs-from", default=defaults.pairs_from, choices=EGAN_PAIRS_FROM,
+                        help="z pairs: rows of G's batch, or n/2 extra faces for the pair term alone (D's "
+                             "batch keeps n z)")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--sweep-max", default="1", help="largest c of the sweep; a comma-separated list "
                         "measures each (the first is the one `rho` and the targets report)")
@@ -245,7 +249,7 @@ def main(argv=None) -> int:
         "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "weight": args.weight,
         "c_distribution": args.c_distribution, "target": args.target, "weight_warmup": args.weight_warmup,
         "d_condition": args.d_condition, "c_every_block": args.c_every_block, "sharpness_norm": args.sharpness_norm,
-        "z_pairs": args.z_pairs, "samples": args.samples,
+        "z_pairs": args.z_pairs, "pairs_from": args.pairs_from, "samples": args.samples,
         "sweep_max": sweep_maxima,
         "minutes": {k: round(v, 2) for k, v in minutes.items()},
         "runs": {k: str(v[0]) for k, v in runs.items()}, "dcgan_run": str(dcgan.run_dir()) if dcgan else None}))

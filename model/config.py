@@ -23,6 +23,9 @@ C_DISTRIBUTIONS = ("bernoulli", "uniform")
 #: What EGAN's extractor loss pulls F(G(z, c)) towards: ``coin`` (the thesis: BCE against c
 #: itself, so 0 and 1 are the targets) or ``quantile`` (L1 to the real faces' c-quantile of F).
 EGAN_TARGETS = ("coin", "quantile")
+#: Where EGAN's z pairs come from (``z_pairs``): rows of G's training batch, or extra faces
+#: G draws for the pair term alone (D's batch keeps a z of its own per row).
+EGAN_PAIRS_FROM = ("batch", "extra")
 #: EGAN's CelebA attribute extractors: pre-trained and frozen, or trained jointly.
 EGAN_MODES = ("pretrain", "joint")
 #: Transforms of the differentiable augmentation (model/train/augment.py).
@@ -243,6 +246,10 @@ class EGANOptions:
     # difference in F to be the difference of its targets, Q(c_a) - Q(c_b): z's part of F cancels
     # there, so the pull on c's own effect is not lost among the z's (docs/egan.md).
     z_pairs: bool = False
+    # z_pairs: "batch", rows 2i and 2i + 1 of G's batch share a z (D sees n/2 z per batch of n);
+    # "extra", G also draws n/2 faces (n/4 z, each at two c) for the pair term alone, so G's
+    # batch keeps n z for D, at the cost of G drawing half as many faces again.
+    pairs_from: str = "batch"
 
     def __post_init__(self):
         self.extractors = [str(e) for e in (self.extractors or [])]
@@ -275,6 +282,8 @@ class EGANOptions:
         if self.z_pairs and self.target != "quantile":
             raise ValueError("EGAN z_pairs needs target quantile (a pair's targets are the real faces' levels "
                              "at its two c): set --target quantile --c-distribution uniform")
+        if self.pairs_from not in EGAN_PAIRS_FROM:
+            raise ValueError(f"EGAN pairs_from must be one of {EGAN_PAIRS_FROM}, got {self.pairs_from!r}")
         if self.sharpness_norm and self.sharpness_norm < 1.0:
             raise ValueError(f"EGAN sharpness_norm must be 0 (the strongest edge) or a p-norm's p >= 1, "
                              f"got {self.sharpness_norm}")

@@ -11,6 +11,7 @@ from model.config import (
     C_DISTRIBUTIONS,
     DISCRIMINATORS,
     EGAN_MODES,
+    EGAN_PAIRS_FROM,
     EGAN_TARGETS,
     EXTRACTOR_FORMULAS,
     GENERATORS,
@@ -238,7 +239,8 @@ class TrainEGAN(TrainGAN):
     # Parameters added after EGAN runs existed, with the value those runs had: at it the run's
     # version is as it was.
     added_later = {**TrainGAN.added_later, "weight_warmup": 0, "target": "coin", "d_condition": False,
-                   "c_every_block": False, "sharpness_norm": 0.0, "z_pairs": False}
+                   "c_every_block": False, "sharpness_norm": 0.0, "z_pairs": False,
+                   "pairs_from": "batch"}
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")
@@ -276,6 +278,9 @@ class TrainEGAN(TrainGAN):
     z_pairs = luigi.BoolParameter(default=G["z_pairs"],
                                   description="Quantile target: each z drawn twice with two c's, the loss also "
                                               "on each pair's difference in F (z's part cancels).")
+    pairs_from = luigi.ChoiceParameter(default=G["pairs_from"], choices=EGAN_PAIRS_FROM,
+                                       description="z pairs: rows of G's batch (batch) or n/2 extra faces "
+                                                   "drawn for the pair term alone, so D's batch keeps n z (extra).")
 
     def extractors(self) -> list[str]:
         """One extractor per c: the formulas by name, ``attribute`` expanded to ``--attribute``."""
@@ -315,7 +320,7 @@ class TrainEGAN(TrainGAN):
                    "c_max": self.c_max, "c_distribution": self.c_distribution,
                    "target": self.target, "weight_warmup": self.weight_warmup, "d_condition": self.d_condition,
                    "c_every_block": self.c_every_block, "sharpness_norm": self.sharpness_norm,
-                   "z_pairs": self.z_pairs,
+                   "z_pairs": self.z_pairs, "pairs_from": self.pairs_from,
                    **json.loads(luigi.DictParameter().serialize(self.options))}
         classifier = self.classifier_task()
         if classifier is not None:

@@ -201,6 +201,44 @@ def test_z_pairs_draw_each_z_twice_and_ask_the_pairs_difference_of_levels(tmp_pa
     assert rows and all(np.isfinite(float(r["e_pair"])) and float(r["e_pair"]) >= 0 for r in rows)
 
 
+def test_extra_pairs_leave_the_batch_its_own_z_and_draw_their_pairs_beside_it(tmp_path):
+    """pairs_from="extra": G's batch keeps a z per row (what D judges); the pair term is on n/2
+    faces drawn beside it in pairs sharing a z, normalised by the global batch's pairs; a run
+    with it trains and logs e_pair."""
+    import csv
+
+    from model.variants.egan import EGAN
+    options = {**QUANTILE, "extractors": ["brightness"], "z_pairs": True, "pairs_from": "extra"}
+    variant = EGAN(TrainConfig(**{**SMALL, "batch_size": 8}, options=options))
+    variant.build()
+    variant.rng = tf.random.Generator.from_seed(0)
+    z = variant.sample_inputs(8)["z"].numpy()
+    assert len({row.tobytes() for row in z}) == 8  # no row shares its z
+    variant.quantiles.assign(tf.linspace(0.0, 1.0, variant.options.quantile_points)[None, :])  # Q(c) = c
+    drawn = []
+    call = variant.generator.call
+    variant.generator.call = lambda inputs, **kw: (drawn.append({k: v.numpy() for k, v in inputs.items()}),
+                                                   call(inputs, **kw))[1]
+    f, target = variant.extra_pairs(tf.constant(8))
+    (inputs,) = drawn
+    assert f.shape == target.shape == (4, 1) and inputs["z"].shape == (4, variant.config.z_dim)
+    np.testing.assert_array_equal(inputs["z"][0], inputs["z"][1])
+    np.testing.assert_array_equal(inputs["z"][2], inputs["z"][3])
+    assert not np.array_equal(inputs["z"][1], inputs["z"][2])
+    np.testing.assert_allclose(target.numpy(), inputs["c"], atol=1e-6)
+    # two pairs in a global batch of 8: the mean over 8 // 4 = 2 pairs
+    f = tf.constant([[0.2], [0.5], [0.4], [0.1]])
+    assert float(variant.pair_loss(f, target)) == pytest.approx(
+        (abs(-0.3 - float(target[0, 0] - target[1, 0])) + abs(0.3 - float(target[2, 0] - target[3, 0]))) / 2,
+        rel=1e-5)
+    with pytest.raises(ValueError, match="pairs_from must be one of"):
+        EGAN(TrainConfig(**SMALL, options={**options, "pairs_from": "both"}))
+
+    train(TrainConfig(**SMALL, options=options), _images(), tmp_path / "run")  # batch 4: one extra pair
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert rows and all(np.isfinite(float(r["e_pair"])) and float(r["e_pair"]) >= 0 for r in rows)
+
+
 def test_the_extractor_weight_warms_up_linearly_then_stays():
     from model.variants.egan import EGAN
     variant = EGAN(TrainConfig(**SMALL, options={"weight": 2.0, "weight_warmup": 4}))

@@ -118,10 +118,11 @@ def test_make_run_prints_the_grid_its_command_line_writes(luigi_config):
     ("TrainDCGAN", ("data_fraction",), [{"data_fraction": 0.5}]),
     ("CompareGANs", ("data_fraction",), [{"data_fraction": 0.5}]),
     ("TrainEGAN", ("data_fraction", "weight_warmup", "target", "d_condition", "c_every_block", "sharpness_norm",
-                   "z_pairs"),
+                   "z_pairs", "pairs_from"),
      [{"data_fraction": 0.5}, {"weight_warmup": 100}, {"target": "quantile", "c_distribution": "uniform"},
       {"target": "quantile", "c_distribution": "uniform", "d_condition": True}, {"c_every_block": True},
-      {"sharpness_norm": 12.0}, {"target": "quantile", "c_distribution": "uniform", "z_pairs": True}]),
+      {"sharpness_norm": 12.0}, {"target": "quantile", "c_distribution": "uniform", "z_pairs": True},
+      {"target": "quantile", "c_distribution": "uniform", "z_pairs": True, "pairs_from": "extra"}]),
 ])
 def test_parameters_added_later_keep_the_earlier_runs_folders(luigi_config, family, later, changes):
     """A parameter a task gained after runs existed: at its default a run's version is the hash

@@ -14,7 +14,9 @@ come with the level Q^-1(F(x)) of their own F, fakes with their c. With ``c_ever
 c also enters every upsampling block of G as constant feature maps. With ``sharpness_norm`` p
 training measures sharpness against the edges' p-norm rather than the strongest edge
 (model/variants/extractors.py). With ``z_pairs`` (quantile target) G's batch draws each z twice
-and the loss adds, per pair of rows (a, b) with one z, |F_a - F_b - (Q(c_a) - Q(c_b))|.
+and the loss adds, per pair of rows (a, b) with one z, |F_a - F_b - (Q(c_a) - Q(c_b))|; with
+``pairs_from="extra"`` the pairs are n/2 extra faces G draws for that term alone, so the batch D
+judges keeps a z of its own per row.
 
 ``quantile``: Q_i is the real faces' quantile function of F_i, tracked over the real batches
 (``quantile_points`` levels, an exponential moving average with ``quantile_decay``), and c is
@@ -79,6 +81,7 @@ class EGAN(DCGAN):
                       labels=tuple(o.extractors), range=(0.0, o.c_max),
                       meta={"extractors": list(o.extractors), "weight": o.weight, "mode": o.mode, "target": o.target,
                             "sharpness_norm": o.sharpness_norm, "z_pairs": o.z_pairs,
+                            "pairs_from": o.pairs_from,
                             "train_values": [0.0, 1.0]})
         return [*super().inputs(), c]
 
@@ -144,9 +147,14 @@ class EGAN(DCGAN):
 
     def sample_inputs(self, n) -> dict[str, tf.Tensor]:
         inputs = super().sample_inputs(n)
-        if not self.options.z_pairs:
+        if not self.options.z_pairs or self.options.pairs_from != "batch":
             return inputs
-        # rows 2i and 2i + 1 share row 2i's z (an odd last row keeps its own); their c differ
+        return self.paired(inputs, n)
+
+    @staticmethod
+    def paired(inputs: dict[str, tf.Tensor], n) -> dict[str, tf.Tensor]:
+        """``inputs`` (``n`` rows) with rows 2i and 2i + 1 sharing row 2i's z (an odd last row
+        keeps its own); their c differ."""
         return {**inputs, "z": tf.gather(inputs["z"], tf.range(n) // 2 * 2)}
 
     def extract(self, images: tf.Tensor) -> tf.Tensor:
@@ -224,6 +232,8 @@ class EGAN(DCGAN):
         gaps = tf.reduce_sum(f - target, axis=0) / self.config.batch_size  # (k,) mean gap over the global batch
         scalars = {"e_loss": loss, **{f"e_{e}": gaps[i] for i, e in enumerate(self.options.extractors)}}
         if self.options.z_pairs:  # quantile target only (EGANOptions checks)
+            if self.options.pairs_from == "extra":
+                f, target = self.extra_pairs(tf.shape(fake)[0])
             scalars["e_pair"] = pair = self.pair_loss(f, target)
             loss = loss + pair
         weight = self.extractor_weight()
@@ -231,13 +241,21 @@ class EGAN(DCGAN):
             scalars["e_weight"] = weight
         return weight * loss, scalars
 
+    def extra_pairs(self, n) -> tuple[tf.Tensor, tf.Tensor]:
+        """``pairs_from="extra"``: ``(m, k)`` F values and targets of m = n/2 (even, at least 2)
+        faces G draws beside its batch of ``n``, in pairs of rows sharing a z."""
+        m = tf.maximum(2, n // 4 * 2)
+        inputs = self.paired(super().sample_inputs(m), m)
+        fake = self.generator(self.generator_input(inputs), training=True)
+        return self.extract(fake), self.target_of(inputs["c"])
+
     def pair_loss(self, f: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
         """Mean over the pairs of rows (2i, 2i + 1) sharing a z of sum_k |F_a - F_b - (Q_a - Q_b)|,
         from ``(n, k)`` F values and targets (averaged over the global batch's pairs)."""
         m = tf.shape(f)[0] // 2 * 2
         gap = (f[:m:2] - f[1:m:2]) - (target[:m:2] - target[1:m:2])
-        return tf.nn.compute_average_loss(tf.reduce_sum(tf.abs(gap), axis=1),
-                                          global_batch_size=max(1, self.config.batch_size // 2))
+        rows = self.config.batch_size if self.options.pairs_from == "batch" else max(2, self.config.batch_size // 4 * 2)
+        return tf.nn.compute_average_loss(tf.reduce_sum(tf.abs(gap), axis=1), global_batch_size=max(1, rows // 2))
 
     def extra_updates(self, batch):
         if not self.joint:
