@@ -30,6 +30,9 @@ EGAN_PAIRS_FROM = ("batch", "extra")
 EGAN_MODES = ("pretrain", "joint")
 #: Transforms of the differentiable augmentation (model/train/augment.py).
 AUGMENTATIONS = ("color", "translation", "cutout")
+#: The policy that names no transform, as one can write it on luigi's command line (which
+#: drops an empty value: ``--augment ''`` keeps the default).
+AUGMENT_OFF = "none"
 
 
 def resolution_ok(side: int) -> bool:
@@ -41,12 +44,14 @@ def resolution_ok(side: int) -> bool:
 
 
 def parse_policy(policy: str) -> tuple[str, ...]:
-    """``"translation,cutout,color"`` -> the transform names, in order ('' -> none)."""
+    """``"translation,cutout,color"`` -> the transform names, in order ('' or ``none`` -> ())."""
+    if policy.strip().lower() == AUGMENT_OFF:
+        return ()
     names = tuple(p.strip() for p in policy.split(",") if p.strip())
     unknown = [n for n in names if n not in AUGMENTATIONS]
     if unknown:
         raise ValueError(f"augment policy {policy!r}: unknown transform(s) {unknown}; choose from "
-                         f"{', '.join(AUGMENTATIONS)}, comma separated (empty = off)")
+                         f"{', '.join(AUGMENTATIONS)}, comma separated ({AUGMENT_OFF} = off)")
     return names
 
 

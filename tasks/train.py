@@ -8,6 +8,7 @@ from dataclasses import fields
 import luigi
 
 from model.config import (
+    AUGMENT_OFF,
     C_DISTRIBUTIONS,
     DISCRIMINATORS,
     EGAN_MODES,
@@ -31,6 +32,15 @@ from tasks.storage import target
 
 #: The one default of each training setting (model/config.py).
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if not callable(f.default_factory)}
+
+
+class PolicyParameter(luigi.Parameter):
+    """An augmentation policy: transforms comma separated, or ``none`` for none, kept as ''
+    (what runs without augmentation always had, so their folders stay theirs). luigi drops an
+    empty value on the command line, so ``--augment ''`` would leave the default on."""
+
+    def normalize(self, x):
+        return "" if str(x).strip().lower() in ("", AUGMENT_OFF) else str(x)
 
 
 class TrainGAN(Checked, luigi.Task):
@@ -77,9 +87,9 @@ class TrainGAN(Checked, luigi.Task):
     ema = luigi.FloatParameter(default=DEFAULTS["ema"], description="Decay of the moving average of the "
                                                                     "generator's weights, exported and used for "
                                                                     "the grids when on (0: off; e.g. 0.999).")
-    augment = luigi.Parameter(default=DEFAULTS["augment"], description="Differentiable augmentation of every "
+    augment = PolicyParameter(default=DEFAULTS["augment"], description="Differentiable augmentation of every "
                                                                        "discriminator input (DiffAugment), e.g. "
-                                                                       "translation,cutout,color (empty: off).")
+                                                                       "translation,cutout,color (none: off).")
     augment_p = luigi.FloatParameter(default=DEFAULTS["augment_p"],
                                      description="Probability that an image is augmented.")
     data_fraction = luigi.FloatParameter(default=DEFAULTS["data_fraction"],
@@ -219,11 +229,12 @@ class TrainDCGAN(TrainGAN):
     folder for the same settings). The default entry point: ``make run`` and the
     nightly ``luigi --module tasks TrainDCGAN``. Its network and optimiser are the paper's;
     its ``ema`` and ``augment`` defaults are the recipe that won ``bench/quality.py``
-    (model/train/recipes.py ``DCGAN_DEFAULT``; ``--ema 0 --augment ''`` trains the paper's way)."""
+    (model/train/recipes.py ``DCGAN_DEFAULT``; ``--TrainDCGAN-ema 0 --augment none`` trains the paper's
+    way: luigi's parser takes a bare ``--ema`` for an abbreviation of its ``--email-*`` flags)."""
     variant = luigi.ChoiceParameter(default="dcgan", choices=("dcgan",),
                                     description="Always dcgan (use TrainGAN for the other variants).")
     ema = luigi.FloatParameter(default=recipe(DCGAN_DEFAULT)["ema"], description=TrainGAN.ema.description)
-    augment = luigi.Parameter(default=recipe(DCGAN_DEFAULT)["augment"], description=TrainGAN.augment.description)
+    augment = PolicyParameter(default=recipe(DCGAN_DEFAULT)["augment"], description=TrainGAN.augment.description)
 
 
 #: EGANOptions' defaults: TrainEGAN's parameters take theirs from here.

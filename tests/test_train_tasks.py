@@ -114,6 +114,18 @@ def test_make_run_prints_the_grid_its_command_line_writes(luigi_config):
     assert printed == tasks.ExportSamples(n=3).grid_path()
 
 
+def test_augment_none_is_no_augmentation_in_the_folder_of_runs_without_it():
+    """luigi drops an empty value on the command line, so ``--augment none`` is how one turns
+    TrainDCGAN's default augmentation off there: the same task, and run folder, as ''."""
+    import tasks
+    from model.config import parse_policy
+
+    off, none = tasks.TrainDCGAN(augment=""), tasks.TrainDCGAN(augment="none")
+    assert none.augment == "" and none.task_id == off.task_id and none.run_dir() == off.run_dir()
+    assert tasks.TrainDCGAN().augment == "translation,cutout,color" != off.augment
+    assert parse_policy("none") == parse_policy("") == ()
+
+
 @pytest.mark.parametrize("family, later, changes", [
     ("TrainDCGAN", ("data_fraction",), [{"data_fraction": 0.5}]),
     ("CompareGANs", ("data_fraction",), [{"data_fraction": 0.5}]),
