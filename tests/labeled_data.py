@@ -18,7 +18,6 @@ import gzip
 import hashlib
 import io
 import json
-import pickle
 import struct
 import tarfile
 from dataclasses import dataclass, field
@@ -26,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.sources.cifar import CLASS_NAMES as CIFAR_CLASSES
+from pipeline.sources.cifar import batch_pickle, meta_pickle
+
 MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
                "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 @dataclass
@@ -100,11 +101,6 @@ def recompress(written: Written, name: str, level: int = 1) -> bytes:
     return data
 
 
-def _pickle(obj) -> bytes:
-    # Protocol 2, as the published batches (written by Python 2's cPickle).
-    return pickle.dumps(obj, protocol=2)
-
-
 def cifar_batches(n_train: int = 20, n_test: int = 10, seed: int = 0):
     """``(arrays, {file name: pickle bytes})`` of a CIFAR-10 copy with ``n_train``
     train images over the five batches and ``n_test`` in the test batch."""
@@ -118,14 +114,9 @@ def cifar_batches(n_train: int = 20, n_test: int = 10, seed: int = 0):
         arrays[partition] = (images, labels)
         start = 0
         for name, size in zip(names, sizes, strict=True):
-            part = images[start:start + size]
-            files[name] = _pickle({b"batch_label": f"{name} of the test copy".encode(),
-                                   b"labels": [int(v) for v in labels[start:start + size]],
-                                   b"data": part.transpose(0, 3, 1, 2).reshape(size, 3072),
-                                   b"filenames": [f"img_{start + i}.png".encode() for i in range(size)]})
+            files[name] = batch_pickle(name, images[start:start + size], labels[start:start + size])
             start += size
-    files["batches.meta"] = _pickle({b"label_names": [c.encode() for c in CIFAR_CLASSES],
-                                     b"num_cases_per_batch": 10000, b"num_vis": 3072})
+    files["batches.meta"] = meta_pickle(CIFAR_CLASSES)
     return arrays, files
 
 

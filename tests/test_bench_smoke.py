@@ -281,9 +281,9 @@ ROWS = {
                                and r["traffic"]["bytes_up"] > 0 and r["training_machine"]["again"]["bytes_down"] == 0),
     "scale": lambda r: r["align_celeba_images"] == FACES and set(r["scheduler_ms_per_task"]) == {"luigid", "local"},
 }
-#: Scripts with smoke tests elsewhere (multiworker: tests/test_multiworker.py), and the shared
-#: module of the Luigi benchmarks.
-ELSEWHERE = {"train_throughput", "studio", "luigi_bench", "multiworker"}
+#: Scripts with smoke tests elsewhere (multiworker: tests/test_multiworker.py; cifar10_npm:
+#: tests/test_labeled_sources.py), and the shared module of the Luigi benchmarks.
+ELSEWHERE = {"train_throughput", "studio", "luigi_bench", "multiworker", "cifar10_npm"}
 TIMEOUT = 300  # seconds per benchmark, a hard limit (the process group is killed)
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
 

