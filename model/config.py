@@ -43,9 +43,14 @@ def resolution_ok(side: int) -> bool:
     return False
 
 
+def policy_off(policy: str) -> bool:
+    """Whether an augmentation policy names no transform: '' or ``none``."""
+    return policy.strip().lower() in ("", AUGMENT_OFF)
+
+
 def parse_policy(policy: str) -> tuple[str, ...]:
     """``"translation,cutout,color"`` -> the transform names, in order ('' or ``none`` -> ())."""
-    if policy.strip().lower() == AUGMENT_OFF:
+    if policy_off(policy):
         return ()
     names = tuple(p.strip() for p in policy.split(",") if p.strip())
     unknown = [n for n in names if n not in AUGMENTATIONS]

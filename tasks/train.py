@@ -8,7 +8,6 @@ from dataclasses import fields
 import luigi
 
 from model.config import (
-    AUGMENT_OFF,
     C_DISTRIBUTIONS,
     DISCRIMINATORS,
     EGAN_MODES,
@@ -20,6 +19,7 @@ from model.config import (
     Z_DISTS,
     EGANOptions,
     TrainConfig,
+    policy_off,
     resolution_ok,
 )
 from model.train.recipes import DCGAN_DEFAULT, recipe
@@ -40,7 +40,7 @@ class PolicyParameter(luigi.Parameter):
     empty value on the command line, so ``--augment ''`` would leave the default on."""
 
     def normalize(self, x):
-        return "" if str(x).strip().lower() in ("", AUGMENT_OFF) else str(x)
+        return "" if policy_off(str(x)) else str(x)
 
 
 class TrainGAN(Checked, luigi.Task):

@@ -71,13 +71,13 @@ def test_a_documented_command_parses_and_sets_what_it_writes(argv, capsys):
         with CmdlineParser.global_instance(argv) as parser:
             task_cls = parser._get_task_cls()
             given = parser._get_task_kwargs()
+            flags = written(argv, root, dict(task_cls.get_params()))
             # what the task would get (it is not built: a documented run folder is a placeholder)
-            got = {name: given[name] if name in given else param.task_value(root, name)
-                   for name, param, _ in written(argv, root, dict(task_cls.get_params()))}
+            got = {name: given[name] if name in given else param.task_value(root, name) for name, param, _ in flags}
     except SystemExit:
         pytest.fail(f"luigi refuses `luigi {' '.join(argv)}`: {capsys.readouterr().err.strip()}")
     assert task_cls.get_task_family() == root
-    for name, param, value in written(argv, root, dict(task_cls.get_params())):
+    for name, param, value in flags:
         assert value != "", f"--{name} '': luigi drops an empty value (the task keeps its default)"
         assert param.serialize(param.normalize(got[name])) == param.serialize(param.normalize(param.parse(value))), \
             (name, value, got[name])

@@ -244,7 +244,7 @@ class EGAN(DCGAN):
     def extra_pairs(self, n) -> tuple[tf.Tensor, tf.Tensor]:
         """``pairs_from="extra"``: ``(m, k)`` F values and targets of m = n/2 (even, at least 2)
         faces G draws beside its batch of ``n``, in pairs of rows sharing a z."""
-        m = tf.maximum(2, n // 4 * 2)
+        m = extra_pair_rows(n)
         inputs = self.paired(super().sample_inputs(m), m)
         fake = self.generator(self.generator_input(inputs), training=True)
         return self.extract(fake), self.target_of(inputs["c"])
@@ -254,7 +254,8 @@ class EGAN(DCGAN):
         from ``(n, k)`` F values and targets (averaged over the global batch's pairs)."""
         m = tf.shape(f)[0] // 2 * 2
         gap = (f[:m:2] - f[1:m:2]) - (target[:m:2] - target[1:m:2])
-        rows = self.config.batch_size if self.options.pairs_from == "batch" else max(2, self.config.batch_size // 4 * 2)
+        batch = self.config.batch_size
+        rows = batch if self.options.pairs_from == "batch" else extra_pair_rows(batch)
         return tf.nn.compute_average_loss(tf.reduce_sum(tf.abs(gap), axis=1), global_batch_size=max(1, rows // 2))
 
     def extra_updates(self, batch):
@@ -282,3 +283,9 @@ def _interpolate(table: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
     high = tf.minimum(low + 1, last)
     frac = position - tf.cast(low, tf.float32)
     return (1.0 - frac) * tf.gather(table, low, batch_dims=1) + frac * tf.gather(table, high, batch_dims=1)
+
+
+def extra_pair_rows(n):
+    """Faces ``pairs_from="extra"`` draws beside a batch of ``n`` (a Python int or a scalar
+    tensor): n/2, even, at least 2."""
+    return tf.maximum(2, n // 4 * 2) if tf.is_tensor(n) else max(2, n // 4 * 2)
