@@ -1,7 +1,6 @@
 """The CelebA attribute classifier and a generator's attribute directions in z."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import luigi
@@ -9,7 +8,7 @@ import luigi
 from tasks.common import Progress, processed_dir, version
 from tasks.errors import Checked, at_least, check, settings_of
 from tasks.records import BuildTFRecords
-from tasks.storage import target
+from tasks.storage import stored_json, target
 
 #: Attributes trained and fitted unless told otherwise (the ones the EGAN thesis and
 #: InterFaceGAN edit, plus a few that a face editor is asked for).
@@ -124,11 +123,8 @@ class FitAttributeDirections(Checked, luigi.Task):
 
     def complete(self):
         # directions.json from another classifier or other settings is out of date.
-        if not self.output().exists():
-            return False
-        try:
-            stored = json.loads(Path(self.output().path).read_text())
-        except ValueError:
+        stored = stored_json(self.output())
+        if stored is None:
             return False
         wanted = {"samples": self.n, "seed": self.seed, "keep": self.keep, "holdout": self.holdout,
                   "names": sorted(parse_names(self.attributes))}

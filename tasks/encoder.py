@@ -2,7 +2,6 @@
 the run folder and declared in its model card, for projection and completion."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from model.config import EncoderSettings
 from tasks.attributes import check_run_dir, newest_run
 from tasks.common import Progress, defaults_of
 from tasks.errors import Checked, settings_of
-from tasks.storage import target
+from tasks.storage import stored_json, target
 
 E = defaults_of(EncoderSettings)
 
@@ -60,11 +59,8 @@ class TrainEncoder(Checked, luigi.Task):
         return records if records and Path(records).is_dir() else None
 
     def complete(self):
-        if not self.output().exists():
-            return False
-        try:
-            stored = json.loads(Path(self.output().path).read_text())
-        except ValueError:
+        stored = stored_json(self.output())
+        if stored is None:
             return False
         return stored.get("settings") == asdict(self.settings()) and stored.get("records") == self.records()
 

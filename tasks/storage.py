@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import os
 import sys
@@ -86,6 +87,17 @@ def target(path, folder: bool = False) -> luigi.LocalTarget:
     if not (is_url(paths().raw) or is_url(paths().processed)):
         return luigi.LocalTarget(str(path))
     return StoredTarget(path, folder)
+
+
+def stored_json(output: luigi.LocalTarget) -> dict | None:
+    """The JSON object a task wrote at ``output``; None when it is missing or unreadable (a file
+    cut short or not ours: the task runs again), for ``complete()`` checks of stored settings."""
+    if not output.exists():
+        return None
+    try:
+        return json.loads(Path(output.path).read_text())
+    except ValueError:
+        return None
 
 
 def areas(task: luigi.Task) -> tuple[list[Path], list[Path], list[Path]]:

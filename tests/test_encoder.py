@@ -65,6 +65,10 @@ def test_train_encoder_task_writes_and_declares_the_encoder(run, luigi_config):
     assert read_card(run).files["encoder"] == ENCODER_FILE and (run / ENCODER_FILE).is_file()
     assert load_encoder(run) is not None and task.complete()
     assert not tasks.TrainEncoder(run_dir=str(run), steps=4, batch_size=4, base_width=8).complete()
+    written = (run / ENCODER_INFO).read_text()
+    (run / ENCODER_INFO).write_text(written[:20])  # cut short (a killed copy): trained again
+    assert not task.complete()
+    (run / ENCODER_INFO).write_text(written)
 
 
 def test_bad_settings_are_one_clear_error(run):
