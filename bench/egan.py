@@ -19,7 +19,10 @@ own (``--workdir``; ``.`` reuses the repository's raw/ and processed/):
    sweep to 1, 2 or 5, and a comma-separated list measures each), the attribute of every
    image measured independently (brightness and sharpness by their formulas, attributes by
    the measurer), and the Spearman correlation between c and the measurement over all of
-   them (``rho``, the target) and along each z's own sweep (``rho_within_z``);
+   them (``rho``, the target) and along each z's own sweep (``rho_within_z``), with what sets
+   the pooled figure (``parts``: the slope of each z's sweep, its spread between faces, what z
+   alone sets); a run trained against the edges' p-norm also in that measure, beside the
+   levels its quantile target asked for (``trained``);
 5. ``EvaluateGenerator`` (held-out test faces, same n; FID, KID, face rate and the MS-SSIM of
    sample pairs, which rises when a generator collapses) of every EGAN run and of the DCGAN
    (``--no-baseline`` skips the DCGAN: control only, no answer to what control costs).
@@ -49,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import luigi_bench  # noqa: E402
+from input_pipeline import split_images, version_folder  # noqa: E402
 from luigi_bench import build  # noqa: E402
 
 from model.config import C_DISTRIBUTIONS, EGAN_MODES, EGAN_PAIRS_FROM, EGAN_TARGETS, EGANOptions  # noqa: E402
@@ -77,22 +81,33 @@ def configure(args) -> None:
 def correlations(values, rows) -> dict:
     """``rows`` ``(samples, len(values))``: the attribute measured along each z's sweep of c
     over ``values``. Spearman's rho over all images (``rho``) and the mean rho of each z's
-    own sweep (``rho_within_z``; a sweep that does not change the measure counts as 0), and
-    the mean measure at each value."""
+    own sweep (``rho_within_z``; a sweep that does not change the measure counts as 0), the
+    mean measure at each value, and what sets the pooled rho (``parts``): each z's sweep
+    fitted by a line, the mean ``slope`` (measure per unit of c) and its spread between the
+    faces (``slope_spread``), what z alone sets (``z_spread``: the standard deviation of each
+    z's mean) and what neither explains (``residual``)."""
     import numpy as np
     from scipy.stats import spearmanr
 
     rows = np.asarray(rows, np.float64)
     rho = float(spearmanr(np.tile(values, len(rows)), rows.ravel()).statistic)
     within = [spearmanr(values, row).statistic if np.ptp(row) > 0 else 0.0 for row in rows]
+    slopes, intercepts = np.polyfit(values, rows.T, 1)
+    residual = rows - (intercepts[:, None] + slopes[:, None] * np.asarray(values)[None, :])
+    parts = {"slope": slopes.mean(), "slope_spread": slopes.std(), "z_spread": rows.mean(axis=1).std(),
+             "residual": residual.std()}
     return {"rho": round(rho, 4), "rho_within_z": round(float(np.mean(within)), 4),
-            "mean_by_c": [round(float(v), 4) for v in rows.mean(axis=0)]}
+            "mean_by_c": [round(float(v), 4) for v in rows.mean(axis=0)],
+            "parts": {k: round(float(v), 4) for k, v in parts.items()}}
 
 
-def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, seed: int) -> dict:
+def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, seed: int, real=None) -> dict:
     """Spearman's rho between c (swept) and the independently measured attribute, over all
     ``samples`` x 11 images (``rho``: the target) and per z (``rho_within_z``: the mean rho of
-    each face's own sweep)."""
+    each face's own sweep). For a run that trained against the edges' p-norm
+    (``sharpness_norm``), ``trained``: the same figures in that measure, and with ``real``
+    (the training faces, ``(n, S, S, C)``) and the quantile target, ``targets``: the level
+    training asked for at each c (the real faces' quantile c, c clipped to [0, 1])."""
     import numpy as np
 
     from model.card import load_generator
@@ -106,8 +121,16 @@ def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, s
     images = generate(generator, vary_input(card, "c", values, samples, seed, dim), batch_size=256)
     measured = measure(extractor, images) if extractor in FORMULAS else \
         measurer.predict(images, [extractor])[:, 0].astype(np.float64)
-    return {**correlations(values, measured.reshape(samples, len(values))),
-            "c": [round(float(v), 3) for v in values], "n": int(len(measured))}
+    out = {**correlations(values, measured.reshape(samples, len(values))),
+           "c": [round(float(v), 3) for v in values], "n": int(len(measured))}
+    norm = spec.meta.get("sharpness_norm", 0.0) if extractor == "sharpness" else 0.0
+    if norm:
+        trained = measure(extractor, images, sharpness_norm=norm).reshape(samples, len(values))
+        out["trained"] = {"sharpness_norm": norm, **correlations(values, trained)}
+        if real is not None and spec.meta.get("target") == "quantile":
+            levels = np.quantile(measure(extractor, real, sharpness_norm=norm), np.clip(values, 0.0, 1.0))
+            out["trained"]["targets"] = [round(float(v), 4) for v in levels]
+    return out
 
 
 #: What control may cost (issue 32): an EGAN's FID at most this times the plain DCGAN's ...
@@ -217,11 +240,14 @@ def main(argv=None) -> int:
         log(f"training the plain DCGAN for {args.steps} steps")
         minutes["dcgan"] = build(dcgan)
 
+    # The training faces, for the levels a p-norm run's quantile target asked for (control()).
+    real = split_images(version_folder(str(tasks.BuildTFRecords(dataset="celeba").root())), "train") \
+        if args.sharpness_norm and args.target == "quantile" else None
     rho, by_sweep, quality = {}, {}, {}
     for run_dir, group in runs.values():
         for extractor in group:
             for high in sweep_maxima:
-                result = control(run_dir, extractor, measurer, args.samples, high, args.seed)
+                result = control(run_dir, extractor, measurer, args.samples, high, args.seed, real)
                 rho.setdefault(extractor, result)
                 by_sweep.setdefault(extractor, {})[f"{high:g}"] = {k: result[k] for k in ("rho", "rho_within_z")}
                 log(f"{extractor}, c in [0, {high:g}]: rho {result['rho']}, within z {result['rho_within_z']}")

@@ -48,6 +48,21 @@ def version_folder(path: str) -> Path:
     return folder
 
 
+def split_images(folder: Path, split: str):
+    """``(n, S, S, C)`` float32 images in [-1, 1] of every record of ``split`` in the version
+    ``folder``, in file order (bench/sharpness_norm.py, bench/egan.py)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from model.train.data import decode_images, parse_spec
+    from pipeline.records import read_info, split_files
+
+    size = read_info(folder)["image_shape"][0]
+    batches = tf.data.TFRecordDataset(split_files(folder, split)).batch(512).map(
+        lambda b: decode_images(tf.io.parse_example(b, parse_spec(names=("image",)))["image"], size))
+    return np.concatenate([b.numpy() for b in batches])
+
+
 def reader_rate(folder: Path, split: str, batch: int, seconds: float, deterministic: bool = True) -> float:
     """Images per second pulled from image_dataset, after a warm-up that fills the shuffle buffer."""
     from model.train.data import image_dataset

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from input_pipeline import version_folder  # noqa: E402
+from input_pipeline import split_images, version_folder  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -36,18 +36,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import numpy as np
-    import tensorflow as tf
     from scipy.stats import spearmanr
 
-    from model.train.data import decode_images, parse_spec
     from model.variants.extractors import measure
-    from pipeline.records import read_info, split_files
 
     folder = version_folder(args.records)
-    size = read_info(folder)["image_shape"][0]
-    batches = tf.data.TFRecordDataset(split_files(folder, args.split)).batch(512).map(
-        lambda b: decode_images(tf.io.parse_example(b, parse_spec(names=("image",)))["image"], size))
-    images = np.concatenate([b.numpy() for b in batches])
+    images = split_images(folder, args.split)
     formula = measure("sharpness", images)
     levels = (0.05, 0.5, 0.95)
     spread = float(np.subtract(*np.quantile(formula, [0.95, 0.05])))

@@ -177,8 +177,10 @@ def args_conv_route(d):
 
 
 def args_egan(d):
+    # one EGAN with two c, the quantile target against the edges' 12-norm: every branch of control()
     return ["--data", d["celeba"], "--workdir", d["tmp"] / "work", "--steps", 2, "--batch-size", 4,
-            "--groups", "brightness", "--samples", 2, "--no-baseline", *_luigi_tiny("TrainEGAN", d["features"])]
+            "--groups", "brightness,sharpness", "--target", "quantile", "--c-distribution", "uniform",
+            "--sharpness-norm", 12, "--samples", 2, "--no-baseline", *_luigi_tiny("TrainEGAN", d["features"])]
 
 
 def args_fid_sanity(d):
@@ -262,7 +264,15 @@ ROWS = {
                           and r["overhead"]["dcgan"]["step_cost_ratio"] > 0
                           and set(r["claims"]) == {"less_data", "overhead"}),
     "complete": lambda r: {"net", "gan", "telea", "mean"} <= set(r["masks"]["center"]),
-    "egan": lambda r: "brightness" in r["rho"] and "egan brightness" in r["quality"],
+    # both c measured, with the parts of rho; sharpness also in training's 12-norm, beside its targets
+    "egan": lambda r: (set(r["rho"]) == {"brightness", "sharpness"} and "egan brightness+sharpness" in r["quality"]
+                       and all(set(r["control"][e]["parts"]) == {"slope", "slope_spread", "z_spread", "residual"}
+                               for e in r["rho"])
+                       and "trained" not in r["control"]["brightness"]
+                       and r["control"]["sharpness"]["trained"]["sharpness_norm"] == 12
+                       and len(r["control"]["sharpness"]["trained"]["targets"]) == 11
+                       and r["control"]["sharpness"]["trained"]["targets"] == sorted(
+                           r["control"]["sharpness"]["trained"]["targets"])),
     "fid_speed": lambda r: set(r["paths"]) == {"reference", "float32"},
     # chosen on validation (every recipe's figures and curve), the winner reported on test
     "quality": lambda r: (set(r["recipes"]) == {"paper"} and r["recipes"]["paper"]["steps"] == 2
