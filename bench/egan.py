@@ -73,6 +73,7 @@ def configure(args) -> None:
                       "c_distribution": args.c_distribution, "target": args.target,
                       "weight_warmup": args.weight_warmup, "d_condition": str(args.d_condition).lower(),
                       "c_every_block": str(args.c_every_block).lower(),
+                      "c_modulation": str(args.c_modulation).lower(),
                       "sharpness_norm": args.sharpness_norm, "z_pairs": str(args.z_pairs).lower(),
                       "pairs_from": args.pairs_from},
     }, args.set)
@@ -179,6 +180,9 @@ def main(argv=None) -> int:
                         help="quantile target: D also sees c (real faces: the level of their own F)")
     parser.add_argument("--c-every-block", action=argparse.BooleanOptionalAction, default=defaults.c_every_block,
                         help="c also enters every upsampling block of G")
+    parser.add_argument("--c-modulation", action=argparse.BooleanOptionalAction, default=defaults.c_modulation,
+                        help="c also scales and shifts every block's normalised features in G (conditional "
+                             "batch norm)")
     parser.add_argument("--sharpness-norm", type=float, default=defaults.sharpness_norm,
                         help="training's sharpness against the edges' p-norm with this p (0: the strongest "
                              "edge; the measurer always uses the formula)")
@@ -274,7 +278,8 @@ def main(argv=None) -> int:
         "control": rho, "classifiers": classifiers, "quality": quality, "cost": cost,
         "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "weight": args.weight,
         "c_distribution": args.c_distribution, "target": args.target, "weight_warmup": args.weight_warmup,
-        "d_condition": args.d_condition, "c_every_block": args.c_every_block, "sharpness_norm": args.sharpness_norm,
+        "d_condition": args.d_condition, "c_every_block": args.c_every_block, "c_modulation": args.c_modulation,
+        "sharpness_norm": args.sharpness_norm,
         "z_pairs": args.z_pairs, "pairs_from": args.pairs_from, "samples": args.samples,
         "sweep_max": sweep_maxima,
         "minutes": {k: round(v, 2) for k, v in minutes.items()},

@@ -248,6 +248,10 @@ class EGANOptions:
     # c also enters every upsampling block of G (constant feature maps), not only the first
     # projection: the late blocks, which draw edges and texture, see it directly.
     c_every_block: bool = False
+    # c also scales and shifts every generator block's batch-normalised features, per channel
+    # (conditional batch norm, as BigGAN conditions on a class): a multiplicative way in, so c can
+    # turn texture up or down where constant maps can only add a bias before a convolution.
+    c_modulation: bool = False
     # sharpness in training divides by the edges' p-norm (this p) instead of the strongest edge
     # (0: the formula, as the bench measures it). The maximum's gradient reaches one pixel, which
     # the next step's maximum replaces; the p-norm's reaches every strong edge (docs/egan.md).

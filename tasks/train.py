@@ -251,7 +251,7 @@ class TrainEGAN(TrainGAN):
     # version is as it was.
     added_later = {**TrainGAN.added_later, "weight_warmup": 0, "target": "coin", "d_condition": False,
                    "c_every_block": False, "sharpness_norm": 0.0, "z_pairs": False,
-                   "pairs_from": "batch"}
+                   "pairs_from": "batch", "c_modulation": False}
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")
@@ -282,6 +282,9 @@ class TrainEGAN(TrainGAN):
     c_every_block = luigi.BoolParameter(default=G["c_every_block"],
                                         description="c also enters every upsampling block of G, not only "
                                                     "its first projection (dcgan generator).")
+    c_modulation = luigi.BoolParameter(default=G["c_modulation"],
+                                       description="c also scales and shifts every block's batch-normalised "
+                                                   "features in G (conditional batch norm; dcgan generator).")
     sharpness_norm = luigi.FloatParameter(default=G["sharpness_norm"],
                                           description="Training's sharpness divides by the edges' p-norm "
                                                       "with this p (e.g. 12) instead of the strongest edge "
@@ -330,7 +333,8 @@ class TrainEGAN(TrainGAN):
         options = {"extractors": self.extractors(), "weight": self.weight, "mode": self.mode,
                    "c_max": self.c_max, "c_distribution": self.c_distribution,
                    "target": self.target, "weight_warmup": self.weight_warmup, "d_condition": self.d_condition,
-                   "c_every_block": self.c_every_block, "sharpness_norm": self.sharpness_norm,
+                   "c_every_block": self.c_every_block, "c_modulation": self.c_modulation,
+                   "sharpness_norm": self.sharpness_norm,
                    "z_pairs": self.z_pairs, "pairs_from": self.pairs_from,
                    **json.loads(luigi.DictParameter().serialize(self.options))}
         classifier = self.classifier_task()

@@ -335,6 +335,45 @@ def test_c_in_every_generator_block_trains_exports_and_reaches_the_last_block(tm
         build_generator(TrainConfig(**{**SMALL, "generator": "seed"}), {"c": 2}, extra_every_block=True)
 
 
+def test_c_modulation_starts_as_the_plain_block_then_scales_each_blocks_features(tmp_path):
+    """c_modulation: every batch-normalised block is scaled by 1 + W c and shifted by W' c per
+    channel, zero-initialised, so a new generator draws what the plain one draws from the same
+    weights; once W is set, c changes the output multiplicatively; the run trains, its card says
+    so, its exported generator loads as plain Keras; the seed family refuses it in one line."""
+    from model.nets.networks import build_generator
+    from model.variants.egan import EGAN
+    options = {"extractors": ["sharpness"], "c_modulation": True}
+    variant = EGAN(TrainConfig(**SMALL, options=options))
+    variant.build()
+    G = variant.generator
+    plain = EGAN(TrainConfig(**SMALL, options={"extractors": ["sharpness"]}))
+    plain.build()
+    gains = [layer for layer in G.layers if isinstance(layer, keras.layers.Multiply)]
+    blocks = [layer for layer in plain.generator.layers if isinstance(layer, keras.layers.ReLU)]
+    assert len(gains) == len(blocks) >= 2  # one per batch-normalised block
+    dense = [layer for layer in G.layers if isinstance(layer, keras.layers.Dense) and layer.name != "project"]
+    own = [layer for layer in G.layers if layer.weights and layer not in dense]
+    theirs = [layer for layer in plain.generator.layers if layer.weights]
+    assert len(own) == len(theirs) and len(dense) == 2 * len(gains)
+    for mine, other in zip(own, theirs):  # the plain generator's weights in the modulated one
+        mine.set_weights(other.get_weights())
+    z = tf.random.uniform((2, 100), seed=1)
+    inputs = [{"z": z, "c": tf.fill((2, 1), value)} for value in (0.0, 1.0)]
+    np.testing.assert_allclose(G(inputs[1], training=False), plain.generator(inputs[1], training=False), atol=1e-6)
+    for layer in dense:
+        layer.kernel.assign(tf.fill(layer.kernel.shape, 0.5))
+    far = [G(x, training=False).numpy() for x in inputs]
+    assert not np.allclose(*far, atol=1e-3)
+
+    run = tmp_path / "run"
+    train(TrainConfig(**SMALL, options=options), _images(), run)
+    assert read_card(run).inputs[-1].meta["c_modulation"] is True
+    _, exported = load_generator(run)
+    assert sum(isinstance(layer, keras.layers.Multiply) for layer in exported.layers) == len(gains)
+    with pytest.raises(ValueError, match="every generator block need --generator dcgan"):
+        build_generator(TrainConfig(**{**SMALL, "generator": "seed"}), {"c": 1}, extra_modulation=True)
+
+
 @pytest.mark.parametrize("distribution", ["bernoulli", "uniform"])
 def test_training_draws_c_as_the_card_declares(distribution):
     """The 0/1 coin gives only 0 and 1; uniform gives values spread over [0, 1] (not the wider

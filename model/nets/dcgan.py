@@ -65,29 +65,45 @@ def _with_codes(x, codes):
     return layers.Concatenate(axis=-1)([x, maps])
 
 
+def _modulated(x, codes):
+    """``x`` ``(n, h, w, ch)`` (batch-normalised) scaled by 1 + W_s codes and shifted by W_b codes,
+    per channel: conditional batch norm (BigGAN's class-conditional BN, for continuous codes).
+    Zero-initialised, so it starts as the plain block; multiplicative, so a code can turn a
+    channel's texture up or down, which constant maps added before a convolution can only bias."""
+    ch = x.shape[-1]
+    gain = layers.Dense(ch, kernel_initializer="zeros", bias_initializer="ones")(codes)
+    shift = layers.Dense(ch, kernel_initializer="zeros")(codes)
+    x = layers.Multiply()([x, layers.Reshape((1, 1, ch))(gain)])
+    return layers.Add()([x, layers.Reshape((1, 1, ch))(shift)])
+
+
 def build_generator(resolution: int = 64, channels: int = 3, z_dim: int = Z_DIM,
                     base_width: int = 128, kernel_size: int = 4, name: str = "generator",
                     fast: bool = True, extra_inputs: dict[str, int] | None = None,
-                    extra_every_block: bool = False) -> keras.Model:
+                    extra_every_block: bool = False, extra_modulation: bool = False) -> keras.Model:
     """G: ``(n, z_dim) float32`` (plus ``extra_inputs``, see :func:`generator_inputs`) ->
     ``(n, resolution, resolution, channels)`` in [-1, 1]. With ``extra_every_block`` the
     extra inputs also enter every upsampling convolution as constant feature maps (so the
-    late layers, which draw texture, see them directly, not only through the projection)."""
+    late layers, which draw texture, see them directly, not only through the projection);
+    with ``extra_modulation`` they scale and shift every block's normalised features
+    (:func:`_modulated`)."""
     start, chans = widths(resolution, base_width)
     conv_t = MatmulConv2DTranspose if fast else layers.Conv2DTranspose
     z, x = generator_inputs(z_dim, extra_inputs)
     codes = None
-    if extra_every_block and extra_inputs:
+    if (extra_every_block or extra_modulation) and extra_inputs:
         extra = [z[name] for name in extra_inputs]
         codes = extra[0] if len(extra) == 1 else layers.Concatenate(name="codes")(extra)
     x = layers.Dense(start * start * chans[0], use_bias=False, kernel_initializer=_init(), name="project")(x)
     x = layers.Reshape((start, start, chans[0]))(x)
-    x = layers.ReLU()(batch_norm(fast)(x))
+    modulate = (lambda h: _modulated(h, codes)) if extra_modulation and codes is not None else (lambda h: h)
+    every = (lambda h: _with_codes(h, codes)) if extra_every_block and codes is not None else (lambda h: h)
+    x = layers.ReLU()(modulate(batch_norm(fast)(x)))
     for w in chans[1:]:
-        x = x if codes is None else _with_codes(x, codes)
+        x = every(x)
         x = conv_t(w, kernel_size, 2, "same", use_bias=False, kernel_initializer=_init())(x)
-        x = layers.ReLU()(batch_norm(fast)(x))
-    x = x if codes is None else _with_codes(x, codes)
+        x = layers.ReLU()(modulate(batch_norm(fast)(x)))
+    x = every(x)
     x = conv_t(channels, kernel_size, 2, "same", kernel_initializer=_init(), name="to_image")(x)
     # float32 output even under a mixed-precision policy: tanh saturates badly in bf16.
     out = layers.Activation("tanh", dtype="float32", name="tanh")(x)

@@ -60,8 +60,14 @@ class DCGAN(GANModel):
         """Whether the inputs beyond z also enter every generator block (not in the paper)."""
         return False
 
+    def extra_modulation(self) -> bool:
+        """Whether the inputs beyond z scale and shift every generator block's normalised
+        features (conditional batch norm; not in the paper)."""
+        return False
+
     def _generator(self, fast: bool) -> keras.Model:
-        return build_generator(self.config, self.extra_inputs(), fast=fast, extra_every_block=self.extra_every_block())
+        return build_generator(self.config, self.extra_inputs(), fast=fast, extra_every_block=self.extra_every_block(),
+                               extra_modulation=self.extra_modulation())
 
     def _discriminator(self, fast: bool) -> keras.Model:
         return build_discriminator(self.config, self.options, self.heads(), self.hidden(), self.norm(), fast=fast,
