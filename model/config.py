@@ -252,6 +252,10 @@ class EGANOptions:
     # (conditional batch norm, as BigGAN conditions on a class): a multiplicative way in, so c can
     # turn texture up or down where constant maps can only add a bias before a convolution.
     c_modulation: bool = False
+    # c also sets how much of a Gaussian-blurred copy of G's image is mixed into its output
+    # (a per-image convex mix, fixed blur): sharpness measures how spread the edges are against
+    # the strongest, and a blur spreads them, a way in that does not go through the texture.
+    c_lowpass: bool = False
     # sharpness in training divides by the edges' p-norm (this p) instead of the strongest edge
     # (0: the formula, as the bench measures it). The maximum's gradient reaches one pixel, which
     # the next step's maximum replaces; the p-norm's reaches every strong edge (docs/egan.md).

@@ -251,7 +251,8 @@ class TrainEGAN(TrainGAN):
     # version is as it was.
     added_later = {**TrainGAN.added_later, "weight_warmup": 0, "target": "coin", "d_condition": False,
                    "c_every_block": False, "sharpness_norm": 0.0, "z_pairs": False,
-                   "pairs_from": "batch", "c_modulation": False}
+                   "pairs_from": "batch", "c_modulation": False,
+                   "c_lowpass": False}
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")
@@ -285,6 +286,9 @@ class TrainEGAN(TrainGAN):
     c_modulation = luigi.BoolParameter(default=G["c_modulation"],
                                        description="c also scales and shifts every block's batch-normalised "
                                                    "features in G (conditional batch norm; dcgan generator).")
+    c_lowpass = luigi.BoolParameter(default=G["c_lowpass"],
+                                    description="c also sets how much of a blurred copy of G's image is mixed "
+                                                "into its output (dcgan generator).")
     sharpness_norm = luigi.FloatParameter(default=G["sharpness_norm"],
                                           description="Training's sharpness divides by the edges' p-norm "
                                                       "with this p (e.g. 12) instead of the strongest edge "
@@ -334,7 +338,7 @@ class TrainEGAN(TrainGAN):
                    "c_max": self.c_max, "c_distribution": self.c_distribution,
                    "target": self.target, "weight_warmup": self.weight_warmup, "d_condition": self.d_condition,
                    "c_every_block": self.c_every_block, "c_modulation": self.c_modulation,
-                   "sharpness_norm": self.sharpness_norm,
+                   "c_lowpass": self.c_lowpass, "sharpness_norm": self.sharpness_norm,
                    "z_pairs": self.z_pairs, "pairs_from": self.pairs_from,
                    **json.loads(luigi.DictParameter().serialize(self.options))}
         classifier = self.classifier_task()

@@ -457,3 +457,61 @@ def test_an_attribute_celeba_lacks_is_one_line_listing_the_valid_names(luigi_con
     with pytest.raises(ConfigError, match=r"\[TrainEGAN\] extractor = 'attribute': needs --attribute"):
         tasks.TrainEGAN(dataset="celeba", extractor="attribute")
 
+
+
+def test_c_lowpass_mixes_a_blurred_copy_by_c_and_keeps_the_range(tmp_path):
+    """c_lowpass: G's image mixed with its fixed Gaussian blur, a = sigmoid(W c + b) per image:
+    at the start (W = 0, b = -3) nearly the plain image; with W set, a high c blurs (the image's
+    sharpness, the edges' mean against the strongest, rises, as it does for a blurred real face),
+    a convex mix stays in [-1, 1], a flat image stays flat (edge padding: no frame); the run
+    trains, its card says so, the exported generator loads as plain Keras; the seed family refuses."""
+    from model.nets.networks import build_generator
+    from model.variants.egan import EGAN
+    from model.variants.extractors import sharpness
+    options = {"extractors": ["sharpness"], "c_lowpass": True}
+    variant = EGAN(TrainConfig(**SMALL, options=options))
+    variant.build()
+    G = variant.generator
+    image = G.get_layer("tanh").output
+    plain = keras.Model(G.inputs, image)
+    z = tf.random.uniform((4, 100), seed=1)
+    low, high = ({"z": z, "c": tf.fill((4, 1), value)} for value in (0.0, 1.0))
+    start = plain(low, training=False).numpy()
+    before = G(low, training=False).numpy()
+    assert np.abs(before - start).max() < 0.1 * np.abs(start).max()  # sigmoid(-3) of a blur
+    G.get_layer("lowpass_mix").kernel.assign([[20.0]])
+    sharp, blurred = G(low, training=False).numpy(), G(high, training=False).numpy()
+    np.testing.assert_allclose(sharp, before, atol=1e-7)  # W c = 0 at c = 0
+    assert not np.allclose(blurred, sharp, atol=1e-3 * np.abs(sharp).max())
+    from model.nets.dcgan import _lowpass_mixed
+    img, codes = keras.Input((32, 32, 3)), keras.Input((1,))
+    mix = keras.Model([img, codes], _lowpass_mixed(img, codes))
+    mix.get_layer("lowpass_mix").bias.assign([30.0])  # a = 1: all blur
+    flat = np.full((1, 32, 32, 3), 0.25, np.float32)
+    np.testing.assert_allclose(mix([flat, np.ones((1, 1))]), flat, atol=1e-5)  # no frame at the border
+    step = np.where(np.arange(32) < 16, -1.0, 1.0).astype(np.float32)[None, None, :, None] * np.ones((1, 32, 1, 3))
+    out = mix([step.astype(np.float32), np.ones((1, 1))]).numpy()
+    assert np.all(np.diff(out[0, 5, :, 0]) >= 0) and -1 < out[0, 5, 15, 0] < 0 < out[0, 5, 16, 0] < 1
+    # on a face-like image (smooth shading, a few strong edges) the full blur is the Gaussian of
+    # sigma LOWPASS_SIGMA with edge padding, stays in [-1, 1], and raises sharpness as on real faces
+    from model.nets.dcgan import LOWPASS_SIGMA
+    yy, xx = np.mgrid[0:32, 0:32] / 31.0
+    face = np.where((xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.12, 0.6 * np.cos(3 * xx), -0.9)
+    face = np.repeat(face[None, :, :, None], 3, axis=3).astype(np.float32)
+    r = int(np.ceil(2 * LOWPASS_SIGMA))
+    taps = np.exp(-0.5 * (np.arange(-r, r + 1) / LOWPASS_SIGMA) ** 2)
+    padded = np.pad(face, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
+    rows = sum(w * padded[:, i:i + 32] for i, w in enumerate(taps / taps.sum()))
+    want = sum(w * rows[:, :, i:i + 32] for i, w in enumerate(taps / taps.sum()))
+    got = mix([face, np.ones((1, 1))]).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got.min() >= -1.0 and got.max() <= 1.0
+    assert sharpness(got).numpy()[0] > sharpness(face).numpy()[0]
+
+    run = tmp_path / "run"
+    train(TrainConfig(**SMALL, options=options), _images(), run)
+    assert read_card(run).inputs[-1].meta["c_lowpass"] is True
+    _, exported = load_generator(run)
+    assert any(type(layer).__name__ == "DepthwiseConv2D" for layer in exported.layers)
+    with pytest.raises(ValueError, match="every generator block need --generator dcgan"):
+        build_generator(TrainConfig(**{**SMALL, "generator": "seed"}), {"c": 1}, extra_lowpass=True)

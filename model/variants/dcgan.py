@@ -65,9 +65,14 @@ class DCGAN(GANModel):
         features (conditional batch norm; not in the paper)."""
         return False
 
+    def extra_lowpass(self) -> bool:
+        """Whether the inputs beyond z set how much of a blurred copy is mixed into the
+        generator's image (not in the paper)."""
+        return False
+
     def _generator(self, fast: bool) -> keras.Model:
         return build_generator(self.config, self.extra_inputs(), fast=fast, extra_every_block=self.extra_every_block(),
-                               extra_modulation=self.extra_modulation())
+                               extra_modulation=self.extra_modulation(), extra_lowpass=self.extra_lowpass())
 
     def _discriminator(self, fast: bool) -> keras.Model:
         return build_discriminator(self.config, self.options, self.heads(), self.hidden(), self.norm(), fast=fast,

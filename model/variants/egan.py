@@ -12,7 +12,8 @@ with a loss that ties what an extractor F measures on G(z, c) to c.
 With ``d_condition`` (quantile target) D is a projection discriminator D(x, c): real faces
 come with the level Q^-1(F(x)) of their own F, fakes with their c. With ``c_every_block``
 c also enters every upsampling block of G as constant feature maps; with ``c_modulation`` it scales
-and shifts every block's normalised features (conditional batch norm). With ``sharpness_norm`` p
+and shifts every block's normalised features (conditional batch norm); with ``c_lowpass`` it sets how
+much of a blurred copy of the image G mixes into its output. With ``sharpness_norm`` p
 training measures sharpness against the edges' p-norm rather than the strongest edge
 (model/variants/extractors.py). With ``z_pairs`` (quantile target) G's batch draws each z twice
 and the loss adds, per pair of rows (a, b) with one z, |F_a - F_b - (Q(c_a) - Q(c_b))|; with
@@ -83,6 +84,7 @@ class EGAN(DCGAN):
                       meta={"extractors": list(o.extractors), "weight": o.weight, "mode": o.mode, "target": o.target,
                             "sharpness_norm": o.sharpness_norm, "z_pairs": o.z_pairs,
                             "c_every_block": o.c_every_block, "c_modulation": o.c_modulation,
+                            "c_lowpass": o.c_lowpass,
                             "pairs_from": o.pairs_from,
                             "train_values": [0.0, 1.0]})
         return [*super().inputs(), c]
@@ -140,6 +142,9 @@ class EGAN(DCGAN):
 
     def extra_modulation(self) -> bool:
         return self.options.c_modulation
+
+    def extra_lowpass(self) -> bool:
+        return self.options.c_lowpass
 
     def d_condition(self):
         return {"c": len(self.options.extractors)} if self.options.d_condition else None
