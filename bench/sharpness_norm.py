@@ -12,7 +12,11 @@ one JSON line:
   the faces (how far control of the stand-in is control of the formula);
 - ``quantiles``: the 5%, 50% and 95% levels of the formula (``formula``) and of each p;
 - ``spread_ratio``: per p, its 5-95% spread over the formula's: lambda / spread_ratio
-  gives the p-norm run the pull per unit of real spread that lambda gives the formula.
+  gives the p-norm run the pull per unit of real spread that lambda gives the formula;
+- ``blurred``: per sigma of ``--blurs``, the formula's quantiles on the faces blurred by the
+  Gaussian EGAN's ``c_lowpass`` mixes in (model/nets/dcgan.py ``lowpassed``), the share of
+  faces whose value rises, and Spearman's rho between each face's value before and after:
+  which end of the real spread a blurred face lands at.
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ def main(argv=None) -> int:
     parser.add_argument("--records", required=True, help="a records version folder, or one holding latest.json")
     parser.add_argument("--split", default="train")
     parser.add_argument("--norms", default="4,8,12,16,24", help="comma-separated p of the p-norms")
+    parser.add_argument("--blurs", default="0.7,1.5", help="comma-separated Gaussian sigmas (pixels) to "
+                                                           "blur the faces by ('' for none)")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -55,6 +61,22 @@ def main(argv=None) -> int:
         out["quantiles"][key] = [round(float(q), 4) for q in np.quantile(values, levels)]
         out["spread_ratio"][key] = round(float(np.subtract(*np.quantile(values, [0.95, 0.05]))) / spread, 3) \
             if spread > 0 else None
+    sigmas = [float(v) for v in args.blurs.split(",") if v.strip()]
+    if sigmas:
+        import keras
+
+        from model.nets.dcgan import lowpassed
+        out["blurred"] = {}
+        for sigma in sigmas:
+            image = keras.Input(images.shape[1:])
+            blur = keras.Model(image, lowpassed(image, sigma))
+            blurred = np.concatenate([blur.predict_on_batch(images[i:i + 256].astype(np.float32) / 127.5 - 1.0)
+                                      for i in range(0, len(images), 256)])
+            values = measure("sharpness", np.clip(np.rint((blurred + 1.0) * 127.5), 0, 255).astype(np.uint8))
+            out["blurred"][f"{sigma:g}"] = {
+                "quantiles": [round(float(q), 4) for q in np.quantile(values, levels)],
+                "rises": round(float(np.mean(values > formula)), 4),
+                "spearman": round(float(spearmanr(formula, values).statistic), 4)}
     print(json.dumps(out))
     return 0
 

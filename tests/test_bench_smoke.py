@@ -180,7 +180,8 @@ def args_egan(d):
     # one EGAN with two c, the quantile target against the edges' 12-norm: every branch of control()
     return ["--data", d["celeba"], "--workdir", d["tmp"] / "work", "--steps", 2, "--batch-size", 4,
             "--groups", "brightness,sharpness", "--target", "quantile", "--c-distribution", "uniform",
-            "--sharpness-norm", 12, "--samples", 2, "--no-baseline", *_luigi_tiny("TrainEGAN", d["features"])]
+            "--sharpness-norm", 12, "--c-lowpass", "--samples", 2, "--no-baseline",
+            *_luigi_tiny("TrainEGAN", d["features"])]
 
 
 def args_fid_sanity(d):
@@ -226,7 +227,7 @@ def args_serving_engines(d):
 
 
 def args_sharpness_norm(d):
-    return ["--records", d["records"], "--split", "train", "--norms", "1,12"]
+    return ["--records", d["records"], "--split", "train", "--norms", "1,12", "--blurs", "1.5"]
 
 
 def args_torch_peer(d):
@@ -252,7 +253,8 @@ BENCHES = {
     "scale": (args_scale, ("celeba",), {"sample_s_per_image", "align_sample_s_per_image", "align_celeba_s_per_image",
                                         "records_celeba_s_per_image", "scheduler_ms_per_task", "load_avg_end"}),
     "serving_engines": (args_serving_engines, (), {"rows"}),
-    "sharpness_norm": (args_sharpness_norm, ("records",), {"n", "spearman", "quantiles", "spread_ratio"}),
+    "sharpness_norm": (args_sharpness_norm, ("records",), {"n", "spearman", "quantiles", "spread_ratio",
+                                                           "blurred"}),
     "torch_peer": (args_torch_peer, (), {"torch", "threads", "images_per_s_fp32"}),
 }
 #: Checks beyond the keys: the rows a smoke run must have made.
@@ -264,8 +266,10 @@ ROWS = {
                           and r["overhead"]["dcgan"]["step_cost_ratio"] > 0
                           and set(r["claims"]) == {"less_data", "overhead"}),
     "complete": lambda r: {"net", "gan", "telea", "mean"} <= set(r["masks"]["center"]),
-    # both c measured, with the parts of rho; sharpness also in training's 12-norm, beside its targets
+    # both c measured (c mixing in the blur), with the parts of rho; sharpness also in training's
+    # 12-norm, beside its targets
     "egan": lambda r: (set(r["rho"]) == {"brightness", "sharpness"} and "egan brightness+sharpness" in r["quality"]
+                       and r["c_lowpass"] is True
                        and all(set(r["control"][e]["parts"]) == {"slope", "slope_spread", "z_spread", "residual"}
                                for e in r["rho"])
                        and "trained" not in r["control"]["brightness"]
@@ -281,8 +285,11 @@ ROWS = {
                           and r["recipes"]["paper"]["fid_over_steps_split"] == "validation"
                           and r["recipes"]["paper"]["fid_std"] > 0 and r["fid_std"] > 0),
     "rebuild": lambda r: r["versions"][0] != r["versions"][1],
-    # the 4 train faces, each p against the formula; the 12-norm's levels are at or above the formula's
+    # the 4 train faces, each p against the formula; the 12-norm's levels are at or above the formula's;
+    # blurred faces: their levels and how many rose
     "sharpness_norm": lambda r: (r["n"] == 4 and set(r["spearman"]) == {"1", "12"}
+                                 and set(r["blurred"]) == {"1.5"} and 0 <= r["blurred"]["1.5"]["rises"] <= 1
+                                 and len(r["blurred"]["1.5"]["quantiles"]) == 3
                                  and all(a >= b - 1e-6 for a, b in zip(r["quantiles"]["12"],
                                                                        r["quantiles"]["formula"]))),
     "torch_peer": lambda r: r["images_per_s_fp32"] > 0 and (r["batch"], r["base_width"]) == (2, 4),

@@ -95,20 +95,27 @@ def _edge_padded(x, r: int):
 LOWPASS_SIGMA = 1.5
 
 
+def lowpassed(image, sigma: float = LOWPASS_SIGMA, name: str | None = None):
+    """``image`` ``(n, h, w, ch)`` float32 blurred by a fixed (untrained) Gaussian of ``sigma``
+    pixels, edge padded: the same shape. Keras layers, so a model holding it saves and loads
+    as plain Keras."""
+    r = int(np.ceil(2 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    kernel = np.outer(taps, taps) / taps.sum() ** 2
+    blur = layers.DepthwiseConv2D(2 * r + 1, padding="valid", use_bias=False, trainable=False,
+                                  dtype="float32", name=name)
+    blurred = blur(_edge_padded(image, r))
+    blur.set_weights([np.repeat(kernel[:, :, None, None], image.shape[-1], axis=2).astype(np.float32)])
+    return blurred
+
+
 def _lowpass_mixed(image, codes, sigma: float = LOWPASS_SIGMA):
     """``image`` ``(n, h, w, ch)`` in [-1, 1] mixed with its Gaussian-blurred copy,
     ``image + a (blur(image) - image)`` with ``a = sigmoid(W codes + b)`` ``(n, 1)`` per image:
     a convex mix, so the output stays in [-1, 1]. The blur is fixed (not trained) and the mix
     starts near 0 (b = -3), so training starts from the plain image. How spread-out the edges
     are then has a way in that does not pass through the convolutions' texture."""
-    r = int(np.ceil(2 * sigma))
-    taps = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    kernel = np.outer(taps, taps) / taps.sum() ** 2
-    ch = image.shape[-1]
-    blur = layers.DepthwiseConv2D(2 * r + 1, padding="valid", use_bias=False, trainable=False,
-                                  dtype="float32", name="lowpass")
-    blurred = blur(_edge_padded(image, r))
-    blur.set_weights([np.repeat(kernel[:, :, None, None], ch, axis=2).astype(np.float32)])
+    blurred = lowpassed(image, sigma, name="lowpass")
     a = layers.Dense(1, activation="sigmoid", kernel_initializer="zeros",
                      bias_initializer=keras.initializers.Constant(-3.0), dtype="float32", name="lowpass_mix")(codes)
     detail = layers.Subtract(dtype="float32")([blurred, image])
