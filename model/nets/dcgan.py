@@ -95,6 +95,12 @@ def _edge_padded(x, r: int):
 LOWPASS_SIGMA = 1.5
 
 
+#: The mix's logit is this times W c + b, an equalised learning rate for its two weights: Adam
+#: moves a weight by about its learning rate a step, so at 2e-4 over 3,200 steps W itself
+#: reached 0.46 (the mix 0.07 -> 0.10 over c in [0, 1]: the lever unused; docs/egan.md).
+LOWPASS_GAIN = 10.0
+
+
 def lowpassed(image, sigma: float = LOWPASS_SIGMA, name: str | None = None):
     """``image`` ``(n, h, w, ch)`` float32 blurred by a fixed (untrained) Gaussian of ``sigma``
     pixels, edge padded: the same shape. Keras layers, so a model holding it saves and loads
@@ -111,13 +117,15 @@ def lowpassed(image, sigma: float = LOWPASS_SIGMA, name: str | None = None):
 
 def _lowpass_mixed(image, codes, sigma: float = LOWPASS_SIGMA):
     """``image`` ``(n, h, w, ch)`` in [-1, 1] mixed with its Gaussian-blurred copy,
-    ``image + a (blur(image) - image)`` with ``a = sigmoid(W codes + b)`` ``(n, 1)`` per image:
-    a convex mix, so the output stays in [-1, 1]. The blur is fixed (not trained) and the mix
-    starts near 0 (b = -3), so training starts from the plain image. How spread-out the edges
+    ``image + a (blur(image) - image)`` with ``a = sigmoid(LOWPASS_GAIN (W codes + b))`` ``(n, 1)``
+    per image: a convex mix, so the output stays in [-1, 1]. The blur is fixed (not trained) and the mix
+    starts near 0 (sigmoid(-3)), so training starts from the plain image. How spread-out the edges
     are then has a way in that does not pass through the convolutions' texture."""
     blurred = lowpassed(image, sigma, name="lowpass")
-    a = layers.Dense(1, activation="sigmoid", kernel_initializer="zeros",
-                     bias_initializer=keras.initializers.Constant(-3.0), dtype="float32", name="lowpass_mix")(codes)
+    start = keras.initializers.Constant(-3.0 / LOWPASS_GAIN)
+    logit = layers.Dense(1, kernel_initializer="zeros", bias_initializer=start, dtype="float32",
+                         name="lowpass_mix")(codes)
+    a = layers.Activation("sigmoid", dtype="float32")(layers.Rescaling(LOWPASS_GAIN, dtype="float32")(logit))
     detail = layers.Subtract(dtype="float32")([blurred, image])
     mixed = layers.Multiply(dtype="float32")([layers.Reshape((1, 1, 1), dtype="float32")(a), detail])
     return layers.Add(dtype="float32", name="lowpass_mixed")([image, mixed])
