@@ -458,11 +458,11 @@ def test_an_attribute_celeba_lacks_is_one_line_listing_the_valid_names(luigi_con
         tasks.TrainEGAN(dataset="celeba", extractor="attribute")
 
 
-
 def test_c_lowpass_mixes_a_blurred_copy_by_c_and_keeps_the_range(tmp_path):
-    """c_lowpass: G's image mixed with its fixed Gaussian blur, a = sigmoid(W c + b) per image:
-    at the start (W = 0, a = sigmoid(-3)) nearly the plain image; with W set, a high c blurs (the image's
-    sharpness, the edges' mean against the strongest, rises, as it does for a blurred real face),
+    """c_lowpass: G's image mixed with its fixed Gaussian blur, a = sigmoid(10 (W c + b)) per
+    image: at the start (W = 0, a = sigmoid(-3)) nearly the plain image; with W set, c changes
+    the output; the full blur is the edge-padded Gaussian (a face-like image's sharpness, the
+    edges' mean against the strongest, rises, as it does for a blurred real face),
     a convex mix stays in [-1, 1], a flat image stays flat (edge padding: no frame); the run
     trains, its card says so, the exported generator loads as plain Keras; the seed family refuses."""
     from model.nets.networks import build_generator
