@@ -66,13 +66,14 @@ def main(argv=None) -> int:
         import keras
 
         from model.nets.dcgan import lowpassed
+        from model.train.sampling import to_uint8
         out["blurred"] = {}
         for sigma in sigmas:
             image = keras.Input(images.shape[1:])
             blur = keras.Model(image, lowpassed(image, sigma))
             blurred = np.concatenate([blur.predict_on_batch(images[i:i + 256].astype(np.float32) / 127.5 - 1.0)
                                       for i in range(0, len(images), 256)])
-            values = measure("sharpness", np.clip(np.rint((blurred + 1.0) * 127.5), 0, 255).astype(np.uint8))
+            values = measure("sharpness", to_uint8(blurred))
             out["blurred"][f"{sigma:g}"] = {
                 "quantiles": [round(float(q), 4) for q in np.quantile(values, levels)],
                 "rises": round(float(np.mean(values > formula)), 4),
