@@ -75,6 +75,7 @@ def configure(args) -> None:
                       "c_every_block": str(args.c_every_block).lower(),
                       "c_modulation": str(args.c_modulation).lower(),
                       "c_lowpass": str(args.c_lowpass).lower(),
+                      "c_lowpass_draft": str(args.c_lowpass_draft).lower(),
                       "sharpness_norm": args.sharpness_norm, "z_pairs": str(args.z_pairs).lower(),
                       "pairs_from": args.pairs_from},
     }, args.set)
@@ -186,6 +187,10 @@ def main(argv=None) -> int:
                              "batch norm)")
     parser.add_argument("--c-lowpass", action=argparse.BooleanOptionalAction, default=defaults.c_lowpass,
                         help="c also sets how much of a blurred copy of G's image is mixed into its output")
+    parser.add_argument("--c-lowpass-draft", action=argparse.BooleanOptionalAction,
+                        default=defaults.c_lowpass_draft,
+                        help="with --c-lowpass: the mix also sees the edges of the image G drew and can "
+                             "sharpen (a feedback)")
     parser.add_argument("--sharpness-norm", type=float, default=defaults.sharpness_norm,
                         help="training's sharpness against the edges' p-norm with this p (0: the strongest "
                              "edge; the measurer always uses the formula)")
@@ -282,7 +287,8 @@ def main(argv=None) -> int:
         "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "weight": args.weight,
         "c_distribution": args.c_distribution, "target": args.target, "weight_warmup": args.weight_warmup,
         "d_condition": args.d_condition, "c_every_block": args.c_every_block, "c_modulation": args.c_modulation,
-        "c_lowpass": args.c_lowpass, "sharpness_norm": args.sharpness_norm,
+        "c_lowpass": args.c_lowpass, "c_lowpass_draft": args.c_lowpass_draft,
+        "sharpness_norm": args.sharpness_norm,
         "z_pairs": args.z_pairs, "pairs_from": args.pairs_from, "samples": args.samples,
         "sweep_max": sweep_maxima,
         "minutes": {k: round(v, 2) for k, v in minutes.items()},

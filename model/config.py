@@ -256,6 +256,10 @@ class EGANOptions:
     # (a per-image convex mix, fixed blur): sharpness measures how spread the edges are against
     # the strongest, and a blur spreads them, a way in that does not go through the texture.
     c_lowpass: bool = False
+    # c_lowpass as a feedback: the mix also sees the edges of the image G drew (their mean and
+    # largest size), so it can blur a crisp draft more than a soft one and cancel what z did to
+    # sharpness, and it spans an unsharp mask (-0.5, lowering sharpness) to the full blur.
+    c_lowpass_draft: bool = False
     # sharpness in training divides by the edges' p-norm (this p) instead of the strongest edge
     # (0: the formula, as the bench measures it). The maximum's gradient reaches one pixel, which
     # the next step's maximum replaces; the p-norm's reaches every strong edge (docs/egan.md).
@@ -305,6 +309,8 @@ class EGANOptions:
         if self.sharpness_norm and self.sharpness_norm < 1.0:
             raise ValueError(f"EGAN sharpness_norm must be 0 (the strongest edge) or a p-norm's p >= 1, "
                              f"got {self.sharpness_norm}")
+        if self.c_lowpass_draft and not self.c_lowpass:
+            raise ValueError("EGAN c_lowpass_draft makes the blur mix of c_lowpass a feedback: set --c-lowpass too")
         if self.weight_warmup < 0:
             raise ValueError(f"EGAN weight_warmup must be >= 0 steps, got {self.weight_warmup}")
         if self.weight < 0 or self.c_max <= 0:

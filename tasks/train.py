@@ -252,7 +252,7 @@ class TrainEGAN(TrainGAN):
     added_later = {**TrainGAN.added_later, "weight_warmup": 0, "target": "coin", "d_condition": False,
                    "c_every_block": False, "sharpness_norm": 0.0, "z_pairs": False,
                    "pairs_from": "batch", "c_modulation": False,
-                   "c_lowpass": False}
+                   "c_lowpass": False, "c_lowpass_draft": False}
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")
@@ -289,6 +289,10 @@ class TrainEGAN(TrainGAN):
     c_lowpass = luigi.BoolParameter(default=G["c_lowpass"],
                                     description="c also sets how much of a blurred copy of G's image is mixed "
                                                 "into its output (dcgan generator).")
+    c_lowpass_draft = luigi.BoolParameter(default=G["c_lowpass_draft"],
+                                          description="With --c-lowpass: the mix also sees the edges of the "
+                                                      "image G drew and spans sharpening (-0.5) to the full "
+                                                      "blur, a feedback that cancels z's part of sharpness.")
     sharpness_norm = luigi.FloatParameter(default=G["sharpness_norm"],
                                           description="Training's sharpness divides by the edges' p-norm "
                                                       "with this p (e.g. 12) instead of the strongest edge "
@@ -338,7 +342,8 @@ class TrainEGAN(TrainGAN):
                    "c_max": self.c_max, "c_distribution": self.c_distribution,
                    "target": self.target, "weight_warmup": self.weight_warmup, "d_condition": self.d_condition,
                    "c_every_block": self.c_every_block, "c_modulation": self.c_modulation,
-                   "c_lowpass": self.c_lowpass, "sharpness_norm": self.sharpness_norm,
+                   "c_lowpass": self.c_lowpass,
+                   "c_lowpass_draft": self.c_lowpass_draft, "sharpness_norm": self.sharpness_norm,
                    "z_pairs": self.z_pairs, "pairs_from": self.pairs_from,
                    **json.loads(luigi.DictParameter().serialize(self.options))}
         classifier = self.classifier_task()

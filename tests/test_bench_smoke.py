@@ -180,7 +180,7 @@ def args_egan(d):
     # one EGAN with two c, the quantile target against the edges' 12-norm: every branch of control()
     return ["--data", d["celeba"], "--workdir", d["tmp"] / "work", "--steps", 2, "--batch-size", 4,
             "--groups", "brightness,sharpness", "--target", "quantile", "--c-distribution", "uniform",
-            "--sharpness-norm", 12, "--c-lowpass", "--samples", 2, "--no-baseline",
+            "--sharpness-norm", 12, "--c-lowpass", "--c-lowpass-draft", "--samples", 2, "--no-baseline",
             *_luigi_tiny("TrainEGAN", d["features"])]
 
 
@@ -266,10 +266,10 @@ ROWS = {
                           and r["overhead"]["dcgan"]["step_cost_ratio"] > 0
                           and set(r["claims"]) == {"less_data", "overhead"}),
     "complete": lambda r: {"net", "gan", "telea", "mean"} <= set(r["masks"]["center"]),
-    # both c measured (c mixing in the blur), with the parts of rho; sharpness also in training's
-    # 12-norm, beside its targets
+    # both c measured (c mixing in the blur as a feedback on the draft), with the parts of rho;
+    # sharpness also in training's 12-norm, beside its targets
     "egan": lambda r: (set(r["rho"]) == {"brightness", "sharpness"} and "egan brightness+sharpness" in r["quality"]
-                       and r["c_lowpass"] is True
+                       and r["c_lowpass"] is True and r["c_lowpass_draft"] is True
                        and all(set(r["control"][e]["parts"]) == {"slope", "slope_spread", "z_spread", "residual"}
                                for e in r["rho"])
                        and "trained" not in r["control"]["brightness"]

@@ -332,7 +332,7 @@ def test_c_in_every_generator_block_trains_exports_and_reaches_the_last_block(tm
     _, exported = load_generator(run)
     assert any(type(layer).__name__ == "RepeatVector" for layer in exported.layers)
     with pytest.raises(ValueError, match="every generator block need --generator dcgan"):
-        build_generator(TrainConfig(**{**SMALL, "generator": "seed"}), {"c": 2}, extra_every_block=True)
+        build_generator(TrainConfig(**{**SMALL, "generator": "seed"}), {"c": 2}, extra_ways={"every_block"})
 
 
 def test_c_modulation_starts_as_the_plain_block_then_scales_each_blocks_features(tmp_path):
@@ -371,7 +371,7 @@ def test_c_modulation_starts_as_the_plain_block_then_scales_each_blocks_features
     _, exported = load_generator(run)
     assert sum(isinstance(layer, keras.layers.Multiply) for layer in exported.layers) == len(gains)
     with pytest.raises(ValueError, match="every generator block need --generator dcgan"):
-        build_generator(TrainConfig(**{**SMALL, "generator": "seed"}), {"c": 1}, extra_modulation=True)
+        build_generator(TrainConfig(**{**SMALL, "generator": "seed"}), {"c": 1}, extra_ways={"modulation"})
 
 
 @pytest.mark.parametrize("distribution", ["bernoulli", "uniform"])
@@ -514,4 +514,55 @@ def test_c_lowpass_mixes_a_blurred_copy_by_c_and_keeps_the_range(tmp_path):
     _, exported = load_generator(run)
     assert any(type(layer).__name__ == "DepthwiseConv2D" for layer in exported.layers)
     with pytest.raises(ValueError, match="every generator block need --generator dcgan"):
-        build_generator(TrainConfig(**{**SMALL, "generator": "seed"}), {"c": 1}, extra_lowpass=True)
+        build_generator(TrainConfig(**{**SMALL, "generator": "seed"}), {"c": 1}, extra_ways={"lowpass"})
+
+
+def test_c_lowpass_draft_is_a_feedback_that_can_sharpen(tmp_path):
+    """c_lowpass_draft: the mix's logit also sees the draft's edges (mean and largest size of blur
+    minus image per channel), and the mix spans [-LOWPASS_SHARPEN, 1]: at the start (a = 0) G's
+    image is the plain draft; with weight on the draft's edges two z at one c get different
+    mixes, without it the same; at a = -0.5 the output is an unsharp mask clipped to [-1, 1]
+    (on real faces it lowers sharpness: bench/sharpness_norm.py); options refuse it without c_lowpass; the run trains,
+    its card says so, the exported generator loads."""
+    from model.nets.dcgan import LOWPASS_SHARPEN, _lowpass_mixed, lowpassed
+    from model.variants.egan import EGAN
+    options = {"extractors": ["sharpness"], "c_lowpass": True, "c_lowpass_draft": True}
+    variant = EGAN(TrainConfig(**SMALL, options=options))
+    variant.build()
+    G = variant.generator
+    assert variant.extra_ways() == {"lowpass_draft"}
+    z = tf.random.uniform((4, 100), seed=1)
+    inputs = {"z": z, "c": tf.fill((4, 1), 0.5)}
+    draft = keras.Model(G.inputs, G.get_layer("tanh").output)(inputs, training=False).numpy()
+    np.testing.assert_allclose(G(inputs, training=False).numpy(), draft, atol=1e-6)  # a = 0
+    amount = keras.Model(G.inputs, G.get_layer("lowpass_amount").output)
+    mix = G.get_layer("lowpass_mix")
+    np.testing.assert_allclose(amount(inputs, training=False).numpy(), 0.0, atol=1e-6)
+    kernel = np.zeros(mix.kernel.shape, np.float32)
+    kernel[0] = 0.1  # c alone: every z gets the same mix
+    mix.kernel.assign(kernel)
+    same = amount(inputs, training=True).numpy()[:, 0]
+    assert np.ptp(same) < 1e-6 and same[0] > 1e-3
+    kernel[1:] = 0.05  # the draft's edges (batch-normalised in training): each z its own
+    mix.kernel.assign(kernel)
+    assert np.ptp(amount(inputs, training=True).numpy()[:, 0]) > 1e-2
+
+    img, codes = keras.Input((32, 32, 3)), keras.Input((1,))
+    net = keras.Model([img, codes], _lowpass_mixed(img, codes, draft=True))
+    net.get_layer("lowpass_mix").bias.assign([-30.0])  # a = -LOWPASS_SHARPEN: all unsharp mask
+    yy, xx = np.mgrid[0:32, 0:32] / 31.0
+    face = np.where((xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.12, 0.6 * np.cos(3 * xx), -0.9)
+    face = np.repeat(face[None, :, :, None], 3, axis=3).astype(np.float32)
+    got = net([face, np.ones((1, 1))], training=False).numpy()
+    blurred = keras.Model(img, lowpassed(img))(face).numpy()
+    want = np.clip(face - LOWPASS_SHARPEN * (blurred - face), -1.0, 1.0)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got.min() >= -1.0 and got.max() <= 1.0 and np.abs(face - LOWPASS_SHARPEN * (blurred - face)).max() > 1.0
+
+    with pytest.raises(ValueError, match="set --c-lowpass too"):
+        EGANOptions(extractors=["sharpness"], c_lowpass_draft=True)
+    run = tmp_path / "run"
+    train(TrainConfig(**SMALL, options=options), _images(), run)
+    assert read_card(run).inputs[-1].meta["c_lowpass_draft"] is True
+    _, exported = load_generator(run)
+    assert any(layer.name == "lowpass_amount" for layer in exported.layers)

@@ -25,16 +25,13 @@ class NetworkOptions:
 
 
 def build_generator(config, extra_inputs: dict[str, int] | None = None, fast: bool = True,
-                    extra_every_block: bool = False, extra_modulation: bool = False,
-                    extra_lowpass: bool = False) -> keras.Model:
+                    extra_ways=()) -> keras.Model:
     """The generator family ``config.generator`` for ``config``'s resolution, channels, z and
-    width, taking ``z`` and ``extra_inputs`` (name -> size); with ``extra_every_block`` (the
-    DCGAN family) those also enter every upsampling block, with ``extra_modulation`` they
-    scale and shift every block's normalised features, with ``extra_lowpass`` they set how much
-    of a blurred copy is mixed into the image."""
+    width, taking ``z`` and ``extra_inputs`` (name -> size); ``extra_ways`` (the DCGAN family,
+    model/nets/dcgan.py ``EXTRA_WAYS``) say how those also enter beyond the first layer."""
     c = config
     if c.generator == "seed":
-        if extra_every_block or extra_modulation or extra_lowpass:
+        if extra_ways:
             raise ValueError("extra inputs in every generator block need --generator dcgan (the seed "
                              "generator takes them through its first layer only)")
         from model.nets.seed_generator import build_seed_generator
@@ -42,8 +39,7 @@ def build_generator(config, extra_inputs: dict[str, int] | None = None, fast: bo
                                     extra_inputs=extra_inputs)
     from model.nets.dcgan import build_generator as dcgan_generator
     return dcgan_generator(c.resolution, c.channels, c.z_dim, c.base_width, c.kernel_size, fast=fast,
-                           extra_inputs=extra_inputs, extra_every_block=extra_every_block,
-                           extra_modulation=extra_modulation, extra_lowpass=extra_lowpass)
+                           extra_inputs=extra_inputs, extra_ways=extra_ways)
 
 
 def build_discriminator(config, options: NetworkOptions | None = None, heads: dict[str, int] | None = None,

@@ -56,23 +56,13 @@ class DCGAN(GANModel):
         ``inputs`` the fake images were made from (the variant says how)."""
         return images
 
-    def extra_every_block(self) -> bool:
-        """Whether the inputs beyond z also enter every generator block (not in the paper)."""
-        return False
-
-    def extra_modulation(self) -> bool:
-        """Whether the inputs beyond z scale and shift every generator block's normalised
-        features (conditional batch norm; not in the paper)."""
-        return False
-
-    def extra_lowpass(self) -> bool:
-        """Whether the inputs beyond z set how much of a blurred copy is mixed into the
-        generator's image (not in the paper)."""
-        return False
+    def extra_ways(self) -> frozenset[str]:
+        """How the inputs beyond z also enter the generator beyond its first layer (names of
+        model/nets/dcgan.py ``EXTRA_WAYS``; none in the paper)."""
+        return frozenset()
 
     def _generator(self, fast: bool) -> keras.Model:
-        return build_generator(self.config, self.extra_inputs(), fast=fast, extra_every_block=self.extra_every_block(),
-                               extra_modulation=self.extra_modulation(), extra_lowpass=self.extra_lowpass())
+        return build_generator(self.config, self.extra_inputs(), fast=fast, extra_ways=self.extra_ways())
 
     def _discriminator(self, fast: bool) -> keras.Model:
         return build_discriminator(self.config, self.options, self.heads(), self.hidden(), self.norm(), fast=fast,

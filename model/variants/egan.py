@@ -13,7 +13,8 @@ With ``d_condition`` (quantile target) D is a projection discriminator D(x, c): 
 come with the level Q^-1(F(x)) of their own F, fakes with their c. With ``c_every_block``
 c also enters every upsampling block of G as constant feature maps; with ``c_modulation`` it scales
 and shifts every block's normalised features (conditional batch norm); with ``c_lowpass`` it sets how
-much of a blurred copy of the image G mixes into its output. With ``sharpness_norm`` p
+much of a blurred copy of the image G mixes into its output, and with ``c_lowpass_draft`` that mix
+also sees the edges of the image G drew and can sharpen (a feedback). With ``sharpness_norm`` p
 training measures sharpness against the edges' p-norm rather than the strongest edge
 (model/variants/extractors.py). With ``z_pairs`` (quantile target) G's batch draws each z twice
 and the loss adds, per pair of rows (a, b) with one z, |F_a - F_b - (Q(c_a) - Q(c_b))|; with
@@ -84,7 +85,7 @@ class EGAN(DCGAN):
                       meta={"extractors": list(o.extractors), "weight": o.weight, "mode": o.mode, "target": o.target,
                             "sharpness_norm": o.sharpness_norm, "z_pairs": o.z_pairs,
                             "c_every_block": o.c_every_block, "c_modulation": o.c_modulation,
-                            "c_lowpass": o.c_lowpass,
+                            "c_lowpass": o.c_lowpass, "c_lowpass_draft": o.c_lowpass_draft,
                             "pairs_from": o.pairs_from,
                             "train_values": [0.0, 1.0]})
         return [*super().inputs(), c]
@@ -137,14 +138,11 @@ class EGAN(DCGAN):
         extra = [(self.f_opt, self.classifier.trainable_variables)] if self.joint else []
         return [*super().optimizer_variables(), *extra]
 
-    def extra_every_block(self) -> bool:
-        return self.options.c_every_block
-
-    def extra_modulation(self) -> bool:
-        return self.options.c_modulation
-
-    def extra_lowpass(self) -> bool:
-        return self.options.c_lowpass
+    def extra_ways(self) -> frozenset[str]:
+        o = self.options
+        flags = {"every_block": o.c_every_block, "modulation": o.c_modulation,
+                 "lowpass": o.c_lowpass and not o.c_lowpass_draft, "lowpass_draft": o.c_lowpass_draft}
+        return frozenset(way for way, on in flags.items() if on)
 
     def d_condition(self):
         return {"c": len(self.options.extractors)} if self.options.d_condition else None
