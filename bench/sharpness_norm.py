@@ -16,7 +16,11 @@ one JSON line:
 - ``blurred``: per sigma of ``--blurs``, the formula's quantiles on the faces blurred by the
   Gaussian EGAN's ``c_lowpass`` mixes in (model/nets/dcgan.py ``lowpassed``), the share of
   faces whose value rises, and Spearman's rho between each face's value before and after:
-  which end of the real spread a blurred face lands at.
+  which end of the real spread a blurred face lands at;
+- ``unsharp``: per amount k of ``--unsharp``, the same for the faces unsharp-masked by k,
+  ``x - k (blur(x) - x)`` clipped to [-1, 1] with the blur of sigma ``LOWPASS_SIGMA`` (what
+  ``c_lowpass_draft``'s mix does below 0), and ``lowers``, the share of faces whose value falls;
+  each of these also in training's ``--unsharp-norm``.
 """
 from __future__ import annotations
 
@@ -39,6 +43,9 @@ def main(argv=None) -> int:
     parser.add_argument("--norms", default="4,8,12,16,24", help="comma-separated p of the p-norms")
     parser.add_argument("--blurs", default="0.7,1.5", help="comma-separated Gaussian sigmas (pixels) to "
                                                            "blur the faces by ('' for none)")
+    parser.add_argument("--unsharp", default="0.25,0.5", help="comma-separated unsharp-mask amounts ('' for none)")
+    parser.add_argument("--unsharp-norm", type=float, default=12.0,
+                        help="the p-norm sharpness the unsharp masks are also measured by")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -62,22 +69,37 @@ def main(argv=None) -> int:
         out["spread_ratio"][key] = round(float(np.subtract(*np.quantile(values, [0.95, 0.05]))) / spread, 3) \
             if spread > 0 else None
     sigmas = [float(v) for v in args.blurs.split(",") if v.strip()]
-    if sigmas:
+    amounts = [float(v) for v in args.unsharp.split(",") if v.strip()]
+    if sigmas or amounts:
         import keras
 
-        from model.nets.dcgan import lowpassed
+        from model.nets.dcgan import LOWPASS_SIGMA, lowpassed
         from model.train.sampling import to_uint8
-        out["blurred"] = {}
-        for sigma in sigmas:
+
+        def blurred(sigma):
+            """The faces in [-1, 1] and their Gaussian blur of ``sigma``, both float32."""
             image = keras.Input(images.shape[1:])
             blur = keras.Model(image, lowpassed(image, sigma))
-            blurred = np.concatenate([blur.predict_on_batch(images[i:i + 256].astype(np.float32) / 127.5 - 1.0)
-                                      for i in range(0, len(images), 256)])
-            values = measure("sharpness", to_uint8(blurred))
-            out["blurred"][f"{sigma:g}"] = {
-                "quantiles": [round(float(q), 4) for q in np.quantile(values, levels)],
-                "rises": round(float(np.mean(values > formula)), 4),
-                "spearman": round(float(spearmanr(formula, values).statistic), 4)}
+            x = images.astype(np.float32) / 127.5 - 1.0
+            return x, np.concatenate([blur.predict_on_batch(x[i:i + 256]) for i in range(0, len(x), 256)])
+
+        def moved(values, base):
+            return {"quantiles": [round(float(q), 4) for q in np.quantile(values, levels)],
+                    "rises": round(float(np.mean(values > base)), 4),
+                    "lowers": round(float(np.mean(values < base)), 4),
+                    "spearman": round(float(spearmanr(base, values).statistic), 4)}
+
+        out["blurred"] = {f"{sigma:g}": moved(measure("sharpness", to_uint8(blurred(sigma)[1])), formula)
+                          for sigma in sigmas}
+        if amounts:
+            x, b = blurred(LOWPASS_SIGMA)
+            p = args.unsharp_norm
+            base = measure("sharpness", images, sharpness_norm=p)
+            out["unsharp"] = {}
+            for k in amounts:
+                masked = to_uint8(np.clip(x - k * (b - x), -1.0, 1.0))
+                out["unsharp"][f"{k:g}"] = {"formula": moved(measure("sharpness", masked), formula),
+                                            f"{p:g}": moved(measure("sharpness", masked, sharpness_norm=p), base)}
     print(json.dumps(out))
     return 0
 

@@ -227,7 +227,7 @@ def args_serving_engines(d):
 
 
 def args_sharpness_norm(d):
-    return ["--records", d["records"], "--split", "train", "--norms", "1,12", "--blurs", "1.5"]
+    return ["--records", d["records"], "--split", "train", "--norms", "1,12", "--blurs", "1.5", "--unsharp", "0.5"]
 
 
 def args_torch_peer(d):
@@ -254,7 +254,7 @@ BENCHES = {
                                         "records_celeba_s_per_image", "scheduler_ms_per_task", "load_avg_end"}),
     "serving_engines": (args_serving_engines, (), {"rows"}),
     "sharpness_norm": (args_sharpness_norm, ("records",), {"n", "spearman", "quantiles", "spread_ratio",
-                                                           "blurred"}),
+                                                           "blurred", "unsharp"}),
     "torch_peer": (args_torch_peer, (), {"torch", "threads", "images_per_s_fp32"}),
 }
 #: Checks beyond the keys: the rows a smoke run must have made.
@@ -286,10 +286,12 @@ ROWS = {
                           and r["recipes"]["paper"]["fid_std"] > 0 and r["fid_std"] > 0),
     "rebuild": lambda r: r["versions"][0] != r["versions"][1],
     # the 4 train faces, each p against the formula; the 12-norm's levels are at or above the formula's;
-    # blurred faces: their levels and how many rose
+    # blurred and unsharp-masked faces: their levels and how many rose or fell, in both measures
     "sharpness_norm": lambda r: (r["n"] == 4 and set(r["spearman"]) == {"1", "12"}
                                  and set(r["blurred"]) == {"1.5"} and 0 <= r["blurred"]["1.5"]["rises"] <= 1
                                  and len(r["blurred"]["1.5"]["quantiles"]) == 3
+                                 and set(r["unsharp"]["0.5"]) == {"formula", "12"}
+                                 and all(0 <= m["lowers"] + m["rises"] <= 1 for m in r["unsharp"]["0.5"].values())
                                  and all(a >= b - 1e-6 for a, b in zip(r["quantiles"]["12"],
                                                                        r["quantiles"]["formula"]))),
     "torch_peer": lambda r: r["images_per_s_fp32"] > 0 and (r["batch"], r["base_width"]) == (2, 4),
