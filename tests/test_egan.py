@@ -518,12 +518,13 @@ def test_c_lowpass_mixes_a_blurred_copy_by_c_and_keeps_the_range(tmp_path):
 
 
 def test_c_lowpass_draft_is_a_feedback_that_can_sharpen(tmp_path):
-    """c_lowpass_draft: the mix's logit also sees the draft's edges (mean and largest size of blur
-    minus image per channel), and the mix spans [-LOWPASS_SHARPEN, 1]: at the start (a = 0) G's
-    image is the plain draft; with weight on the draft's edges two z at one c get different
-    mixes, without it the same; at a = -0.5 the output is an unsharp mask clipped to [-1, 1]
-    (on real faces it lowers sharpness: bench/sharpness_norm.py); options refuse it without c_lowpass; the run trains,
-    its card says so, the exported generator loads."""
+    """c_lowpass_draft: the mix's logit also sees the edges of the draft and of its blur (the luma
+    gradient's mean and largest magnitude, as the sharpness extractor measures them, and their
+    direction), batch-normalised, and the mix spans [-LOWPASS_SHARPEN, 1]: at the start (a = 0)
+    G's image is the plain draft; with weight on the edges two z at one c get different mixes,
+    without it the same; at a = -0.5 the output is an unsharp mask clipped to [-1, 1] (on real
+    faces it lowers sharpness: bench/sharpness_norm.py); options refuse it without c_lowpass;
+    the run trains, its card says so, the exported generator loads."""
     from model.nets.dcgan import LOWPASS_SHARPEN, _lowpass_mixed, lowpassed
     from model.variants.egan import EGAN
     options = {"extractors": ["sharpness"], "c_lowpass": True, "c_lowpass_draft": True}
@@ -558,6 +559,20 @@ def test_c_lowpass_draft_is_a_feedback_that_can_sharpen(tmp_path):
     want = np.clip(face - LOWPASS_SHARPEN * (blurred - face), -1.0, 1.0)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert got.min() >= -1.0 and got.max() <= 1.0 and np.abs(face - LOWPASS_SHARPEN * (blurred - face)).max() > 1.0
+
+    # the edges the mix sees: the luma gradient's mean and largest magnitude (central differences,
+    # edge padded), and (m, M) / |(m, M)|
+    from model.nets.dcgan import _edge_sizes
+    rgb = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+    rgb = np.pad(rgb, ((0, 0), (8, 8), (8, 8), (0, 0)))[:, :32, :32]  # a patch of edges, flat around
+    sizes = keras.Model(img, _edge_sizes(img))(rgb)
+    gray = (rgb + 1) / 2 @ np.array([0.2126, 0.7152, 0.0722])
+    edged = np.pad(gray, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    gx, gy = (edged[:, 2:, 1:-1] - edged[:, :-2, 1:-1]) / 2, (edged[:, 1:-1, 2:] - edged[:, 1:-1, :-2]) / 2
+    m = np.hypot(gx, gy)
+    want = np.stack([m.mean((1, 2)), m.max((1, 2))], axis=1)
+    np.testing.assert_allclose(sizes[:, :2], want, rtol=1e-4)
+    np.testing.assert_allclose(sizes[:, 2:], want / np.linalg.norm(want, axis=1, keepdims=True), rtol=1e-4)
 
     with pytest.raises(ValueError, match="set --c-lowpass too"):
         EGANOptions(extractors=["sharpness"], c_lowpass_draft=True)

@@ -22,6 +22,7 @@ from model.config import resolution_ok
 from model.nets.heads import discriminator_model
 from model.nets.layers import MatmulConv2D, MatmulConv2DTranspose
 from model.nets.norms import apply_norm, batch_norm, check_norm
+from model.variants.extractors import LUMA
 
 Z_DIM = 100
 
@@ -128,14 +129,39 @@ def lowpassed(image, sigma: float = LOWPASS_SIGMA, name: str | None = None):
     return blurred
 
 
-def _draft_edges(detail):
-    """``(n, 2 ch)``: the mean and the largest size of ``detail`` (blur minus image, ``(n, h, w, ch)``)
-    per channel, batch-normalised: how much edge the draft has and how strong its strongest
-    is, the two sides of the sharpness ratio, at the scale of c."""
-    size = layers.Add(dtype="float32")([layers.ReLU(dtype="float32")(detail),
-                                        layers.ReLU(dtype="float32")(layers.Rescaling(-1.0, dtype="float32")(detail))])
-    stats = layers.Concatenate(dtype="float32")([layers.GlobalAveragePooling2D(dtype="float32")(size),
-                                                 layers.GlobalMaxPooling2D(dtype="float32")(size)])
+def _edge_sizes(image):
+    """``(n, 4)`` float32 of ``image`` ``(n, h, w, ch)`` in [-1, 1]: the mean m and the largest M of
+    its luma gradient's magnitude (central differences, edge padded: as the sharpness extractor
+    measures edges) and (m, M) / |(m, M)|, a monotone function of sharpness' ratio m / M.
+    Fixed (untrained) plain Keras layers: |g| is g . g / |g| (UnitNormalization), so the
+    exported generator still loads without this project's code."""
+    ch = image.shape[-1]
+    to_luma = layers.Conv2D(1, 1, use_bias=False, trainable=False, dtype="float32")
+    gray = to_luma(image)
+    # luma of (image + 1) / 2: its gradient is half the weighted gradient of the image
+    to_luma.set_weights([(0.5 * np.array(LUMA if ch == 3 else [1.0] * ch, np.float32))[None, None, :, None]])
+    central = layers.Conv2D(2, 3, padding="valid", use_bias=False, trainable=False, dtype="float32")
+    gradient = central(_edge_padded(gray, 1))
+    kernel = np.zeros((3, 3, 1, 2), np.float32)
+    kernel[2, 1, 0, 0], kernel[0, 1, 0, 0] = 0.5, -0.5  # down the rows
+    kernel[1, 2, 0, 1], kernel[1, 0, 0, 1] = 0.5, -0.5  # across the columns
+    central.set_weights([kernel])
+    along = layers.Multiply(dtype="float32")([gradient, layers.UnitNormalization(dtype="float32")(gradient)])
+    to_size = layers.Conv2D(1, 1, use_bias=False, trainable=False, dtype="float32")
+    magnitude = to_size(along)
+    to_size.set_weights([np.ones((1, 1, 2, 1), np.float32)])
+    sizes = layers.Concatenate(dtype="float32")([layers.GlobalAveragePooling2D(dtype="float32")(magnitude),
+                                                 layers.GlobalMaxPooling2D(dtype="float32")(magnitude)])
+    return layers.Concatenate(dtype="float32")([sizes, layers.UnitNormalization(dtype="float32")(sizes)])
+
+
+def _draft_edges(image, blurred):
+    """``(n, 8)``: :func:`_edge_sizes` of the draft and of its full blur, batch-normalised (at the
+    scale of c): what the mix needs to know to land a draft at a level, the draft's own edges
+    and where a full blur would take them. On the trained ``c_lowpass`` generator they explain
+    75-97% of z's part of the output's sharpness at one c (their mean |blur - image| and
+    largest, per channel: 31-40%; docs/egan.md)."""
+    stats = layers.Concatenate(dtype="float32")([_edge_sizes(image), _edge_sizes(blurred)])
     return layers.BatchNormalization(dtype="float32", name="draft_edges")(stats)
 
 
@@ -146,13 +172,13 @@ def _lowpass_mixed(image, codes, sigma: float = LOWPASS_SIGMA, draft: bool = Fal
     starts near 0 (sigmoid(-3)), so training starts from the plain image. How spread-out the edges
     are then has a way in that does not pass through the convolutions' texture.
 
-    With ``draft`` the mix is a feedback: its logit also sees :func:`_draft_edges` of the image
-    G drew (so G can blur a crisp draft more than a soft one, cancelling what z did to its
+    With ``draft`` the mix is a feedback: its logit also sees :func:`_draft_edges`, the edges of
+    the image G drew and of its blur (so G can blur a crisp draft more than a soft one, cancelling what z did to its
     sharpness), and ``a`` spans ``[-LOWPASS_SHARPEN, 1]`` (an unsharp mask below 0), starting at
     0; the output is clipped to [-1, 1]."""
     blurred = lowpassed(image, sigma, name="lowpass")
     detail = layers.Subtract(dtype="float32")([blurred, image])
-    seen = layers.Concatenate(dtype="float32")([codes, _draft_edges(detail)]) if draft else codes
+    seen = layers.Concatenate(dtype="float32")([codes, _draft_edges(image, blurred)]) if draft else codes
     low = LOWPASS_SHARPEN if draft else 0.0
     # the logit where a starts: sigmoid(-3) for the blur alone, a = 0 for the feedback's range
     start = keras.initializers.Constant((np.log(low) if draft else -3.0) / LOWPASS_GAIN)
