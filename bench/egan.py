@@ -22,7 +22,9 @@ own (``--workdir``; ``.`` reuses the repository's raw/ and processed/):
    them (``rho``, the target) and along each z's own sweep (``rho_within_z``), with what sets
    the pooled figure (``parts``: the slope of each z's sweep, its spread between faces, what z
    alone sets); a run trained against the edges' p-norm also in that measure, beside the
-   levels its quantile target asked for (``trained``);
+   levels its quantile target asked for (``trained``); a run that mixes in a blur
+   (``--c-lowpass``) also how much of each c's spread between faces the edges a feedback mix
+   sees explain (``edges_explain``);
 5. ``EvaluateGenerator`` (held-out test faces, same n; FID, KID, face rate and the MS-SSIM of
    sample pairs, which rises when a generator collapses) of every EGAN run and of the DCGAN
    (``--no-baseline`` skips the DCGAN: control only, no answer to what control costs).
@@ -121,11 +123,14 @@ def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, s
     spec = card.input("c")
     dim = spec.labels.index(extractor)
     values = np.linspace(0.0, sweep_max, 11)
-    images = generate(generator, vary_input(card, "c", values, samples, seed, dim), batch_size=256)
+    inputs = vary_input(card, "c", values, samples, seed, dim)
+    images = generate(generator, inputs, batch_size=256)
     measured = measure(extractor, images) if extractor in FORMULAS else \
         measurer.predict(images, [extractor])[:, 0].astype(np.float64)
     out = {**correlations(values, measured.reshape(samples, len(values))),
            "c": [round(float(v), 3) for v in values], "n": int(len(measured))}
+    if extractor == "sharpness" and any(layer.name == "lowpass" for layer in generator.layers):
+        out["edges_explain"] = edges_explain(generator, inputs, measured.reshape(samples, len(values)))
     norm = spec.meta.get("sharpness_norm", 0.0) if extractor == "sharpness" else 0.0
     if norm:
         trained = measure(extractor, images, sharpness_norm=norm).reshape(samples, len(values))
@@ -133,6 +138,40 @@ def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, s
         if real is not None and spec.meta.get("target") == "quantile":
             levels = np.quantile(measure(extractor, real, sharpness_norm=norm), np.clip(values, 0.0, 1.0))
             out["trained"]["targets"] = [round(float(v), 4) for v in levels]
+    return out
+
+
+def edges_explain(generator, inputs: dict, rows) -> dict:
+    """For a generator that mixes in a blur (``c_lowpass``): at each c of the sweep, the share of
+    the faces' spread in ``rows`` (``(samples, len(values))``, the measured sharpness) a linear
+    fit explains (R^2) from what ``c_lowpass_draft``'s mix sees, the edges of the draft and of
+    its blur (``edges``: model/nets/dcgan.py ``_edge_sizes``), and from the sizes of blur minus
+    draft per channel, their mean and largest (``detail``): how much of z's part of sharpness
+    a feedback on those could cancel."""
+    import keras
+    import numpy as np
+
+    from model.nets.dcgan import _edge_sizes
+
+    parts = keras.Model(generator.inputs, [generator.get_layer("tanh").output, generator.get_layer("lowpass").output])
+    draft, blur = parts.predict(inputs, batch_size=256, verbose=0)
+    image = keras.Input(draft.shape[1:])
+    sizes = keras.Model(image, _edge_sizes(image))
+    detail = np.abs(blur - draft)
+    features = {"edges": np.concatenate([sizes.predict(draft, batch_size=256, verbose=0),
+                                         sizes.predict(blur, batch_size=256, verbose=0)], axis=1),
+                "detail": np.concatenate([detail.mean(axis=(1, 2)), detail.max(axis=(1, 2))], axis=1)}
+    samples, k = rows.shape
+    out = {}
+    for name, x in features.items():
+        x = x.reshape(samples, k, -1)
+        shares = []
+        for j in range(k):
+            design = np.concatenate([x[:, j].astype(np.float64), np.ones((samples, 1))], axis=1)
+            beta = np.linalg.lstsq(design, rows[:, j], rcond=None)[0]
+            spread = np.var(rows[:, j])
+            shares.append(1.0 - np.var(rows[:, j] - design @ beta) / spread if spread > 0 else 0.0)
+        out[name] = [round(float(v), 3) for v in shares]
     return out
 
 

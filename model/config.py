@@ -256,9 +256,10 @@ class EGANOptions:
     # (a per-image convex mix, fixed blur): sharpness measures how spread the edges are against
     # the strongest, and a blur spreads them, a way in that does not go through the texture.
     c_lowpass: bool = False
-    # c_lowpass as a feedback: the mix also sees the edges of the image G drew (their mean and
-    # largest size), so it can blur a crisp draft more than a soft one and cancel what z did to
-    # sharpness, and it spans an unsharp mask (-0.5, lowering sharpness) to the full blur.
+    # c_lowpass as a feedback: the mix also sees the edges of the image G drew and of its blur
+    # (the luma gradient's mean and largest magnitude), so it can blur a crisp draft more than a
+    # soft one and cancel what z did to sharpness, and it spans an unsharp mask (-0.5, lowering
+    # sharpness) to the full blur.
     c_lowpass_draft: bool = False
     # sharpness in training divides by the edges' p-norm (this p) instead of the strongest edge
     # (0: the formula, as the bench measures it). The maximum's gradient reaches one pixel, which

@@ -270,6 +270,8 @@ ROWS = {
     # sharpness also in training's 12-norm, beside its targets
     "egan": lambda r: (set(r["rho"]) == {"brightness", "sharpness"} and "egan brightness+sharpness" in r["quality"]
                        and r["c_lowpass"] is True and r["c_lowpass_draft"] is True
+                       and {len(v) for v in r["control"]["sharpness"]["edges_explain"].values()} == {11}
+                       and "edges_explain" not in r["control"]["brightness"]
                        and all(set(r["control"][e]["parts"]) == {"slope", "slope_spread", "z_spread", "residual"}
                                for e in r["rho"])
                        and "trained" not in r["control"]["brightness"]

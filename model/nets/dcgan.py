@@ -129,9 +129,25 @@ def lowpassed(image, sigma: float = LOWPASS_SIGMA, name: str | None = None):
     return blurred
 
 
+def _extrapolated(x):
+    """``x`` ``(n, h, w, ch)`` with one more row and column on every side, each its border
+    extrapolated (2 x[0] - x[1]): a central difference there is then the one-sided difference
+    ``numpy.gradient`` takes at the border, so edges at the border weigh as the extractor
+    weighs them (edge padding would halve them). float32."""
+    def padded(x, axis):
+        n = x.shape[axis]
+        crop = lambda a, b: layers.Cropping2D(((a, b), (0, 0)) if axis == 1 else ((0, 0), (a, b)),  # noqa: E731
+                                              dtype="float32")(x)
+        twice = lambda edge: layers.Rescaling(2.0, dtype="float32")(edge)  # noqa: E731
+        first = layers.Subtract(dtype="float32")([twice(crop(0, n - 1)), crop(1, n - 2)])
+        last = layers.Subtract(dtype="float32")([twice(crop(n - 1, 0)), crop(n - 2, 1)])
+        return layers.Concatenate(axis=axis, dtype="float32")([first, x, last])
+    return padded(padded(x, 1), 2)
+
+
 def _edge_sizes(image):
     """``(n, 4)`` float32 of ``image`` ``(n, h, w, ch)`` in [-1, 1]: the mean m and the largest M of
-    its luma gradient's magnitude (central differences, edge padded: as the sharpness extractor
+    its luma gradient's magnitude (``numpy.gradient``'s differences: as the sharpness extractor
     measures edges) and (m, M) / |(m, M)|, a monotone function of sharpness' ratio m / M.
     Fixed (untrained) plain Keras layers: |g| is g . g / |g| (UnitNormalization), so the
     exported generator still loads without this project's code."""
@@ -141,7 +157,7 @@ def _edge_sizes(image):
     # luma of (image + 1) / 2: its gradient is half the weighted gradient of the image
     to_luma.set_weights([(0.5 * np.array(LUMA if ch == 3 else [1.0] * ch, np.float32))[None, None, :, None]])
     central = layers.Conv2D(2, 3, padding="valid", use_bias=False, trainable=False, dtype="float32")
-    gradient = central(_edge_padded(gray, 1))
+    gradient = central(_extrapolated(gray))
     kernel = np.zeros((3, 3, 1, 2), np.float32)
     kernel[2, 1, 0, 0], kernel[0, 1, 0, 0] = 0.5, -0.5  # down the rows
     kernel[1, 2, 0, 1], kernel[1, 0, 0, 1] = 0.5, -0.5  # across the columns
