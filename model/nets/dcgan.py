@@ -174,9 +174,10 @@ def _edge_sizes(image):
 def _draft_edges(image, blurred):
     """``(n, 8)``: :func:`_edge_sizes` of the draft and of its full blur, batch-normalised (at the
     scale of c): what the mix needs to know to land a draft at a level, the draft's own edges
-    and where a full blur would take them. On the trained ``c_lowpass`` generator they explain
-    75-97% of z's part of the output's sharpness at one c (their mean |blur - image| and
-    largest, per channel: 31-40%; docs/egan.md)."""
+    and where a full blur would take them. On a trained ``c_lowpass`` generator a linear fit
+    from them explains 85% of the faces' spread in sharpness at one c (97% at c = 0.1, 68% at
+    c = 0.9), the mean and largest |blur - image| per channel 22-31% (bench/egan.py
+    ``edges_explain``; docs/egan.md)."""
     stats = layers.Concatenate(dtype="float32")([_edge_sizes(image), _edge_sizes(blurred)])
     return layers.BatchNormalization(dtype="float32", name="draft_edges")(stats)
 
@@ -189,9 +190,9 @@ def _lowpass_mixed(image, codes, sigma: float = LOWPASS_SIGMA, draft: bool = Fal
     are then has a way in that does not pass through the convolutions' texture.
 
     With ``draft`` the mix is a feedback: its logit also sees :func:`_draft_edges`, the edges of
-    the image G drew and of its blur (so G can blur a crisp draft more than a soft one, cancelling what z did to its
-    sharpness), and ``a`` spans ``[-LOWPASS_SHARPEN, 1]`` (an unsharp mask below 0), starting at
-    0; the output is clipped to [-1, 1]."""
+    the image G drew and of its blur (so G can blur a crisp draft more than a soft one,
+    cancelling what z did to its sharpness), and ``a`` spans ``[-LOWPASS_SHARPEN, 1]`` (an
+    unsharp mask below 0), starting at 0; the output is clipped to [-1, 1]."""
     blurred = lowpassed(image, sigma, name="lowpass")
     detail = layers.Subtract(dtype="float32")([blurred, image])
     seen = layers.Concatenate(dtype="float32")([codes, _draft_edges(image, blurred)]) if draft else codes
