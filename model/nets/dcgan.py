@@ -79,16 +79,23 @@ def _modulated(x, codes):
     return layers.Add()([x, layers.Reshape((1, 1, ch))(shift)])
 
 
-def _edge_padded(x, r: int):
-    """``x`` ``(n, h, w, ch)`` with its border rows and columns repeated ``r`` times on every side
-    (zero padding would draw a frame, an edge the sharpness extractor measures). float32, as
-    the image it pads."""
-    h, w = x.shape[1], x.shape[2]
-    crop = lambda rows, cols: layers.Cropping2D((rows, cols), dtype="float32")(x)  # noqa: E731
-    top, bottom = crop((0, h - 1), (0, 0)), crop((h - 1, 0), (0, 0))
-    x = layers.Concatenate(axis=1, dtype="float32")([top] * r + [x] + [bottom] * r)
-    left, right = crop((0, 0), (0, w - 1)), crop((0, 0), (w - 1, 0))
-    return layers.Concatenate(axis=2, dtype="float32")([left] * r + [x] + [right] * r)
+def _border_padded(x, r: int = 1, extrapolate: bool = False):
+    """``x`` ``(n, h, w, ch)`` with ``r`` more rows and columns on every side, float32 as the image
+    it pads. By default each copies its border (zero padding would draw a frame, an edge the
+    sharpness extractor measures); with ``extrapolate`` (``r`` 1) each is 2 x[0] - x[1], so a
+    central difference there is the one-sided difference ``numpy.gradient`` takes at the border
+    and edges at the border weigh as the extractor weighs them (copying would halve them)."""
+    for axis in (1, 2):
+        n = x.shape[axis]
+        crop = lambda a, b, x=x, axis=axis: layers.Cropping2D(  # noqa: E731
+            ((a, b), (0, 0)) if axis == 1 else ((0, 0), (a, b)), dtype="float32")(x)
+        first, last = crop(0, n - 1), crop(n - 1, 0)
+        if extrapolate:
+            twice = lambda edge: layers.Rescaling(2.0, dtype="float32")(edge)  # noqa: E731
+            first = layers.Subtract(dtype="float32")([twice(first), crop(1, n - 2)])
+            last = layers.Subtract(dtype="float32")([twice(last), crop(n - 2, 1)])
+        x = layers.Concatenate(axis=axis, dtype="float32")([first] * r + [x] + [last] * r)
+    return x
 
 
 #: The Gaussian's standard deviation (pixels) of :func:`_lowpass_mixed`: at 64x64 a full mix
@@ -124,25 +131,9 @@ def lowpassed(image, sigma: float = LOWPASS_SIGMA, name: str | None = None):
     kernel = np.outer(taps, taps) / taps.sum() ** 2
     blur = layers.DepthwiseConv2D(2 * r + 1, padding="valid", use_bias=False, trainable=False,
                                   dtype="float32", name=name)
-    blurred = blur(_edge_padded(image, r))
+    blurred = blur(_border_padded(image, r))
     blur.set_weights([np.repeat(kernel[:, :, None, None], image.shape[-1], axis=2).astype(np.float32)])
     return blurred
-
-
-def _extrapolated(x):
-    """``x`` ``(n, h, w, ch)`` with one more row and column on every side, each its border
-    extrapolated (2 x[0] - x[1]): a central difference there is then the one-sided difference
-    ``numpy.gradient`` takes at the border, so edges at the border weigh as the extractor
-    weighs them (edge padding would halve them). float32."""
-    def padded(x, axis):
-        n = x.shape[axis]
-        crop = lambda a, b: layers.Cropping2D(((a, b), (0, 0)) if axis == 1 else ((0, 0), (a, b)),  # noqa: E731
-                                              dtype="float32")(x)
-        twice = lambda edge: layers.Rescaling(2.0, dtype="float32")(edge)  # noqa: E731
-        first = layers.Subtract(dtype="float32")([twice(crop(0, n - 1)), crop(1, n - 2)])
-        last = layers.Subtract(dtype="float32")([twice(crop(n - 1, 0)), crop(n - 2, 1)])
-        return layers.Concatenate(axis=axis, dtype="float32")([first, x, last])
-    return padded(padded(x, 1), 2)
 
 
 def _edge_sizes(image):
@@ -157,7 +148,7 @@ def _edge_sizes(image):
     # luma of (image + 1) / 2: its gradient is half the weighted gradient of the image
     to_luma.set_weights([(0.5 * np.array(LUMA if ch == 3 else [1.0] * ch, np.float32))[None, None, :, None]])
     central = layers.Conv2D(2, 3, padding="valid", use_bias=False, trainable=False, dtype="float32")
-    gradient = central(_extrapolated(gray))
+    gradient = central(_border_padded(gray, extrapolate=True))
     kernel = np.zeros((3, 3, 1, 2), np.float32)
     kernel[2, 1, 0, 0], kernel[0, 1, 0, 0] = 0.5, -0.5  # down the rows
     kernel[1, 2, 0, 1], kernel[1, 0, 0, 1] = 0.5, -0.5  # across the columns
