@@ -76,12 +76,16 @@ def main(argv=None) -> int:
         from model.nets.dcgan import LOWPASS_SIGMA, lowpassed
         from model.train.sampling import to_uint8
 
+        x = images.astype(np.float32) / 127.5 - 1.0  # the faces in [-1, 1]
+        blurs = {}
+
         def blurred(sigma):
-            """The faces in [-1, 1] and their Gaussian blur of ``sigma``, both float32."""
-            image = keras.Input(images.shape[1:])
-            blur = keras.Model(image, lowpassed(image, sigma))
-            x = images.astype(np.float32) / 127.5 - 1.0
-            return x, np.concatenate([blur.predict_on_batch(x[i:i + 256]) for i in range(0, len(x), 256)])
+            """The faces' Gaussian blur of ``sigma``, float32, made once per sigma."""
+            if sigma not in blurs:
+                image = keras.Input(images.shape[1:])
+                blur = keras.Model(image, lowpassed(image, sigma))
+                blurs[sigma] = np.concatenate([blur.predict_on_batch(x[i:i + 256]) for i in range(0, len(x), 256)])
+            return blurs[sigma]
 
         def moved(values, base):
             return {"quantiles": [round(float(q), 4) for q in np.quantile(values, levels)],
@@ -89,10 +93,10 @@ def main(argv=None) -> int:
                     "lowers": round(float(np.mean(values < base)), 4),
                     "spearman": round(float(spearmanr(base, values).statistic), 4)}
 
-        out["blurred"] = {f"{sigma:g}": moved(measure("sharpness", to_uint8(blurred(sigma)[1])), formula)
+        out["blurred"] = {f"{sigma:g}": moved(measure("sharpness", to_uint8(blurred(sigma))), formula)
                           for sigma in sigmas}
         if amounts:
-            x, b = blurred(LOWPASS_SIGMA)
+            b = blurred(LOWPASS_SIGMA)  # the default --blurs made it already
             p = args.unsharp_norm
             base = measure("sharpness", images, sharpness_norm=p)
             out["unsharp"] = {}
