@@ -79,7 +79,7 @@ def configure(args) -> None:
                       "c_lowpass": str(args.c_lowpass).lower(),
                       "c_lowpass_draft": str(args.c_lowpass_draft).lower(),
                       "sharpness_norm": args.sharpness_norm, "z_pairs": str(args.z_pairs).lower(),
-                      "pairs_from": args.pairs_from},
+                      "pairs_from": args.pairs_from, "pair_weight": args.pair_weight},
     }, args.set)
 
 
@@ -239,6 +239,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs-from", default=defaults.pairs_from, choices=EGAN_PAIRS_FROM,
                         help="z pairs: rows of G's batch, or n/2 extra faces for the pair term alone (D's "
                              "batch keeps n z)")
+    parser.add_argument("--pair-weight", type=float, default=defaults.pair_weight,
+                        help="z pairs: the pair term's weight beside the per-face term (both times --weight)")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--sweep-max", default="1", help="largest c of the sweep; a comma-separated list "
                         "measures each (the first is the one `rho` and the targets report)")
@@ -328,7 +330,8 @@ def main(argv=None) -> int:
         "d_condition": args.d_condition, "c_every_block": args.c_every_block, "c_modulation": args.c_modulation,
         "c_lowpass": args.c_lowpass, "c_lowpass_draft": args.c_lowpass_draft,
         "sharpness_norm": args.sharpness_norm,
-        "z_pairs": args.z_pairs, "pairs_from": args.pairs_from, "samples": args.samples,
+        "z_pairs": args.z_pairs, "pairs_from": args.pairs_from, "pair_weight": args.pair_weight,
+        "samples": args.samples,
         "sweep_max": sweep_maxima,
         "minutes": {k: round(v, 2) for k, v in minutes.items()},
         "runs": {k: str(v[0]) for k, v in runs.items()}, "dcgan_run": str(dcgan.run_dir()) if dcgan else None}))

@@ -273,6 +273,10 @@ class EGANOptions:
     # "extra", G also draws n/2 faces (n/4 z, each at two c) for the pair term alone, so G's
     # batch keeps n z for D, at the cost of G drawing half as many faces again.
     pairs_from: str = "batch"
+    # z_pairs: the pair term's weight beside the per-face term (both times ``weight``). The pair
+    # term is the one that asks for c's own effect, the slope; at 1 the discriminator held the
+    # blur mix's slope to about 0.6 of the real faces' (docs/egan.md).
+    pair_weight: float = 1.0
 
     def __post_init__(self):
         self.extractors = [str(e) for e in (self.extractors or [])]
@@ -307,6 +311,9 @@ class EGANOptions:
                              "at its two c): set --target quantile --c-distribution uniform")
         if self.pairs_from not in EGAN_PAIRS_FROM:
             raise ValueError(f"EGAN pairs_from must be one of {EGAN_PAIRS_FROM}, got {self.pairs_from!r}")
+        if self.pair_weight < 0 or (self.pair_weight != 1.0 and not self.z_pairs):
+            raise ValueError(f"EGAN pair_weight weighs the z pairs' term: needs --z-pairs and a value >= 0, "
+                             f"got {self.pair_weight}" + ("" if self.z_pairs else " without z_pairs"))
         if self.sharpness_norm and self.sharpness_norm < 1.0:
             raise ValueError(f"EGAN sharpness_norm must be 0 (the strongest edge) or a p-norm's p >= 1, "
                              f"got {self.sharpness_norm}")

@@ -252,7 +252,7 @@ class TrainEGAN(TrainGAN):
     added_later = {**TrainGAN.added_later, "weight_warmup": 0, "target": "coin", "d_condition": False,
                    "c_every_block": False, "sharpness_norm": 0.0, "z_pairs": False,
                    "pairs_from": "batch", "c_modulation": False,
-                   "c_lowpass": False, "c_lowpass_draft": False}
+                   "c_lowpass": False, "c_lowpass_draft": False, "pair_weight": 1.0}
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")
@@ -303,6 +303,9 @@ class TrainEGAN(TrainGAN):
     pairs_from = luigi.ChoiceParameter(default=G["pairs_from"], choices=EGAN_PAIRS_FROM,
                                        description="z pairs: rows of G's batch (batch) or n/2 extra faces "
                                                    "drawn for the pair term alone, so D's batch keeps n z (extra).")
+    pair_weight = luigi.FloatParameter(default=G["pair_weight"],
+                                       description="z pairs: the pair term's weight beside the per-face term "
+                                                   "(both times --weight); the pair term asks for c's slope.")
 
     def extractors(self) -> list[str]:
         """One extractor per c: the formulas by name, ``attribute`` expanded to ``--attribute``."""
@@ -344,7 +347,7 @@ class TrainEGAN(TrainGAN):
                    "c_every_block": self.c_every_block, "c_modulation": self.c_modulation,
                    "c_lowpass": self.c_lowpass,
                    "c_lowpass_draft": self.c_lowpass_draft, "sharpness_norm": self.sharpness_norm,
-                   "z_pairs": self.z_pairs, "pairs_from": self.pairs_from,
+                   "z_pairs": self.z_pairs, "pairs_from": self.pairs_from, "pair_weight": self.pair_weight,
                    **json.loads(luigi.DictParameter().serialize(self.options))}
         classifier = self.classifier_task()
         if classifier is not None:

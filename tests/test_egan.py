@@ -201,6 +201,32 @@ def test_z_pairs_draw_each_z_twice_and_ask_the_pairs_difference_of_levels(tmp_pa
     assert rows and all(np.isfinite(float(r["e_pair"])) and float(r["e_pair"]) >= 0 for r in rows)
 
 
+def test_pair_weight_weighs_the_pair_term_alone():
+    """pair_weight: G's extractor loss is weight * (per-face term + pair_weight * pair term) on
+    the same batch, e_pair logs the unweighted pair term; refused without z_pairs or below 0."""
+    from model.variants.egan import EGAN
+
+    losses = {}
+    for pair_weight in (1.0, 3.0):
+        options = {**QUANTILE, "extractors": ["brightness"], "z_pairs": True, "pair_weight": pair_weight,
+                   "weight": 2.0}
+        variant = EGAN(TrainConfig(**SMALL, options=options))
+        variant.build()
+        variant.quantiles.assign(tf.linspace(0.0, 1.0, variant.options.quantile_points)[None, :])  # Q(c) = c
+        fake = tf.random.stateless_uniform((4, 32, 32, 3), (1, 2), -1.0, 1.0)
+        inputs = {"c": tf.constant([[0.1], [0.8], [0.5], [0.2]])}
+        loss, scalars = variant.extra_generator_loss(fake, inputs)
+        losses[pair_weight] = float(loss), float(scalars["e_loss"]), float(scalars["e_pair"])
+    (one, face, pair), (three, face3, pair3) = losses[1.0], losses[3.0]
+    assert (face, pair) == pytest.approx((face3, pair3)) and pair > 0
+    assert one == pytest.approx(2.0 * (face + pair), rel=1e-5)
+    assert three == pytest.approx(2.0 * (face + 3.0 * pair), rel=1e-5)
+    with pytest.raises(ValueError, match="pair_weight weighs the z pairs' term: needs --z-pairs.*without z_pairs"):
+        EGAN(TrainConfig(**SMALL, options={**QUANTILE, "pair_weight": 2.0}))
+    with pytest.raises(ValueError, match="pair_weight .* got -1.0"):
+        EGAN(TrainConfig(**SMALL, options={**QUANTILE, "z_pairs": True, "pair_weight": -1.0}))
+
+
 def test_extra_pairs_leave_the_batch_its_own_z_and_draw_their_pairs_beside_it(tmp_path):
     """pairs_from="extra": G's batch keeps a z per row (what D judges); the pair term is on n/2
     faces drawn beside it in pairs sharing a z, normalised by the global batch's pairs; a run

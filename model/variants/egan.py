@@ -19,7 +19,7 @@ training measures sharpness against the edges' p-norm rather than the strongest 
 (model/variants/extractors.py). With ``z_pairs`` (quantile target) G's batch draws each z twice
 and the loss adds, per pair of rows (a, b) with one z, |F_a - F_b - (Q(c_a) - Q(c_b))|; with
 ``pairs_from="extra"`` the pairs are n/2 extra faces G draws for that term alone, so the batch D
-judges keeps a z of its own per row.
+judges keeps a z of its own per row; ``pair_weight`` weighs that term beside the per-face one.
 
 ``quantile``: Q_i is the real faces' quantile function of F_i, tracked over the real batches
 (``quantile_points`` levels, an exponential moving average with ``quantile_decay``), and c is
@@ -86,7 +86,7 @@ class EGAN(DCGAN):
                             "sharpness_norm": o.sharpness_norm, "z_pairs": o.z_pairs,
                             "c_every_block": o.c_every_block, "c_modulation": o.c_modulation,
                             "c_lowpass": o.c_lowpass, "c_lowpass_draft": o.c_lowpass_draft,
-                            "pairs_from": o.pairs_from,
+                            "pairs_from": o.pairs_from, "pair_weight": o.pair_weight,
                             "train_values": [0.0, 1.0]})
         return [*super().inputs(), c]
 
@@ -243,7 +243,7 @@ class EGAN(DCGAN):
             if self.options.pairs_from == "extra":
                 f, target = self.extra_pairs(tf.shape(fake)[0])
             scalars["e_pair"] = pair = self.pair_loss(f, target)
-            loss = loss + pair
+            loss = loss + self.options.pair_weight * pair
         weight = self.extractor_weight()
         if self.options.weight_warmup:
             scalars["e_weight"] = weight
