@@ -107,6 +107,23 @@ def run64(records, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def egan64(records, tmp_path_factory) -> Path:
+    """A tiny 64x64 EGAN run (base width 8, sharpness by c through the blur mix as a feedback,
+    the quantile target) trained two steps on the records."""
+    from model.config import TrainConfig
+    from model.train.data import image_dataset
+    from model.train.loop import train
+
+    run = tmp_path_factory.mktemp("runs") / "egan-smoke"
+    options = {"extractors": ["sharpness"], "target": "quantile", "c_distribution": "uniform",
+               "c_lowpass": True, "c_lowpass_draft": True, "sharpness_norm": 12.0}
+    config = TrainConfig(base_width=8, batch_size=4, steps=2, checkpoint_every=1, log_every=1, seed=0,
+                         precision="float32", variant="egan", options=options)
+    train(config, image_dataset(records, "train", 4), run)
+    return run
+
+
+@pytest.fixture(scope="module")
 def completion64(records, tmp_path_factory) -> Path:
     """A tiny completion network run (width 4) trained two steps on the records."""
     from model.apps.completion_net import train_completion
@@ -185,6 +202,12 @@ def args_egan(d):
             *_luigi_tiny("TrainEGAN", d["features"])]
 
 
+def args_egan_mix(d):
+    return ["--run", d["egan64"], "--scales", "1,2", "--samples", 2, "--workdir", d["tmp"] / "work",
+            "--records", d["records"], "--eval", f"feature_network={d['features']}", "--eval", "n=4",
+            "--eval", "face_n=2", "--eval", "msssim_pairs=2", "--eval", "kid_subsets=2", "--eval", "fid_resamples=2"]
+
+
 def args_fid_sanity(d):
     return ["--data", d["celeba"] / "img_align_celeba", "--n", 4, "--seeds", 2,
             "--feature-network", d["features"], "--plot", d["tmp"] / "fid_sanity.png"]
@@ -242,6 +265,7 @@ BENCHES = {
     "complete": (args_complete, ("run64", "completion64", "records"), {"masks", "targets", "real_face_rate"}),
     "conv_route": (args_conv_route, (), {"layers", "agrees", "skipped"}),
     "egan": (args_egan, ("celeba", "features"), {"rho", "control", "quality", "minutes"}),
+    "egan_mix": (args_egan_mix, ("egan64", "records", "features"), {"run", "scales", "seconds"}),
     "fid_sanity": (args_fid_sanity, ("celeba", "features"), {"fid_self", "fid_halves", "blur", "noise"}),
     "fid_speed": (args_fid_speed, ("celeba",), {"paths", "fid_rel_diff", "images_per_s", "targets"}),
     "input_pipeline": (args_input_pipeline, ("records",), {"images_per_s", "train_images_per_s", "ratio"}),
@@ -267,6 +291,12 @@ ROWS = {
                           and r["overhead"]["dcgan"]["step_cost_ratio"] > 0
                           and set(r["claims"]) == {"less_data", "overhead"}),
     "complete": lambda r: {"net", "gan", "telea", "mean"} <= set(r["masks"]["center"]),
+    # twice c's weight: the same mix at c = 0.5, so the ends move apart around it; sharpness and FID at each
+    "egan_mix": lambda r: (set(r["scales"]) == {"1", "2"}
+                           and all({"mix", "sharpness", "quality"} <= set(row) and row["quality"]["fid"] >= 0
+                                   and "trained" in row["sharpness"] for row in r["scales"].values())
+                           and abs((r["scales"]["2"]["mix"]["c1"] - r["scales"]["2"]["mix"]["c0"])
+                                   - 2 * (r["scales"]["1"]["mix"]["c1"] - r["scales"]["1"]["mix"]["c0"])) < 0.05),
     # both c measured (c mixing in the blur as a feedback on the draft), with the parts of rho;
     # sharpness also in training's 12-norm, beside its targets
     "egan": lambda r: (set(r["rho"]) == {"brightness", "sharpness"} and "egan brightness+sharpness" in r["quality"]

@@ -1,6 +1,7 @@
 """bench/egan.py: what its correlations say about control."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -48,3 +49,47 @@ def test_what_control_costs_is_measured_against_the_plain_dcgan():
     assert cost["egan sharpness"]["met"] is False and cost["egan sharpness"]["fid_ratio"] == 2.52
     assert cost["egan Male"]["met"] is False and cost["egan Male"]["ms_ssim_gap"] == 0.41
     assert egan.control_cost({"egan brightness": {"fid": 1.0, "ms_ssim": 0.2}}) == {}  # no baseline, no cost
+
+
+def test_a_steeper_mix_keeps_the_mix_at_the_middle_and_spreads_its_ends(tmp_path):
+    """bench/egan_mix.py: the copy weighs c k times in the blur mix's logit, its bias moved so
+    the mix at c = 0.5 is unchanged; the ends move apart; a run without the mix is refused."""
+    import egan_mix
+    import keras
+    from test_egan import SMALL, _images
+
+    from model.card import read_card
+    from model.config import TrainConfig
+    from model.train.loop import train
+
+    run = tmp_path / "run"
+    options = {"extractors": ["sharpness"], "target": "quantile", "c_distribution": "uniform",
+               "c_lowpass": True, "c_lowpass_draft": True}
+    train(TrainConfig(**SMALL, options=options), _images(), run)
+    path = run / read_card(run).files["keras"]
+    generator = keras.models.load_model(path, compile=False)
+    kernel, bias = generator.get_layer("lowpass_mix").get_weights()
+    kernel[0] = 0.15  # the weight a trained run's c has (docs/egan.md), not a 2-step run's ~0
+    generator.get_layer("lowpass_mix").set_weights([kernel, bias])
+    generator.save(path)
+
+    before = egan_mix.steepened(run, 2.0, tmp_path / "x2")
+    assert before["w_c"] == [0.15]
+    steep = keras.models.load_model(tmp_path / "x2" / path.name, compile=False).get_layer("lowpass_mix").get_weights()
+    np.testing.assert_allclose(steep[0][0], 0.3, rtol=1e-6)
+    np.testing.assert_allclose(steep[0][1:], kernel[1:])  # the draft's edges weigh as before
+    np.testing.assert_allclose(steep[1], bias - 0.5 * 0.15, rtol=1e-5)
+    assert not (tmp_path / "x2" / "ckpt").exists()
+    flat = egan_mix.mix_amounts(run, [0.0, 0.5, 1.0], 8, 0)
+    twice = egan_mix.mix_amounts(tmp_path / "x2", [0.0, 0.5, 1.0], 8, 0)
+    assert twice[1] == pytest.approx(flat[1], abs=1e-3)
+    assert twice[0] < flat[0] < flat[2] < twice[2]
+
+    plain = tmp_path / "plain"  # a card from before c_lowpass: its c has no mix
+    plain.mkdir()
+    card = json.loads((run / "model_card.json").read_text())
+    for spec in card["inputs"]:
+        spec.get("meta", {}).pop("c_lowpass", None)
+    (plain / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(SystemExit):
+        egan_mix.main(["--run", str(plain), "--no-fid"])
