@@ -78,6 +78,7 @@ def configure(args) -> None:
                       "c_modulation": str(args.c_modulation).lower(),
                       "c_lowpass": str(args.c_lowpass).lower(),
                       "c_lowpass_draft": str(args.c_lowpass_draft).lower(),
+                      "c_lowpass_only": str(args.c_lowpass_only).lower(),
                       "sharpness_norm": args.sharpness_norm, "z_pairs": str(args.z_pairs).lower(),
                       "pairs_from": args.pairs_from, "pair_weight": args.pair_weight},
     }, args.set)
@@ -230,6 +231,9 @@ def main(argv=None) -> int:
                         default=defaults.c_lowpass_draft,
                         help="with --c-lowpass: the mix also sees the edges of the image G drew and can "
                              "sharpen (a feedback)")
+    parser.add_argument("--c-lowpass-only", action=argparse.BooleanOptionalAction,
+                        default=defaults.c_lowpass_only,
+                        help="with --c-lowpass: c enters G by the mix alone, not its first projection")
     parser.add_argument("--sharpness-norm", type=float, default=defaults.sharpness_norm,
                         help="training's sharpness against the edges' p-norm with this p (0: the strongest "
                              "edge; the measurer always uses the formula)")
@@ -328,7 +332,7 @@ def main(argv=None) -> int:
         "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "weight": args.weight,
         "c_distribution": args.c_distribution, "target": args.target, "weight_warmup": args.weight_warmup,
         "d_condition": args.d_condition, "c_every_block": args.c_every_block, "c_modulation": args.c_modulation,
-        "c_lowpass": args.c_lowpass, "c_lowpass_draft": args.c_lowpass_draft,
+        "c_lowpass": args.c_lowpass, "c_lowpass_draft": args.c_lowpass_draft, "c_lowpass_only": args.c_lowpass_only,
         "sharpness_norm": args.sharpness_norm,
         "z_pairs": args.z_pairs, "pairs_from": args.pairs_from, "pair_weight": args.pair_weight,
         "samples": args.samples,

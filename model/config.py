@@ -261,6 +261,9 @@ class EGANOptions:
     # soft one and cancel what z did to sharpness, and it spans an unsharp mask (-0.5, lowering
     # sharpness) to the full blur.
     c_lowpass_draft: bool = False
+    # c enters G by the blur mix alone, not its first projection with z: the face G draws does not
+    # depend on c (no colour or identity can follow c), only how much of its blur is mixed in.
+    c_lowpass_only: bool = False
     # sharpness in training divides by the edges' p-norm (this p) instead of the strongest edge
     # (0: the formula, as the bench measures it). The maximum's gradient reaches one pixel, which
     # the next step's maximum replaces; the p-norm's reaches every strong edge (docs/egan.md).
@@ -317,6 +320,9 @@ class EGANOptions:
         if self.sharpness_norm and self.sharpness_norm < 1.0:
             raise ValueError(f"EGAN sharpness_norm must be 0 (the strongest edge) or a p-norm's p >= 1, "
                              f"got {self.sharpness_norm}")
+        if self.c_lowpass_only and (not self.c_lowpass or self.c_every_block or self.c_modulation):
+            raise ValueError("EGAN c_lowpass_only lets c enter G by the blur mix alone: set --c-lowpass, "
+                             "without --c-every-block or --c-modulation")
         if self.c_lowpass_draft and not self.c_lowpass:
             raise ValueError("EGAN c_lowpass_draft makes the blur mix of c_lowpass a feedback: set --c-lowpass too")
         if self.weight_warmup < 0:

@@ -252,7 +252,8 @@ class TrainEGAN(TrainGAN):
     added_later = {**TrainGAN.added_later, "weight_warmup": 0, "target": "coin", "d_condition": False,
                    "c_every_block": False, "sharpness_norm": 0.0, "z_pairs": False,
                    "pairs_from": "batch", "c_modulation": False,
-                   "c_lowpass": False, "c_lowpass_draft": False, "pair_weight": 1.0}
+                   "c_lowpass": False, "c_lowpass_draft": False, "pair_weight": 1.0,
+                   "c_lowpass_only": False}
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")
@@ -293,6 +294,9 @@ class TrainEGAN(TrainGAN):
                                           description="With --c-lowpass: the mix also sees the edges of the "
                                                       "image G drew and spans sharpening (-0.5) to the full "
                                                       "blur, a feedback that cancels z's part of sharpness.")
+    c_lowpass_only = luigi.BoolParameter(default=G["c_lowpass_only"],
+                                         description="With --c-lowpass: c enters G by the blur mix alone, not "
+                                                     "its first projection (the face drawn does not depend on c).")
     sharpness_norm = luigi.FloatParameter(default=G["sharpness_norm"],
                                           description="Training's sharpness divides by the edges' p-norm "
                                                       "with this p (e.g. 12) instead of the strongest edge "
@@ -346,7 +350,8 @@ class TrainEGAN(TrainGAN):
                    "target": self.target, "weight_warmup": self.weight_warmup, "d_condition": self.d_condition,
                    "c_every_block": self.c_every_block, "c_modulation": self.c_modulation,
                    "c_lowpass": self.c_lowpass,
-                   "c_lowpass_draft": self.c_lowpass_draft, "sharpness_norm": self.sharpness_norm,
+                   "c_lowpass_draft": self.c_lowpass_draft, "c_lowpass_only": self.c_lowpass_only,
+                   "sharpness_norm": self.sharpness_norm,
                    "z_pairs": self.z_pairs, "pairs_from": self.pairs_from, "pair_weight": self.pair_weight,
                    **json.loads(luigi.DictParameter().serialize(self.options))}
         classifier = self.classifier_task()

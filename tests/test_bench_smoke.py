@@ -197,7 +197,8 @@ def args_egan(d):
     # one EGAN with two c, the quantile target against the edges' 12-norm: every branch of control()
     return ["--data", d["celeba"], "--workdir", d["tmp"] / "work", "--steps", 2, "--batch-size", 4,
             "--groups", "brightness,sharpness", "--target", "quantile", "--c-distribution", "uniform",
-            "--sharpness-norm", 12, "--c-lowpass", "--c-lowpass-draft", "--z-pairs", "--pairs-from", "extra",
+            "--sharpness-norm", 12, "--c-lowpass", "--c-lowpass-draft", "--c-lowpass-only", "--z-pairs",
+            "--pairs-from", "extra",
             "--pair-weight", 3, "--samples", 2, "--no-baseline",
             *_luigi_tiny("TrainEGAN", d["features"])]
 
@@ -301,7 +302,7 @@ ROWS = {
     # sharpness also in training's 12-norm, beside its targets
     "egan": lambda r: (set(r["rho"]) == {"brightness", "sharpness"} and "egan brightness+sharpness" in r["quality"]
                        and r["c_lowpass"] is True and r["c_lowpass_draft"] is True
-                       and r["z_pairs"] is True and r["pair_weight"] == 3
+                       and r["z_pairs"] is True and r["pair_weight"] == 3 and r["c_lowpass_only"] is True
                        and {len(v) for v in r["control"]["sharpness"]["edges_explain"].values()} == {11}
                        and "edges_explain" not in r["control"]["brightness"]
                        and all(set(r["control"][e]["parts"]) == {"slope", "slope_spread", "z_spread", "residual"}

@@ -606,3 +606,36 @@ def test_c_lowpass_draft_is_a_feedback_that_can_sharpen(tmp_path):
     assert read_card(run).inputs[-1].meta["c_lowpass_draft"] is True
     _, exported = load_generator(run)
     assert any(layer.name == "lowpass_amount" for layer in exported.layers)
+
+
+def test_c_lowpass_only_leaves_the_drawn_face_to_z_and_c_to_the_mix(tmp_path):
+    """c_lowpass_only: the first projection sees z alone, so what G draws (before the mix) is the
+    same at every c and only the mix follows c; options refuse it without c_lowpass or beside
+    the other ways; the net refuses a skipped projection with no other way in; the run trains
+    and its exported generator still takes c."""
+    from model.nets.dcgan import build_generator
+    from model.variants.egan import EGAN
+    options = {"extractors": ["sharpness"], "c_lowpass": True, "c_lowpass_draft": True, "c_lowpass_only": True}
+    variant = EGAN(TrainConfig(**SMALL, options=options))
+    variant.build()
+    G = variant.generator
+    assert variant.extra_ways() == {"lowpass_draft", "skip_projection"}
+    assert G.get_layer("project").kernel.shape[0] == variant.config.z_dim  # c is not projected
+    G.get_layer("lowpass_mix").kernel.assign(np.full(G.get_layer("lowpass_mix").kernel.shape, 0.1, np.float32))
+    z = tf.random.uniform((4, 100), seed=1)
+    draft = keras.Model(G.inputs, G.get_layer("tanh").output)
+    low, high = {"z": z, "c": tf.fill((4, 1), 0.0)}, {"z": z, "c": tf.fill((4, 1), 1.0)}
+    np.testing.assert_array_equal(draft(low, training=False).numpy(), draft(high, training=False).numpy())
+    amount = keras.Model(G.inputs, G.get_layer("lowpass_amount").output)
+    assert (amount(high, training=False).numpy() - amount(low, training=False).numpy()).min() > 0.1
+    # an untrained draft is nearly flat, so its blur differs from it only a little
+    assert np.abs(G(low, training=False).numpy() - G(high, training=False).numpy()).max() > 0
+    for bad in ({"c_lowpass": False, "c_lowpass_draft": False}, {"c_every_block": True}, {"c_modulation": True}):
+        with pytest.raises(ValueError, match="c_lowpass_only lets c enter G by the blur mix alone"):
+            EGAN(TrainConfig(**SMALL, options={**options, **bad}))
+    with pytest.raises(ValueError, match="skip_projection: name another way"):
+        build_generator(32, 3, extra_inputs={"c": 1}, extra_ways={"skip_projection"})
+
+    train(TrainConfig(**SMALL, options=options), _images(), tmp_path / "run")
+    card, exported = load_generator(tmp_path / "run")
+    assert card.input("c").meta["c_lowpass_only"] is True and {i.name for i in exported.inputs} == {"z", "c"}

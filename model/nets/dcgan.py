@@ -118,8 +118,10 @@ LOWPASS_SHARPEN = 0.5
 #: ``extra_ways``): ``every_block`` (constant feature maps before every upsampling block),
 #: ``modulation`` (conditional batch norm, :func:`_modulated`), ``lowpass`` (a blurred copy
 #: mixed in by c, :func:`_lowpass_mixed`), ``lowpass_draft`` (that mix also sees the draft's
-#: edges and can sharpen).
-EXTRA_WAYS = ("every_block", "modulation", "lowpass", "lowpass_draft")
+#: edges and can sharpen); ``skip_projection``: the extra inputs leave the first projection to
+#: z alone and enter only by the other ways named (with ``lowpass`` alone, what G draws does not
+#: depend on c at all; only the mix does).
+EXTRA_WAYS = ("every_block", "modulation", "lowpass", "lowpass_draft", "skip_projection")
 
 
 def lowpassed(image, sigma: float = LOWPASS_SIGMA, name: str | None = None):
@@ -216,11 +218,14 @@ def build_generator(resolution: int = 64, channels: int = 3, z_dim: int = Z_DIM,
     directly, not only through the projection); ``modulation``, scaling and shifting every
     block's normalised features (:func:`_modulated`); ``lowpass``, how much of a blurred copy
     of the image is mixed into the output (:func:`_lowpass_mixed`); ``lowpass_draft``, that mix
-    as a feedback on the drawn image."""
+    as a feedback on the drawn image; ``skip_projection``, not through the first projection (z's
+    alone then)."""
     ways = set(extra_ways)
     unknown = ways - set(EXTRA_WAYS)
     if unknown:
         raise ValueError(f"extra_ways {sorted(unknown)}: choose from {', '.join(EXTRA_WAYS)}")
+    if "skip_projection" in ways and not ways - {"skip_projection"}:
+        raise ValueError("extra_ways skip_projection: name another way for the extra inputs to enter by")
     start, chans = widths(resolution, base_width)
     conv_t = MatmulConv2DTranspose if fast else layers.Conv2DTranspose
     z, x = generator_inputs(z_dim, extra_inputs)
@@ -228,6 +233,8 @@ def build_generator(resolution: int = 64, channels: int = 3, z_dim: int = Z_DIM,
     if ways and extra_inputs:
         extra = [z[name] for name in extra_inputs]
         codes = extra[0] if len(extra) == 1 else layers.Concatenate(name="codes")(extra)
+    if "skip_projection" in ways and codes is not None:
+        x = z["z"]
     x = layers.Dense(start * start * chans[0], use_bias=False, kernel_initializer=_init(), name="project")(x)
     x = layers.Reshape((start, start, chans[0]))(x)
     modulate = (lambda h: _modulated(h, codes)) if "modulation" in ways and codes is not None else (lambda h: h)
