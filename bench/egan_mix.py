@@ -1,7 +1,7 @@
 """How steep could a trained EGAN's blur mix be, and what would steeper cost?
 
     .venv/bin/python bench/egan_mix.py --run processed/models/celeba/egan-<hash> [--scales 1,1.5,2,3]
-        [--samples 512] [--sweep-max 1] [--workdir processed/bench-egan-mix] [--no-fid]
+        [--samples 512] [--sweep-max 1] [--diversity-n 1000] [--workdir processed/bench-egan-mix] [--no-fid]
         [--records <records version folder>] [--eval KEY=VALUE ...]
 
 For a run trained with ``c_lowpass`` (model/nets/dcgan.py ``_lowpass_mixed``: c sets how much
@@ -11,7 +11,9 @@ mix's bias moved so the mix at c = 0.5 stays where training left it: the same dr
 (the draft) with a steeper or flatter c. Per k it measures what bench/egan.py measures: the
 mix's mean at c = 0 and at ``--sweep-max`` (``mix``), Spearman's rho of c against sharpness
 over the sweep and within each z, the parts that set rho (slope, z's spread; bench/egan.py
-``correlations``), for a p-norm run also in training's measure (``trained``), and, unless
+``correlations``), for a p-norm run also in training's measure (``trained``), the MS-SSIM of
+random pairs of ``--diversity-n`` faces at c = 0, half and all of ``--sweep-max``, before the mix
+and after it (``diversity``: does c narrow the faces or only blur them), and, unless
 ``--no-fid``, FID, its spread, KID, face rate and MS-SSIM of sample pairs on the held-out
 test faces (model/eval/evaluation.py; ``--eval`` sets any ``EvalSettings`` field).
 
@@ -85,12 +87,36 @@ def mix_amounts(run_dir: Path, values, samples: int, seed: int) -> list[float]:
     return out
 
 
+def diversity(run_dir: Path, values, samples: int, seed: int) -> dict:
+    """MS-SSIM of random pairs (model/eval/metrics.py; higher = more alike) among ``samples``
+    faces at each c of ``values`` (every c at that value), of what G draws before the mix
+    (``draft``, the ``tanh`` layer) and of its output (``output``): whether c narrows the faces
+    themselves or only their blur."""
+    import keras
+    import numpy as np
+
+    from model.card import load_generator, sample_inputs
+    from model.eval.metrics import ms_ssim_diversity
+
+    card, generator = load_generator(run_dir)
+    parts = keras.Model(generator.inputs, [generator.get_layer("tanh").output, generator.output])
+    inputs = sample_inputs(card, samples, seed)
+    out = {"draft": [], "output": []}
+    for value in values:
+        images = parts.predict({**inputs, "c": np.full_like(inputs["c"], value)}, batch_size=256, verbose=0)
+        for name, x in zip(("draft", "output"), images):
+            x = np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+            out[name].append(round(ms_ssim_diversity(x, pairs=min(1000, samples * 2), seed=seed), 4))
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="an EGAN run folder trained with --c-lowpass")
     parser.add_argument("--scales", default="1,1.5,2,3", help="comma-separated factors on c's weight in the mix")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--sweep-max", type=float, default=1.0)
+    parser.add_argument("--diversity-n", type=int, default=1000, help="faces per c for the MS-SSIM figures")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="processed/bench-egan-mix")
     parser.add_argument("--records", default="", help="records version folder for FID (default: the run card's)")
@@ -131,6 +157,7 @@ def main(argv=None) -> int:
         row = {"weights": steepened(run, k, copy),
                "mix": dict(zip(("c0", f"c{args.sweep_max:g}"),
                                mix_amounts(copy, [0.0, args.sweep_max], args.samples, args.seed)))}
+        row["diversity"] = diversity(copy, [0.0, args.sweep_max / 2, args.sweep_max], args.diversity_n, args.seed)
         for extractor in extractors:
             result = control(copy, extractor, None, args.samples, args.sweep_max, args.seed)
             row[extractor] = {key: result[key] for key in ("rho", "rho_within_z", "mean_by_c", "parts")}

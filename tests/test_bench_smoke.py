@@ -204,7 +204,7 @@ def args_egan(d):
 
 
 def args_egan_mix(d):
-    return ["--run", d["egan64"], "--scales", "1,2", "--samples", 2, "--workdir", d["tmp"] / "work",
+    return ["--run", d["egan64"], "--scales", "1,2", "--samples", 2, "--diversity-n", 4, "--workdir", d["tmp"] / "work",
             "--records", d["records"], "--eval", f"feature_network={d['features']}", "--eval", "n=4",
             "--eval", "face_n=2", "--eval", "msssim_pairs=2", "--eval", "kid_subsets=2", "--eval", "fid_resamples=2"]
 
@@ -295,6 +295,7 @@ ROWS = {
     # twice c's weight: the same mix at c = 0.5, so the ends move apart around it; sharpness and FID at each
     "egan_mix": lambda r: (set(r["scales"]) == {"1", "2"}
                            and all({"mix", "sharpness", "quality"} <= set(row) and row["quality"]["fid"] >= 0
+                                   and [len(v) for v in row["diversity"].values()] == [3, 3]
                                    and "trained" in row["sharpness"] for row in r["scales"].values())
                            and abs((r["scales"]["2"]["mix"]["c1"] - r["scales"]["2"]["mix"]["c0"])
                                    - 2 * (r["scales"]["1"]["mix"]["c1"] - r["scales"]["1"]["mix"]["c0"])) < 0.05),
