@@ -46,6 +46,7 @@ def steepened(run_dir: Path, k: float, out: Path) -> dict:
     import keras
 
     from model.card import read_card
+    from model.nets.dcgan import MIX_LOGIT
 
     card = read_card(run_dir)
     if out.exists():
@@ -53,7 +54,7 @@ def steepened(run_dir: Path, k: float, out: Path) -> dict:
     shutil.copytree(run_dir, out, ignore=shutil.ignore_patterns(*SKIPPED))
     path = out / card.files["keras"]
     generator = keras.models.load_model(path, compile=False)
-    layer = generator.get_layer("lowpass_mix")
+    layer = generator.get_layer(MIX_LOGIT)
     kernel, bias = layer.get_weights()
     dims = card.input("c").size  # c comes first in what the mix sees (codes, then the draft's edges)
     w_c = kernel[:dims].copy()
@@ -70,20 +71,20 @@ def mix_amounts(run_dir: Path, values, samples: int, seed: int) -> list[float]:
     import numpy as np
 
     from model.card import load_generator
-    from model.nets.dcgan import LOWPASS_GAIN, LOWPASS_SHARPEN
+    from model.nets.dcgan import MIX_AMOUNT
     from model.train.sampling import vary_input
 
     card, generator = load_generator(run_dir)
-    logit = keras.Model(generator.inputs, generator.get_layer("lowpass_mix").output)
-    draft = any(layer.name == "lowpass_amount" for layer in generator.layers)
-    low = LOWPASS_SHARPEN if draft else 0.0
+    if not any(layer.name == MIX_AMOUNT for layer in generator.layers):
+        raise SystemExit(f"--run {run_dir}: its generator names no {MIX_AMOUNT!r} layer (a c_lowpass run "
+                         f"trained before the mix named its amount): retrain it to measure the mix")
+    amount = keras.Model(generator.inputs, generator.get_layer(MIX_AMOUNT).output)
     out = []
     for value in values:
         inputs = vary_input(card, "c", [value], samples, seed, 0)
         if card.input("c").size > 1:  # every c at the value, not only the first
             inputs["c"] = np.full_like(inputs["c"], value)
-        a = 1.0 / (1.0 + np.exp(-LOWPASS_GAIN * logit.predict(inputs, batch_size=256, verbose=0)))
-        out.append(round(float(np.mean(a * (1.0 + low) - low)), 4))
+        out.append(round(float(np.mean(amount.predict(inputs, batch_size=256, verbose=0))), 4))
     return out
 
 

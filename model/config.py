@@ -264,6 +264,10 @@ class EGANOptions:
     # c enters G by the blur mix alone, not its first projection with z: the face G draws does not
     # depend on c (no colour or identity can follow c), only how much of its blur is mixed in.
     c_lowpass_only: bool = False
+    # c_lowpass: the blur mix's weights learn from the extractor loss alone, not from D's verdict
+    # (D still trains the face G draws). With D's gradient on it the mix stayed at 0.6-0.7 of the
+    # slope the real faces ask for, and a steeper copy of it scored the same FID (docs/egan.md).
+    c_lowpass_fit: bool = False
     # sharpness in training divides by the edges' p-norm (this p) instead of the strongest edge
     # (0: the formula, as the bench measures it). The maximum's gradient reaches one pixel, which
     # the next step's maximum replaces; the p-norm's reaches every strong edge (docs/egan.md).
@@ -323,6 +327,9 @@ class EGANOptions:
         if self.c_lowpass_only and (not self.c_lowpass or self.c_every_block or self.c_modulation):
             raise ValueError("EGAN c_lowpass_only lets c enter G by the blur mix alone: set --c-lowpass, "
                              "without --c-every-block or --c-modulation")
+        if self.c_lowpass_fit and not self.c_lowpass:
+            raise ValueError("EGAN c_lowpass_fit trains the blur mix of c_lowpass by the extractor loss alone: "
+                             "set --c-lowpass too")
         if self.c_lowpass_draft and not self.c_lowpass:
             raise ValueError("EGAN c_lowpass_draft makes the blur mix of c_lowpass a feedback: set --c-lowpass too")
         if self.weight_warmup < 0:

@@ -639,3 +639,28 @@ def test_c_lowpass_only_leaves_the_drawn_face_to_z_and_c_to_the_mix(tmp_path):
     train(TrainConfig(**SMALL, options=options), _images(), tmp_path / "run")
     card, exported = load_generator(tmp_path / "run")
     assert card.input("c").meta["c_lowpass_only"] is True and {i.name for i in exported.inputs} == {"z", "c"}
+
+
+@pytest.mark.parametrize("fit,weight,g_steps", [(True, 0.0, 2), (False, 0.0, 1), (True, 5.0, 1)])
+def test_c_lowpass_fit_keeps_ds_gradient_off_the_blur_mix(fit, weight, g_steps):
+    """c_lowpass_fit: the blur mix's logit and the draft edges' batch norm learn from the
+    extractor loss alone. With that loss at weight 0 a step (also the second G update of
+    g_steps 2) leaves them as they were and moves the rest of G; without the option D's
+    verdict moves the mix too; with a weight the extractor loss moves it."""
+    from model.nets.dcgan import MIX_EDGES, MIX_LOGIT
+
+    options = {"extractors": ["sharpness"], "c_lowpass": True, "c_lowpass_draft": True, "c_lowpass_fit": fit,
+               "weight": weight}
+    trainer = GANTrainer(TrainConfig(**{**SMALL, "g_steps": g_steps}, options=options))
+    G = trainer.generator
+    mix = G.get_layer(MIX_LOGIT).trainable_variables
+    own = mix + G.get_layer(MIX_EDGES).trainable_variables
+    assert {id(v) for v in trainer.model.extra_loss_variables()} == ({id(v) for v in own} if fit else set())
+    rest = [v for v in G.trainable_variables if all(v is not o for o in own)]
+    before = {id(v): v.numpy().copy() for v in G.trainable_variables}
+    trainer.train_step(next(iter(_images())))
+    assert all(not np.array_equal(before[id(v)], v.numpy()) for v in rest)
+    moved = [not np.array_equal(before[id(v)], v.numpy()) for v in (own if fit and not weight else mix)]
+    assert all(moved) if weight or not fit else not any(moved)
+    with pytest.raises(ValueError, match="c_lowpass_fit trains the blur mix .* set --c-lowpass too"):
+        EGANOptions(extractors=["sharpness"], c_lowpass_fit=True)

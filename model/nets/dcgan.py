@@ -124,6 +124,12 @@ LOWPASS_SHARPEN = 0.5
 EXTRA_WAYS = ("every_block", "modulation", "lowpass", "lowpass_draft", "skip_projection")
 
 
+#: Names of the blur mix's layers: its logit (``Dense``), the batch norm of the draft's edges that
+#: feeds it (``lowpass_draft``) and the amount ``a`` ``(n, 1)`` it mixes in (bench/egan_mix.py reads
+#: it; EGAN's ``c_lowpass_fit`` trains the first two by the extractor loss alone).
+MIX_LOGIT, MIX_EDGES, MIX_AMOUNT = "lowpass_mix", "draft_edges", "lowpass_amount"
+
+
 def lowpassed(image, sigma: float = LOWPASS_SIGMA, name: str | None = None):
     """``image`` ``(n, h, w, ch)`` float32 blurred by a fixed (untrained) Gaussian of ``sigma``
     pixels, edge padded: the same shape. Keras layers, so a model holding it saves and loads
@@ -172,7 +178,7 @@ def _draft_edges(image, blurred):
     c = 0.9), the mean and largest |blur - image| per channel 22-31% (bench/egan.py
     ``edges_explain``; docs/egan.md)."""
     stats = layers.Concatenate(dtype="float32")([_edge_sizes(image), _edge_sizes(blurred)])
-    return layers.BatchNormalization(dtype="float32", name="draft_edges")(stats)
+    return layers.BatchNormalization(dtype="float32", name=MIX_EDGES)(stats)
 
 
 def _lowpass_mixed(image, codes, sigma: float = LOWPASS_SIGMA, draft: bool = False):
@@ -193,10 +199,11 @@ def _lowpass_mixed(image, codes, sigma: float = LOWPASS_SIGMA, draft: bool = Fal
     # the logit where a starts: sigmoid(-3) for the blur alone, a = 0 for the feedback's range
     start = keras.initializers.Constant((np.log(low) if draft else -3.0) / LOWPASS_GAIN)
     logit = layers.Dense(1, kernel_initializer="zeros", bias_initializer=start, dtype="float32",
-                         name="lowpass_mix")(seen)
-    a = layers.Activation("sigmoid", dtype="float32")(layers.Rescaling(LOWPASS_GAIN, dtype="float32")(logit))
+                         name=MIX_LOGIT)(seen)
+    a = layers.Activation("sigmoid", dtype="float32", name=None if draft else MIX_AMOUNT)(
+        layers.Rescaling(LOWPASS_GAIN, dtype="float32")(logit))
     if draft:
-        a = layers.Rescaling(1.0 + low, offset=-low, dtype="float32", name="lowpass_amount")(a)
+        a = layers.Rescaling(1.0 + low, offset=-low, dtype="float32", name=MIX_AMOUNT)(a)
     mixed = layers.Multiply(dtype="float32")([layers.Reshape((1, 1, 1), dtype="float32")(a), detail])
     out = layers.Add(dtype="float32", name="lowpass_mixed")([image, mixed])
     if draft:

@@ -168,13 +168,20 @@ class GANModel:
         # float16 needs loss scaling; bfloat16 has float32's exponent range and does not.
         return keras.optimizers.LossScaleOptimizer(opt) if self.policy == "mixed_float16" else opt
 
-    @staticmethod
-    def apply(opt, tape: tf.GradientTape, loss: tf.Tensor, variables) -> None:
+    @classmethod
+    def apply(cls, opt, tape: tf.GradientTape, loss: tf.Tensor, variables) -> None:
         """Gradients of ``loss`` from ``tape`` applied to ``variables`` by ``opt``."""
-        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
-            grads = tape.gradient(opt.scale_loss(loss), variables)
-        else:
-            grads = tape.gradient(loss, variables)
+        cls.apply_parts(opt, tape, [(loss, variables)])
+
+    @staticmethod
+    def apply_parts(opt, tape: tf.GradientTape, parts) -> None:
+        """One update by ``opt`` of every ``(loss, variables)`` pair of ``parts``, each group of
+        variables by the gradient of its own loss (more than one part needs a persistent ``tape``)."""
+        grads, variables = [], []
+        for loss, group in parts:
+            scaled = opt.scale_loss(loss) if isinstance(opt, keras.optimizers.LossScaleOptimizer) else loss
+            grads += tape.gradient(scaled, group)
+            variables += group
         opt.apply_gradients(zip(grads, variables))
 
     def sample_inputs(self, n) -> dict[str, tf.Tensor]:

@@ -108,21 +108,38 @@ class DCGAN(GANModel):
         return {}
 
     def generator_objective(self, fake: tf.Tensor, inputs: dict[str, tf.Tensor]):
-        """``(g_loss, total, scalars)``: the non-saturating loss of D's verdict on ``fake``,
-        and with every term the variant adds (:meth:`generator_terms`,
-        :meth:`extra_generator_loss`) what G minimises."""
+        """``(g_loss, total, extra, scalars)``: the non-saturating loss of D's verdict on ``fake``,
+        with every term the variant adds (:meth:`generator_terms`, :meth:`extra_generator_loss`)
+        what G minimises, and the latter's term alone (or None)."""
         out = self.discriminator(self.d_feed(self.augment(fake), inputs=inputs), training=True)
         g_loss = losses.generator_loss(self.source(out), self.config.batch_size)
         head, head_scalars = self.generator_terms(inputs, out)
         extra, extra_scalars = self.extra_generator_loss(fake, inputs)
-        return g_loss, _plus(_plus(g_loss, head), extra), {**head_scalars, **extra_scalars}
+        return g_loss, _plus(_plus(g_loss, head), extra), extra, {**head_scalars, **extra_scalars}
+
+    def extra_loss_variables(self) -> list:
+        """G's variables that learn from :meth:`extra_generator_loss`'s term alone, not from D's
+        verdict (EGAN's ``c_lowpass_fit``: the blur mix); none for the plain DCGAN."""
+        return []
+
+    def apply_generator(self, tape: tf.GradientTape, total: tf.Tensor, extra: tf.Tensor | None) -> None:
+        """G's update: every variable by ``total``'s gradient, except :meth:`extra_loss_variables`,
+        moved by ``extra``'s alone (``tape`` persistent then)."""
+        G, own = self.generator, self.extra_loss_variables()
+        if not own:
+            self.apply(self.g_opt, tape, total, G.trainable_variables)
+            return
+        mine = {id(v) for v in own}
+        rest = [v for v in G.trainable_variables if id(v) not in mine]
+        self.apply_parts(self.g_opt, tape, [(total, rest), (extra, own)])
 
     def train_step(self, batch):
         c = self.config
         real = batch["image"]
         n = tf.shape(real)[0]
         G, D, aug = self.generator, self.discriminator, self.augment
-        with tf.GradientTape() as g_tape:
+        split = bool(self.extra_loss_variables())  # two gradients from one tape
+        with tf.GradientTape(persistent=split) as g_tape:
             inputs = self.sample_inputs(n)
             fake = G(self.generator_input(inputs), training=True)
             with g_tape.stop_recording(), tf.GradientTape() as d_tape:
@@ -131,14 +148,14 @@ class DCGAN(GANModel):
                 d_loss = losses.discriminator_loss(self.source(real_out), self.source(fake_out), c.batch_size)
                 d_extra, d_scalars = self.discriminator_terms(batch, inputs, real_out, fake_out)
                 self.apply(self.d_opt, d_tape, _plus(d_loss, d_extra), D.trainable_variables)
-            g_loss, total, g_scalars = self.generator_objective(fake, inputs)
-        self.apply(self.g_opt, g_tape, total, G.trainable_variables)
+            g_loss, total, extra, g_scalars = self.generator_objective(fake, inputs)
+        self.apply_generator(g_tape, total, extra)
         for _ in range(c.g_steps - 1):
-            with tf.GradientTape() as g_tape:
+            with tf.GradientTape(persistent=split) as g_tape:
                 inputs = self.sample_inputs(n)
                 fake = G(self.generator_input(inputs), training=True)
-                g_loss, total, g_scalars = self.generator_objective(fake, inputs)
-            self.apply(self.g_opt, g_tape, total, G.trainable_variables)
+                g_loss, total, extra, g_scalars = self.generator_objective(fake, inputs)
+            self.apply_generator(g_tape, total, extra)
         stats = losses.discriminator_stats(self.source(real_out), self.source(fake_out), c.batch_size)
         return {"d_loss": d_loss, "g_loss": g_loss, **stats, **d_scalars, **g_scalars, **self.extra_updates(batch)}
 
