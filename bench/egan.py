@@ -29,6 +29,10 @@ own (``--workdir``; ``.`` reuses the repository's raw/ and processed/):
    sample pairs, which rises when a generator collapses) of every EGAN run and of the DCGAN
    (``--no-baseline`` skips the DCGAN: control only, no answer to what control costs).
 
+Every EGAN option TrainEGAN exposes is a flag of the same name (``--weight``, ``--target``,
+``--c-lowpass-fit``, ...: EGANOptions' default, TrainEGAN's description), checked before any
+training, set in the work folder's luigi.cfg and reported in the JSON line.
+
 ``--set SECTION.KEY=VALUE`` (repeatable) sets any luigi.cfg setting over the benchmark's own
 (bench/luigi_bench.py); tests/test_bench_smoke.py runs it tiny with it: ``TrainEGAN.base_width=8``,
 ``EvaluateGenerator.feature_network=<a small .keras network>``, ``EvaluateGenerator.face_n=4``.
@@ -57,11 +61,24 @@ import luigi_bench  # noqa: E402
 from input_pipeline import split_images, version_folder  # noqa: E402
 from luigi_bench import build  # noqa: E402
 
-from model.config import C_DISTRIBUTIONS, EGAN_MODES, EGAN_PAIRS_FROM, EGAN_TARGETS, EGANOptions  # noqa: E402
+from model.config import EGANOptions  # noqa: E402
 from model.train.recipes import recipe  # noqa: E402
 
 DEFAULT_GROUPS = "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"
 TARGETS = {"brightness": 0.9, "sharpness": 0.9, "Male": 0.5, "Mouth_Slightly_Open": 0.5}
+
+
+def egan_parameters() -> dict:
+    """TrainEGAN's parameters that are EGAN options (model/config.py ``EGANOptions``), by name:
+    this bench's flags of the same name (``c_lowpass_fit`` is ``--c-lowpass-fit``), each with the
+    options' default and the task's description, set in the workdir's luigi.cfg and reported."""
+    from dataclasses import fields
+
+    import luigi
+
+    from tasks.train import TrainEGAN
+    return {f.name: getattr(TrainEGAN, f.name) for f in fields(EGANOptions)
+            if isinstance(getattr(TrainEGAN, f.name, None), luigi.Parameter)}
 
 
 def configure(args) -> None:
@@ -71,16 +88,9 @@ def configure(args) -> None:
     luigi_bench.configure(args.workdir, {
         "DownloadCelebA": {"local_dir": Path(args.data).resolve(), "allow_partial": "true"},
         "DetectAlignFaces": {"jobs": 0},
-        "TrainDCGAN": common, "TrainEGAN": {**common, "mode": args.mode, "weight": args.weight,
-                      "c_distribution": args.c_distribution, "target": args.target,
-                      "weight_warmup": args.weight_warmup, "d_condition": str(args.d_condition).lower(),
-                      "c_every_block": str(args.c_every_block).lower(),
-                      "c_modulation": str(args.c_modulation).lower(),
-                      "c_lowpass": str(args.c_lowpass).lower(),
-                      "c_lowpass_draft": str(args.c_lowpass_draft).lower(),
-                      "c_lowpass_only": str(args.c_lowpass_only).lower(),
-                      "sharpness_norm": args.sharpness_norm, "z_pairs": str(args.z_pairs).lower(),
-                      "pairs_from": args.pairs_from, "pair_weight": args.pair_weight},
+        "TrainDCGAN": common,
+        "TrainEGAN": {**common, **{name: str(getattr(args, name)).lower() if isinstance(getattr(args, name), bool)
+                                   else getattr(args, name) for name in egan_parameters()}},
     }, args.set)
 
 
@@ -209,42 +219,10 @@ def main(argv=None) -> int:
     parser.add_argument("--groups", default=DEFAULT_GROUPS, help="';'-separated groups of extractors, one "
                                                                 "EGAN run per group, one c per extractor")
     defaults = EGANOptions()  # the variant's own defaults: one place
-    parser.add_argument("--mode", default=defaults.mode, choices=EGAN_MODES)
-    parser.add_argument("--weight", type=float, default=defaults.weight, help="lambda of the extractor loss")
-    parser.add_argument("--c-distribution", default=defaults.c_distribution, choices=C_DISTRIBUTIONS,
-                        help="how training draws c: 0/1 (the thesis) or U(0, 1)")
-    parser.add_argument("--weight-warmup", type=int, default=defaults.weight_warmup,
-                        help="steps over which lambda ramps linearly from 0 (0: none, the thesis)")
-    parser.add_argument("--target", default=defaults.target, choices=EGAN_TARGETS,
-                        help="what the extractor loss pulls F to: c itself (coin, the thesis) or the real "
-                             "faces' quantile c (quantile; needs --c-distribution uniform)")
-    parser.add_argument("--d-condition", action=argparse.BooleanOptionalAction, default=defaults.d_condition,
-                        help="quantile target: D also sees c (real faces: the level of their own F)")
-    parser.add_argument("--c-every-block", action=argparse.BooleanOptionalAction, default=defaults.c_every_block,
-                        help="c also enters every upsampling block of G")
-    parser.add_argument("--c-modulation", action=argparse.BooleanOptionalAction, default=defaults.c_modulation,
-                        help="c also scales and shifts every block's normalised features in G (conditional "
-                             "batch norm)")
-    parser.add_argument("--c-lowpass", action=argparse.BooleanOptionalAction, default=defaults.c_lowpass,
-                        help="c also sets how much of a blurred copy of G's image is mixed into its output")
-    parser.add_argument("--c-lowpass-draft", action=argparse.BooleanOptionalAction,
-                        default=defaults.c_lowpass_draft,
-                        help="with --c-lowpass: the mix also sees the edges of the image G drew and can "
-                             "sharpen (a feedback)")
-    parser.add_argument("--c-lowpass-only", action=argparse.BooleanOptionalAction,
-                        default=defaults.c_lowpass_only,
-                        help="with --c-lowpass: c enters G by the mix alone, not its first projection")
-    parser.add_argument("--sharpness-norm", type=float, default=defaults.sharpness_norm,
-                        help="training's sharpness against the edges' p-norm with this p (0: the strongest "
-                             "edge; the measurer always uses the formula)")
-    parser.add_argument("--z-pairs", action=argparse.BooleanOptionalAction, default=defaults.z_pairs,
-                        help="quantile target: each z drawn twice with two c's, the loss also on the pair's "
-                             "difference in F")
-    parser.add_argument("--pairs-from", default=defaults.pairs_from, choices=EGAN_PAIRS_FROM,
-                        help="z pairs: rows of G's batch, or n/2 extra faces for the pair term alone (D's "
-                             "batch keeps n z)")
-    parser.add_argument("--pair-weight", type=float, default=defaults.pair_weight,
-                        help="z pairs: the pair term's weight beside the per-face term (both times --weight)")
+    for name, parameter in egan_parameters().items():
+        default = getattr(defaults, name)
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else {"type": type(default)}
+        parser.add_argument(f"--{name.replace('_', '-')}", default=default, help=parameter.description, **kind)
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--sweep-max", default="1", help="largest c of the sweep; a comma-separated list "
                         "measures each (the first is the one `rho` and the targets report)")
@@ -254,6 +232,10 @@ def main(argv=None) -> int:
                         help="train and score the plain DCGAN at the same budget (--no-baseline: control only)")
     luigi_bench.add_set_option(parser)
     args = parser.parse_args(argv)
+    try:  # every option and combination checked before any training, one line naming the fix
+        EGANOptions(extractors=["brightness"], **{name: getattr(args, name) for name in egan_parameters()})
+    except ValueError as error:
+        parser.error(str(error))
     try:
         sweep_maxima = [float(v) for v in args.sweep_max.split(",") if v.strip()]
     except ValueError:
@@ -329,12 +311,7 @@ def main(argv=None) -> int:
         "targets": {k: {"rho": rho[k]["rho"], "target": t, "met": rho[k]["rho"] >= t}
                     for k, t in TARGETS.items() if k in rho},
         "control": rho, "classifiers": classifiers, "quality": quality, "cost": cost,
-        "steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "weight": args.weight,
-        "c_distribution": args.c_distribution, "target": args.target, "weight_warmup": args.weight_warmup,
-        "d_condition": args.d_condition, "c_every_block": args.c_every_block, "c_modulation": args.c_modulation,
-        "c_lowpass": args.c_lowpass, "c_lowpass_draft": args.c_lowpass_draft, "c_lowpass_only": args.c_lowpass_only,
-        "sharpness_norm": args.sharpness_norm,
-        "z_pairs": args.z_pairs, "pairs_from": args.pairs_from, "pair_weight": args.pair_weight,
+        "steps": args.steps, "batch_size": args.batch_size, **{name: getattr(args, name) for name in egan_parameters()},
         "samples": args.samples,
         "sweep_max": sweep_maxima,
         "minutes": {k: round(v, 2) for k, v in minutes.items()},

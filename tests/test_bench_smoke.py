@@ -197,8 +197,8 @@ def args_egan(d):
     # one EGAN with two c, the quantile target against the edges' 12-norm: every branch of control()
     return ["--data", d["celeba"], "--workdir", d["tmp"] / "work", "--steps", 2, "--batch-size", 4,
             "--groups", "brightness,sharpness", "--target", "quantile", "--c-distribution", "uniform",
-            "--sharpness-norm", 12, "--c-lowpass", "--c-lowpass-draft", "--c-lowpass-only", "--z-pairs",
-            "--pairs-from", "extra",
+            "--sharpness-norm", 12, "--c-lowpass", "--c-lowpass-draft", "--c-lowpass-only", "--c-lowpass-fit",
+            "--z-pairs", "--pairs-from", "extra",
             "--pair-weight", 3, "--samples", 2, "--no-baseline",
             *_luigi_tiny("TrainEGAN", d["features"])]
 
@@ -283,6 +283,12 @@ BENCHES = {
                                                            "blurred", "unsharp"}),
     "torch_peer": (args_torch_peer, (), {"torch", "threads", "images_per_s_fp32"}),
 }
+def _card_meta(run_dir) -> dict:
+    """The options a trained EGAN run's card records (what its flags reached)."""
+    from model.card import read_card
+    return read_card(Path(run_dir)).input("c").meta
+
+
 #: Checks beyond the keys: the rows a smoke run must have made.
 ROWS = {
     # two shares x two discriminators, each evaluated at both steps, the claims judged or left open
@@ -304,6 +310,7 @@ ROWS = {
     "egan": lambda r: (set(r["rho"]) == {"brightness", "sharpness"} and "egan brightness+sharpness" in r["quality"]
                        and r["c_lowpass"] is True and r["c_lowpass_draft"] is True
                        and r["z_pairs"] is True and r["pair_weight"] == 3 and r["c_lowpass_only"] is True
+                       and r["c_lowpass_fit"] is True and _card_meta(r["runs"]["brightness+sharpness"])["c_lowpass_fit"]
                        and {len(v) for v in r["control"]["sharpness"]["edges_explain"].values()} == {11}
                        and "edges_explain" not in r["control"]["brightness"]
                        and all(set(r["control"][e]["parts"]) == {"slope", "slope_spread", "z_spread", "residual"}
