@@ -253,7 +253,8 @@ class TrainEGAN(TrainGAN):
                    "c_every_block": False, "sharpness_norm": 0.0, "z_pairs": False,
                    "pairs_from": "batch", "c_modulation": False,
                    "c_lowpass": False, "c_lowpass_draft": False, "pair_weight": 1.0,
-                   "c_lowpass_only": False, "c_lowpass_fit": False}
+                   "c_lowpass_only": False, "c_lowpass_fit": False,
+                   "c_lowpass_split": False}
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")
@@ -301,6 +302,9 @@ class TrainEGAN(TrainGAN):
                                         description="With --c-lowpass: the blur mix's weights learn from the "
                                                     "extractor loss alone, not D's verdict (D still trains "
                                                     "the face G draws).")
+    c_lowpass_split = luigi.BoolParameter(default=G["c_lowpass_split"],
+                                          description="With --c-lowpass-fit: the extractor loss trains the "
+                                                      "blur mix alone; the face G draws learns from D alone.")
     sharpness_norm = luigi.FloatParameter(default=G["sharpness_norm"],
                                           description="Training's sharpness divides by the edges' p-norm "
                                                       "with this p (e.g. 12) instead of the strongest edge "
@@ -355,7 +359,7 @@ class TrainEGAN(TrainGAN):
                    "c_every_block": self.c_every_block, "c_modulation": self.c_modulation,
                    "c_lowpass": self.c_lowpass,
                    "c_lowpass_draft": self.c_lowpass_draft, "c_lowpass_only": self.c_lowpass_only,
-                   "c_lowpass_fit": self.c_lowpass_fit,
+                   "c_lowpass_fit": self.c_lowpass_fit, "c_lowpass_split": self.c_lowpass_split,
                    "sharpness_norm": self.sharpness_norm,
                    "z_pairs": self.z_pairs, "pairs_from": self.pairs_from, "pair_weight": self.pair_weight,
                    **json.loads(luigi.DictParameter().serialize(self.options))}

@@ -664,3 +664,32 @@ def test_c_lowpass_fit_keeps_ds_gradient_off_the_blur_mix(fit, weight, g_steps):
     assert all(moved) if weight or not fit else not any(moved)
     with pytest.raises(ValueError, match="c_lowpass_fit trains the blur mix .* set --c-lowpass too"):
         EGANOptions(extractors=["sharpness"], c_lowpass_fit=True)
+
+
+def test_c_lowpass_split_leaves_the_drawn_face_to_d_alone():
+    """c_lowpass_split: the extractor loss trains the blur mix alone. One step at weight 5 moves
+    the rest of G exactly as one at weight 0 does (D's verdict alone; same seed, same batch) and
+    moves the mix, which weight 0 leaves; refused without c_lowpass_fit."""
+    from model.nets.dcgan import MIX_LOGIT
+
+    after = {}
+    for weight in (0.0, 5.0):
+        options = {"extractors": ["sharpness"], "c_lowpass": True, "c_lowpass_draft": True, "c_lowpass_fit": True,
+                   "c_lowpass_split": True, "weight": weight}
+        trainer = GANTrainer(TrainConfig(**SMALL, options=options))
+        G = trainer.generator
+        own = {id(v) for v in trainer.model.extra_loss_variables()}  # the mix's logit and edges' norm
+        logit = {id(v) for v in G.get_layer(MIX_LOGIT).trainable_variables}
+        before = [v.numpy().copy() for v in G.trainable_variables]
+        trainer.train_step(next(iter(_images())))
+        after[weight] = [(id(v) in own, id(v) in logit, b, v.numpy().copy())
+                         for v, b in zip(G.trainable_variables, before)]
+    for (in_own, in_logit, b0, a0), (_, _, b5, a5) in zip(after[0.0], after[5.0]):
+        np.testing.assert_array_equal(b0, b5)  # the same start
+        if in_own:
+            assert np.array_equal(a0, b0) and (np.array_equal(a5, b5) != in_logit)
+        else:
+            np.testing.assert_allclose(a0, a5, rtol=1e-5, atol=1e-7)
+            assert not np.array_equal(a0, b0)
+    with pytest.raises(ValueError, match="c_lowpass_split keeps the extractor loss .* set --c-lowpass-fit too"):
+        EGANOptions(extractors=["sharpness"], c_lowpass=True, c_lowpass_split=True)

@@ -110,17 +110,26 @@ class DCGAN(GANModel):
     def generator_objective(self, fake: tf.Tensor, inputs: dict[str, tf.Tensor]):
         """``(g_loss, total, extra, scalars)``: the non-saturating loss of D's verdict on ``fake``,
         with every term the variant adds (:meth:`generator_terms`, :meth:`extra_generator_loss`)
-        what G minimises, and the latter's term alone (or None)."""
+        what G minimises (without the latter unless :meth:`extra_loss_everywhere`), and the
+        latter's term alone (or None), what :meth:`extra_loss_variables` minimise."""
         out = self.discriminator(self.d_feed(self.augment(fake), inputs=inputs), training=True)
         g_loss = losses.generator_loss(self.source(out), self.config.batch_size)
         head, head_scalars = self.generator_terms(inputs, out)
         extra, extra_scalars = self.extra_generator_loss(fake, inputs)
-        return g_loss, _plus(_plus(g_loss, head), extra), extra, {**head_scalars, **extra_scalars}
+        total = _plus(g_loss, head)
+        return g_loss, _plus(total, extra) if self.extra_loss_everywhere() else total, extra, \
+            {**head_scalars, **extra_scalars}
 
     def extra_loss_variables(self) -> list:
         """G's variables that learn from :meth:`extra_generator_loss`'s term alone, not from D's
         verdict (EGAN's ``c_lowpass_fit``: the blur mix); none for the plain DCGAN."""
         return []
+
+    def extra_loss_everywhere(self) -> bool:
+        """Whether :meth:`extra_generator_loss`'s term also trains the rest of G (beside
+        :meth:`extra_loss_variables`; True), or leaves it to D's verdict alone (EGAN's
+        ``c_lowpass_split``, which has such variables)."""
+        return True
 
     def apply_generator(self, tape: tf.GradientTape, total: tf.Tensor, extra: tf.Tensor | None) -> None:
         """G's update: every variable by ``total``'s gradient, except :meth:`extra_loss_variables`,

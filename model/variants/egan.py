@@ -16,7 +16,8 @@ and shifts every block's normalised features (conditional batch norm); with ``c_
 much of a blurred copy of the image G mixes into its output, and with ``c_lowpass_draft`` that mix
 also sees the edges of the image G drew and can sharpen (a feedback); with ``c_lowpass_only`` c
 enters G by that mix alone, not its first projection (the drawn face does not depend on c); with
-``c_lowpass_fit`` the mix's weights learn from the extractor loss alone, not D's verdict. With ``sharpness_norm`` p
+``c_lowpass_fit`` the mix's weights learn from the extractor loss alone, not D's verdict, and with
+``c_lowpass_split`` that loss trains nothing else (the drawn face is D's alone). With ``sharpness_norm`` p
 training measures sharpness against the edges' p-norm rather than the strongest edge
 (model/variants/extractors.py). With ``z_pairs`` (quantile target) G's batch draws each z twice
 and the loss adds, per pair of rows (a, b) with one z, |F_a - F_b - (Q(c_a) - Q(c_b))|; with
@@ -89,6 +90,7 @@ class EGAN(DCGAN):
                             "c_every_block": o.c_every_block, "c_modulation": o.c_modulation,
                             "c_lowpass": o.c_lowpass, "c_lowpass_draft": o.c_lowpass_draft,
                             "c_lowpass_only": o.c_lowpass_only, "c_lowpass_fit": o.c_lowpass_fit,
+                            "c_lowpass_split": o.c_lowpass_split,
                             "pairs_from": o.pairs_from, "pair_weight": o.pair_weight,
                             "train_values": [0.0, 1.0]})
         return [*super().inputs(), c]
@@ -155,6 +157,9 @@ class EGAN(DCGAN):
 
         names = {MIX_LOGIT, MIX_EDGES}
         return [v for layer in self.generator.layers if layer.name in names for v in layer.trainable_variables]
+
+    def extra_loss_everywhere(self) -> bool:
+        return not self.options.c_lowpass_split
 
     def d_condition(self):
         return {"c": len(self.options.extractors)} if self.options.d_condition else None
