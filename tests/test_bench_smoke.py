@@ -198,7 +198,7 @@ def args_egan(d):
     return ["--data", d["celeba"], "--workdir", d["tmp"] / "work", "--steps", 2, "--batch-size", 4,
             "--groups", "brightness,sharpness", "--target", "quantile", "--c-distribution", "uniform",
             "--sharpness-norm", 12, "--c-lowpass", "--c-lowpass-draft", "--c-lowpass-only", "--c-lowpass-fit",
-            "--z-pairs", "--pairs-from", "extra",
+            "--c-lowpass-split", "--z-pairs", "--pairs-from", "extra",
             "--pair-weight", 3, "--samples", 2, "--no-baseline",
             *_luigi_tiny("TrainEGAN", d["features"])]
 
@@ -310,7 +310,9 @@ ROWS = {
     "egan": lambda r: (set(r["rho"]) == {"brightness", "sharpness"} and "egan brightness+sharpness" in r["quality"]
                        and r["c_lowpass"] is True and r["c_lowpass_draft"] is True
                        and r["z_pairs"] is True and r["pair_weight"] == 3 and r["c_lowpass_only"] is True
-                       and r["c_lowpass_fit"] is True and _card_meta(r["runs"]["brightness+sharpness"])["c_lowpass_fit"]
+                       and r["c_lowpass_fit"] is True
+                       and all(_card_meta(r["runs"]["brightness+sharpness"])[k]
+                               for k in ("c_lowpass_fit", "c_lowpass_split"))
                        and {len(v) for v in r["control"]["sharpness"]["edges_explain"].values()} == {11}
                        and "edges_explain" not in r["control"]["brightness"]
                        and all(set(r["control"][e]["parts"]) == {"slope", "slope_spread", "z_spread", "residual"}
