@@ -69,16 +69,11 @@ TARGETS = {"brightness": 0.9, "sharpness": 0.9, "Male": 0.5, "Mouth_Slightly_Ope
 
 
 def egan_parameters() -> dict:
-    """TrainEGAN's parameters that are EGAN options (model/config.py ``EGANOptions``), by name:
+    """TrainEGAN's parameters that are EGAN options (``TrainEGAN.option_parameters``), by name:
     this bench's flags of the same name (``c_lowpass_fit`` is ``--c-lowpass-fit``), each with the
     options' default and the task's description, set in the workdir's luigi.cfg and reported."""
-    from dataclasses import fields
-
-    import luigi
-
     from tasks.train import TrainEGAN
-    return {f.name: getattr(TrainEGAN, f.name) for f in fields(EGANOptions)
-            if isinstance(getattr(TrainEGAN, f.name, None), luigi.Parameter)}
+    return TrainEGAN.option_parameters()
 
 
 def configure(args) -> None:

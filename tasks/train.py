@@ -319,6 +319,13 @@ class TrainEGAN(TrainGAN):
                                        description="z pairs: the pair term's weight beside the per-face term "
                                                    "(both times --weight); the pair term asks for c's slope.")
 
+    @classmethod
+    def option_parameters(cls) -> dict:
+        """This task's parameters that are EGAN options (``EGANOptions`` fields of the same name),
+        by name: what :meth:`config` passes on as they are, and bench/egan.py's flags."""
+        return {f.name: getattr(cls, f.name) for f in fields(EGANOptions)
+                if isinstance(getattr(cls, f.name, None), luigi.Parameter)}
+
     def extractors(self) -> list[str]:
         """One extractor per c: the formulas by name, ``attribute`` expanded to ``--attribute``."""
         from model.apps.attributes import parse_attributes
@@ -353,15 +360,8 @@ class TrainEGAN(TrainGAN):
         return [self.records()] + ([classifier] if classifier is not None else [])
 
     def config(self, resolution=None, channels=None, labels=None):
-        options = {"extractors": self.extractors(), "weight": self.weight, "mode": self.mode,
-                   "c_max": self.c_max, "c_distribution": self.c_distribution,
-                   "target": self.target, "weight_warmup": self.weight_warmup, "d_condition": self.d_condition,
-                   "c_every_block": self.c_every_block, "c_modulation": self.c_modulation,
-                   "c_lowpass": self.c_lowpass,
-                   "c_lowpass_draft": self.c_lowpass_draft, "c_lowpass_only": self.c_lowpass_only,
-                   "c_lowpass_fit": self.c_lowpass_fit, "c_lowpass_split": self.c_lowpass_split,
-                   "sharpness_norm": self.sharpness_norm,
-                   "z_pairs": self.z_pairs, "pairs_from": self.pairs_from, "pair_weight": self.pair_weight,
+        options = {"extractors": self.extractors(),
+                   **{name: getattr(self, name) for name in self.option_parameters()},
                    **json.loads(luigi.DictParameter().serialize(self.options))}
         classifier = self.classifier_task()
         if classifier is not None:
