@@ -269,8 +269,9 @@ class EGANOptions:
     # slope the real faces ask for, and a steeper copy of it scored the same FID (docs/egan.md).
     c_lowpass_fit: bool = False
     # c_lowpass_fit, and the extractor loss trains the mix alone: the rest of G (the face it draws)
-    # learns from D's verdict alone, as the plain DCGAN's does. With the loss on the draft too, one
-    # seed's drafts narrowed (MS-SSIM of pairs 0.41 against its DCGAN's 0.30; docs/egan.md).
+    # learns from D's verdict alone, as the plain DCGAN's does. Built to widen one seed's narrow
+    # drafts; measured worse at both seeds (rho 0.29 / 0.79, the faces narrower): left to D the
+    # draft pre-sharpens against the blur (docs/egan.md). An option to measure, not a recipe.
     c_lowpass_split: bool = False
     # sharpness in training divides by the edges' p-norm (this p) instead of the strongest edge
     # (0: the formula, as the bench measures it). The maximum's gradient reaches one pixel, which
