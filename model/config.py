@@ -289,6 +289,10 @@ class EGANOptions:
     # term is the one that asks for c's own effect, the slope; at 1 the discriminator held the
     # blur mix's slope to about 0.6 of the real faces' (docs/egan.md).
     pair_weight: float = 1.0
+    # the weight of MSGAN's mode-seeking term on G (model/variants/losses.py mode_seeking; 0: off):
+    # it grows as different z draw alike faces. Beside c_lowpass_fit it trains the face G draws,
+    # not the blur mix, to keep the drafts apart where the extractor loss narrowed them.
+    mode_seeking: float = 0.0
 
     def __post_init__(self):
         self.extractors = [str(e) for e in (self.extractors or [])]
@@ -338,6 +342,8 @@ class EGANOptions:
         if self.c_lowpass_split and not self.c_lowpass_fit:
             raise ValueError("EGAN c_lowpass_split keeps the extractor loss to the blur mix that c_lowpass_fit "
                              "keeps from D: set --c-lowpass-fit too")
+        if self.mode_seeking < 0:
+            raise ValueError(f"EGAN mode_seeking is a weight (0: off; e.g. 1), got {self.mode_seeking}")
         if self.c_lowpass_draft and not self.c_lowpass:
             raise ValueError("EGAN c_lowpass_draft makes the blur mix of c_lowpass a feedback: set --c-lowpass too")
         if self.weight_warmup < 0:

@@ -254,7 +254,7 @@ class TrainEGAN(TrainGAN):
                    "pairs_from": "batch", "c_modulation": False,
                    "c_lowpass": False, "c_lowpass_draft": False, "pair_weight": 1.0,
                    "c_lowpass_only": False, "c_lowpass_fit": False,
-                   "c_lowpass_split": False}
+                   "c_lowpass_split": False, "mode_seeking": 0.0}
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")
@@ -318,6 +318,9 @@ class TrainEGAN(TrainGAN):
     pair_weight = luigi.FloatParameter(default=G["pair_weight"],
                                        description="z pairs: the pair term's weight beside the per-face term "
                                                    "(both times --weight); the pair term asks for c's slope.")
+    mode_seeking = luigi.FloatParameter(default=G["mode_seeking"],
+                                        description="Weight of MSGAN's mode-seeking term on the face G draws "
+                                                    "(0: off; e.g. 1): keeps different z's faces apart.")
 
     @classmethod
     def option_parameters(cls) -> dict:

@@ -199,7 +199,7 @@ def args_egan(d):
             "--groups", "brightness,sharpness", "--target", "quantile", "--c-distribution", "uniform",
             "--sharpness-norm", 12, "--c-lowpass", "--c-lowpass-draft", "--c-lowpass-only", "--c-lowpass-fit",
             "--c-lowpass-split", "--z-pairs", "--pairs-from", "extra",
-            "--pair-weight", 3, "--samples", 2, "--no-baseline",
+            "--pair-weight", 3, "--mode-seeking", 1, "--samples", 2, "--no-baseline",
             *_luigi_tiny("TrainEGAN", d["features"])]
 
 
@@ -313,6 +313,7 @@ ROWS = {
                        and r["c_lowpass_fit"] is True
                        and all(_card_meta(r["runs"]["brightness+sharpness"])[k]
                                for k in ("c_lowpass_fit", "c_lowpass_split"))
+                       and r["mode_seeking"] == 1 and _card_meta(r["runs"]["brightness+sharpness"])["mode_seeking"] == 1
                        and {len(v) for v in r["control"]["sharpness"]["edges_explain"].values()} == {11}
                        and "edges_explain" not in r["control"]["brightness"]
                        and all(set(r["control"][e]["parts"]) == {"slope", "slope_spread", "z_spread", "residual"}

@@ -666,6 +666,55 @@ def test_c_lowpass_fit_keeps_ds_gradient_off_the_blur_mix(fit, weight, g_steps):
         EGANOptions(extractors=["sharpness"], c_lowpass_fit=True)
 
 
+def test_mode_seeking_term_grows_as_different_z_draw_alike_faces():
+    """MSGAN's term 1 / (mean|x_a - x_b| / mean|z_a - z_b| + eps) over the rows (i, i + n/2), by
+    hand; weighted by the replica's share of the global batch; its gradient pushes the pair's
+    faces apart."""
+    from model.variants import losses
+
+    z = tf.constant([[0.0, 0.0], [1.0, -1.0], [0.5, 0.5], [0.0, 1.0]])  # |z_a - z_b|: 0.5, 0.5, 1, 2: mean 1
+    x = np.zeros((4, 2, 2, 1), np.float32)
+    x[2:] = 0.4  # every pixel of both pairs 0.4 apart
+    want = 1.0 / (0.4 / 1.0 + 1e-5)
+    np.testing.assert_allclose(losses.mode_seeking(tf.constant(x), z, 4).numpy(), want, rtol=1e-5)
+    np.testing.assert_allclose(losses.mode_seeking(tf.constant(x), z, 8).numpy(), want / 2, rtol=1e-5)
+    alike = tf.constant(np.full_like(x, 0.1) + x / 10)
+    assert losses.mode_seeking(alike, z, 4).numpy() > 5 * want
+    images = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        term = losses.mode_seeking(images, z, 4)
+    grad = tape.gradient(term, images).numpy()
+    assert (grad[:2] > 0).all() and (grad[2:] < 0).all()  # descending it moves x_a down, x_b up: apart
+
+
+def test_mode_seeking_trains_the_drawn_face_and_leaves_the_mix_to_the_extractor_loss():
+    """mode_seeking: one step at weight 5 moves the rest of G otherwise than at weight 0 and the
+    blur mix of c_lowpass_fit exactly as at 0 (same seed, same batch); the step reports the term;
+    a negative weight is refused."""
+    after, scalars = {}, {}
+    for weight in (0.0, 5.0):
+        options = {"extractors": ["sharpness"], "c_lowpass": True, "c_lowpass_draft": True, "c_lowpass_fit": True,
+                   "weight": 2.0, "mode_seeking": weight}
+        trainer = GANTrainer(TrainConfig(**SMALL, options=options))
+        G = trainer.generator
+        own = {id(v) for v in trainer.model.extra_loss_variables()}
+        before = [v.numpy().copy() for v in G.trainable_variables]
+        scalars[weight] = trainer.train_step(next(iter(_images())))
+        after[weight] = [(id(v) in own, b, v.numpy().copy()) for v, b in zip(G.trainable_variables, before)]
+    assert "ms_loss" in scalars[5.0] and "ms_loss" not in scalars[0.0]
+    assert float(scalars[5.0]["ms_loss"]) > 0
+    rest_moved_otherwise = False
+    for (in_own, b0, a0), (_, b5, a5) in zip(after[0.0], after[5.0]):
+        np.testing.assert_array_equal(b0, b5)
+        if in_own:
+            np.testing.assert_array_equal(a0, a5)
+        else:
+            rest_moved_otherwise |= not np.allclose(a0, a5, rtol=1e-5, atol=1e-7)
+    assert rest_moved_otherwise
+    with pytest.raises(ValueError, match="mode_seeking is a weight"):
+        EGANOptions(extractors=["sharpness"], mode_seeking=-1.0)
+
+
 def test_c_lowpass_split_leaves_the_drawn_face_to_d_alone():
     """c_lowpass_split: the extractor loss trains the blur mix alone. One step at weight 5 moves
     the rest of G exactly as one at weight 0 does (D's verdict alone; same seed, same batch) and

@@ -23,6 +23,8 @@ training measures sharpness against the edges' p-norm rather than the strongest 
 and the loss adds, per pair of rows (a, b) with one z, |F_a - F_b - (Q(c_a) - Q(c_b))|; with
 ``pairs_from="extra"`` the pairs are n/2 extra faces G draws for that term alone, so the batch D
 judges keeps a z of its own per row; ``pair_weight`` weighs that term beside the per-face one.
+``mode_seeking`` adds MSGAN's mode-seeking term (model/variants/losses.py) to what the face G draws
+learns from, with that weight (the blur mix of ``c_lowpass_fit`` stays the extractor loss's).
 
 ``quantile``: Q_i is the real faces' quantile function of F_i, tracked over the real batches
 (``quantile_points`` levels, an exponential moving average with ``quantile_decay``), and c is
@@ -44,6 +46,7 @@ import tensorflow as tf
 from model.card import InputSpec
 from model.config import EGAN_MODES as MODES  # noqa: F401  (re-exported)
 from model.config import EGANOptions
+from model.variants import losses
 from model.variants.dcgan import DCGAN
 from model.variants.extractors import FORMULAS, formula
 
@@ -67,7 +70,9 @@ class EGAN(DCGAN):
         joint = ("f_loss", "f_acc") if self.joint else ()
         warmup = ("e_weight",) if self.options.weight_warmup else ()
         pairs = ("e_pair",) if self.options.z_pairs else ()
-        return (*DCGAN.scalars, "e_loss", *pairs, *(f"e_{e}" for e in self.options.extractors), *warmup, *joint)
+        seeking = ("ms_loss",) if self.options.mode_seeking else ()
+        return (*DCGAN.scalars, "e_loss", *pairs, *(f"e_{e}" for e in self.options.extractors), *warmup, *joint,
+                *seeking)
 
     @property
     def plots(self):
@@ -92,7 +97,7 @@ class EGAN(DCGAN):
                             "c_lowpass_only": o.c_lowpass_only, "c_lowpass_fit": o.c_lowpass_fit,
                             "c_lowpass_split": o.c_lowpass_split,
                             "pairs_from": o.pairs_from, "pair_weight": o.pair_weight,
-                            "train_values": [0.0, 1.0]})
+                            "mode_seeking": o.mode_seeking, "train_values": [0.0, 1.0]})
         return [*super().inputs(), c]
 
     def build(self) -> None:
@@ -242,6 +247,14 @@ class EGAN(DCGAN):
         frac = tf.clip_by_value(tf.math.divide_no_nan(v - lo, hi - lo), 0.0, 1.0)
         level = (tf.cast(upper - 1, tf.float32) + frac) / (q - 1.0)
         return tf.stop_gradient(tf.transpose(level))
+
+    def generator_objective(self, fake, inputs):
+        g_loss, total, extra, scalars = super().generator_objective(fake, inputs)
+        if not self.options.mode_seeking:
+            return g_loss, total, extra, scalars
+        # in ``total``, not ``extra``: it trains the face G draws, never the mix c_lowpass_fit keeps
+        term = losses.mode_seeking(fake, inputs["z"], self.config.batch_size)
+        return g_loss, total + self.options.mode_seeking * term, extra, {**scalars, "ms_loss": term}
 
     def extra_generator_loss(self, fake, inputs):
         c = inputs["c"]

@@ -113,3 +113,17 @@ def gaussian_nll(codes: tf.Tensor, outputs: tf.Tensor, global_batch: int, fixed_
         mu, log_std = tf.split(outputs, 2, axis=-1)
         per_example = tf.reduce_sum(log_std + 0.5 * tf.square((codes - mu) * tf.exp(-log_std)), -1)
     return _mean(per_example, global_batch)
+
+
+def mode_seeking(images: tf.Tensor, z: tf.Tensor, global_batch: int, eps: float = 1e-5) -> tf.Tensor:
+    """The mode-seeking term of Mao et al. (2019, MSGAN) for the generator to minimise:
+    1 / (mean |x_a - x_b| / mean |z_a - z_b| + eps) over the pairs of rows (i, i + n/2) of
+    ``images`` ``(n, h, w, c)`` and their noise ``z`` ``(n, d)``: large when different z
+    draw the same image, so G keeps its faces apart. Weighted by this replica's share of
+    ``global_batch``, so the replicas' values sum to one batch's term."""
+    n = tf.shape(images)[0]
+    h = n // 2
+    x = tf.cast(images, tf.float32)
+    z = tf.cast(z, tf.float32)
+    ratio = tf.reduce_mean(tf.abs(x[:h] - x[h:2 * h])) / tf.maximum(tf.reduce_mean(tf.abs(z[:h] - z[h:2 * h])), eps)
+    return tf.cast(n, tf.float32) / global_batch / (ratio + eps)
