@@ -291,7 +291,8 @@ class EGANOptions:
     pair_weight: float = 1.0
     # the weight of MSGAN's mode-seeking term on G (model/variants/losses.py mode_seeking; 0: off):
     # it grows as different z draw alike faces. Beside c_lowpass_fit it trains the face G draws,
-    # not the blur mix, to keep the drafts apart where the extractor loss narrowed them.
+    # not the blur mix. At 1 it widened one seed's narrow faces and narrowed the other's about as
+    # much (docs/egan.md): an option to measure, not a recipe.
     mode_seeking: float = 0.0
 
     def __post_init__(self):

@@ -685,6 +685,10 @@ def test_mode_seeking_term_grows_as_different_z_draw_alike_faces():
         term = losses.mode_seeking(images, z, 4)
     grad = tape.gradient(term, images).numpy()
     assert (grad[:2] > 0).all() and (grad[2:] < 0).all()  # descending it moves x_a down, x_b up: apart
+    one = tf.Variable(x[:1])  # a replica with one row has no pair: 0 and a zero gradient, not NaN
+    with tf.GradientTape() as tape:
+        term = losses.mode_seeking(one, z[:1], 4)
+    assert term.numpy() == 0.0 and np.all(tape.gradient(term, one).numpy() == 0.0)
 
 
 def test_mode_seeking_trains_the_drawn_face_and_leaves_the_mix_to_the_extractor_loss():

@@ -120,10 +120,16 @@ def mode_seeking(images: tf.Tensor, z: tf.Tensor, global_batch: int, eps: float 
     1 / (mean |x_a - x_b| / mean |z_a - z_b| + eps) over the pairs of rows (i, i + n/2) of
     ``images`` ``(n, h, w, c)`` and their noise ``z`` ``(n, d)``: large when different z
     draw the same image, so G keeps its faces apart. Weighted by this replica's share of
-    ``global_batch``, so the replicas' values sum to one batch's term."""
+    ``global_batch``, so the replicas' values sum to one batch's term; 0 for a replica with one row
+    (no pair)."""
     n = tf.shape(images)[0]
     h = n // 2
     x = tf.cast(images, tf.float32)
     z = tf.cast(z, tf.float32)
-    ratio = tf.reduce_mean(tf.abs(x[:h] - x[h:2 * h])) / tf.maximum(tf.reduce_mean(tf.abs(z[:h] - z[h:2 * h])), eps)
-    return tf.cast(n, tf.float32) / global_batch / (ratio + eps)
+
+    def mean_gap(a):  # mean |a_i - a_(i + h)|; sum over size so that no pair gives 0, not NaN
+        gap = tf.abs(a[:h] - a[h:2 * h])
+        return tf.reduce_sum(gap) / tf.maximum(tf.cast(tf.size(gap), tf.float32), 1.0)
+
+    ratio = mean_gap(x) / tf.maximum(mean_gap(z), eps)
+    return tf.cast(h > 0, tf.float32) * tf.cast(n, tf.float32) / global_batch / (ratio + eps)
