@@ -102,6 +102,6 @@ class ACGAN(DCGAN):
             "class_acc_real": losses.class_accuracy(real_label, real_out["classes"], c.batch_size),
             "class_acc_fake": losses.class_accuracy(inputs["label"], fake_out["classes"], c.batch_size)}
 
-    def generator_terms(self, inputs, out):
+    def generator_terms(self, fake, inputs, out):
         g_class = losses.class_loss(inputs["label"], out["classes"], self.config.batch_size)
         return self.options.class_weight * g_class, {"g_class": g_class}

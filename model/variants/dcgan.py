@@ -90,10 +90,11 @@ class DCGAN(GANModel):
         None for the plain DCGAN; ACGAN adds its class loss, InfoGAN its information loss."""
         return None, {}
 
-    def generator_terms(self, inputs: dict[str, tf.Tensor], out):
-        """A term added to G's loss from D's outputs ``out`` on the fake images made from
-        ``inputs``, and its scalars: ``(loss or None, {name: tensor})`` (ACGAN's class loss,
-        InfoGAN's information loss); None here."""
+    def generator_terms(self, fake: tf.Tensor, inputs: dict[str, tf.Tensor], out):
+        """A term added to what G minimises from the ``fake`` images made from ``inputs`` and D's
+        outputs ``out`` on them, and its scalars: ``(loss or None, {name: tensor})`` (ACGAN's
+        class loss, InfoGAN's information loss, EGAN's mode-seeking term); None here. Unlike
+        :meth:`extra_generator_loss`, it never trains :meth:`extra_loss_variables`."""
         return None, {}
 
     def extra_generator_loss(self, fake: tf.Tensor, inputs: dict[str, tf.Tensor]):
@@ -114,7 +115,7 @@ class DCGAN(GANModel):
         latter's term alone (or None), what :meth:`extra_loss_variables` minimise."""
         out = self.discriminator(self.d_feed(self.augment(fake), inputs=inputs), training=True)
         g_loss = losses.generator_loss(self.source(out), self.config.batch_size)
-        head, head_scalars = self.generator_terms(inputs, out)
+        head, head_scalars = self.generator_terms(fake, inputs, out)
         extra, extra_scalars = self.extra_generator_loss(fake, inputs)
         total = _plus(g_loss, head)
         return g_loss, _plus(total, extra) if self.extra_loss_everywhere() else total, extra, \

@@ -248,13 +248,12 @@ class EGAN(DCGAN):
         level = (tf.cast(upper - 1, tf.float32) + frac) / (q - 1.0)
         return tf.stop_gradient(tf.transpose(level))
 
-    def generator_objective(self, fake, inputs):
-        g_loss, total, extra, scalars = super().generator_objective(fake, inputs)
+    def generator_terms(self, fake, inputs, out):
         if not self.options.mode_seeking:
-            return g_loss, total, extra, scalars
-        # in ``total``, not ``extra``: it trains the face G draws, never the mix c_lowpass_fit keeps
+            return None, {}
+        # a generator term, not the extra loss: it trains the face G draws, never the mix c_lowpass_fit keeps
         term = losses.mode_seeking(fake, inputs["z"], self.config.batch_size)
-        return g_loss, total + self.options.mode_seeking * term, extra, {**scalars, "ms_loss": term}
+        return self.options.mode_seeking * term, {"ms_loss": term}
 
     def extra_generator_loss(self, fake, inputs):
         c = inputs["c"]

@@ -107,6 +107,6 @@ class InfoGAN(DCGAN):
     def discriminator_terms(self, batch, inputs, real_out, fake_out):
         return self.information_loss(inputs, fake_out)["q_loss"], {}
 
-    def generator_terms(self, inputs, out):
+    def generator_terms(self, fake, inputs, out):
         info = self.information_loss(inputs, out)
         return info["q_loss"], info
