@@ -3,7 +3,7 @@
     python bench/egan.py --data ../shared/data/celeba [--steps 1200] [--workdir processed/bench-egan]
         [--groups "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"]
         [--mode pretrain] [--samples 512] [--sweep-max 1,2,5] [--publish docs/images] [--no-baseline]
-        [--set SECTION.KEY=VALUE ...]
+        [--baseline-recipe paper] [--set SECTION.KEY=VALUE ...]
 
 Runs the project's own Luigi tasks through a local scheduler in a work folder of its
 own (``--workdir``; ``.`` reuses the repository's raw/ and processed/):
@@ -27,7 +27,9 @@ own (``--workdir``; ``.`` reuses the repository's raw/ and processed/):
    sees explain (``edges_explain``);
 5. ``EvaluateGenerator`` (held-out test faces, same n; FID, KID, face rate and the MS-SSIM of
    sample pairs, which rises when a generator collapses) of every EGAN run and of the DCGAN
-   (``--no-baseline`` skips the DCGAN: control only, no answer to what control costs).
+   (``--no-baseline`` skips the DCGAN: control only, no answer to what control costs). The
+   DCGAN trains the paper's way, as TrainEGAN does, unless ``--baseline-recipe`` names another
+   recipe (``ema``: the weight average an EGAN run given ``--set TrainEGAN.ema=0.999`` has).
 
 Every EGAN option TrainEGAN exposes is a flag of the same name (``--weight``, ``--target``,
 ``--c-lowpass-fit``, ...: EGANOptions' default, TrainEGAN's description), checked before any
@@ -62,7 +64,7 @@ from input_pipeline import split_images, version_folder  # noqa: E402
 from luigi_bench import build  # noqa: E402
 
 from model.config import EGANOptions  # noqa: E402
-from model.train.recipes import recipe  # noqa: E402
+from model.train.recipes import RECIPES, recipe  # noqa: E402
 
 DEFAULT_GROUPS = "brightness,sharpness;Male,Mouth_Slightly_Open,Smiling,Eyeglasses,Wearing_Lipstick"
 TARGETS = {"brightness": 0.9, "sharpness": 0.9, "Male": 0.5, "Mouth_Slightly_Open": 0.5}
@@ -225,6 +227,10 @@ def main(argv=None) -> int:
     parser.add_argument("--publish", default="", help="copy one sweep grid per extractor into this folder")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="train and score the plain DCGAN at the same budget (--no-baseline: control only)")
+    parser.add_argument("--baseline-recipe", default="paper", choices=list(RECIPES),
+                        help="the plain DCGAN's recipe (model/train/recipes.py): 'paper' trains it as TrainEGAN "
+                             "does by default; 'ema' gives it the weight average an EGAN run with "
+                             "--set TrainEGAN.ema=0.999 has")
     luigi_bench.add_set_option(parser)
     args = parser.parse_args(argv)
     try:  # every option and combination checked before any training, one line naming the fix
@@ -267,9 +273,9 @@ def main(argv=None) -> int:
         if task.classifier_task() is not None:
             classifiers["training"] = load_classifier(task.classifier_task().output().path).card["accuracy"]
         runs["+".join(group)] = (task.run_dir(), group)
-    # The EGAN trains as TrainGAN does, without averaging or augmentation; so does its baseline
-    # (TrainDCGAN's own defaults are the ema+augment recipe).
-    dcgan = tasks.TrainDCGAN(dataset="celeba", **recipe("paper")) if args.baseline else None
+    # The EGAN trains as TrainGAN does, without averaging or augmentation, and so does its baseline
+    # by default ("paper"; TrainDCGAN's own defaults are the ema+augment recipe).
+    dcgan = tasks.TrainDCGAN(dataset="celeba", **recipe(args.baseline_recipe)) if args.baseline else None
     if dcgan is not None:
         log(f"training the plain DCGAN for {args.steps} steps")
         minutes["dcgan"] = build(dcgan)
@@ -310,7 +316,8 @@ def main(argv=None) -> int:
         "samples": args.samples,
         "sweep_max": sweep_maxima,
         "minutes": {k: round(v, 2) for k, v in minutes.items()},
-        "runs": {k: str(v[0]) for k, v in runs.items()}, "dcgan_run": str(dcgan.run_dir()) if dcgan else None}))
+        "runs": {k: str(v[0]) for k, v in runs.items()}, "dcgan_run": str(dcgan.run_dir()) if dcgan else None,
+        "baseline_recipe": args.baseline_recipe if dcgan else None}))
     return 0
 
 

@@ -199,8 +199,8 @@ def args_egan(d):
             "--groups", "brightness,sharpness", "--target", "quantile", "--c-distribution", "uniform",
             "--sharpness-norm", 12, "--c-lowpass", "--c-lowpass-draft", "--c-lowpass-only", "--c-lowpass-fit",
             "--c-lowpass-split", "--z-pairs", "--pairs-from", "extra",
-            "--pair-weight", 3, "--mode-seeking", 1, "--samples", 2, "--no-baseline",
-            *_luigi_tiny("TrainEGAN", d["features"])]
+            "--pair-weight", 3, "--mode-seeking", 1, "--samples", 2, "--baseline-recipe", "ema",
+            *_luigi_tiny("TrainEGAN", d["features"]), "--set", "TrainDCGAN.base_width=8"]
 
 
 def args_egan_mix(d):
@@ -283,10 +283,15 @@ BENCHES = {
                                                            "blurred", "unsharp"}),
     "torch_peer": (args_torch_peer, (), {"torch", "threads", "images_per_s_fp32"}),
 }
+def _card(run_dir):
+    """A trained run's model card."""
+    from model.card import read_card
+    return read_card(Path(run_dir))
+
+
 def _card_meta(run_dir) -> dict:
     """The options a trained EGAN run's card records (what its flags reached)."""
-    from model.card import read_card
-    return read_card(Path(run_dir)).input("c").meta
+    return _card(run_dir).input("c").meta
 
 
 #: Checks beyond the keys: the rows a smoke run must have made.
@@ -314,6 +319,9 @@ ROWS = {
                        and all(_card_meta(r["runs"]["brightness+sharpness"])[k]
                                for k in ("c_lowpass_fit", "c_lowpass_split"))
                        and r["mode_seeking"] == 1 and _card_meta(r["runs"]["brightness+sharpness"])["mode_seeking"] == 1
+                       # the baseline trained with the recipe named, and what control costs against it
+                       and r["baseline_recipe"] == "ema" and _card(r["dcgan_run"]).training["ema"] == 0.999
+                       and set(r["cost"]) == {"egan brightness+sharpness"}
                        and {len(v) for v in r["control"]["sharpness"]["edges_explain"].values()} == {11}
                        and "edges_explain" not in r["control"]["brightness"]
                        and all(set(r["control"][e]["parts"]) == {"slope", "slope_spread", "z_spread", "residual"}

@@ -38,6 +38,12 @@ def test_sweep_maxima_are_checked():
         egan.main(["--data", "x", "--sweep-max", "0"])
 
 
+def test_the_baseline_recipe_is_one_the_project_has(capsys):
+    with pytest.raises(SystemExit):
+        egan.main(["--data", "x", "--baseline-recipe", "averaged"])
+    assert "--baseline-recipe: invalid choice: 'averaged'" in capsys.readouterr().err
+
+
 def test_what_control_costs_is_measured_against_the_plain_dcgan():
     quality = {"dcgan": {"fid": 100.0, "ms_ssim": 0.25}, "real": {"ms_ssim": 0.23},
                "egan brightness": {"fid": 125.0, "ms_ssim": 0.29},   # within both limits
