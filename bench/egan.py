@@ -29,7 +29,7 @@ own (``--workdir``; ``.`` reuses the repository's raw/ and processed/):
    sample pairs, which rises when a generator collapses) of every EGAN run and of the DCGAN
    (``--no-baseline`` skips the DCGAN: control only, no answer to what control costs). The
    DCGAN trains the paper's way, as TrainEGAN does, unless ``--baseline-recipe`` names another
-   recipe (``ema``: the weight average an EGAN run given ``--set TrainEGAN.ema=0.999`` has).
+   recipe (``ema``: the recipe's weight average, beside an EGAN run given the same ``TrainEGAN.ema``).
 
 Every EGAN option TrainEGAN exposes is a flag of the same name (``--weight``, ``--target``,
 ``--c-lowpass-fit``, ...: EGANOptions' default, TrainEGAN's description), checked before any
@@ -229,8 +229,8 @@ def main(argv=None) -> int:
                         help="train and score the plain DCGAN at the same budget (--no-baseline: control only)")
     parser.add_argument("--baseline-recipe", default="paper", choices=list(RECIPES),
                         help="the plain DCGAN's recipe (model/train/recipes.py): 'paper' trains it as TrainEGAN "
-                             "does by default; 'ema' gives it the weight average an EGAN run with "
-                             "--set TrainEGAN.ema=0.999 has")
+                             "does by default; 'ema' gives it the recipe's weight average, beside an EGAN run "
+                             "given the same --set TrainEGAN.ema")
     luigi_bench.add_set_option(parser)
     args = parser.parse_args(argv)
     try:  # every option and combination checked before any training, one line naming the fix
