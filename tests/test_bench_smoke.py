@@ -25,6 +25,8 @@ from components import require_inception
 from PIL import Image
 from script_runner import ScriptRunner
 
+from model.train.recipes import recipe
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 #: Faces in the small CelebA copy: 4 per official partition (train, validation, test).
@@ -320,7 +322,8 @@ ROWS = {
                                for k in ("c_lowpass_fit", "c_lowpass_split"))
                        and r["mode_seeking"] == 1 and _card_meta(r["runs"]["brightness+sharpness"])["mode_seeking"] == 1
                        # the baseline trained with the recipe named, and what control costs against it
-                       and r["baseline_recipe"] == "ema" and _card(r["dcgan_run"]).training["ema"] == 0.999
+                       and r["baseline_recipe"] == "ema"
+                       and _card(r["dcgan_run"]).training["ema"] == recipe("ema")["ema"]
                        and set(r["cost"]) == {"egan brightness+sharpness"}
                        and {len(v) for v in r["control"]["sharpness"]["edges_explain"].values()} == {11}
                        and "edges_explain" not in r["control"]["brightness"]
