@@ -294,6 +294,11 @@ class EGANOptions:
     # not the blur mix. At 1 it widened one seed's narrow faces and narrowed the other's about as
     # much (docs/egan.md): an option to measure, not a recipe.
     mode_seeking: float = 0.0
+    # c_lowpass_fit with the generator's weight average (TrainConfig.ema): the average copies the
+    # blur mix's last weights instead of averaging them, so the averaged G draws its face with the
+    # mix the extractor loss fitted last. Averaged, the mix lagged its fit and the slope of
+    # sharpness on c fell from 0.074 to 0.03-0.045 (docs/egan.md).
+    ema_raw_mix: bool = False
 
     def __post_init__(self):
         self.extractors = [str(e) for e in (self.extractors or [])]
@@ -343,6 +348,9 @@ class EGANOptions:
         if self.c_lowpass_split and not self.c_lowpass_fit:
             raise ValueError("EGAN c_lowpass_split keeps the extractor loss to the blur mix that c_lowpass_fit "
                              "keeps from D: set --c-lowpass-fit too")
+        if self.ema_raw_mix and not self.c_lowpass_fit:
+            raise ValueError("EGAN ema_raw_mix keeps the blur mix of c_lowpass_fit out of the weight average: "
+                             "set --c-lowpass-fit (and --ema) too")
         if self.mode_seeking < 0:
             raise ValueError(f"EGAN mode_seeking is a weight (0: off; e.g. 1), got {self.mode_seeking}")
         if self.c_lowpass_draft and not self.c_lowpass:

@@ -254,7 +254,7 @@ class TrainEGAN(TrainGAN):
                    "pairs_from": "batch", "c_modulation": False,
                    "c_lowpass": False, "c_lowpass_draft": False, "pair_weight": 1.0,
                    "c_lowpass_only": False, "c_lowpass_fit": False,
-                   "c_lowpass_split": False, "mode_seeking": 0.0}
+                   "c_lowpass_split": False, "mode_seeking": 0.0, "ema_raw_mix": False}
     variant = luigi.ChoiceParameter(default="egan", choices=("egan",), description="Always egan.")
     z_dist = luigi.ChoiceParameter(default="uniform01", choices=Z_DISTS,
                                    description="Noise distribution; the thesis samples U(0, 1) (uniform01).")
@@ -321,6 +321,9 @@ class TrainEGAN(TrainGAN):
     mode_seeking = luigi.FloatParameter(default=G["mode_seeking"],
                                         description="Weight of MSGAN's mode-seeking term on the face G draws "
                                                     "(0: off; e.g. 1): keeps different z's faces apart.")
+    ema_raw_mix = luigi.BoolParameter(default=G["ema_raw_mix"],
+                                      description="With --c-lowpass-fit and --ema: the weight average copies "
+                                                  "the blur mix's last weights instead of averaging them.")
 
     @classmethod
     def option_parameters(cls) -> dict:

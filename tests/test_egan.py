@@ -691,6 +691,31 @@ def test_mode_seeking_term_grows_as_different_z_draw_alike_faces():
     assert term.numpy() == 0.0 and np.all(tape.gradient(term, one).numpy() == 0.0)
 
 
+def test_ema_raw_mix_keeps_the_blur_mix_out_of_the_weight_average():
+    """ema_raw_mix: after two steps the weight average holds the blur mix's last weights and an
+    average of the rest of G; without it the mix is averaged too. It needs c_lowpass_fit and an
+    average to keep the mix out of, each refused with one line otherwise."""
+    base = {"extractors": ["sharpness"], "c_lowpass": True, "c_lowpass_draft": True, "c_lowpass_fit": True,
+            "weight": 2.0}
+    for raw in (False, True):
+        trainer = GANTrainer(TrainConfig(**SMALL, ema=0.9, options={**base, "ema_raw_mix": raw}))
+        G = trainer.generator
+        mix = {id(v) for v in trainer.model.extra_loss_variables()}
+        assert mix and {id(v) for v in trainer.model.unaveraged_variables()} == (mix if raw else set())
+        for batch in _images().take(2):
+            trainer.train_step(batch)
+        averaged = dict(zip((id(w) for w in G.weights), trainer.ema.values()))
+        trainable = {id(w) for w in G.trainable_weights}
+        for w in G.trainable_weights:
+            same = np.array_equal(averaged[id(w)], w.numpy())
+            assert same == (raw and id(w) in mix), (w.name, raw)
+        assert len(trainable & mix) == len(mix)
+    with pytest.raises(ValueError, match="ema_raw_mix keeps the blur mix of c_lowpass_fit"):
+        EGANOptions(extractors=["sharpness"], c_lowpass=True, ema_raw_mix=True)
+    with pytest.raises(ValueError, match="this run keeps none: set --ema"):
+        GANTrainer(TrainConfig(**SMALL, options={**base, "ema_raw_mix": True}))
+
+
 def test_mode_seeking_trains_the_drawn_face_and_leaves_the_mix_to_the_extractor_loss():
     """mode_seeking: one step at weight 5 moves the rest of G otherwise than at weight 0 and the
     blur mix of c_lowpass_fit exactly as at 0 (same seed, same batch); the step reports the term;

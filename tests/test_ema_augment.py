@@ -52,6 +52,24 @@ def test_average_moves_toward_the_weights_by_the_decay_rule():
     assert float(trainer.ema.rate()) == pytest.approx(min(0.9, 3 / 12))
 
 
+def test_average_copies_the_raw_variables_and_refuses_strangers():
+    """``raw`` variables follow the weights (copied at each update); the others are averaged;
+    a variable the model does not hold is refused."""
+    from model.train.ema import WeightAverage
+
+    trainer = GANTrainer(TrainConfig(**SMALL))
+    g = trainer.generator
+    kernel = g.trainable_weights[0]
+    average = WeightAverage(g, 0.9, raw=[kernel])
+    trainer.train_step(tf.constant(_images(4)))
+    average.update(g)
+    values = dict(zip((id(w) for w in g.weights), average.values()))
+    np.testing.assert_array_equal(values[id(kernel)], kernel.numpy())
+    assert not np.allclose(values[id(g.trainable_weights[1])], g.trainable_weights[1].numpy())
+    with pytest.raises(ValueError, match="does not hold"):
+        WeightAverage(g, 0.9, raw=[tf.Variable(1.0)])
+
+
 def test_ema_and_augmentation_resume_exactly_and_export_the_average(tmp_path):
     options = dict(ema=0.99, augment="translation,cutout,color", augment_p=0.8)
     config = TrainConfig(**SMALL, **options)

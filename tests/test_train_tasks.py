@@ -131,7 +131,7 @@ def test_augment_none_is_no_augmentation_in_the_folder_of_runs_without_it():
     ("CompareGANs", ("data_fraction",), [{"data_fraction": 0.5}]),
     ("TrainEGAN", ("data_fraction", "weight_warmup", "target", "d_condition", "c_every_block", "sharpness_norm",
                    "z_pairs", "pairs_from", "c_modulation", "c_lowpass", "c_lowpass_draft", "pair_weight",
-                   "c_lowpass_only", "c_lowpass_fit", "c_lowpass_split", "mode_seeking"),
+                   "c_lowpass_only", "c_lowpass_fit", "c_lowpass_split", "mode_seeking", "ema_raw_mix"),
      [{"data_fraction": 0.5}, {"weight_warmup": 100}, {"target": "quantile", "c_distribution": "uniform"},
       {"target": "quantile", "c_distribution": "uniform", "d_condition": True}, {"c_every_block": True},
       {"sharpness_norm": 12.0}, {"target": "quantile", "c_distribution": "uniform", "z_pairs": True},
@@ -139,7 +139,8 @@ def test_augment_none_is_no_augmentation_in_the_folder_of_runs_without_it():
       {"c_modulation": True}, {"c_lowpass": True}, {"c_lowpass": True, "c_lowpass_draft": True},
       {"target": "quantile", "c_distribution": "uniform", "z_pairs": True, "pair_weight": 3.0},
       {"c_lowpass": True, "c_lowpass_only": True}, {"c_lowpass": True, "c_lowpass_fit": True},
-      {"c_lowpass": True, "c_lowpass_fit": True, "c_lowpass_split": True}, {"mode_seeking": 1.0}]),
+      {"c_lowpass": True, "c_lowpass_fit": True, "c_lowpass_split": True}, {"mode_seeking": 1.0},
+      {"c_lowpass": True, "c_lowpass_fit": True, "ema": 0.999, "ema_raw_mix": True}]),
 ])
 def test_parameters_added_later_keep_the_earlier_runs_folders(luigi_config, family, later, changes):
     """A parameter a task gained after runs existed: at its default a run's version is the hash

@@ -6,8 +6,10 @@ average ``a`` by ``a <- d a + (1 - d) w`` with ``d = min(decay, (1 + t) / (10 + 
 at the ``t``-th update (TensorFlow's ``ExponentialMovingAverage`` warm-up with
 ``num_updates``): the first averages follow the weights closely, so the random
 initialisation does not dominate them. Non-trainable weights (batch-norm moving
-statistics) are copied, not averaged. The averages are ordinary variables, kept
-in the run's checkpoints and restored on resume.
+statistics) are copied, not averaged, and so are the trainable weights named in
+``raw`` (a variant's part that should follow its last step, e.g. EGAN's blur mix with
+``ema_raw_mix``). The averages are ordinary variables, kept in the run's checkpoints
+and restored on resume.
 """
 from __future__ import annotations
 
@@ -17,12 +19,17 @@ import tensorflow as tf
 class WeightAverage(tf.Module):
     """The moving averages of ``model.weights`` (same order, float32)."""
 
-    def __init__(self, model, decay: float, name: str = "ema"):
+    def __init__(self, model, decay: float, raw=(), name: str = "ema"):
+        """``raw``: variables of ``model`` copied at each update rather than averaged."""
         super().__init__(name=name)
         if not 0 < decay < 1:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
-        self._trainable = [any(w is t for t in model.trainable_weights) for w in model.weights]
+        raw = {id(v) for v in raw}
+        if not raw <= {id(w) for w in model.weights}:
+            raise ValueError("WeightAverage raw names variables the model does not hold")
+        self._averaged = [id(w) not in raw and any(w is t for t in model.trainable_weights)
+                          for w in model.weights]
         self.averages = [tf.Variable(tf.cast(w, tf.float32), trainable=False, name=f"average_{i}")
                          for i, w in enumerate(model.weights)]
         self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
@@ -35,9 +42,9 @@ class WeightAverage(tf.Module):
     def update(self, model) -> None:
         """Move the averages toward ``model``'s current weights (call after a generator step)."""
         d = self.rate()
-        for average, weight, trainable in zip(self.averages, model.weights, self._trainable):
+        for average, weight, averaged in zip(self.averages, model.weights, self._averaged):
             weight = tf.cast(weight, tf.float32)
-            average.assign(d * average + (1.0 - d) * weight if trainable else weight)
+            average.assign(d * average + (1.0 - d) * weight if averaged else weight)
         self.updates.assign_add(1)
 
     def values(self) -> list:

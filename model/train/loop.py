@@ -89,7 +89,8 @@ class GANTrainer:
                 # Build optimizer slots now so a restored checkpoint fills them in place.
                 for opt, variables in self.model.optimizer_variables():
                     opt.build(variables)
-                self.ema = WeightAverage(self.model.generator, c.ema) if c.ema else None
+                self.ema = (WeightAverage(self.model.generator, c.ema, raw=self.model.unaveraged_variables())
+                            if c.ema else None)
         finally:
             keras.config.set_dtype_policy(previous)
         #: The step the run ends at: ``config.steps``, or the count a ``max_minutes`` budget chose.

@@ -25,6 +25,8 @@ and the loss adds, per pair of rows (a, b) with one z, |F_a - F_b - (Q(c_a) - Q(
 judges keeps a z of its own per row; ``pair_weight`` weighs that term beside the per-face one.
 ``mode_seeking`` adds MSGAN's mode-seeking term (model/variants/losses.py) to what the face G draws
 learns from, with that weight (the blur mix of ``c_lowpass_fit`` stays the extractor loss's).
+``ema_raw_mix`` keeps that blur mix out of G's weight average (``TrainConfig.ema``): the averaged
+G draws an averaged face through the mix's last weights.
 
 ``quantile``: Q_i is the real faces' quantile function of F_i, tracked over the real batches
 (``quantile_points`` levels, an exponential moving average with ``quantile_decay``), and c is
@@ -55,6 +57,12 @@ class EGAN(DCGAN):
     """DCGAN + attribute codes c controlled through extractors (module docstring)."""
     name = "egan"
     Options = EGANOptions
+
+    def __init__(self, config):
+        super().__init__(config)
+        if self.options.ema_raw_mix and not config.ema:
+            raise ValueError("EGAN ema_raw_mix keeps the blur mix out of the generator's weight average, "
+                             "and this run keeps none: set --ema (e.g. 0.999)")
 
     @property
     def attributes(self) -> list[str]:
@@ -97,7 +105,8 @@ class EGAN(DCGAN):
                             "c_lowpass_only": o.c_lowpass_only, "c_lowpass_fit": o.c_lowpass_fit,
                             "c_lowpass_split": o.c_lowpass_split,
                             "pairs_from": o.pairs_from, "pair_weight": o.pair_weight,
-                            "mode_seeking": o.mode_seeking, "train_values": [0.0, 1.0]})
+                            "mode_seeking": o.mode_seeking, "ema_raw_mix": o.ema_raw_mix,
+                            "train_values": [0.0, 1.0]})
         return [*super().inputs(), c]
 
     def build(self) -> None:
@@ -162,6 +171,9 @@ class EGAN(DCGAN):
 
         names = {MIX_LOGIT, MIX_EDGES}
         return [v for layer in self.generator.layers if layer.name in names for v in layer.trainable_variables]
+
+    def unaveraged_variables(self) -> list:
+        return self.extra_loss_variables() if self.options.ema_raw_mix else []
 
     def extra_loss_everywhere(self) -> bool:
         return not self.options.c_lowpass_split
