@@ -201,8 +201,8 @@ def args_egan(d):
             "--groups", "brightness,sharpness", "--target", "quantile", "--c-distribution", "uniform",
             "--sharpness-norm", 12, "--c-lowpass", "--c-lowpass-draft", "--c-lowpass-only", "--c-lowpass-fit",
             "--c-lowpass-split", "--z-pairs", "--pairs-from", "extra",
-            "--pair-weight", 3, "--mode-seeking", 1, "--samples", 2, "--baseline-recipe", "ema",
-            *_luigi_tiny("TrainEGAN", d["features"]), "--set", "TrainDCGAN.base_width=8"]
+            "--pair-weight", 3, "--mode-seeking", 1, "--ema-raw-mix", "--samples", 2, "--baseline-recipe", "ema",
+            *_luigi_tiny("TrainEGAN", d["features"]), "--set", "TrainDCGAN.base_width=8", "--set", "TrainEGAN.ema=0.9"]
 
 
 def args_egan_mix(d):
@@ -321,6 +321,7 @@ ROWS = {
                        and all(_card_meta(r["runs"]["brightness+sharpness"])[k]
                                for k in ("c_lowpass_fit", "c_lowpass_split"))
                        and r["mode_seeking"] == 1 and _card_meta(r["runs"]["brightness+sharpness"])["mode_seeking"] == 1
+                       and r["ema_raw_mix"] is True and _card_meta(r["runs"]["brightness+sharpness"])["ema_raw_mix"]
                        # the baseline trained with the recipe named, and what control costs against it
                        and r["baseline_recipe"] == "ema"
                        and _card(r["dcgan_run"]).training["ema"] == recipe("ema")["ema"]
