@@ -120,7 +120,10 @@ def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, s
     each face's own sweep). For a run that trained against the edges' p-norm
     (``sharpness_norm``), ``trained``: the same figures in that measure, and with ``real``
     (the training faces, ``(n, S, S, C)``) and the quantile target, ``targets``: the level
-    training asked for at each c (the real faces' quantile c, c clipped to [0, 1])."""
+    training asked for at each c (the real faces' quantile c, c clipped to [0, 1]). For a run
+    that keeps a weight average (``ema``; the card's generator is the average), ``raw_weights``:
+    the same figures from its raw generator on the same inputs (what the average changes)."""
+    import keras
     import numpy as np
 
     from model.card import load_generator
@@ -137,6 +140,12 @@ def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, s
         measurer.predict(images, [extractor])[:, 0].astype(np.float64)
     out = {**correlations(values, measured.reshape(samples, len(values))),
            "c": [round(float(v), 3) for v in values], "n": int(len(measured))}
+    if "raw_keras" in card.files:
+        raw = generate(keras.models.load_model(Path(run_dir) / card.files["raw_keras"], compile=False), inputs,
+                       batch_size=256)
+        raw = measure(extractor, raw) if extractor in FORMULAS else \
+            measurer.predict(raw, [extractor])[:, 0].astype(np.float64)
+        out["raw_weights"] = correlations(values, raw.reshape(samples, len(values)))
     if extractor == "sharpness" and any(layer.name == "lowpass" for layer in generator.layers):
         out["edges_explain"] = edges_explain(generator, inputs, measured.reshape(samples, len(values)))
     norm = spec.meta.get("sharpness_norm", 0.0) if extractor == "sharpness" else 0.0

@@ -322,6 +322,8 @@ ROWS = {
                                for k in ("c_lowpass_fit", "c_lowpass_split"))
                        and r["mode_seeking"] == 1 and _card_meta(r["runs"]["brightness+sharpness"])["mode_seeking"] == 1
                        and r["ema_raw_mix"] is True and _card_meta(r["runs"]["brightness+sharpness"])["ema_raw_mix"]
+                       # an averaged run's sweep is also measured on its raw generator
+                       and all({"rho", "parts"} <= set(r["control"][e]["raw_weights"]) for e in r["control"])
                        # the baseline trained with the recipe named, and what control costs against it
                        and r["baseline_recipe"] == "ema"
                        and _card(r["dcgan_run"]).training["ema"] == recipe("ema")["ema"]
