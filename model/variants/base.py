@@ -101,6 +101,11 @@ class GANModel:
         return [(self.g_opt, self.generator.trainable_variables),
                 (self.d_opt, self.discriminator.trainable_variables)]
 
+    def unaveraged_variables(self) -> list:
+        """G's variables the weight average (``TrainConfig.ema``) copies rather than averages
+        (EGAN's ``ema_raw_mix``: the blur mix); none by default."""
+        return []
+
     def fixed_inputs(self, n: int, seed: int) -> dict[str, np.ndarray]:
         """The inputs of the fixed-noise grids (``n`` = 64, an 8x8 grid). By default a draw
         from the training distributions; a conditional variant may lay out its classes."""

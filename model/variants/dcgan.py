@@ -126,11 +126,6 @@ class DCGAN(GANModel):
         verdict (EGAN's ``c_lowpass_fit``: the blur mix); none for the plain DCGAN."""
         return []
 
-    def unaveraged_variables(self) -> list:
-        """G's variables the weight average (``TrainConfig.ema``) copies rather than averages
-        (EGAN's ``ema_raw_mix``: the blur mix); none for the plain DCGAN."""
-        return []
-
     def extra_loss_everywhere(self) -> bool:
         """Whether :meth:`extra_generator_loss`'s term also trains the rest of G (beside
         :meth:`extra_loss_variables`; True), or leaves it to D's verdict alone (EGAN's
