@@ -135,16 +135,18 @@ def control(run_dir, extractor: str, measurer, samples: int, sweep_max: float, s
     dim = spec.labels.index(extractor)
     values = np.linspace(0.0, sweep_max, 11)
     inputs = vary_input(card, "c", values, samples, seed, dim)
-    images = generate(generator, inputs, batch_size=256)
-    measured = measure(extractor, images) if extractor in FORMULAS else \
-        measurer.predict(images, [extractor])[:, 0].astype(np.float64)
+
+    def measured_by(g):
+        """``(images, measures)`` of generator ``g`` on the sweep's inputs."""
+        drawn = generate(g, inputs, batch_size=256)
+        return drawn, (measure(extractor, drawn) if extractor in FORMULAS else
+                       measurer.predict(drawn, [extractor])[:, 0].astype(np.float64))
+
+    images, measured = measured_by(generator)
     out = {**correlations(values, measured.reshape(samples, len(values))),
            "c": [round(float(v), 3) for v in values], "n": int(len(measured))}
     if "raw_keras" in card.files:
-        raw = generate(keras.models.load_model(Path(run_dir) / card.files["raw_keras"], compile=False), inputs,
-                       batch_size=256)
-        raw = measure(extractor, raw) if extractor in FORMULAS else \
-            measurer.predict(raw, [extractor])[:, 0].astype(np.float64)
+        _, raw = measured_by(keras.models.load_model(Path(run_dir) / card.files["raw_keras"], compile=False))
         out["raw_weights"] = correlations(values, raw.reshape(samples, len(values)))
     if extractor == "sharpness" and any(layer.name == "lowpass" for layer in generator.layers):
         out["edges_explain"] = edges_explain(generator, inputs, measured.reshape(samples, len(values)))
