@@ -296,8 +296,9 @@ class EGANOptions:
     mode_seeking: float = 0.0
     # c_lowpass_fit with the generator's weight average (TrainConfig.ema): the average copies the
     # blur mix's last weights instead of averaging them, so the averaged G draws its face with the
-    # mix the extractor loss fitted last. Averaged, the mix lagged its fit and the slope of
-    # sharpness on c fell from 0.074 to 0.03-0.045 (docs/egan.md).
+    # mix the extractor loss fitted last. Measured at one seed it did not bring the control back
+    # (rho 0.532; the raw G of the same run 0.934): the averaged face, not the averaged mix, is what
+    # the mix no longer controls (docs/egan.md). An option to measure, not a recipe.
     ema_raw_mix: bool = False
 
     def __post_init__(self):
