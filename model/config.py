@@ -90,6 +90,8 @@ class TrainConfig:
     shuffle_buffer: int = 10_000
     data_fraction: float = 1.0  # share of the training split a run reads: its first records (1 = all)
     ema: float = 0.0            # decay of the generator's weight average (0 = off), e.g. 0.999
+    ema_bn_batches: int = 0     # with ema: the average's batch-norm statistics recomputed from this many
+                                # batches of 64 of its own draws (0 = copied from the raw generator)
     augment: str = ""           # DiffAugment policy, e.g. "translation,cutout,color" ("" = off)
     augment_p: float = 1.0      # probability an image is augmented
     options: dict = field(default_factory=dict)  # the variant's own constants (its Options)
@@ -111,6 +113,9 @@ class TrainConfig:
             value = getattr(self, name)
             require(value is None or 0 <= value < 1, name, value, "in [0, 1) (or empty for the variant's default)")
         require(0 <= self.ema < 1, "ema", self.ema, "in [0, 1) (0 = off; e.g. 0.999)")
+        require(self.ema_bn_batches >= 0, "ema_bn_batches", self.ema_bn_batches, ">= 0 (0 = off; e.g. 50)")
+        require(not self.ema_bn_batches or self.ema, "ema_bn_batches", self.ema_bn_batches,
+                "0 without a weight average: set ema (e.g. 0.999) or drop ema_bn_batches")
         require(self.max_minutes >= 0, "max_minutes", self.max_minutes,
                 ">= 0 (0 = off: train exactly steps; e.g. 5 to stop within 5 minutes)")
         require(0 < self.augment_p <= 1, "augment_p", self.augment_p, "in (0, 1]")

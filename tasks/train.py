@@ -60,7 +60,7 @@ class TrainGAN(Checked, luigi.Task):
     """
     # Parameters added after runs existed, with the value the runs before them had: at it a run's
     # version (its folder) is as before (tasks/common.py version).
-    added_later = {"data_fraction": 1.0}
+    added_later = {"data_fraction": 1.0, "ema_bn_batches": 0}
     dataset = luigi.Parameter(default="sample", description="Data set to train on.")
     variant = luigi.ChoiceParameter(default=DEFAULTS["variant"], choices=tuple(VARIANTS),
                                     description="GAN variant (model/variants/).")
@@ -87,6 +87,11 @@ class TrainGAN(Checked, luigi.Task):
     ema = luigi.FloatParameter(default=DEFAULTS["ema"], description="Decay of the moving average of the "
                                                                     "generator's weights, exported and used for "
                                                                     "the grids when on (0: off; e.g. 0.999).")
+    ema_bn_batches = luigi.IntParameter(default=DEFAULTS["ema_bn_batches"],
+                                        description="With ema: the averaged generator's batch-norm statistics "
+                                                    "recomputed from this many batches of 64 of its own draws "
+                                                    "(SWA's update_bn), not copied from the raw generator "
+                                                    "(0: copied; e.g. 50).")
     augment = PolicyParameter(default=DEFAULTS["augment"], description="Differentiable augmentation of every "
                                                                        "discriminator input (DiffAugment), e.g. "
                                                                        "translation,cutout,color (none: off).")

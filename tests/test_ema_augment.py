@@ -200,11 +200,63 @@ def test_the_export_carries_the_weight_average_not_the_raw_weights(tmp_path):
     assert np.abs(images - raw_images).max() > 0.01 * scale  # about 0.05 of it here
 
 
+def test_recomputed_batch_norm_statistics_are_the_mean_of_the_batches():
+    """recompute_batch_norm: each moving mean and variance becomes the mean over the batches of
+    that batch's statistics (the earlier statistics dropped); other weights and the layers'
+    momentum stay as they were."""
+    from model.train.ema import recompute_batch_norm
+
+    x = keras.Input((3,))
+    norm = keras.layers.BatchNormalization(momentum=0.9)
+    dense = keras.layers.Dense(4)
+    model = keras.Model(x, keras.layers.Dense(2)(norm(dense(x))))
+    norm.moving_mean.assign(np.full(4, 7.0, np.float32))
+    batches = [np.random.default_rng(k).normal(2, 3, (16, 3)).astype("float32") for k in range(5)]
+    kept = [w.numpy() for w in model.trainable_weights]
+    draws = iter(batches)
+    recompute_batch_norm(model, lambda: next(draws), len(batches))
+    features = [dense(b).numpy() for b in batches]
+    np.testing.assert_allclose(norm.moving_mean.numpy(), np.mean([f.mean(0) for f in features], 0), rtol=1e-5)
+    np.testing.assert_allclose(norm.moving_variance.numpy(), np.mean([f.var(0) for f in features], 0), rtol=1e-4)
+    for w, k in zip(model.trainable_weights, kept):
+        np.testing.assert_array_equal(w.numpy(), k)
+    assert norm.momentum == 0.9
+
+
+def test_the_average_can_get_its_own_batch_norm_statistics(tmp_path):
+    """ema_bn_batches: the export holds the checkpoint's averaged weights but batch-norm
+    statistics of its own draws, not the raw generator's copied ones; a restored checkpoint's
+    averaged generator is that export (the same draws every time)."""
+    config = TrainConfig(**SMALL, ema=0.9, ema_bn_batches=3)
+    train(config, _dataset(), tmp_path / "run")
+    trainer = GANTrainer(config)
+    trainer.checkpoint().restore(tf.train.latest_checkpoint(str(tmp_path / "run" / "ckpt"))).expect_partial()
+    load = lambda name: keras.models.load_model(tmp_path / "run" / name, compile=False)
+    own, raw = load("generator.keras"), load("generator_raw.keras")
+    trainable = {id(w) for w in own.trainable_weights}
+    statistics = [id(w) not in trainable for w in own.weights]
+    assert any(statistics)  # the DCGAN generator has batch norm
+    for is_statistic, a, o, r in zip(statistics, trainer.ema.values(), own.get_weights(), raw.get_weights()):
+        if is_statistic:
+            np.testing.assert_array_equal(a, r)  # what the average holds: the raw generator's, copied
+            assert not np.allclose(o, r)
+        else:
+            np.testing.assert_array_equal(o, a)
+    restored = restore_networks(tmp_path / "run", which=("generator",), weights="ema")["generator"]
+    for a, b in zip(restored.get_weights(), own.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert read_card(tmp_path / "run").training["ema_bn_batches"] == 3
+
+
 def test_bad_options_are_clear_errors():
     with pytest.raises(ValueError, match="unknown transform"):
         TrainConfig(augment="translation,blur")
     with pytest.raises(ValueError, match="ema must be in"):
         TrainConfig(ema=1.5)
+    with pytest.raises(ValueError, match="ema_bn_batches must be 0 without a weight average: set ema"):
+        TrainConfig(ema_bn_batches=10)
+    with pytest.raises(ValueError, match="ema_bn_batches must be >= 0"):
+        TrainConfig(ema=0.9, ema_bn_batches=-1)
     with pytest.raises(ValueError, match="augment_p"):
         TrainConfig(augment_p=0)
 

@@ -127,12 +127,13 @@ def test_augment_none_is_no_augmentation_in_the_folder_of_runs_without_it():
 
 
 @pytest.mark.parametrize("family, later, changes", [
-    ("TrainDCGAN", ("data_fraction",), [{"data_fraction": 0.5}]),
+    ("TrainDCGAN", ("data_fraction", "ema_bn_batches"), [{"data_fraction": 0.5}, {"ema_bn_batches": 20}]),
     ("CompareGANs", ("data_fraction",), [{"data_fraction": 0.5}]),
-    ("TrainEGAN", ("data_fraction", "weight_warmup", "target", "d_condition", "c_every_block", "sharpness_norm",
-                   "z_pairs", "pairs_from", "c_modulation", "c_lowpass", "c_lowpass_draft", "pair_weight",
-                   "c_lowpass_only", "c_lowpass_fit", "c_lowpass_split", "mode_seeking", "ema_raw_mix"),
-     [{"data_fraction": 0.5}, {"weight_warmup": 100}, {"target": "quantile", "c_distribution": "uniform"},
+    ("TrainEGAN", ("data_fraction", "ema_bn_batches", "weight_warmup", "target", "d_condition", "c_every_block",
+                   "sharpness_norm", "z_pairs", "pairs_from", "c_modulation", "c_lowpass", "c_lowpass_draft",
+                   "pair_weight", "c_lowpass_only", "c_lowpass_fit", "c_lowpass_split", "mode_seeking", "ema_raw_mix"),
+     [{"data_fraction": 0.5}, {"ema": 0.999, "ema_bn_batches": 20}, {"weight_warmup": 100},
+      {"target": "quantile", "c_distribution": "uniform"},
       {"target": "quantile", "c_distribution": "uniform", "d_condition": True}, {"c_every_block": True},
       {"sharpness_norm": 12.0}, {"target": "quantile", "c_distribution": "uniform", "z_pairs": True},
       {"target": "quantile", "c_distribution": "uniform", "z_pairs": True, "pairs_from": "extra"},

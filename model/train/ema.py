@@ -10,9 +10,16 @@ statistics) are copied, not averaged, and so are the trainable weights named in
 ``raw`` (a variant's part that should follow its last step, e.g. EGAN's blur mix with
 ``ema_raw_mix``). The averages are ordinary variables, kept in the run's checkpoints
 and restored on resume.
+
+Copied statistics are the raw generator's: they normalise features the averaged weights do
+not compute. :func:`recompute_batch_norm` replaces them by the average's own (SWA's
+``update_bn``, BigGAN's standing statistics; ``TrainConfig.ema_bn_batches``).
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
+import keras
 import tensorflow as tf
 
 
@@ -50,3 +57,24 @@ class WeightAverage(tf.Module):
     def values(self) -> list:
         """The averaged weights as numpy arrays, in ``model.get_weights()`` order."""
         return [a.numpy() for a in self.averages]
+
+
+def recompute_batch_norm(generator: keras.Model, draw: Callable[[], Any], batches: int) -> None:
+    """Set the moving mean and variance of every batch-norm layer of ``generator`` to the mean
+    of its batch statistics over ``batches`` calls of ``generator(draw(), training=True)``
+    (``draw()``: one batch of generator inputs). No other weight changes. Eager calls: the
+    layers' momentum is changed between batches (k / (k + 1) makes the moving statistics the
+    running mean over the batches), then restored."""
+    norms = [layer for layer in generator._flatten_layers(include_self=False)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms or batches < 1:
+        return
+    kept = [layer.momentum for layer in norms]
+    try:
+        for k in range(batches):
+            for layer in norms:
+                layer.momentum = k / (k + 1.0)  # 0 at the first batch: the old statistics are dropped
+            generator(draw(), training=True)
+    finally:
+        for layer, momentum in zip(norms, kept):
+            layer.momentum = momentum

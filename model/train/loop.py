@@ -49,10 +49,10 @@ from model.train.distribute import (
     shared_generator,
     writable_run_dir,
 )
-from model.train.ema import WeightAverage
+from model.train.ema import WeightAverage, recompute_batch_norm
 from model.train.precision import resolve_precision  # noqa: F401  (re-exported)
 from model.variants import build_variant
-from model.variants.base import GANModel
+from model.variants.base import GANModel, sample_input_tf
 
 
 class DivergenceError(RuntimeError):
@@ -133,8 +133,17 @@ class GANTrainer:
         if weights == "ema" and self.ema is None:
             raise ValueError("this run keeps no weight average (train with ema > 0)")
         g = self.model.inference_generator()
-        g.set_weights(self.ema.values() if weights == "ema" else self.generator.get_weights())
+        if weights == "ema":
+            self.load_average(g)
+        else:
+            g.set_weights(self.generator.get_weights())
         return g
+
+    def load_average(self, generator: keras.Model) -> None:
+        """Put the weight average in ``generator`` (an inference generator), with its own
+        batch-norm statistics when the run sets ``ema_bn_batches`` (:func:`standing_statistics`)."""
+        generator.set_weights(self.ema.values())
+        standing_statistics(self.model, generator, self.config)
 
     def card(self, dataset: dict | None = None) -> ModelCard:
         """The model card of what :meth:`export_generator` returns."""
@@ -262,7 +271,7 @@ def _train_steps(config: TrainConfig, dataset: tf.data.Dataset, run_dir: Path, p
 
     def snapshot(step: int) -> None:
         if averaged is not None:  # the grids show what would be exported
-            averaged.set_weights(trainer.ema.values())
+            trainer.load_average(averaged)
         images = trainer.model.grid_images(averaged or trainer.generator, tracked)
         save_png(grid(images, 8, 8), run_dir / "progress" / f"step-{step:07d}.png")
         with tb.as_default(step=step):
@@ -355,7 +364,8 @@ def restore_networks(run_dir: str | os.PathLike, checkpoint: str | None = None,
     from model.card import read_card
 
     card = read_card(run_dir)
-    model = build_variant(TrainConfig.from_dict({**card.training, "variant": card.variant}))
+    config = TrainConfig.from_dict({**card.training, "variant": card.variant})
+    model = build_variant(config)
     path = checkpoint or tf.train.latest_checkpoint(str(Path(run_dir) / "ckpt"))
     if path is None:
         raise FileNotFoundError(f"{Path(run_dir) / 'ckpt'} holds no checkpoint: the run folder was "
@@ -377,7 +387,21 @@ def restore_networks(run_dir: str | os.PathLike, checkpoint: str | None = None,
         average = WeightAverage(nets["generator"], card.training["ema"])
         tf.train.Checkpoint(ema=average).restore(str(path)).expect_partial().assert_existing_objects_matched()
         nets["generator"].set_weights(average.values())
+        standing_statistics(model, nets["generator"], config)
     return nets
+
+
+def standing_statistics(model: GANModel, generator: keras.Model, config: TrainConfig) -> None:
+    """With ``config.ema_bn_batches``: ``generator``, holding the weight average, gets batch-norm
+    statistics of its own, from that many batches of 64 draws of ``model``'s training inputs
+    (model/train/ema.py :func:`recompute_batch_norm`). The draws come from the run's seed, the
+    same at every call, so the export, the grids and a restored checkpoint agree."""
+    if not config.ema_bn_batches:
+        return
+    rng = tf.random.Generator.from_seed(config.seed + 3)  # seed + 1: training's noise, + 2: the grids'
+    specs = model.inputs()
+    recompute_batch_norm(generator, lambda: model.generator_input(
+        {spec.name: sample_input_tf(rng, spec, 64) for spec in specs}), config.ema_bn_batches)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
