@@ -716,6 +716,26 @@ def test_ema_raw_mix_keeps_the_blur_mix_out_of_the_weight_average():
         GANTrainer(TrainConfig(**SMALL, options={**base, "ema_raw_mix": True}))
 
 
+def test_the_average_s_own_statistics_reach_the_blur_mix_s_edges():
+    """ema_bn_batches on an EGAN (G takes z and c): the exported average gets statistics of its
+    own draws in every batch norm, the feedback mix's draft edges among them."""
+    from model.nets.dcgan import MIX_EDGES
+
+    base = {"extractors": ["sharpness"], "c_lowpass": True, "c_lowpass_draft": True, "c_lowpass_fit": True}
+    trainer = GANTrainer(TrainConfig(**SMALL, ema=0.9, ema_bn_batches=2, options=base))
+    for batch in _images().take(2):
+        trainer.train_step(batch)
+    exported = trainer.export_generator()
+    copied = trainer.model.inference_generator()
+    copied.set_weights(trainer.ema.values())
+    norms = [[layer for layer in g.layers if isinstance(layer, keras.layers.BatchNormalization)]
+             for g in (exported, copied)]  # the same layers in the same order (auto names differ)
+    assert MIX_EDGES in [layer.name for layer in norms[0]] and len(norms[0]) > 1
+    for own, raw in zip(*norms):
+        assert not np.allclose(own.moving_variance.numpy(), raw.moving_variance.numpy()), own.name
+        np.testing.assert_array_equal(own.gamma.numpy(), raw.gamma.numpy())
+
+
 def test_mode_seeking_trains_the_drawn_face_and_leaves_the_mix_to_the_extractor_loss():
     """mode_seeking: one step at weight 5 moves the rest of G otherwise than at weight 0 and the
     blur mix of c_lowpass_fit exactly as at 0 (same seed, same batch); the step reports the term;
