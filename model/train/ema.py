@@ -65,8 +65,7 @@ def recompute_batch_norm(generator: keras.Model, draw: Callable[[], Any], batche
     (``draw()``: one batch of generator inputs). No other weight changes. Eager calls: the
     layers' momentum is changed between batches (k / (k + 1) makes the moving statistics the
     running mean over the batches), then restored."""
-    norms = [layer for layer in generator._flatten_layers(include_self=False)
-             if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [layer for layer in _layers(generator) if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms or batches < 1:
         return
     kept = [layer.momentum for layer in norms]
@@ -78,3 +77,11 @@ def recompute_batch_norm(generator: keras.Model, draw: Callable[[], Any], batche
     finally:
         for layer, momentum in zip(norms, kept):
             layer.momentum = momentum
+
+
+def _layers(model):
+    """Every layer of ``model``, those of nested models included."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _layers(layer)
