@@ -248,6 +248,26 @@ def test_the_average_can_get_its_own_batch_norm_statistics(tmp_path):
     assert read_card(tmp_path / "run").training["ema_bn_batches"] == 3
 
 
+def test_the_average_is_loaded_once_per_step(tmp_path, monkeypatch):
+    """The grids, a checkpoint's evaluation and the export of the last step share one load of
+    the average: with ema_bn_batches its statistics are recomputed once at each step that needs
+    them (steps 2 and 4 here), and the model a step returns is the one that step exported."""
+    import model.train.loop as loop
+
+    passes = []
+    recompute = loop.recompute_batch_norm
+    monkeypatch.setattr(loop, "recompute_batch_norm",
+                        lambda *args: (passes.append(1), recompute(*args))[1])
+    seen = {}
+    train(TrainConfig(**SMALL, ema=0.9, ema_bn_batches=2, sample_every=2), _dataset(), tmp_path / "run",
+          on_checkpoint=lambda step, trainer: seen.update({step: trainer.export_generator()}))
+    assert len(passes) == 2
+    assert seen[2] is seen[4]  # one inference generator, reloaded when the step moves on
+    exported = keras.models.load_model(tmp_path / "run" / "generator.keras", compile=False)
+    for a, b in zip(exported.get_weights(), seen[4].get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_bad_options_are_clear_errors():
     with pytest.raises(ValueError, match="unknown transform"):
         TrainConfig(augment="translation,blur")

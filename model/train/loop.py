@@ -97,6 +97,7 @@ class GANTrainer:
         self.last_step = c.steps
         #: The budget's record (model/train/budget.py), once the step count is chosen.
         self.budget: dict | None = None
+        self._averaged: tuple[int, keras.Model] | None = None  # (step, G): averaged_generator()
 
     @property
     def generator(self) -> keras.Model:
@@ -126,24 +127,29 @@ class GANTrainer:
         return summed
 
     def export_generator(self, weights: str | None = None) -> keras.Model:
-        """A float32 plain-Keras copy of the generator, whatever the training precision:
-        its current weights (``"generator"``) or their moving average (``"ema"``; the
-        default when the run keeps one)."""
+        """A float32 plain-Keras generator, whatever the training precision: a copy of its
+        current weights (``"generator"``) or the moving average (``"ema"``; the default when
+        the run keeps one), which is :meth:`averaged_generator`'s model: read it, don't change it."""
         weights = weights or ("ema" if self.ema is not None else "generator")
-        if weights == "ema" and self.ema is None:
-            raise ValueError("this run keeps no weight average (train with ema > 0)")
-        g = self.model.inference_generator()
         if weights == "ema":
-            self.load_average(g)
-        else:
-            g.set_weights(self.generator.get_weights())
+            return self.averaged_generator()
+        g = self.model.inference_generator()
+        g.set_weights(self.generator.get_weights())
         return g
 
-    def load_average(self, generator: keras.Model) -> None:
-        """Put the weight average in ``generator`` (an inference generator), with its own
-        batch-norm statistics when the run sets ``ema_bn_batches`` (:func:`standing_statistics`)."""
-        generator.set_weights(self.ema.values())
-        standing_statistics(self.model, generator, self.config)
+    def averaged_generator(self) -> keras.Model:
+        """An inference generator holding the weight average as of the current step (with its
+        own batch-norm statistics under ``ema_bn_batches``): loaded once per step, so the
+        grids, a checkpoint's evaluation and the export of the last step share one load."""
+        if self.ema is None:
+            raise ValueError("this run keeps no weight average (train with ema > 0)")
+        step = int(self.step.numpy())
+        if self._averaged is None:
+            self._averaged = (-1, self.model.inference_generator())
+        if self._averaged[0] != step:
+            load_average(self._averaged[1], self.ema, self.model, self.config)
+            self._averaged = (step, self._averaged[1])
+        return self._averaged[1]
 
     def card(self, dataset: dict | None = None) -> ModelCard:
         """The model card of what :meth:`export_generator` returns."""
@@ -267,12 +273,10 @@ def _train_steps(config: TrainConfig, dataset: tf.data.Dataset, run_dir: Path, p
     new_file = not metrics_path.exists()
     tracked = fixed_inputs(trainer.model)
     tb = tf.summary.create_file_writer(str(run_dir / "tb"))
-    averaged = trainer.model.inference_generator() if trainer.ema is not None else None
 
     def snapshot(step: int) -> None:
-        if averaged is not None:  # the grids show what would be exported
-            trainer.load_average(averaged)
-        images = trainer.model.grid_images(averaged or trainer.generator, tracked)
+        # the grids show what would be exported
+        images = trainer.model.grid_images(trainer.export_generator(), tracked)
         save_png(grid(images, 8, 8), run_dir / "progress" / f"step-{step:07d}.png")
         with tb.as_default(step=step):
             tf.summary.image("fixed_noise", images[:16], max_outputs=16)
@@ -386,9 +390,16 @@ def restore_networks(run_dir: str | os.PathLike, checkpoint: str | None = None,
             raise ValueError(f"{run_dir} keeps no weight average (trained with ema = 0)")
         average = WeightAverage(nets["generator"], card.training["ema"])
         tf.train.Checkpoint(ema=average).restore(str(path)).expect_partial().assert_existing_objects_matched()
-        nets["generator"].set_weights(average.values())
-        standing_statistics(model, nets["generator"], config)
+        load_average(nets["generator"], average, model, config)
     return nets
+
+
+def load_average(generator: keras.Model, average: WeightAverage, model: GANModel, config: TrainConfig) -> None:
+    """Put ``average`` in ``generator`` (an inference generator of ``model``), with batch-norm
+    statistics of its own when ``config.ema_bn_batches`` asks (:func:`standing_statistics`): the
+    one way an average becomes a generator (training's grids and export, a restored checkpoint)."""
+    generator.set_weights(average.values())
+    standing_statistics(model, generator, config)
 
 
 def standing_statistics(model: GANModel, generator: keras.Model, config: TrainConfig) -> None:
