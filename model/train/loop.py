@@ -140,7 +140,8 @@ class GANTrainer:
     def averaged_generator(self) -> keras.Model:
         """An inference generator holding the weight average as of the current step (with its
         own batch-norm statistics under ``ema_bn_batches``): loaded once per step, so the
-        grids, a checkpoint's evaluation and the export of the last step share one load."""
+        grids, a checkpoint's evaluation and the export of the last step share one load. The
+        same model is reloaded in place at a later step: keep a copy to keep a step's weights."""
         if self.ema is None:
             raise ValueError("this run keeps no weight average (train with ema > 0)")
         step = int(self.step.numpy())
