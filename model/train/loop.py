@@ -276,8 +276,10 @@ def _train_steps(config: TrainConfig, dataset: tf.data.Dataset, run_dir: Path, p
     tb = tf.summary.create_file_writer(str(run_dir / "tb"))
 
     def snapshot(step: int) -> None:
-        # the grids show what would be exported
-        images = trainer.model.grid_images(trainer.export_generator(), tracked)
+        # The grids show the average that would be exported; without one, the training
+        # generator itself (no copy per grid).
+        shown = trainer.averaged_generator() if trainer.ema is not None else trainer.generator
+        images = trainer.model.grid_images(shown, tracked)
         save_png(grid(images, 8, 8), run_dir / "progress" / f"step-{step:07d}.png")
         with tb.as_default(step=step):
             tf.summary.image("fixed_noise", images[:16], max_outputs=16)
